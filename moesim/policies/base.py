@@ -1,0 +1,141 @@
+"""The small interfaces every policy implements.
+
+After gem5's replacement policies and CacheLib's MM containers: the cache core owns residency,
+sizes, pins and in-flight state; an eviction policy only keeps its own ordering and, asked for a
+victim, walks that order and returns the first object the core says may go. The clock (`now`) is
+passed in and never read from simpy, so the same policy object runs in the count replay, the timing
+engine and the real-GPU executor. A policy must not import from `moesim.sim` or `moesim.kernels`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Protocol
+
+import numpy as np
+
+
+class FutureView(Protocol):
+    """Read access to the future of the request stream, for offline policies (Belady, oracles).
+
+    Positions are indices into the request stream the core is replaying; `position` is the
+    index of the request being served now.
+    """
+
+    position: int
+
+    def next_use(self, obj: int, after: int) -> int:
+        """Position of the first request for `obj` strictly after `after` (a large sentinel if none)."""
+        ...
+
+
+NEVER = np.iinfo(np.int64).max // 4
+"""Next-use sentinel for an object that is never requested again."""
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy may know about the workload. Arrays are indexed by object id."""
+
+    n_objects: int
+    n_layers: int
+    n_experts: int
+    object_layer: np.ndarray
+    object_bytes: np.ndarray
+    seed: int = 0
+    future: FutureView | None = None
+    partition: int | None = None
+    """The layer this policy instance serves when the cache is partitioned per layer, else None."""
+    profile_counts: np.ndarray | None = None
+    """Per-object access counts from a profiling trace or prefix (static pinning, frequency prefetch)."""
+
+
+class EvictionPolicy:
+    """Orders resident objects for eviction. Subclasses register with `@register("name")`.
+
+    The core calls, for objects in this policy's partition:
+      on_pass_begin(p, now)        a new forward pass starts (Least-Stale, collision taxonomy)
+      on_insert(obj, now, prefetch) obj became resident (or started its copy in)
+      on_access(obj, now)          a demand request hit obj
+      on_evict(obj)                the core removed obj
+      victim(eligible) -> obj      walk the policy's order; return the first obj with eligible(obj)
+    `admit(obj)` may refuse an insertion (bypass), which only offline policies normally do.
+    """
+
+    name: ClassVar[str] = ""
+    offline: ClassVar[bool] = False
+    """True if the policy reads the future (Belady): results are bounds, not deployable."""
+
+    def __init__(self, params: object, ctx: PolicyContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    def on_pass_begin(self, pass_index: int, now: float) -> None:
+        pass
+
+    def on_insert(self, obj: int, now: float, prefetch: bool) -> None:
+        raise NotImplementedError
+
+    def on_access(self, obj: int, now: float) -> None:
+        raise NotImplementedError
+
+    def on_evict(self, obj: int) -> None:
+        raise NotImplementedError
+
+    def victim(self, eligible: Callable[[int], bool]) -> int | None:
+        """The first object in eviction order for which `eligible` is true, or None."""
+        raise NotImplementedError
+
+    def admit(self, obj: int) -> bool:
+        return True
+
+    def pinned_objects(self) -> list[int]:
+        """Objects the core must load at start and never evict (static hot pinning)."""
+        return []
+
+
+@dataclass(frozen=True)
+class PrefetchRequest:
+    obj: int
+    priority: float
+    """Higher first. Requests of equal priority keep the order given."""
+
+
+@dataclass(frozen=True)
+class PrefetchView:
+    """What a prefetch policy sees when it is asked for proposals.
+
+    `cell` is the cell that just started computing (its pass and layer); `routed` its experts' object
+    ids; `resident` answers whether an object is resident or in flight; `link_bytes_per_s` and
+    `compute_window_s` let a policy budget what the link can move while compute runs.
+    """
+
+    pass_index: int
+    cell: int
+    layer: int
+    routed: np.ndarray
+    resident: Callable[[int], bool]
+    link_bytes_per_s: float = 0.0
+    compute_window_s: float = 0.0
+
+
+class PrefetchPolicy:
+    """Proposes objects to copy ahead of demand. Registered like eviction policies (kind "prefetch").
+
+    `observe(cell, layer, routed)` is called with every served cell (online learners);
+    `propose(view)` returns PrefetchRequests for later layers; the engine issues them while the
+    link has room, demand copies first.
+    """
+
+    name: ClassVar[str] = ""
+    offline: ClassVar[bool] = False
+
+    def __init__(self, params: object, ctx: PolicyContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    def observe(self, pass_index: int, cell: int, layer: int, routed: np.ndarray) -> None:
+        pass
+
+    def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
+        return []

@@ -1,0 +1,38 @@
+"""The future of a request stream, for offline policies (Belady) and oracle prefetchers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.policies.base import NEVER
+
+
+class StreamFuture:
+    """Next-use look-ups over a request stream of object ids.
+
+    `position` is set by the driver to the last request index of the cell being served, so
+    `next_use(obj, position)` is the first request for obj after the current cell.
+    Building is O(n log n); a look-up is O(log uses-of-obj).
+    """
+
+    def __init__(self, objs: np.ndarray, n_objects: int) -> None:
+        objs = np.asarray(objs, dtype=np.int64)
+        self.position = -1
+        order = np.argsort(objs, kind="stable")
+        self._positions = order.astype(np.int64)
+        counts = np.bincount(objs, minlength=n_objects)
+        self._start = np.zeros(n_objects + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._start[1:])
+        # next request of the same object, for every request (NEVER if none)
+        nxt = np.full(objs.shape[0], NEVER, dtype=np.int64)
+        same = objs[order[1:]] == objs[order[:-1]]
+        nxt[order[:-1][same]] = order[1:][same]
+        self.next_request = nxt
+
+    def next_use(self, obj: int, after: int) -> int:
+        lo, hi = self._start[obj], self._start[obj + 1]
+        k = lo + int(np.searchsorted(self._positions[lo:hi], after, side="right"))
+        return int(self._positions[k]) if k < hi else NEVER
+
+    def uses(self, obj: int) -> np.ndarray:
+        return self._positions[self._start[obj] : self._start[obj + 1]]

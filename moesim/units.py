@@ -1,0 +1,189 @@
+"""Quantities with units, checked by machine: "53 GB/s", "80 GiB", "7 us", "989 TFLOP/s".
+
+Every dimensioned value in a profile or on the command line carries its unit, because a bare
+"25" has cost people a factor of 1024 or 8 (GB vs GiB, GB vs Gb) before. Decimal prefixes are
+powers of 10, binary ones (Ki, Mi, Gi, Ti) powers of 2; "b" is a bit, "B" a byte.
+Values are returned in SI base units: bytes, bytes/s, seconds, FLOP/s, watts, joules, J/byte, Hz.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from moesim.errors import UserError
+
+DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+SMALL = {"": 1.0, "m": 1e-3, "u": 1e-6, "µ": 1e-6, "μ": 1e-6, "n": 1e-9, "p": 1e-12}
+
+KINDS = ("bytes", "bandwidth", "time", "flops", "power", "energy", "energy_per_byte", "frequency")
+
+_NUMBER = r"(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+_PATTERN = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>\S.*?)?\s*$")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A parsed value in SI base units, with the kind and the text it came from."""
+
+    value: float
+    kind: str
+    text: str
+
+
+def _byte_scale(unit: str) -> float | None:
+    """Scale of a size unit to bytes ("GiB" -> 2**30, "Gb" -> 1e9/8), or None if not a size."""
+    for prefix, scale in BINARY.items():
+        if unit == prefix + "B":
+            return scale
+        if unit == prefix + "b":
+            return scale / 8
+    for prefix, scale in DECIMAL.items():
+        if unit == prefix + "B":
+            return scale
+        if unit == prefix + "b" and prefix:
+            return scale / 8
+    if unit in ("byte", "bytes"):
+        return 1.0
+    if unit in ("bit", "bits"):
+        return 1 / 8
+    return None
+
+
+def _time_scale(unit: str) -> float | None:
+    if unit in ("s", "sec", "second", "seconds"):
+        return 1.0
+    if unit in ("min",):
+        return 60.0
+    if unit in ("h",):
+        return 3600.0
+    if unit.endswith("s") and unit[:-1] in SMALL and unit[:-1]:
+        return SMALL[unit[:-1]]
+    return None
+
+
+def _scale(unit: str, kind: str) -> float | None:
+    """Scale factor of `unit` for a quantity of `kind`, or None when the unit does not fit the kind."""
+    if kind == "bytes":
+        return _byte_scale(unit)
+    if kind == "bandwidth":
+        for sep in ("/s", "ps"):
+            if unit.endswith(sep):
+                size = _byte_scale(unit[: -len(sep)])
+                if size is not None:
+                    return size
+        return None
+    if kind == "time":
+        return _time_scale(unit)
+    if kind == "flops":
+        for suffix in ("FLOP/s", "FLOPS", "flop/s"):
+            if unit.endswith(suffix):
+                prefix = unit[: -len(suffix)]
+                if prefix in DECIMAL:
+                    return DECIMAL[prefix]
+        return None
+    if kind == "power":
+        return _prefixed(unit, "W")
+    if kind == "energy":
+        return _prefixed(unit, "J")
+    if kind == "energy_per_byte":
+        if "/" not in unit:
+            return None
+        num, den = unit.split("/", 1)
+        j = _prefixed(num, "J")
+        b = _byte_scale(den) if den not in ("byte",) else 1.0
+        if j is None or b is None:
+            return None
+        return j / b
+    if kind == "frequency":
+        return _prefixed(unit, "Hz")
+    raise ValueError(f"unknown quantity kind {kind!r}")
+
+
+def _prefixed(unit: str, base: str) -> float | None:
+    if not unit.endswith(base):
+        return None
+    prefix = unit[: -len(base)]
+    if prefix in SMALL:
+        return SMALL[prefix]
+    if prefix in DECIMAL:
+        return DECIMAL[prefix]
+    return None
+
+
+EXAMPLES = {
+    "bytes": "80 GiB",
+    "bandwidth": "53 GB/s",
+    "time": "7 us",
+    "flops": "989 TFLOP/s",
+    "power": "700 W",
+    "energy": "10 J",
+    "energy_per_byte": "10 pJ/B",
+    "frequency": "1.98 GHz",
+}
+
+
+def parse_quantity(text: object, kind: str, where: str = "", allow_negative: bool = False) -> float:
+    """Parse `text` as a quantity of `kind` and return it in SI base units.
+
+    Raises UserError naming `where` for a bare number, an unknown or mismatched unit, a value that
+    is not finite, or a negative value (unless `allow_negative`).
+    """
+    return parse_quantity_full(text, kind, where, allow_negative).value
+
+
+def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative: bool = False) -> Quantity:
+    if kind not in KINDS:
+        raise ValueError(f"unknown quantity kind {kind!r}")
+    example = EXAMPLES[kind]
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UserError(f"expected a {kind} with a unit such as '{example}', got {text!r}", where or None)
+    if isinstance(text, (int, float)):
+        raise UserError(f"bare number {text!r} has no unit; write it like '{example}'", where or None)
+    match = _PATTERN.match(text)
+    if not match:
+        raise UserError(f"cannot read {text!r} as a {kind}; write it like '{example}'", where or None)
+    unit = match.group("unit")
+    if not unit:
+        raise UserError(f"bare number {text.strip()!r} has no unit; write it like '{example}'", where or None)
+    scale = _scale(unit.replace(" ", ""), kind)
+    if scale is None:
+        raise UserError(f"unit {unit!r} is not a {kind} unit; write it like '{example}'", where or None)
+    value = float(match.group("num")) * scale
+    if not math.isfinite(value):
+        raise UserError(f"{text!r} is not a finite {kind}", where or None)
+    if value < 0 and not allow_negative:
+        raise UserError(f"{text!r} is negative", where or None)
+    return Quantity(value=value, kind=kind, text=text.strip())
+
+
+def parse_size_or_fraction(text: str, total_bytes: float, where: str = "capacity") -> float:
+    """Capacity as bytes: "4000MiB", "0.6 GiB", or a share of `total_bytes` such as "5%"."""
+    stripped = text.strip()
+    if stripped.endswith("%"):
+        try:
+            share = float(stripped[:-1])
+        except ValueError:
+            raise UserError(f"cannot read {text!r} as a percentage", where) from None
+        if not math.isfinite(share) or share < 0:
+            raise UserError(f"{text!r} must be a non-negative percentage", where)
+        return total_bytes * share / 100.0
+    return parse_quantity(stripped, "bytes", where)
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable binary size, e.g. 12884901888 -> '12.00 GiB'."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_seconds(t: float) -> str:
+    if t >= 1:
+        return f"{t:.3f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.3f} ms"
+    return f"{t * 1e6:.1f} us"
