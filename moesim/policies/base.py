@@ -48,6 +48,9 @@ class PolicyContext:
     """The layer this policy instance serves when the cache is partitioned per layer, else None."""
     profile_counts: np.ndarray | None = None
     """Per-object access counts from a profiling trace or prefix (static pinning, frequency prefetch)."""
+    trace: object | None = None
+    """The whole trace (moesim.traces.trace.Trace), given only to offline policies (oracles) and to
+    policies that read recorded predictions; online policies must not look ahead through it."""
 
 
 class EvictionPolicy:
