@@ -51,6 +51,8 @@ class PolicyContext:
     trace: object | None = None
     """The whole trace (moesim.traces.trace.Trace), given only to offline policies (oracles) and to
     policies that read recorded predictions; online policies must not look ahead through it."""
+    trace_name: str | None = None
+    """How to name the trace in error messages (its file path, when it came from one)."""
 
 
 class EvictionPolicy:
