@@ -7,7 +7,8 @@ are measured over a long synthetic stream; score-budget's byte budget is checked
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import dataclasses
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -108,8 +109,6 @@ def test_every_prefetch_policy_is_registered_with_documented_params():
         assert entry.doc, name
         ptype = entry.params_type()
         if ptype is not None:
-            import dataclasses
-
             for f in dataclasses.fields(ptype):
                 assert f.metadata.get("help"), (name, f.name)
     assert entries["oracle"].cls.offline and entries["noisy-oracle"].cls.offline
