@@ -52,11 +52,12 @@ def to_long_table(results: ResultSet | tables.RunTables) -> pa.Table:
             if t is None or not t.num_rows:
                 continue
         n = t.num_rows
+        have = set(t.column_names)
         arrays = []
         for f in UNION_SCHEMA:
             if f.name == "table":
                 arrays.append(pa.array([name] * n, type=pa.string()))
-            elif f.name in t.column_names:
+            elif f.name in have:
                 arrays.append(t.column(f.name))
             else:
                 arrays.append(pa.nulls(n, type=f.type))
@@ -101,31 +102,32 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise UserError("moesim metadata is not valid JSON", str(path)) from None
 
 
-def read_long_table(path: str | os.PathLike[str]) -> pa.Table:
-    """A run file's long table, checked and cast to the current union schema."""
+def _read(path: str | os.PathLike[str]) -> pa.Table:
     try:
-        table = pq.ParquetFile(path).read(use_threads=False)
+        return pq.ParquetFile(path).read(use_threads=False)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"cannot read as Parquet: {_first_line(exc)}", str(path)) from None
-    missing = [f.name for f in UNION_SCHEMA if f.name not in table.column_names]
+
+
+def read_long_table(path: str | os.PathLike[str], table: pa.Table | None = None) -> pa.Table:
+    """A run file's long table, checked and cast to the current union schema."""
+    table = _read(path) if table is None else table
+    if table.schema.remove_metadata().equals(UNION_SCHEMA):
+        return table
+    have = set(table.column_names)
+    missing = [f.name for f in UNION_SCHEMA if f.name not in have]
     if missing:
         raise UserError(f"not a moesim run file (lacks columns {', '.join(missing[:5])})", str(path))
     return table.select(UNION_SCHEMA.names).cast(UNION_SCHEMA)
 
 
 def read_run_file(path: str | os.PathLike[str]) -> tuple[ResultSet, dict[str, Any]]:
-    try:
-        table = pq.ParquetFile(path).read(use_threads=False)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise UserError(f"cannot read as Parquet: {_first_line(exc)}", str(path)) from None
+    table = _read(path)
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     meta = json.loads(raw) if raw else {}
     if meta.get("format") != FORMAT:
         raise UserError(f"not a moesim run file (format {meta.get('format')!r}, expected {FORMAT!r})", str(path))
-    missing = [f.name for f in UNION_SCHEMA if f.name not in table.column_names]
-    if missing:
-        raise UserError(f"run file lacks columns {', '.join(missing[:5])}", str(path))
-    return from_long_table(table.select(UNION_SCHEMA.names).cast(UNION_SCHEMA)), meta
+    return from_long_table(read_long_table(path, table)), meta
 
 
 def _first_line(exc: BaseException) -> str:

@@ -56,7 +56,10 @@ def factory_trace(target: str, args: Mapping[str, Any], where: str) -> Trace:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise UserError(f"{module_name!r} has no function {func_name!r}", where)
-    trace = func(**dict(args))
+    try:
+        trace = func(**dict(args))
+    except TypeError as exc:
+        raise UserError(f"cannot call {target} with args {dict(args)}: {exc}", where) from None
     if not isinstance(trace, Trace):
         raise UserError(f"{target} returned {type(trace).__name__}, not a Trace", where)
     trace.validate(where)

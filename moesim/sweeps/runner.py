@@ -51,13 +51,16 @@ def run_plan(plan: SweepPlan, out: str | Path, backend: str = "local", jobs: int
     else:
         outputs = backends.run_local(todo, plan.traces, plan.profiles, jobs, imports)
     failed = 0
+    written: list[str] = []
     with SweepProgress(len(ids), len(ids) - len(todo), progress, plan.spec.name or "sweep") as bar:
         for output in outputs:
             store.write_run(out, by_id[output.run_id], output)
+            written.append(output.run_id)
             failed += 0 if output.ok else 1
             bar.advance(output.ok)
-    table = store.read_dataset(out, ids).runs
-    store.write_table(out / store.TABLE, table)
+    everything = store.runs_table(out, fresh=written)
+    store.write_table(out / store.TABLE, everything)
+    table = everything[everything["run_id"].isin(set(ids))].reset_index(drop=True)
     return SweepOutcome(table=table, total=len(ids), skipped=len(ids) - len(todo), ran=len(todo), failed=failed,
                         out=out)
 

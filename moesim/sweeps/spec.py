@@ -240,8 +240,10 @@ def _traces(value: Any, where: str) -> list[TraceSource]:
             sources.append(TraceSource(name, "synthetic", None, _frozen_args(ref["synthetic"])))
         elif isinstance(ref, Mapping) and "factory" in ref and set(ref) <= {"factory", "args"}:
             args = ref.get("args") or {}
-            if not isinstance(ref["factory"], str) or not isinstance(args, Mapping):
-                raise UserError("factory must be 'module:function' and args a mapping", at)
+            target = ref["factory"]
+            if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")) \
+                    or not isinstance(args, Mapping):
+                raise UserError("factory must look like 'package.module:function' and args be a mapping", at)
             sources.append(TraceSource(name, "factory", ref["factory"], _frozen_args(args)))
         else:
             raise UserError("a trace source is a file name, {synthetic: {...}} or {factory: 'module:function', "

@@ -111,12 +111,39 @@ def write_table(path: Path, runs: pd.DataFrame) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    try:
+        table = pq.ParquetFile(path).read(use_threads=False)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"cannot read: {str(exc).splitlines()[0]}", str(path)) from None
+    return tables.from_arrow(table, "runs")
+
+
+def runs_table(out: Path, run_ids: Iterable[str] | None = None, fresh: Iterable[str] = ()) -> pd.DataFrame:
+    """The runs table of the dataset's run files (those in `run_ids`, if given), sorted by run_id.
+
+    DIR/table.parquet caches the rows of earlier reads: rows whose run file is gone are dropped and
+    only run files the cache lacks, or named in `fresh` (just written), are read.
+    """
+    files = {p.stem: p for p in run_files(out)}
+    wanted = set(files) if run_ids is None else set(run_ids) & set(files)
+    cache_path = Path(out) / TABLE
+    cached = read_table(cache_path) if cache_path.is_file() else tables.empty("runs")
+    stale = set(fresh)
+    cached = cached[cached["run_id"].isin(wanted - stale)]
+    missing = sorted(wanted - set(cached["run_id"]))
+    parts = [cached] + ([read_runs(files[i] for i in missing).runs] if missing else [])
+    table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else cached
+    return tables.conform(table.sort_values("run_id", kind="mergesort").reset_index(drop=True), "runs")
+
+
 def combined_table(out: Path) -> pd.DataFrame:
+    """Every run in the dataset directory `out` (what `moesim sweep-table` prints)."""
     if not Path(out).is_dir():
         raise UserError("no such sweep directory", str(out))
     if not is_dataset(out):
         raise UserError(f"not a sweep directory (no {RUNS}/ folder)", str(out))
-    return read_dataset(out).runs
+    return runs_table(out)
 
 
 def dataset_progress(out: Path) -> tuple[int, int | None]:
