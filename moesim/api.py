@@ -40,12 +40,13 @@ def _capacity_text(value: Any) -> str:
 def replay(trace: Any, policy: str | Sequence[str] = "lru", capacity: Any = "5%", profile: Any = None,
            prefetch: str | Sequence[str] = "none", miss: str | Sequence[str] = "stall", scope: str = "global",
            mode: str = "event", seed: int | Sequence[int] = 0, profile_set: Mapping[str, str] | None = None,
-           tables: bool = False) -> pd.DataFrame | ResultSet:
+           tables: bool = False, trace_name: str | None = None) -> pd.DataFrame | ResultSet:
     """Replay `trace` (a Trace, a file or "bundled:NAME") for every policy x capacity x prefetch given.
 
     Count-only (hits and misses) when `profile` is None; timed (TTFT, TPOT, stalls, energy) with a
     profile name, YAML path or HardwareProfile. `capacity`: "5%", "4000MiB", "51slots" or bytes.
-    `profile_set` sets profile fields first ({"links.h2d.bandwidth": "16 GB/s"}).
+    `profile_set` sets profile fields first ({"links.h2d.bandwidth": "16 GB/s"}). `trace_name` names
+    the trace in the table (default: the file name, or "trace"); it is part of each run's id.
     Runs in this process, writes nothing.
     """
     from moesim.sweeps.execute import execute_run
@@ -54,7 +55,8 @@ def replay(trace: Any, policy: str | Sequence[str] = "lru", capacity: Any = "5%"
     from moesim.traces.trace import Trace
 
     data: dict[str, Any] = {
-        "traces": {"trace": trace} if isinstance(trace, Trace) else {Path(str(trace)).name or str(trace): str(trace)},
+        "traces": {trace_name or ("trace" if isinstance(trace, Trace) else Path(str(trace)).name or str(trace)):
+                   trace if isinstance(trace, Trace) else str(trace)},
         "eviction": _as_list(policy), "capacities": [_capacity_text(c) for c in _as_list(capacity)],
         "prefetch": _as_list(prefetch), "miss": _as_list(miss), "scope": scope, "replay": mode,
         "seeds": _as_list(seed),

@@ -5,7 +5,8 @@ Runs that failed are left out of every plot (the report lists them). Seeds are a
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,23 @@ MAX_LABELS = 30
 CAPACITY_AXIS = "capacity"
 
 
+ORDER = ["trace", "profile", "profile_set", "eviction", "prefetch", "miss", "capacity_bytes", "scope", "mode", "seed"]
+
+
+def natural_key(text: Any) -> tuple:
+    """Sort key that orders "8 GB/s" before "16 GB/s" (numbers inside text compare as numbers)."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)", str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
+
+
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "ok"]
+    """Runs that finished, in a reading order (trace, profile, settings, policy, capacity, ...)."""
+    ok = runs[runs["status"] == "ok"]
+    keys = [c for c in ORDER if c in ok.columns]
+    if not len(ok):
+        return ok
+    order = sorted(range(len(ok)), key=lambda i: tuple(natural_key(ok[c].iloc[i]) for c in keys))
+    return ok.iloc[order]
 
 
 def setting_quantity(path: str, text: str) -> tuple[float, str]:
@@ -148,6 +164,18 @@ def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
     if axis not in settings.columns:
         raise UserError(f"no run sets profile field {axis!r}", "what-if axis")
     return settings[axis]
+
+
+def axis_ticks(runs: pd.DataFrame, axis: str) -> dict[float, str]:
+    """Number -> the text the user gave for it ("10%", "16 GB/s"), for tick labels."""
+    ok = ok_runs(runs)
+    numbers = axis_values(ok, axis)
+    if axis == CAPACITY_AXIS:
+        texts = ok["capacity"].astype(str)
+    else:
+        texts = ok["profile_set"].map(lambda t: dict(p.split("=", 1) for p in str(t).split(";") if "=" in p)
+                                      .get(axis, ""))
+    return {float(n): str(t) for n, t in zip(numbers, texts) if n == n}
 
 
 def whatif_frame(runs: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:

@@ -46,9 +46,12 @@ def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
 
 
 def _panels(df: pd.DataFrame, panel: str | None) -> list[tuple[str, pd.DataFrame]]:
+    from moesim.reports.frames import natural_key
+
     if panel is None or panel not in df.columns:
         return [("", df)]
-    return [(str(k), g) for k, g in df.groupby(panel, sort=True)]
+    groups = [(str(k), g) for k, g in df.groupby(panel, sort=False)]
+    return sorted(groups, key=lambda kv: natural_key(kv[0]))
 
 
 def _grid(fig: Figure, n: int, max_cols: int = 3) -> list:
@@ -213,17 +216,27 @@ def plot_layer_heatmap(df: pd.DataFrame, value: str = "hit_rate") -> Figure:
 
 
 # ---- what-if heatmaps --------------------------------------------------------------------------
-def _tick(v: float) -> str:
-    return f"{v:.3g}"
+def _tick(v: float, names: dict[float, str] | None) -> str:
+    return (names or {}).get(float(v)) or f"{v:.3g}"
+
+
+def _digits(vmin: float, vmax: float) -> int:
+    """Significant digits that tell apart values spread over [vmin, vmax]."""
+    top = max(abs(vmin), abs(vmax))
+    if top == 0 or vmax == vmin:
+        return 3
+    return int(min(6, 3 + max(0, math.ceil(-math.log10((vmax - vmin) / top)))))
 
 
 def plot_whatif_heatmap(df: pd.DataFrame, x: str, y: str, value: str, panel: str | None = "policy",
                         x_label: str | None = None, y_label: str | None = None,
-                        value_label: str | None = None, scale: float = 1.0) -> Figure:
+                        value_label: str | None = None, scale: float = 1.0,
+                        x_ticks: dict[float, str] | None = None, y_ticks: dict[float, str] | None = None) -> Figure:
     """`value` over a grid of two varied settings, one panel per `panel` value, cells annotated.
 
     Columns: `x`, `y` (numbers: the varied settings), `value` (a metric), optional `panel`.
-    `scale` multiplies values for display (1e3 shows seconds as ms).
+    `scale` multiplies values for display (1e3 shows seconds as ms); `x_ticks`/`y_ticks` name the
+    grid values as the user wrote them ("16 GB/s").
     """
     _require(df, [x, y, value], "what-if heatmap")
     panels = _panels(df, panel)
@@ -238,11 +251,13 @@ def plot_whatif_heatmap(df: pd.DataFrame, x: str, y: str, value: str, panel: str
         data = grid.to_numpy(dtype=float)
         image = ax.imshow(data, origin="lower", aspect="auto", cmap="magma_r", vmin=vmin, vmax=vmax,
                           interpolation="nearest")
-        ax.set_xticks(range(grid.shape[1]), [_tick(float(v)) for v in grid.columns], rotation=45, fontsize=8)
-        ax.set_yticks(range(grid.shape[0]), [_tick(float(v)) for v in grid.index], fontsize=8)
+        ax.set_xticks(range(grid.shape[1]), [_tick(float(v), x_ticks) for v in grid.columns], rotation=45,
+                      fontsize=8)
+        ax.set_yticks(range(grid.shape[0]), [_tick(float(v), y_ticks) for v in grid.index], fontsize=8)
+        digits = _digits(vmin, vmax)
         for (r, c), v in np.ndenumerate(data):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.3g}", ha="center", va="center", fontsize=7,
+                ax.text(c, r, f"{v:.{digits}g}", ha="center", va="center", fontsize=7,
                         color="white" if (v - vmin) > 0.5 * (vmax - vmin) else "black")
         ax.set_xlabel(x_label or x)
         ax.set_ylabel(y_label or y)

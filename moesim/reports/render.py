@@ -120,10 +120,14 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
                 "link (right bar, overlapping compute); the black line is the time bound.",
                 lambda: plots.plot_latency_breakdown(latency))
     if len(results.timeline):
-        run_id = sorted(set(results.timeline["run_id"]))[0]
+        # the run with the most stall shows copies and compute interacting best
+        with_timeline = ok[ok["run_id"].isin(set(results.timeline["run_id"]))]
+        pick = with_timeline.assign(_stall=with_timeline["stall_s"].astype(float).fillna(0)) \
+            .sort_values(["_stall", "run_id"], ascending=[False, True], kind="mergesort")
+        run_id = pick["run_id"].iloc[0] if len(pick) else sorted(set(results.timeline["run_id"]))[0]
         window = results.timeline[results.timeline["run_id"] == run_id]
-        label = frames.run_labels(runs[runs["run_id"] == run_id]).iloc[0] if (runs["run_id"] == run_id).any() \
-            else run_id
+        labels = frames.run_labels(ok)
+        label = labels[ok["run_id"] == run_id].iloc[0] if (ok["run_id"] == run_id).any() else run_id
         _figure(report, "timeline", f"Timeline: {label}",
                 "A window of passes: the compute stream (dense, expert, stall) and each copy engine or the SSD "
                 "queue (demand copies orange, prefetch copies green).", lambda: plots.plot_timeline(window))
@@ -142,7 +146,8 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
                         f"{label} at each grid point, one panel per policy.",
                         lambda wf=wf, label=label, scale=scale, value=value: plots.plot_whatif_heatmap(
                             wf, axes.x, axes.y, value, value_label=label, scale=scale,
-                            x_label=_axis_label(axes.x), y_label=_axis_label(axes.y)))
+                            x_label=_axis_label(axes.x), y_label=_axis_label(axes.y),
+                            x_ticks=frames.axis_ticks(runs, axes.x), y_ticks=frames.axis_ticks(runs, axes.y)))
     pf = frames.prefetch_frame(runs)
     if len(pf) and pf["precision"].notna().any() and pf["tpot_mean_s"].notna().any():
         _figure(report, "prefetch", "Prefetch accuracy vs speed",
@@ -152,9 +157,7 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
 
 
 def _axis_label(axis: str) -> str:
-    if axis == frames.CAPACITY_AXIS:
-        return "capacity (share of routed bytes)"
-    return f"{axis} (SI units)"
+    return "cache capacity" if axis == frames.CAPACITY_AXIS else axis
 
 
 # ---- formatting --------------------------------------------------------------------------------

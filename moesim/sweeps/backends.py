@@ -122,7 +122,14 @@ def run_ray(todo: Sequence[RunConfig], traces: dict[str, Trace], profiles: dict[
                 break
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            try:
+                output = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # the task failed before its run started
+                cause = getattr(exc, "cause", None) or exc
+                raise UserError(f"a Ray worker failed outside any run ({type(cause).__name__}: {cause}); modules "
+                                "named in the spec's imports must be importable on every node", "--backend ray") \
+                    from None
+            yield output
             nxt = next(queue, None)
             if nxt is not None:
                 pending.append(task.remote(nxt, trace_refs[nxt.trace], profile_refs.get(profile_key(nxt)),

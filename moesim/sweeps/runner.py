@@ -45,7 +45,12 @@ def run_plan(plan: SweepPlan, out: str | Path, backend: str = "local", jobs: int
     done = store.done_ids(out)
     todo = [r for r in plan.runs if r.run_id not in done]
     by_id = {r.run_id: r for r in todo}
-    imports = plan.spec.imports
+    imports, in_main = worker_imports(plan)
+    if in_main and backend == "ray":
+        raise UserError("a policy of this sweep is defined in __main__ (a notebook or script); Ray workers cannot "
+                        "import it: move it into a module and name that module in the spec's imports", "--backend")
+    if in_main:
+        jobs = 1  # worker processes cannot import __main__'s policies: run them here
     if backend == "ray":
         outputs = backends.run_ray(todo, plan.traces, plan.profiles, jobs, imports, ray_address)
     else:
@@ -63,6 +68,20 @@ def run_plan(plan: SweepPlan, out: str | Path, backend: str = "local", jobs: int
     table = everything[everything["run_id"].isin(set(ids))].reset_index(drop=True)
     return SweepOutcome(table=table, total=len(ids), skipped=len(ids) - len(todo), ran=len(todo), failed=failed,
                         out=out)
+
+
+def worker_imports(plan: SweepPlan) -> tuple[tuple[str, ...], bool]:
+    """Modules a worker must import so that every policy of the plan is registered there: the spec's
+    imports and the modules that define the policies used; and whether one lives in __main__."""
+    from moesim.policies.registry import parse_spec
+
+    modules = list(plan.spec.imports)
+    specs = {(r.eviction, "eviction") for r in plan.runs} | {(r.prefetch, "prefetch") for r in plan.runs if
+                                                              r.engine == "timed"}
+    for text, kind in sorted(specs):
+        modules.append(parse_spec(text, kind).entry.cls.__module__)
+    in_main = "__main__" in modules
+    return tuple(m for m in dict.fromkeys(modules) if m != "__main__"), in_main
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "local", jobs: int | None = None,
