@@ -43,7 +43,7 @@ def _byte_scale(unit: str) -> float | None:
     for prefix, scale in DECIMAL.items():
         if unit == prefix + "B":
             return scale
-        if unit == prefix + "b" and prefix:
+        if unit == prefix + "b":
             return scale / 8
     if unit in ("byte", "bytes"):
         return 1.0
@@ -93,7 +93,7 @@ def _scale(unit: str, kind: str) -> float | None:
             return None
         num, den = unit.split("/", 1)
         j = _prefixed(num, "J")
-        b = _byte_scale(den) if den not in ("byte",) else 1.0
+        b = _byte_scale(den)
         if j is None or b is None:
             return None
         return j / b
@@ -159,8 +159,10 @@ def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative
     return Quantity(value=value, kind=kind, text=text.strip())
 
 
-def parse_size_or_fraction(text: str, total_bytes: float, where: str = "capacity") -> float:
+def parse_size_or_fraction(text: object, total_bytes: float, where: str = "capacity") -> float:
     """Capacity as bytes: "4000MiB", "0.6 GiB", or a share of `total_bytes` such as "5%"."""
+    if not isinstance(text, str):
+        return parse_quantity(text, "bytes", where)  # raises the bare-number / wrong-type UserError
     stripped = text.strip()
     if stripped.endswith("%"):
         try:
