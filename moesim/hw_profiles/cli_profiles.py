@@ -8,7 +8,7 @@ from typing import Any
 from moesim.cli import add_json_flag, emit
 from moesim.hw_profiles.loader import list_profiles, load_profile, profile_from_yaml, profile_values
 from moesim.hw_profiles.profile import HardwareProfile
-from moesim.units import format_bytes
+from moesim.units import format_bytes, format_quantity
 
 KIND_OF_UNIT = {"B": "bytes", "B/s": "bandwidth", "s": "time", "FLOP/s": "flops", "W": "power", "J/B": "energy_per_byte"}
 
@@ -41,8 +41,6 @@ def _render_list(rows: list[dict[str, Any]]) -> str:
 
 
 def _render_show(data: dict[str, Any]) -> str:
-    from moesim.units import format_quantity
-
     lines = [f"{data['name']}: {data['description']}", f"  host_memory: {data['host_memory']}"]
 
     def walk(node: dict[str, Any], prefix: str) -> None:
