@@ -9,8 +9,8 @@ Tiers: "vram" is the memory the compute device reads (VRAM on a GPU; unified or 
 silicon and phones), "dram" host memory, "ssd" storage/flash. Links are named by their ends:
 "h2d" host-to-device, "d2h", "ssd_h" SSD-to-host, "ssd_d" SSD-to-device (GPUDirect Storage),
 "c2c" chip-to-chip (GH200, Grace to Hopper). A copy takes latency + bytes / bandwidth on one of
-the link's engines. An SSD tier's read_bandwidth, latency and queue_depth describe the drive itself
-(all queued reads together, per request, reads in flight); its links describe one copy's path.
+the link's engines. SSD reads differ: queue_depth reads are in flight at once and share
+min(tiers.ssd.read_bandwidth, the SSD link's bandwidth), each after link latency + tier latency.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ TIER_FIELDS: dict[str, FieldSpec] = {
     "capacity": FieldSpec("bytes", True, help="bytes of the memory"),
     "reserved": FieldSpec("bytes", positive=False, help="bytes not available to the expert cache"),
     "bandwidth": FieldSpec("bandwidth", help="bytes/s of the memory (DRAM tiers)"),
-    "read_bandwidth": FieldSpec("bandwidth", help="bytes/s the device reads at, all queued reads together (SSD)"),
-    "latency": FieldSpec("time", positive=False, help="seconds per read request (SSD)"),
-    "queue_depth": FieldSpec(COUNT, help="reads the device serves at once (SSD)"),
+    "read_bandwidth": FieldSpec("bandwidth", help="bytes/s of all reads in flight together (SSD)"),
+    "latency": FieldSpec("time", positive=False, help="seconds added to every read request (SSD)"),
+    "queue_depth": FieldSpec(COUNT, help="reads in flight; each gets read_bandwidth / queue_depth (SSD)"),
 }
 
 # Tier names, in order from the compute device outwards, with the fields each one needs.
@@ -46,7 +46,9 @@ TIER_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 LINK_FIELDS: dict[str, FieldSpec] = {
-    "bandwidth": FieldSpec("bandwidth", True, help="bytes/s of one copy (pinned host memory where that matters)"),
+    "bandwidth": FieldSpec(
+        "bandwidth", True, help="bytes/s of one copy engine (pinned host memory); SSD links: of all reads together"
+    ),
     "latency": FieldSpec("time", True, positive=False, help="seconds added to every copy"),
     "copy_engines": FieldSpec(COUNT, help="copies that run at once, each at `bandwidth`"),
     "pageable_bandwidth": FieldSpec("bandwidth", help="bytes/s from pageable host memory"),
