@@ -39,6 +39,21 @@ def pick_backend(device: torch.device, backend: str = "auto") -> str:
     return "torch"
 
 
+def to_device(values: torch.Tensor | np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host array on the device without a host sync (pinned staging + non-blocking copy).
+
+    A plain `.to("cuda")` from pageable memory waits for the stream, which would serialise the
+    executor's copy/compute pipeline once per cell.
+    """
+    if isinstance(values, torch.Tensor) and values.device == device:
+        return values.to(dtype).contiguous()
+    t = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.from_numpy(np.asarray(values))
+    t = t.to(dtype).contiguous()
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def compute_cell(
     pool: SlotPool,
     layer: int,
@@ -53,7 +68,8 @@ def compute_cell(
 ) -> torch.Tensor:
     """y [T, H] for one (pass, layer) cell; every routed expert must be in the pool (loaded or staged).
 
-    topk_ids [T, K] are expert ids within `layer`. With `copies`, the compute stream first waits for
+    topk_ids [T, K] are expert ids within `layer`, best given on the host (the trace's routing): the
+    slots to wait for are found there, and a device tensor would cost a host sync to read. With `copies`, the compute stream first waits for
     the slots' pending copies (timed as ("stall", key) when a timer is given) and afterwards records
     the reads so later copies into these slots wait for this compute (timed as ("compute", key)).
     """
@@ -68,14 +84,16 @@ def compute_cell(
         else:
             copies.wait_ready(slots)
     table = pool.slot_table(layer)
-    ids = torch.as_tensor(ids_host, dtype=torch.int64).to(pool.device)
-    weights = torch.as_tensor(topk_weights).to(device=pool.device, dtype=torch.float32)
+    ids = to_device(ids_host, torch.int64, pool.device)
+    weights = to_device(topk_weights, torch.float32, pool.device)
     chosen = pick_backend(pool.device, backend)
     if timer is not None:
         timer.start(("compute", key))
     if chosen == "triton":
-        from moesim.kernels.expert_kernel import grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
 
+        if kernel_config is None and pool.device.type == "cuda":
+            kernel_config = default_config(ids_host.size / max(1, len(experts)))
         y = grouped_swiglu(x, ids, weights, pool.pool, table, shapes.hidden, shapes.inter, config=kernel_config)
     else:
         y = moe_reference(x, ids, weights, pool_weights(pool.pool, table, shapes.hidden, shapes.inter),
