@@ -17,7 +17,6 @@ from typing import Any, Iterable
 
 import yaml
 
-from moesim.atomic_io import write_text_atomic
 from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
 
 # Unit kind of each profile field (moesim.units kinds, or "count" for plain integers).
@@ -200,8 +199,3 @@ def render_yaml(doc: dict[str, Any], header: str = "") -> str:
     body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=False)
     lines = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
     return lines + body
-
-
-def write_profile(path: str, doc: dict[str, Any], header: str = "") -> None:
-    """Write the document atomically (a crash leaves no half-written profile)."""
-    write_text_atomic(path, render_yaml(doc, header))

@@ -75,9 +75,15 @@ class SlotPool:
         self._free.sort()
         return slot
 
-    def place(self, obj: int, victims: Sequence[int] = ()) -> tuple[int, bool]:
-        """Evict `victims`, give obj a cache slot; returns (slot, needs_copy). Resident obj: no copy."""
+    def place(self, obj: int, victims: Sequence[int] = (), slot: int | None = None) -> tuple[int, bool]:
+        """Evict `victims`, give obj a cache slot; returns (slot, needs_copy). Resident obj: no copy.
+
+        The slot is `slot` when the caller (a planner that assigns slots) names one, else the first
+        victim's, else the lowest free one.
+        """
         current = int(self.slot_of[obj])
+        if slot is not None and slot not in self._free and slot not in {int(self.slot_of[v]) for v in victims}:
+            raise RuntimeError(f"slot {slot} is not free for object {obj} (it holds {int(self.obj_in[slot])})")
         freed = [self.evict(v) for v in victims]
         if 0 <= current < self.n_slots:
             return current, False
@@ -87,7 +93,8 @@ class SlotPool:
         if not self._free:
             raise RuntimeError(f"no free slot for object {obj}: the planner's capacity exceeds the pool's "
                                f"{self.n_slots} slots")
-        slot = freed[0] if freed else self._free[0]
+        if slot is None:
+            slot = freed[0] if freed else self._free[0]
         self._free.remove(slot)
         self._set(obj, slot)
         return slot, True
@@ -111,14 +118,17 @@ class SlotPool:
 
     # ---- data movement -------------------------------------------------------------------------
     def load(self, obj: int, store: HostExpertStore, copies: CopyStream, victims: Sequence[int] = (),
-             staged: bool = False) -> CopyRecord | None:
-        """Place obj (or stage it) and copy its host buffer into its slot; None when already resident."""
+             staged: bool = False, slot: int | None = None) -> CopyRecord | None:
+        """Place obj (or stage it) and copy its host buffer into its slot; None when already resident.
+
+        The copy runs on `copies`' side stream after the slot's last read (write-after-read).
+        """
         if staged:
             if self.slot_of[obj] >= 0:
                 return None
             slot, needs_copy = self.stage(obj), True
         else:
-            slot, needs_copy = self.place(obj, victims)
+            slot, needs_copy = self.place(obj, victims, slot)
         if not needs_copy:
             return None
         return copies.copy(self.pool[slot], store.buffer(obj), slot=slot, tag=obj)

@@ -104,10 +104,10 @@ class CopyStream:
             self.log.append(entry)
 
     # ---- write-after-read ----------------------------------------------------------------------
-    def record_read(self, slots: Iterable[int], stream: Any = None) -> Event:
-        """Mark the end of the compute (enqueued so far) that reads `slots`."""
+    def record_read(self, slots: int | Iterable[int], stream: Any = None) -> Event:
+        """Mark the end of the compute (enqueued so far) that reads `slots` (one slot or several)."""
         ev = self.clock.record(stream)
-        for slot in slots:
+        for slot in ([slots] if isinstance(slots, int) else slots):
             self._last_read[int(slot)] = ev
             self._note("read", int(slot), ev.seq)
         return ev

@@ -34,6 +34,14 @@ def test_noiseless_sweep_gives_back_latency_and_bandwidth():
     assert fit.max_abs_residual < 1e-9 and len(fit.to_dict()["points"]) == 19
 
 
+@settings(max_examples=30, deadline=None)
+@given(alpha=st.floats(1e-6, 1e-4), beta=st.floats(1e9, 1e12))
+def test_any_latency_and_bandwidth_are_recovered_from_exact_timings(alpha, beta):
+    fit = fit_copy_sweep(SIZES, [alpha + s / beta for s in SIZES])
+    assert fit.latency_s == pytest.approx(alpha, rel=1e-6)
+    assert fit.bandwidth_Bps == pytest.approx(beta, rel=1e-6)
+
+
 def test_noisy_trials_with_outliers_still_recover_the_parameters():
     rng = np.random.default_rng(0)
     sizes, times = [], []

@@ -21,7 +21,7 @@ from moesim.kernels.reference import moe_reference  # noqa: E402
 from moesim.kernels.shapes import ExpertShapes  # noqa: E402
 from moesim.kernels.slot_pool import SlotPool  # noqa: E402
 from moesim.kernels.streams import CellTimer, CopyStream, DeviceClock  # noqa: E402
-from moesim.kernels.weights import expert_weights_f32  # noqa: E402
+from moesim.kernels.weights import expert_weights_f32, random_activations  # noqa: E402
 from moesim.sim.cache_core import MISS_COMPULSORY  # noqa: E402
 from moesim.sim.count_replay import ReplayConfig, count_replay, make_core  # noqa: E402
 from moesim.sim.requests import build_request_stream  # noqa: E402
@@ -49,6 +49,9 @@ def test_weights_are_seeded_per_object_and_scaled_by_fan_in():
     n = shapes.matrix_elems
     assert abs(a[: 2 * n].std() - 1 / 16) < 0.01  # 1/sqrt(256)
     assert abs(a[2 * n:].std() - 1 / 8) < 0.01  # 1/sqrt(64)
+    x = random_activations(5, 256, seed=1)
+    assert x.shape == (5, 256) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, random_activations(5, 256, seed=1))
 
 
 def test_host_store_buffers_do_not_depend_on_which_objects_were_built():
@@ -72,6 +75,10 @@ def test_placement_reuses_the_victims_slot_else_the_lowest_free_one():
     assert pool.place(7, victims=[9]) == (2, True)
     pool.evict(5)
     assert pool.place(11) == (0, True)
+    with pytest.raises(RuntimeError):
+        pool.place(10, victims=[11], slot=1)  # a planner-named slot must be free (or a victim's)
+    assert pool.slot_of[11] == 0  # refused before evicting anything
+    assert pool.place(10, victims=[11], slot=0) == (0, True) and pool.slot_of[11] == -1
     assert pool.stage(4) == 3 and pool.slot_of[4] == 3
     pool.release_staged()
     assert pool.slot_of[4] == -1
