@@ -117,10 +117,8 @@ def _gate_up_kernel(
     pid_m = pid // n_tiles_n
     pid_n = pid % n_tiles_n
     expert = tl.load(tile_expert_ptr + pid_m)
-    if expert < 0:
-        return
-    slot = tl.load(slot_of_ptr + expert)
-    if slot < 0:
+    slot = tl.load(slot_of_ptr + tl.maximum(expert, 0))
+    if (expert < 0) | (slot < 0):  # a tile past the last run, or an expert with no slot: nothing to do
         return
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pairs = tl.load(sorted_pairs_ptr + offs_m)
@@ -167,10 +165,8 @@ def _down_kernel(
     pid_m = pid // n_tiles_n
     pid_n = pid % n_tiles_n
     expert = tl.load(tile_expert_ptr + pid_m)
-    if expert < 0:
-        return
-    slot = tl.load(slot_of_ptr + expert)
-    if slot < 0:
+    slot = tl.load(slot_of_ptr + tl.maximum(expert, 0))
+    if (expert < 0) | (slot < 0):  # a tile past the last run, or an expert with no slot: nothing to do
         return
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     pairs = tl.load(sorted_pairs_ptr + offs_m)
