@@ -512,8 +512,9 @@ def record_model(model: Any, arch: Architecture, prompts: list[list[int]], confi
         layer_ids=[ly.model_layer for ly in layers],
         shared_experts=arch.shared_experts(mconf),
         provenance={
-            "source": "recorded with moesim record (greedy decoding, forward hooks)",
+            "format": "moesim record (greedy decoding, forward hooks)",
             "recorder": f"moesim {moesim.__version__}",
+            "licence": "recorded by the user; the model's own licence governs its weights",
             "model_type": arch.model_type,
             "max_new_tokens": config.max_new_tokens,
             "batch_size": config.batch_size,
@@ -554,8 +555,9 @@ def record(model_path: str | Path, prompts_path: str | Path, config: RecordConfi
     if any(p.text is not None for p in prompts):
         tokenizer = load_tokenizer(tokenizer_path or model_path)
     ids = tokenize(prompts, tokenizer, int(model.config.vocab_size), str(prompts_path))
-    provenance = {
-        "model_path": str(Path(model_path).resolve()),
+    provenance = {  # paths as given, so the same command gives the same bytes on any machine
+        "model_path": str(model_path),
+        "source_file": Path(prompts_path).name,
         "prompts_file": str(prompts_path),
         "prompts_sha256": file_sha256(prompts_path),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),

@@ -2,12 +2,12 @@
 
 Every supported architecture gets a tiny randomly initialised model (seeded, 3 layers, hidden 32),
 saved with save_pretrained and loaded back the way users load theirs. The reference is a fresh,
-cache-free forward over each finished sequence with `output_router_logits=True`: the top-k experts
-and weights are recomputed here from those logits with each architecture's published routing rule
-(written out below, not taken from moesim), and must equal what the recorder stored, token by token,
-in rank order. The gate-lookahead predictions are checked against the later layers' norms and
-routers applied by hand to the residual stream rebuilt from `output_hidden_states` plus the
-attention outputs.
+cache-free forward over each finished sequence: the router logits are computed by hand from the
+residual stream (`output_hidden_states` plus the attention outputs), and the top-k experts and
+weights from those logits with each architecture's published routing rule (written out below, not
+taken from moesim); they must equal what the recorder stored, token by token, in rank order. The
+gate-lookahead predictions are checked against the later layers' norms and routers applied by hand
+to the same residual stream.
 """
 
 from __future__ import annotations
@@ -167,39 +167,39 @@ def _router(layer_module):
 
 
 def reference_sequence(model, model_type: str, tokens: list[int], lookahead: int):
-    """Routing of every fed position (all but the last token), and lookahead probabilities, from one forward."""
+    """Routing of every fed position (all but the last token), and lookahead probabilities, from one forward.
+
+    The residual stream entering each MoE block is rebuilt as (the decoder layer's input, from
+    `output_hidden_states`) + (its attention output, from a hook); the router logits are then
+    computed here by hand: RMSNorm with the layer's weights, times the router matrix (+ bias).
+    """
     layers = model.model.layers
     moe = [i for i, ly in enumerate(layers) if hasattr(ly.mlp, "experts")]
     attn_out: dict[int, torch.Tensor] = {}
     handles = [layers[i].self_attn.register_forward_hook(
         lambda mod, args, out, i=i: attn_out.__setitem__(i, out[0].detach())) for i in moe]
-    ids = torch.tensor([tokens[:-1]])
     with torch.inference_mode():
-        out = model(input_ids=ids, output_router_logits=True, output_hidden_states=True)
-    for h in handles:
-        h.remove()
-    logits = [r.reshape(len(tokens) - 1, -1) for r in out.router_logits]
-    assert len(logits) == len(moe)
-    routing = [reference_routing(model_type, model, lg, layers[i]) for lg, i in zip(logits, moe)]
-    probs = {}
-    with torch.inference_mode():
-        _lookahead_reference(model, model_type, out, attn_out, moe, lookahead, probs)
-    greedy = out.logits[0].argmax(dim=-1).tolist()
-    return routing, probs, greedy
+        out = model(input_ids=torch.tensor([tokens[:-1]]), output_hidden_states=True)
+        for h in handles:
+            h.remove()
+        residual = {i: (out.hidden_states[i][0] + attn_out[i][0]).float() for i in moe}
+        routing = [reference_routing(model_type, model, _logits(layers[i], residual[i]), layers[i]) for i in moe]
+        probs = {}
+        for l, i in enumerate(moe):
+            for d in range(1, lookahead + 1):
+                if l + d < len(moe):
+                    target = layers[moe[l + d]]
+                    probs[(l, d)] = reference_probabilities(model_type, model, _logits(target, residual[i]), target)
+    return routing, probs, out.logits[0].argmax(dim=-1).tolist()
 
 
-def _lookahead_reference(model, model_type, out, attn_out, moe, lookahead, probs) -> None:
-    layers = model.model.layers
-    for l, i in enumerate(moe):
-        residual = (out.hidden_states[i][0] + attn_out[i][0]).float()  # stream entering layer i's MoE block
-        for d in range(1, lookahead + 1):
-            if l + d < len(moe):
-                target = layers[moe[l + d]]
-                router = _router(target)
-                lg = _rms_norm(target.post_attention_layernorm, residual) @ router.weight.float().T
-                if getattr(router, "bias", None) is not None:
-                    lg = lg + router.bias.float()
-                probs[(l, d)] = reference_probabilities(model_type, model, lg, target)
+def _logits(layer_module, residual):
+    """Router logits of `layer_module` for a residual stream: its pre-MoE RMSNorm, then its router."""
+    router = _router(layer_module)
+    logits = _rms_norm(layer_module.post_attention_layernorm, residual) @ router.weight.float().T
+    if getattr(router, "bias", None) is not None:
+        logits = logits + router.bias.float()
+    return logits
 
 
 def _recorded_cells(trace):
@@ -350,7 +350,7 @@ def test_recording_is_deterministic_and_names_its_sources(model_dirs, tmp_path):
     assert a.trace.content_hash() == b.trace.content_hash()
     prov = a.trace.meta.provenance
     assert prov["transformers"] == transformers.__version__
-    assert prov["model_path"] == str(Path(path).resolve())
+    assert prov["model_path"] == str(path) and prov["source_file"] == "p.jsonl"
     assert len(prov["prompts_sha256"]) == 64
     assert prov["lookahead"] == 1 and prov["top_n"] == 2
 
