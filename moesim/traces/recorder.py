@@ -77,9 +77,9 @@ class RecordConfig:
     """End-of-sequence ids; None = the model's generation config."""
 
     def check(self) -> None:
-        for name in ("max_new_tokens", "batch_size"):
+        for name, flag in (("max_new_tokens", "--max-new-tokens"), ("batch_size", "--batch")):
             if getattr(self, name) < 1:
-                raise UserError(f"must be at least 1 (got {getattr(self, name)})", f"--{name.replace('_', '-')}")
+                raise UserError(f"must be at least 1 (got {getattr(self, name)})", flag)
         if self.lookahead < 0:
             raise UserError(f"must be 0 or more (got {self.lookahead})", "--lookahead")
         if self.top_n is not None and self.top_n < 1:
@@ -254,14 +254,14 @@ class _RoutingHooks:
 
     def install(self) -> None:
         for layer in self.layers:
-            l = layer.trace_layer
-            self._handles.append(layer.block.register_forward_pre_hook(self._block_hook(l), with_kwargs=True))
-            self._handles.append(layer.experts.register_forward_pre_hook(self._experts_hook(l), with_kwargs=True))
-            if self.lookahead and l + 1 < len(self.layers):
+            index = layer.trace_layer
+            self._handles.append(layer.block.register_forward_pre_hook(self._block_hook(index), with_kwargs=True))
+            self._handles.append(layer.experts.register_forward_pre_hook(self._experts_hook(index), with_kwargs=True))
+            if self.lookahead and index + 1 < len(self.layers):
                 if layer.norm is None:
                     raise UserError(f"layer {layer.model_layer} has no post_attention_layernorm; "
                                     "gate lookahead is not available for this model", "--lookahead")
-                self._handles.append(layer.norm.register_forward_pre_hook(self._norm_hook(l), with_kwargs=True))
+                self._handles.append(layer.norm.register_forward_pre_hook(self._norm_hook(index), with_kwargs=True))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -282,14 +282,14 @@ class _RoutingHooks:
                             "does not call its experts module (custom kernels?); load it without them", "model")
 
     # hook factories ---------------------------------------------------------------------------
-    def _block_hook(self, l: int) -> Any:
+    def _block_hook(self, trace_layer: int) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict) -> None:
             x = args[0] if args else kwargs["hidden_states"]
-            self._x[l] = x.reshape(-1, self.hidden)[self.valid]
+            self._x[trace_layer] = x.reshape(-1, self.hidden)[self.valid]
 
         return hook
 
-    def _experts_hook(self, l: int) -> Any:
+    def _experts_hook(self, trace_layer: int) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict) -> None:
             import torch
 
@@ -297,31 +297,31 @@ class _RoutingHooks:
             index = next(t for t in tensors if not t.is_floating_point())
             weight = next(t for t in tensors if t.is_floating_point() and t.shape == index.shape)
             index, weight = index[self.valid], weight[self.valid]
-            layer = self.layers[l]
-            logits = router_logits(self.arch, layer.router, self._x[l])
+            layer = self.layers[trace_layer]
+            logits = router_logits(self.arch, layer.router, self._x[trace_layer])
             scores = selection_scores(self.arch, layer.router, self.config, logits).gather(1, index.long())
             order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-            self.experts[l] = index.gather(1, order).cpu().numpy()
-            self.weights[l] = weight.gather(1, order).float().cpu().numpy()
+            self.experts[trace_layer] = index.gather(1, order).cpu().numpy()
+            self.weights[trace_layer] = weight.gather(1, order).float().cpu().numpy()
 
         return hook
 
-    def _norm_hook(self, l: int) -> Any:
+    def _norm_hook(self, trace_layer: int) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict) -> None:
             import torch
 
             h = (args[0] if args else kwargs["hidden_states"]).reshape(-1, self.hidden)[self.valid]
             for d in range(1, self.lookahead + 1):
-                if l + d >= len(self.layers):
+                if trace_layer + d >= len(self.layers):
                     break
-                target = self.layers[l + d]
+                target = self.layers[trace_layer + d]
                 x = target.norm.forward(h)  # .forward: no hooks fire on the target layer's norm
                 logits = router_logits(self.arch, target.router, x)
                 mean = probabilities(self.arch, target.router, self.config, logits).mean(dim=0)
                 n = min(self.top_n, mean.shape[0])
                 # top-n by mean probability, ties to the lower expert id (stable sort on descending score)
                 order = torch.sort(mean, descending=True, stable=True).indices[:n]
-                self.predictions[(l, d)] = (order.cpu().numpy(), mean[order].cpu().numpy().astype(np.float32))
+                self.predictions[(trace_layer, d)] = (order.cpu().numpy(), mean[order].cpu().numpy().astype(np.float32))
 
         return hook
 
@@ -347,16 +347,16 @@ class _TraceParts:
         self.phases.append(phase)
         self.token_request.append(requests.astype(np.int32))
         self.token_position.append(positions.astype(np.int32))
-        for l in range(self.n_layers):
-            experts = hooks.experts[l]
+        for layer in range(self.n_layers):
+            experts = hooks.experts[layer]
             self.cell_tokens.append(int(experts.shape[0]))
             self.experts.append(experts.reshape(-1))
-            self.weights.append(hooks.weights[l].reshape(-1))
+            self.weights.append(hooks.weights[layer].reshape(-1))
             for d in range(1, self.lookahead + 1):
                 ids = np.full(self.top_n, -1, dtype=np.int64)
                 score = np.zeros(self.top_n, dtype=np.float32)
-                if (l, d) in hooks.predictions:
-                    got_ids, got_score = hooks.predictions[(l, d)]
+                if (layer, d) in hooks.predictions:
+                    got_ids, got_score = hooks.predictions[(layer, d)]
                     ids[: got_ids.size] = got_ids
                     score[: got_score.size] = got_score
                 self.pred.setdefault(d, []).append(ids)

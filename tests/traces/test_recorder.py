@@ -185,11 +185,12 @@ def reference_sequence(model, model_type: str, tokens: list[int], lookahead: int
         residual = {i: (out.hidden_states[i][0] + attn_out[i][0]).float() for i in moe}
         routing = [reference_routing(model_type, model, _logits(layers[i], residual[i]), layers[i]) for i in moe]
         probs = {}
-        for l, i in enumerate(moe):
+        for layer_index, i in enumerate(moe):
             for d in range(1, lookahead + 1):
-                if l + d < len(moe):
-                    target = layers[moe[l + d]]
-                    probs[(l, d)] = reference_probabilities(model_type, model, _logits(target, residual[i]), target)
+                if layer_index + d < len(moe):
+                    target = layers[moe[layer_index + d]]
+                    logits = _logits(target, residual[i])
+                    probs[(layer_index, d)] = reference_probabilities(model_type, model, logits, target)
     return routing, probs, out.logits[0].argmax(dim=-1).tolist()
 
 
@@ -229,9 +230,9 @@ def _check_against_reference(model_type: str, model, recording, lookahead: int) 
         # greedy decoding: every generated token is the argmax after the previous position
         assert seq[n_prompt:] == greedy[n_prompt - 1:], f"request {r} is not the greedy continuation"
         for pos in range(len(seq) - 1):
-            for l, (ids, w) in enumerate(routing):
-                got_e, got_w = cells.pop((r, pos, l))
-                assert got_e.tolist() == ids[pos].tolist(), (r, pos, l)
+            for layer_index, (ids, w) in enumerate(routing):
+                got_e, got_w = cells.pop((r, pos, layer_index))
+                assert got_e.tolist() == ids[pos].tolist(), (r, pos, layer_index)
                 np.testing.assert_allclose(got_w, w[pos], rtol=2e-3, atol=1e-4)
     assert not cells, f"recorded tokens with no reference: {sorted(cells)[:3]}"
     if not lookahead:
@@ -245,13 +246,13 @@ def _check_against_reference(model_type: str, model, recording, lookahead: int) 
             t0, t1 = trace.pass_token_offsets[p], trace.pass_token_offsets[p + 1]
             toks = list(zip(trace.token_request[t0:t1].tolist(), trace.token_position[t0:t1].tolist()))
             for c in range(trace.pass_cell_offsets[p], trace.pass_cell_offsets[p + 1]):
-                l = int(trace.cell_layer[c])
-                if l + d >= n_layers:
+                layer_index = int(trace.cell_layer[c])
+                if layer_index + d >= n_layers:
                     assert (pred[c] == -1).all() and (score[c] == 0).all()
                     continue
-                mean = torch.stack([refs[r][(l, d)][pos] for r, pos in toks]).mean(dim=0)
+                mean = torch.stack([refs[r][(layer_index, d)][pos] for r, pos in toks]).mean(dim=0)
                 top = torch.topk(mean, n)
-                assert pred[c].tolist() == top.indices.tolist(), (p, l, d)
+                assert pred[c].tolist() == top.indices.tolist(), (p, layer_index, d)
                 np.testing.assert_allclose(score[c], top.values.numpy(), rtol=1e-4, atol=1e-6)
 
 
@@ -296,7 +297,8 @@ def test_object_and_dense_bytes_come_from_the_parameter_shapes(model_dirs):
     assert trace.meta.dense_bytes == [dense, dense]
     gpt, arch = load_model(model_dirs("gpt_oss"), device="cpu")
     per_expert = (32 * 64 + 64 + 32 * 32 + 32) * 4  # gate_up (+bias) and down (+bias)
-    assert record_model(gpt, arch, PROMPTS[:1], RecordConfig(max_new_tokens=1)).trace.meta.object_bytes == [per_expert] * 3
+    trace = record_model(gpt, arch, PROMPTS[:1], RecordConfig(max_new_tokens=1)).trace
+    assert trace.meta.object_bytes == [per_expert] * 3
 
 
 def test_a_sequence_leaves_the_batch_at_its_end_of_sequence_token(model_dirs):
@@ -374,7 +376,7 @@ def test_bad_options_and_token_ids_are_user_errors(model_dirs, tmp_path):
     prompts.write_text("[3, 4]\n")
     with pytest.raises(UserError, match="--top-n: 9 is more than the model's 8 experts"):
         record(path, prompts, RecordConfig(top_n=9, lookahead=1, device="cpu"))
-    with pytest.raises(UserError, match="--batch-size"):
+    with pytest.raises(UserError, match="--batch: must be at least 1"):
         RecordConfig(batch_size=0).check()
 
 

@@ -165,6 +165,32 @@ def test_cli_errors_exit_1_naming_the_field(tmp_path, capsys):
     assert not (tmp_path / "t.parquet").exists()
 
 
+def _args(*argv):
+    from moesim.cli import build_parser
+
+    return build_parser().parse_args(["traces", "synth-tol", *argv, "--out", "unused.parquet"])
+
+
+def test_cli_sources_token_files_text_and_zipf(tmp_path):
+    from moesim.traces.cli_tol import build_from_args
+
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text("[5, 6, 7, 8]\n[9, 10]\n")
+    t = build_from_args(_args("--tokens", str(ids), "--layers", "2", "--row-bytes", "64", "--prefill", "2",
+                              "--decode", "2"))
+    assert t.expert.tolist() == [5, 6, 5, 6, 7, 7, 8, 8, 9, 10, 9, 10] and t.meta.n_experts == 11
+    assert t.meta.provenance["source_file"] == "ids.jsonl" and len(t.meta.provenance["tokens"]["sha256"]) == 64
+    text = tmp_path / "doc.txt"
+    text.write_text("the cat sat on the mat\n\nthe dog sat on the log\n")
+    t = build_from_args(_args("--tokens", str(text), "--vocab", "260", "--layers", "1", "--row-bytes", "1KiB"))
+    assert t.meta.n_experts == 260 and t.meta.object_bytes == [1024] and t.meta.extra["requests"] == 2
+    z = build_from_args(_args("--zipf", "1.2", "--vocab", "50", "--layers", "3", "--row-bytes", "8",
+                              "--requests", "2", "--prefill", "4", "--decode", "3"))
+    assert z.n_passes == 2 * 4 and z.n_accesses == 2 * 7 * 3 and z.meta.provenance["tokens"]["kind"] == "zipf"
+    with pytest.raises(UserError, match="token id 10 is outside --vocab 5"):
+        build_from_args(_args("--tokens", str(ids), "--vocab", "5", "--layers", "1", "--row-bytes", "1"))
+
+
 def test_cli_writes_and_replays_a_corpus_trace(tmp_path, capsys):
     io = pytest.importorskip("moesim.traces.io")
     out = tmp_path / "tol.parquet"
