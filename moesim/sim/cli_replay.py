@@ -166,15 +166,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def compare_specs(text: str) -> tuple[list[PolicySpec], str]:
-    """The policies to compare, with Belady appended as the miss bound unless already present."""
+    """The policies to compare, with forced-admit Belady appended as the miss bound unless given.
+
+    Forced-admit MIN bounds every policy that caches each miss; "belady-bypass" (which may stream
+    a miss instead) is an ordinary row that can go below it.
+    """
     specs = parse_spec_list(text, "eviction")
     if not specs:
         raise UserError("no policy given", "--policies")
-    bound = next((s for s in specs if s.entry.cls is parse_spec(BOUND_POLICY).entry.cls), None)
-    if bound is None:
-        bound = parse_spec(BOUND_POLICY)
-        specs.append(bound)
-    return specs, bound.label()
+    if not any(s.label() == BOUND_POLICY for s in specs):
+        specs.append(parse_spec(BOUND_POLICY))
+    return specs, BOUND_POLICY
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

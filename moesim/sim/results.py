@@ -110,8 +110,11 @@ def save_count_results(results: Sequence[tuple[CountResult, str | None]], path: 
     meta["runs"] = [result_record(r, text) for r, text in results]
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    except OSError as exc:
+        raise UserError(f"cannot write the result: {exc.strerror or exc}", str(path)) from None
 
 
 def save_count_result(result: CountResult, path: str | os.PathLike[str], capacity_text: str | None = None,
