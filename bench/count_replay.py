@@ -10,8 +10,8 @@ Both sides replay the same object ids at the same slot capacity, measured in the
   to feed it ids that already live in a Python program; and, for context, its C-side
   `process_trace` over the same ids written to a binary trace file (no Python per request).
 The target (issue: >= 0.25x now) is moesim event-mode accesses/s over libCacheSim's per-request
-rate. Sequential-mode hit counts must equal libCacheSim's exactly (a correctness check, not a
-timing). cProfile of a 1 M-access slice is printed with `--profile`.
+rate. Sequential-mode hit counts must equal libCacheSim's exactly, at 5 % and (where LRU hits at
+all on this workload) at 25 % over the first 1 M accesses: a correctness check, not a timing. cProfile of a 1 M-access slice is printed with `--profile`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,15 @@ def libcachesim_c_loop(ids: np.ndarray, slots: int) -> tuple[int, float]:
     return int(round((1.0 - miss_ratio) * ids.shape[0])), elapsed
 
 
-def run(n_accesses: int = 10_000_000, seed: int = 0) -> dict[str, Any]:
+def _timed_count_replay(trace: Trace, capacity: int, mode: str) -> tuple[int, float]:
+    start = time.perf_counter()
+    result = count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=capacity, mode=mode))
+    return int((result.outcomes == 0).sum()), time.perf_counter() - start
+
+
+def run(n_accesses: int = 10_000_000, seed: int = 0, rounds: int = 2) -> dict[str, Any]:
+    """Side by side, interleaved `rounds` times; each side keeps its best (shortest) time, since
+    shared machines only ever add time."""
     t0 = time.perf_counter()
     trace = olmoe_like_trace(n_accesses, seed)
     gen_s = time.perf_counter() - t0
@@ -109,39 +117,45 @@ def run(n_accesses: int = 10_000_000, seed: int = 0) -> dict[str, Any]:
     ids_np = trace.object_ids()
     ids = ids_np.tolist()
 
-    lcs_hits, lcs_s = libcachesim_per_request(ids, slots)
+    best = {"event": float("inf"), "sequential": float("inf"), "libcachesim": float("inf")}
+    hits: dict[str, Any] = {}
+    for _ in range(rounds):
+        hits["libcachesim"], elapsed = libcachesim_per_request(ids, slots)
+        best["libcachesim"] = min(best["libcachesim"], elapsed)
+        for mode in ("event", "sequential"):
+            hits[f"moesim_{mode}"], elapsed = _timed_count_replay(trace, capacity, mode)
+            best[mode] = min(best[mode], elapsed)
     try:
-        lcs_c_hits, lcs_c_s = libcachesim_c_loop(ids_np, slots)
+        hits["libcachesim_c_loop"], c_loop_s = libcachesim_c_loop(ids_np, slots)
     except Exception as exc:  # the C-side loop is context only; never fail the benchmark on it
-        lcs_c_hits, lcs_c_s = None, None
+        hits["libcachesim_c_loop"], c_loop_s = None, None
         print(f"libCacheSim C loop unavailable: {exc}")
 
-    start = time.perf_counter()
-    event = count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=capacity, mode="event"))
-    event_s = time.perf_counter() - start
-    start = time.perf_counter()
-    seq = count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=capacity, mode="sequential"))
-    seq_s = time.perf_counter() - start
-    seq_hits = int((seq.outcomes == 0).sum())
-    event_hits = int((event.outcomes == 0).sum())
-
-    ratio = (n / event_s) / (n / lcs_s)
+    ratio = best["libcachesim"] / best["event"]
+    # at 5 % LRU hits nothing on this workload (reuse distance > 51 objects), so check hit equality
+    # where hits happen too: 25 % of the objects over the first 1 M accesses
+    small = olmoe_like_trace(min(n, 1_000_000), seed)
+    check_slots = int(0.25 * small.n_objects)
+    lcs_check, _ = libcachesim_per_request(small.object_ids().tolist(), check_slots)
+    moesim_check, _ = _timed_count_replay(small, check_slots * EXPERT_BYTES, "sequential")
+    hits["check_25pct_libcachesim"], hits["check_25pct_moesim_sequential"] = lcs_check, moesim_check
+    seq_equal = hits["moesim_sequential"] == hits["libcachesim"] and moesim_check == lcs_check
     return {
         "workload": f"OLMoE-like synthetic decode, {n} accesses, {trace.n_objects} objects, {slots} slots (5 %)",
         "generate_s": round(gen_s, 2),
-        "moesim_event_accesses_per_s": round(n / event_s),
-        "moesim_sequential_accesses_per_s": round(n / seq_s),
-        "libcachesim_per_request_accesses_per_s": round(n / lcs_s),
-        "libcachesim_c_loop_accesses_per_s": None if lcs_c_s is None else round(n / lcs_c_s),
+        "rounds": rounds,
+        "moesim_event_accesses_per_s": round(n / best["event"]),
+        "moesim_sequential_accesses_per_s": round(n / best["sequential"]),
+        "libcachesim_per_request_accesses_per_s": round(n / best["libcachesim"]),
+        "libcachesim_c_loop_accesses_per_s": None if c_loop_s is None else round(n / c_loop_s),
         "ratio_event_vs_libcachesim_per_request": round(ratio, 3),
-        "ratio_event_vs_libcachesim_c_loop": None if lcs_c_s is None else round((n / event_s) / (n / lcs_c_s), 3),
-        "hits": {"moesim_event": event_hits, "moesim_sequential": seq_hits, "libcachesim": lcs_hits,
-                 "libcachesim_c_loop": lcs_c_hits},
+        "ratio_event_vs_libcachesim_c_loop": None if c_loop_s is None else round(c_loop_s / best["event"], 3),
+        "hits": hits,
         "targets": {
             "count replay vs libCacheSim LRU (accesses/s ratio)": {
                 "value": round(ratio, 3), "goal": f">= {TARGET_RATIO}", "pass": ratio >= TARGET_RATIO},
-            "sequential LRU hits equal libCacheSim's": {
-                "value": seq_hits - lcs_hits, "goal": "0", "pass": seq_hits == lcs_hits},
+            "sequential LRU hits equal libCacheSim's (5 % and 25 %)": {
+                "value": "equal" if seq_equal else "differ", "goal": "equal", "pass": seq_equal},
         },
     }
 
@@ -163,9 +177,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accesses", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; each side keeps its best")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of a 1 M-access replay")
     args = parser.parse_args(argv if argv is not None else [])
-    result = run(args.accesses, args.seed)
+    result = run(args.accesses, args.seed, args.rounds)
     if args.profile:
         profile()
     return result

@@ -124,7 +124,22 @@ def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = Fals
         begin_pass(p)
         for c in range(pass_cells[p], pass_cells[p + 1]):
             lo, hi = req_offsets[c], req_offsets[c + 1]
-            units = [(i, i + 1) for i in range(lo, hi)] if sequential else ((lo, hi),)
+            if sequential:
+                units = [(i, i + 1) for i in range(lo, hi)]
+            elif lo == hi:
+                continue
+            else:
+                # event mode, the common case: one protection unit per cell
+                if future is not None:
+                    future.position = hi - 1
+                outs, missed = serve(obj_list[lo:hi], 0.0, cell_victims)
+                extend(outs)
+                if missed:
+                    bypassed[[lo + k for k in missed]] = True
+                if cell_victims:
+                    victims_log.extend((lo + k, v) for k, v in cell_victims)  # type: ignore[union-attr]
+                    cell_victims.clear()
+                continue
             for a, b in units:
                 if future is not None:
                     future.position = b - 1
