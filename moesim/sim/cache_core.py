@@ -90,7 +90,8 @@ class CacheCore:
     """Residency and capacity accounting over integer object ids.
 
     Complexity: begin_cell is O(objects in the cell); admit is O(victims walked) plus the policy's
-    own cost per hook (O(1) for LRU/FIFO/Least-Stale, O(log n) for LFU/Belady heaps).
+    own cost per hook (O(1) for LRU/FIFO/Least-Stale/ARC/SLRU, O(log n) for the LFU and Belady
+    heaps, O(layers log n) per victim for moe-infinity). serve_cell is the same work in one call.
     """
 
     def __init__(

@@ -23,7 +23,6 @@ from moesim.sim.cache_core import (
 )
 from moesim.sim.count_replay import ReplayConfig, count_replay, make_core
 from moesim.sim.requests import build_request_stream
-from moesim.traces.trace import simple_trace
 
 EVICTION = [r.name for r in available("eviction")]
 
