@@ -49,6 +49,8 @@ def load_trace(path: str | os.PathLike[str], format: str | None = None, **option
 
         if options:
             raise UserError("bundled traces take no options", text)
+        if format not in (None, MOESIM_FORMAT):
+            raise UserError(f"bundled traces are in the moesim format, not {format!r}", text)
         return parquet_codec.read_trace(bundled_trace_path(text[len(BUNDLED_PREFIX):]))
     p = Path(text)
     if not p.exists():

@@ -107,17 +107,21 @@ def trace_to_table(trace: Trace, where: str = "trace") -> pa.Table:
     def masked(values: np.ndarray, valid: np.ndarray, dtype: pa.DataType) -> pa.Array:
         return pa.array(values, type=dtype, mask=~valid)
 
+    def gather(table: np.ndarray, index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        out = np.zeros(n_rows, dtype=table.dtype)
+        out[valid] = table[index[valid]]
+        return out
+
     token_index = global_token - trace.pass_token_offsets[:-1][row_pass]
     expert_values = np.zeros(n_rows, dtype=expert_dtype(trace.meta.n_experts))
     expert_values[is_access] = trace.expert[acc_idx]
     columns: dict[str, pa.Array] = {
         "pass": pa.array(row_pass.astype(np.int32), type=pa.int32()),
         "phase": pa.array(trace.pass_phase[row_pass].astype(np.int8), type=pa.int8()),
-        "request": masked(trace.token_request[global_token] if n_rows else np.zeros(0, np.int32), has_token, pa.int32()),
-        "position": masked(trace.token_position[global_token] if n_rows else np.zeros(0, np.int32), has_token, pa.int32()),
-        "token": masked(token_index.astype(np.int32), has_token, pa.int32()),
-        "layer": masked(trace.cell_layer[cell_of_row].astype(np.int16) if n_rows else np.zeros(0, np.int16),
-                        has_layer, pa.int16()),
+        "request": masked(gather(trace.token_request, global_token, has_token), has_token, pa.int32()),
+        "position": masked(gather(trace.token_position, global_token, has_token), has_token, pa.int32()),
+        "token": masked(np.where(has_token, token_index, 0).astype(np.int32), has_token, pa.int32()),
+        "layer": masked(gather(trace.cell_layer, cell_of_row, has_layer).astype(np.int16), has_layer, pa.int16()),
         "expert": masked(expert_values, is_access, pa.from_numpy_dtype(expert_dtype(trace.meta.n_experts))),
     }
     weights = np.zeros(n_rows, dtype=np.float32)
@@ -419,7 +423,8 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
     if acc_rows.size and not acc_weight_null.all():
         fail_first(is_access & weight_null, lambda r: "field 'weight' is null here but set on other rows")
         w = weight[acc_rows]
-        fail_first(is_access & ~np.isfinite(weight), lambda r: f"field 'weight': {weight[r]} is not finite")
+        fail_first(is_access & (~np.isfinite(weight) | (np.abs(weight) > np.finfo(np.float16).max)),
+                   lambda r: f"field 'weight': {weight[r]} is not finite or beyond float16 range")
         trace_weight = w.astype(np.float16)
 
     annotations = {}

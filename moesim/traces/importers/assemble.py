@@ -27,6 +27,7 @@ from moesim.errors import UserError
 from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 
 INT32_MAX = int(np.iinfo(np.int32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
@@ -197,9 +198,10 @@ def _check_rows(routes: Routes, meta: TraceMeta, counts: np.ndarray, at) -> None
         raise UserError(f"field 'expert': {int(routes.expert[e])} outside 0..{meta.n_experts - 1}",
                         at(int(entry_row[e])))
     if routes.weight is not None:
-        e = first_bad(~np.isfinite(routes.weight))
+        e = first_bad(~np.isfinite(routes.weight) | (np.abs(routes.weight) > FLOAT16_MAX))
         if e is not None:
-            raise UserError(f"field 'weight': {routes.weight[e]!r} is not a finite number", at(int(entry_row[e])))
+            raise UserError(f"field 'weight': {float(routes.weight[e])!r} is not a finite number within "
+                            f"float16 range (weights are kept at float16)", at(int(entry_row[e])))
 
 
 def _check_duplicates(entry_group: np.ndarray, expert: np.ndarray, entry_row: np.ndarray,

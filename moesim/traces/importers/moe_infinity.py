@@ -59,7 +59,7 @@ def load(path: Path, options: Options) -> Trace:
     bad = np.argwhere(~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values > 2**31 - 1))
     if bad.size:
         s, layer, e = (int(v) for v in bad[0])
-        raise UserError(f"count {counts[s, layer, e]!r} is not a non-negative integer",
+        raise UserError(f"count {float(counts[s, layer, e])!r} is not a non-negative integer",
                         f"{where}: sequence {s}, layer {layer}, expert {e}")
     c = values.astype(np.int64)
     sums = c.sum(axis=2)

@@ -9,7 +9,10 @@ import numpy as np
 from moesim.errors import UserError
 
 
-_HEADER_ERRORS = (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError, RecursionError)
+# numpy parses the header with Python's tokenizer and literal_eval, which raise a zoo of types on
+# garbage (ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError, ...); any of
+# them only means "this is not a readable .npy file".
+_HEADER_ERRORS = (Exception,)
 
 
 def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:

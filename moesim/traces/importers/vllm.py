@@ -27,6 +27,7 @@ from moesim.traces.trace import DECODE, PREFILL, TraceMeta
 
 NAME = "vllm"
 SUMMARY = "vLLM routed experts .npy: [tokens, layers, top_k] integer expert ids (integer .npy files)"
+COUNTS_HINT = " (a MoE-Infinity count matrix needs --format moe-infinity)"
 OPTIONS = {
     "seq_lens": "tokens per sequence, comma-separated (default: the whole array is one sequence)",
     "prefill_len": "prompt tokens per sequence: one value or one per sequence (default 0: all decode)",
@@ -63,7 +64,13 @@ def load(path: Path, options: Options) -> Any:
     if n_experts is None:
         n_experts = largest + 1
     if n_experts > np.iinfo(np.int32).max or top_k > n_experts:
-        raise UserError(f"{n_experts} experts at top-{top_k} is out of range", where)
+        raise UserError(f"{n_experts} experts at top-{top_k} is out of range{COUNTS_HINT}", where)
+    ordered = np.sort(ids, axis=2)
+    twice = np.argwhere(ordered[:, :, 1:] == ordered[:, :, :-1])
+    if twice.size:
+        t, layer, i = (int(v) for v in twice[0])
+        raise UserError(f"layer {layer}: expert {int(ordered[t, layer, i])} appears twice for one token{COUNTS_HINT}",
+                        f"{where}: token {t}")
     seq_lens = options.int_list("seq_lens", minimum=1) or [n_tokens]
     if sum(seq_lens) != n_tokens:
         raise UserError(f"sums to {sum(seq_lens)} tokens; the array has {n_tokens}", "--option seq_lens")
