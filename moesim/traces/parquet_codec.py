@@ -156,19 +156,22 @@ def trace_to_table(trace: Trace, where: str = "trace") -> pa.Table:
 
 
 def _prediction_column(pred: np.ndarray, first_row_of_cell: np.ndarray, n_rows: int) -> pa.Array:
-    """A list column holding cell c's prediction on its first row and null elsewhere."""
+    """A list column holding cell c's prediction on its first row and null elsewhere.
+
+    Cells' first rows ascend with the cell index, so the list values are `pred` in row-major order.
+    """
     width = pred.shape[1]
     lengths = np.zeros(n_rows, dtype=np.int64)
     lengths[first_row_of_cell] = width
-    offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.zeros((n_rows, width), dtype=pred.dtype)
-    values[first_row_of_cell] = pred
     present = np.zeros(n_rows, dtype=bool)
     present[first_row_of_cell] = True
-    flat = values[present].reshape(-1)
-    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(flat),
-                                    mask=pa.array(~present))
+    offset_type = pa.int32() if offsets[-1] <= INT32_MAX else pa.int64()
+    list_type = pa.ListArray if offset_type == pa.int32() else pa.LargeListArray
+    column = list_type.from_arrays(pa.array(offsets, type=offset_type), pa.array(np.ascontiguousarray(pred).reshape(-1)),
+                                   mask=pa.array(~present))
+    return column.cast(pa.list_(column.type.value_type)) if list_type is pa.LargeListArray else column
 
 
 # ---- reading ---------------------------------------------------------------------------------
