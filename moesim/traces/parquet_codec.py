@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from moesim.atomic_io import atomic_path
 from moesim.errors import UserError
+from moesim.traces.grouping import first_repeat_in_groups
 from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 
 FORMAT_VERSION = 1
@@ -251,12 +252,14 @@ class _Columns:
         self.n = table.num_rows
 
     def integer(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(values as int64 with nulls as 0, null mask)."""
+        """(values with nulls as 0, null mask); signed types up to 32 bits keep their width."""
         col = self._column(name)
         if not (pa.types.is_integer(col.type)):
             raise UserError(f"column '{name}' has type {col.type}; expected integers", self.where)
         null = self._nulls(col)
-        values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = col.fill_null(0).to_numpy(zero_copy_only=False)
+        if values.dtype not in (np.int8, np.int16, np.int32):  # int64 and unsigned: compute in int64
+            values = values.astype(np.int64)
         return values, null
 
     def floating(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -337,32 +340,37 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
                    lambda r, name=name, values=values: f"field '{name}': {values[r]} outside 0..{INT32_MAX}")
 
     # pass tokens: 0..max in every pass, one request/position each
-    tok_rows = np.flatnonzero(has_token)
+    fail_first(has_token & (token >= max(n, 1)),
+               lambda r: f"field 'token': {token[r]} exceeds the file's {n} rows (tokens are numbered 0, 1, 2, ...)")
+    all_access = not expert_null.any()  # no structural rows: the common case, no gathers needed
+    tok_rows = np.arange(n) if all_access else np.flatnonzero(has_token)
+
+    def on_token_rows(a: np.ndarray) -> np.ndarray:
+        return a if all_access else a[tok_rows]
+
+    t_pass, t_token = on_token_rows(pass_), on_token_rows(token).astype(np.int64)
+    t_request, t_position = on_token_rows(request), on_token_rows(position)
     n_tok = np.zeros(n_passes, dtype=np.int64)
-    if tok_rows.size:
-        np.maximum.at(n_tok, pass_[tok_rows], token[tok_rows] + 1)
+    if t_token.size:  # rows are grouped by pass: each pass's largest token index is one reduceat away
+        seg = np.flatnonzero(np.diff(t_pass, prepend=-1) != 0)
+        n_tok[t_pass[seg]] = np.maximum.reduceat(t_token, seg) + 1
     pass_token_offsets = np.zeros(n_passes + 1, dtype=np.int64)
     np.cumsum(n_tok, out=pass_token_offsets[1:])
     n_tokens = int(pass_token_offsets[-1])
-    gtok = pass_token_offsets[:-1][pass_[tok_rows]] + token[tok_rows] if tok_rows.size else np.zeros(0, np.int64)
+    gtok = pass_token_offsets[:-1][t_pass] + t_token
     token_request = np.zeros(n_tokens, dtype=np.int64)
     token_position = np.zeros(n_tokens, dtype=np.int64)
     seen = np.zeros(n_tokens, dtype=bool)
-    if tok_rows.size:
-        order = np.argsort(gtok, kind="stable")
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = gtok[order][1:] != gtok[order][:-1]
-        first_rows = tok_rows[order[first]]
-        token_request[gtok[order[first]]] = request[first_rows]
-        token_position[gtok[order[first]]] = position[first_rows]
-        seen[gtok[order[first]]] = True
-        mismatch = (request[tok_rows] != token_request[gtok]) | (position[tok_rows] != token_position[gtok])
-        bad = np.flatnonzero(mismatch)
-        if bad.size:
-            r = int(tok_rows[bad[0]])
-            raise UserError(f"token {token[r]} of pass {pass_[r]} has request/position ({request[r]}, "
-                            f"{position[r]}) here but ({token_request[gtok[bad[0]]]}, "
-                            f"{token_position[gtok[bad[0]]]}) on an earlier row", at(r))
+    # scatter in reverse so a token's first row is the one kept; then every row must agree with it
+    token_request[gtok[::-1]] = t_request[::-1]
+    token_position[gtok[::-1]] = t_position[::-1]
+    seen[gtok] = True
+    bad = np.flatnonzero((t_request != token_request[gtok]) | (t_position != token_position[gtok]))
+    if bad.size:
+        r = int(tok_rows[bad[0]])
+        g = int(gtok[bad[0]])
+        raise UserError(f"token {token[r]} of pass {pass_[r]} has request/position ({request[r]}, {position[r]}) "
+                        f"here but ({token_request[g]}, {token_position[g]}) on an earlier row", at(r))
     if not seen.all():
         g = int(np.flatnonzero(~seen)[0])
         p = int(np.searchsorted(pass_token_offsets, g, side="right") - 1)
@@ -370,29 +378,36 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
                         f"(tokens of a pass are numbered 0, 1, 2, ...)", where)
 
     # cells: consecutive rows with a layer, split where the pass or the layer changes
-    cell_rows = np.flatnonzero(~layer_null)
+    cell_rows = np.arange(n) if all_access else np.flatnonzero(~layer_null)
+    c_pass = pass_ if all_access else pass_[cell_rows]
+    c_layer = layer if all_access else layer[cell_rows]
     new_cell = np.ones(cell_rows.size, dtype=bool)
     if cell_rows.size:
-        new_cell[1:] = (pass_[cell_rows][1:] != pass_[cell_rows][:-1]) | (layer[cell_rows][1:] != layer[cell_rows][:-1])
+        new_cell[1:] = (c_pass[1:] != c_pass[:-1]) | (c_layer[1:] != c_layer[:-1])
     cell_of = np.cumsum(new_cell) - 1
-    n_cells = int(new_cell.sum())
+    n_cells = int(cell_of[-1]) + 1 if cell_of.size else 0
     cell_first_row = cell_rows[new_cell]
-    cell_size_rows = np.bincount(cell_of, minlength=n_cells)
-    marker = expert_null[cell_rows]
-    bad = np.flatnonzero(marker & (cell_size_rows[cell_of] > 1))
-    if bad.size:
-        r = int(cell_rows[bad[0]])
-        raise UserError("a row marking an empty cell (expert and token null) shares its cell with "
-                        "rows that route", at(r))
+    if not all_access:
+        cell_size_rows = np.bincount(cell_of, minlength=n_cells)
+        bad = np.flatnonzero(expert_null[cell_rows] & (cell_size_rows[cell_of] > 1))
+        if bad.size:
+            r = int(cell_rows[bad[0]])
+            raise UserError("a row marking an empty cell (expert and token null) shares its cell with "
+                            "rows that route", at(r))
     cell_pass = pass_[cell_first_row]
     pass_cell_offsets = np.zeros(n_passes + 1, dtype=np.int64)
     np.cumsum(np.bincount(cell_pass, minlength=n_passes), out=pass_cell_offsets[1:])
 
-    acc_rows = np.flatnonzero(is_access)
-    acc_cell = cell_of[np.searchsorted(cell_rows, acc_rows)] if acc_rows.size else np.zeros(0, np.int64)
+    if all_access:
+        acc_rows, acc_cell = cell_rows, cell_of
+    else:
+        acc_rows = np.flatnonzero(is_access)
+        cell_of_row = np.zeros(n, dtype=np.int64)
+        cell_of_row[cell_rows] = cell_of
+        acc_cell = cell_of_row[acc_rows]
     cell_offsets = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(acc_cell, minlength=n_cells), out=cell_offsets[1:])
-    acc_token = token[acc_rows]
+    acc_token = token if all_access else token[acc_rows]
     run_start = np.ones(acc_rows.size, dtype=bool)
     if acc_rows.size:
         run_start[1:] = (acc_cell[1:] != acc_cell[:-1]) | (acc_token[1:] != acc_token[:-1])
@@ -412,20 +427,19 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
             r = int(acc_rows[np.flatnonzero(run_start)[bad[0]]])
             raise UserError(f"token {token[r]} of pass {pass_[r]} routes to {int(lengths[bad[0]])} experts "
                             f"at layer {layer[r]}; top-k is {meta.top_k}", at(r))
-    acc_expert = expert[acc_rows]
-    if acc_rows.size > 1:
-        order = np.lexsort((np.arange(acc_rows.size), acc_expert, run_id))
-        dup = np.flatnonzero((run_id[order][1:] == run_id[order][:-1]) & (acc_expert[order][1:] == acc_expert[order][:-1]))
-        if dup.size:
-            r = int(acc_rows[order[dup[0] + 1]])
-            raise UserError(f"field 'expert': {expert[r]} appears twice for token {token[r]} at layer {layer[r]}",
-                            at(r))
+    acc_expert = expert if all_access else expert[acc_rows]
+    run_starts = np.flatnonzero(run_start)
+    repeat = first_repeat_in_groups(run_starts, acc_expert)
+    if repeat is not None:
+        r = int(acc_rows[repeat])
+        raise UserError(f"field 'expert': {expert[r]} appears twice for token {token[r]} at layer {layer[r]}", at(r))
+    access_token = None if _canonical_runs(run_starts, acc_cell, acc_token, n_cells) else acc_token
 
-    acc_weight_null = weight_null[acc_rows]
+    acc_weight_null = weight_null if all_access else weight_null[acc_rows]
     trace_weight = None
     if acc_rows.size and not acc_weight_null.all():
         fail_first(is_access & weight_null, lambda r: "field 'weight' is null here but set on other rows")
-        w = weight[acc_rows]
+        w = weight if all_access else weight[acc_rows]
         fail_first(is_access & (~np.isfinite(weight) | (np.abs(weight) > np.finfo(np.float16).max)),
                    lambda r: f"field 'weight': {weight[r]} is not finite or beyond float16 range")
         trace_weight = w.astype(np.float16)
@@ -453,11 +467,26 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
         weight=trace_weight,
         annotations=annotations,
         predictions=predictions,
-        access_token=acc_token,
     )
-    trace.normalize_access_token()
+    if access_token is not None:
+        trace.access_token = access_token
+        trace.normalize_access_token()
     trace.validate(where)
     return trace
+
+
+def _canonical_runs(run_starts: np.ndarray, acc_cell: np.ndarray, acc_token: np.ndarray, n_cells: int) -> bool:
+    """True if every cell's token runs are tokens 0, 1, 2, ... of equal length (the layout a Trace
+    stores without access_token). Works on runs, not accesses: a top_k-th of the work."""
+    n_a = int(acc_token.shape[0])
+    if n_a == 0:
+        return True
+    run_cell = acc_cell[run_starts]
+    lengths = np.diff(np.append(run_starts, n_a))
+    first_run = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(run_cell, minlength=n_cells), out=first_run[1:])
+    index_in_cell = np.arange(run_starts.size) - first_run[run_cell]
+    return bool((acc_token[run_starts] == index_in_cell).all() and (lengths == lengths[first_run[run_cell]]).all())
 
 
 def _annotation(table: pa.Table, name: str, acc_rows: np.ndarray, at, where: str) -> np.ndarray:

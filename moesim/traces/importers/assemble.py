@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.grouping import first_repeat_in_groups
 from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 
 INT32_MAX = int(np.iinfo(np.int32).max)
@@ -206,14 +207,12 @@ def _check_rows(routes: Routes, meta: TraceMeta, counts: np.ndarray, at) -> None
 
 def _check_duplicates(entry_group: np.ndarray, expert: np.ndarray, entry_row: np.ndarray,
                       routes: Routes, at) -> None:
-    """A token routes to each expert at most once per layer."""
+    """A token routes to each expert at most once per layer (entries are grouped by token here)."""
     if expert.size < 2:
         return
-    order = np.lexsort((np.arange(expert.size), expert, entry_group))
-    g, e = entry_group[order], expert[order]
-    dup = np.flatnonzero((g[1:] == g[:-1]) & (e[1:] == e[:-1]))
-    if dup.size:
-        i = int(order[dup[0] + 1])
+    starts = np.flatnonzero(np.diff(entry_group, prepend=-1) != 0)
+    i = first_repeat_in_groups(starts, expert)
+    if i is not None:
         r = int(entry_row[i])
         raise UserError(
             f"field 'expert': {int(expert[i])} appears twice for the token at request "
