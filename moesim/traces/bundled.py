@@ -100,7 +100,8 @@ def write_bundled(shared_traces_dir: Path, out_dir: Path = DATA_DIR) -> list[Pat
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="rebuild moesim's bundled traces from the raw recordings")
-    parser.add_argument("shared_traces_dir", type=Path, help="folder holding bigmoeonedge/ and stratamoe-switch-base-8/")
+    parser.add_argument("shared_traces_dir", type=Path,
+                        help="folder holding bigmoeonedge/ and stratamoe-switch-base-8/")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="where to write the .parquet files")
     args = parser.parse_args(argv)
     for path in write_bundled(args.shared_traces_dir, args.out):

@@ -170,8 +170,8 @@ def _prediction_column(pred: np.ndarray, first_row_of_cell: np.ndarray, n_rows: 
     present[first_row_of_cell] = True
     offset_type = pa.int32() if offsets[-1] <= INT32_MAX else pa.int64()
     list_type = pa.ListArray if offset_type == pa.int32() else pa.LargeListArray
-    column = list_type.from_arrays(pa.array(offsets, type=offset_type), pa.array(np.ascontiguousarray(pred).reshape(-1)),
-                                   mask=pa.array(~present))
+    values = pa.array(np.ascontiguousarray(pred).reshape(-1))
+    column = list_type.from_arrays(pa.array(offsets, type=offset_type), values, mask=pa.array(~present))
     return column.cast(pa.list_(column.type.value_type)) if list_type is pa.LargeListArray else column
 
 

@@ -79,7 +79,8 @@ def load(path: Path, options: Options) -> Any:
         annotations["engine_residency"] = residency.astype(np.int8)
 
     new_pass = np.ones(n, dtype=bool)
-    new_pass[1:] = (turn[1:] != turn[:-1]) | (phase[1:] != phase[:-1]) | ((phase[1:] == DECODE) & (step[1:] != step[:-1]))
+    new_pass[1:] = ((turn[1:] != turn[:-1]) | (phase[1:] != phase[:-1])
+                    | ((phase[1:] == DECODE) & (step[1:] != step[:-1])))
     routes = Routes(
         line=np.arange(first_line, first_line + n, dtype=np.int64),
         new_pass=new_pass,

@@ -189,7 +189,8 @@ def _resolve_columns(frame: pd.DataFrame, column_map: dict[str, str], where: str
     out: dict[str, str] = {}
     for field, column in column_map.items():
         if column not in present:
-            raise UserError(f"--map {field}={column}: no column {column!r} (columns: {', '.join(present)[:200]})", where)
+            raise UserError(f"--map {field}={column}: no column {column!r} "
+                            f"(columns: {', '.join(present)[:200]})", where)
         out[field] = column
     for field, names in FIELDS.items():
         if field not in out:
@@ -329,7 +330,8 @@ def _check_numbers(values: np.ndarray, row_of: np.ndarray, field: str, lines: np
     if idx.size:
         i = int(idx[0])
         kind = "an integer" if integer else "a finite number"
-        raise UserError(f"field '{field}': {values[i]!r} is not {kind}", f"{where}: {line_word} {int(lines[row_of[i]])}")
+        raise UserError(f"field '{field}': {values[i]!r} is not {kind}",
+                        f"{where}: {line_word} {int(lines[row_of[i]])}")
 
 
 def _annotation(series: pd.Series, field: str, lines: np.ndarray, where: str, line_word: str) -> np.ndarray:

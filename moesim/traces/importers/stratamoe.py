@@ -119,16 +119,21 @@ def load(path: Path, options: Options) -> Any:
         layer_ids=layer_ids,
         provenance=provenance(
             "stratamoe RouterTrace v2", path, hashlib.sha256(path.read_bytes()).hexdigest(),
-            model_revision=model_info.get("revision") if isinstance(model_info.get("revision"), str) else None,
-            capture_dtype=capture.get("dtype") if isinstance(capture.get("dtype"), str) else None,
-            scenario=doc.get("scenario") if isinstance(doc.get("scenario"), str) else None,
-            selection_basis=(metadata or {}).get("selection_basis") if isinstance((metadata or {}).get("selection_basis"), str) else None,
+            model_revision=_text(model_info, "revision"),
+            capture_dtype=_text(capture, "dtype"),
+            scenario=_text(doc, "scenario"),
+            selection_basis=_text(metadata or {}, "selection_basis"),
             object_bytes_from=size_note,
             metadata_file=meta_path.name if metadata is not None else None,
         ),
         extra=extra,
     )
     return assemble(_routes(selections, spans), meta, where, line_word="token")
+
+
+def _text(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _positive_int(doc: dict[str, Any], key: str, where: str, allow_zero: bool = False) -> int:
@@ -186,8 +191,10 @@ def _spans(raw: Any, n_tokens: int, where: str) -> tuple[list[tuple[int, int]], 
         if not isinstance(span, dict):
             raise UserError(f"field 'prompt_spans[{i}]' must be an object", where)
         start, end = span.get("token_start"), span.get("token_end_exclusive")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)) or start != expected or end <= start:
-            raise UserError(f"field 'prompt_spans[{i}]': tokens {start!r}..{end!r} do not continue at {expected}", where)
+        integers = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
+        if not integers or start != expected or end <= start:
+            raise UserError(f"field 'prompt_spans[{i}]': tokens {start!r}..{end!r} do not continue at {expected}",
+                            where)
         spans.append((start, end))
         ids.append(str(span.get("id", i)))
         expected = end

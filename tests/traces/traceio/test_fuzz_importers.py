@@ -55,7 +55,8 @@ def seed_files() -> dict[str, tuple[str, str, bytes]]:
 
     meta = TraceMeta(n_layers=2, n_experts=4, top_k=2, object_bytes=[8, 8])
     trace = build_trace(meta, [{"phase": DECODE, "tokens": [(0, 3), (1, 5)],
-                                "cells": [(0, [[0, 1], [2, 3]], [[0.5, 0.5], [0.2, 0.8]]), (1, [[1, 2]], [[1.0, 0.0]])]}])
+                                "cells": [(0, [[0, 1], [2, 3]], [[0.5, 0.5], [0.2, 0.8]]),
+                                          (1, [[1, 2]], [[1.0, 0.0]])]}])
     trace.access_token = np.array([0, 0, 1, 1, 1, 1])
     trace.annotations["r"] = np.arange(6, dtype=np.int8)
     trace.predictions["p"] = np.arange(4, dtype=np.int16).reshape(2, 2)

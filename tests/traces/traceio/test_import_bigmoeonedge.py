@@ -128,7 +128,8 @@ def test_cache_size_option_and_log(qwen_csv, tmp_path):
 def write_small(tmp_path: Path, rows: list[str], preamble_extra: str = "") -> Path:
     text = ("# route_trace v1\n# model=/x/toy.gguf arch=toy n_layer=2 n_expert=4 n_expert_used=2\n"
             "# layer=0 expert_bytes=100 dense_bytes=10\n# layer=1 expert_bytes=200 dense_bytes=10\n"
-            + preamble_extra + "turn,phase,step,layer,slot,expert,weight,residency,expert_bytes\n" + "\n".join(rows) + "\n")
+            + preamble_extra + "turn,phase,step,layer,slot,expert,weight,residency,expert_bytes\n"
+            + "\n".join(rows) + "\n")
     path = tmp_path / "toy.route.csv"
     path.write_text(text)
     return path
