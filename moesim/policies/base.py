@@ -51,6 +51,8 @@ class PolicyContext:
     trace: object | None = None
     """The whole trace (moesim.traces.trace.Trace), given only to offline policies (oracles) and to
     policies that read recorded predictions; online policies must not look ahead through it."""
+    trace_name: str | None = None
+    """How to name the trace in error messages (its file path, when it came from one)."""
 
 
 class EvictionPolicy:
@@ -125,7 +127,9 @@ class PrefetchView:
 class PrefetchPolicy:
     """Proposes objects to copy ahead of demand. Registered like eviction policies (kind "prefetch").
 
-    `observe(cell, layer, routed)` is called with every served cell (online learners);
+    `observe(pass_index, cell, layer, routed)` is called with every served cell (online learners);
+    `routed` holds object ids (layer * n_experts + expert), as in PrefetchView, and `cell` is the
+    trace's cell index (the oracles index the trace with it);
     `propose(view)` returns PrefetchRequests for later layers; the engine issues them while the
     link has room, demand copies first.
     """
