@@ -433,7 +433,8 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
     if repeat is not None:
         r = int(acc_rows[repeat])
         raise UserError(f"field 'expert': {expert[r]} appears twice for token {token[r]} at layer {layer[r]}", at(r))
-    access_token = None if _canonical_runs(run_starts, acc_cell, acc_token, n_cells) else acc_token
+    canonical = _canonical_runs(run_starts, acc_cell, acc_token, n_cells, n_tok[cell_pass])
+    access_token = None if canonical else acc_token
 
     acc_weight_null = weight_null if all_access else weight_null[acc_rows]
     trace_weight = None
@@ -475,18 +476,21 @@ def _table_to_trace(table: pa.Table, meta: TraceMeta, widths: dict[str, Any], wh
     return trace
 
 
-def _canonical_runs(run_starts: np.ndarray, acc_cell: np.ndarray, acc_token: np.ndarray, n_cells: int) -> bool:
-    """True if every cell's token runs are tokens 0, 1, 2, ... of equal length (the layout a Trace
-    stores without access_token). Works on runs, not accesses: a top_k-th of the work."""
+def _canonical_runs(run_starts: np.ndarray, acc_cell: np.ndarray, acc_token: np.ndarray, n_cells: int,
+                    pass_tokens_of_cell: np.ndarray) -> bool:
+    """True if every cell's token runs are its pass's last tokens in order, of equal length (the layout
+    a Trace stores without access_token). Works on runs, not accesses: a top_k-th of the work."""
     n_a = int(acc_token.shape[0])
     if n_a == 0:
         return True
     run_cell = acc_cell[run_starts]
     lengths = np.diff(np.append(run_starts, n_a))
+    runs_per_cell = np.bincount(run_cell, minlength=n_cells)
     first_run = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(np.bincount(run_cell, minlength=n_cells), out=first_run[1:])
-    index_in_cell = np.arange(run_starts.size) - first_run[run_cell]
-    return bool((acc_token[run_starts] == index_in_cell).all() and (lengths == lengths[first_run[run_cell]]).all())
+    np.cumsum(runs_per_cell, out=first_run[1:])
+    first_token = pass_tokens_of_cell - runs_per_cell  # a short cell holds its pass's last tokens
+    expected = first_token[run_cell] + np.arange(run_starts.size) - first_run[run_cell]
+    return bool((acc_token[run_starts] == expected).all() and (lengths == lengths[first_run[run_cell]]).all())
 
 
 def _annotation(table: pa.Table, name: str, acc_rows: np.ndarray, at, where: str) -> np.ndarray:

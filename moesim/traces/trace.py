@@ -108,9 +108,10 @@ class Trace:
                                     (e.g. "lookahead_1": experts layer l+1's gate picks from layer l's state)
       access_token[n_a] or None     pass-token index (within the pass) of the token each access belongs
                                     to; None means the canonical layout: a cell's accesses split evenly
-                                    into its cell_tokens tokens, which are the pass's tokens 0..cell_tokens-1.
-                                    Set only where that does not hold (e.g. the qwen prefill's last layer
-                                    routes only the final prompt token); `access_tokens()` gives it always.
+                                    into its cell_tokens tokens, which are the pass's *last* cell_tokens
+                                    tokens (all of them in a full cell; the final prompt token when
+                                    llama.cpp prunes a prefill's last layer). Set only where that does not
+                                    hold; `access_tokens()` gives the index always.
     """
 
     meta: TraceMeta
@@ -193,8 +194,9 @@ class Trace:
         if not ok.all():
             return None
         per_token = np.where(tokens > 0, sizes // np.maximum(tokens, 1), 1)
+        first = np.diff(self.pass_token_offsets)[self.cell_pass()] - tokens  # a short cell holds the last tokens
         within = np.arange(self.n_accesses, dtype=np.int64) - np.repeat(self.cell_offsets[:-1].astype(np.int64), sizes)
-        return (within // np.repeat(per_token, sizes)).astype(_token_dtype(self))
+        return (np.repeat(first, sizes) + within // np.repeat(per_token, sizes)).astype(_token_dtype(self))
 
     def access_tokens(self) -> np.ndarray:
         """Pass-token index of every access: the stored `access_token`, else the canonical layout.
@@ -454,9 +456,10 @@ def build_trace(
             cell_tokens.append(len(per_token))
             if len({len(row) for row in per_token}) > 1:
                 uneven = True
+            first_token = len(tokens) - len(per_token)  # a cell with fewer tokens holds the pass's last ones
             for t, row in enumerate(per_token):
                 experts.extend(int(e) for e in row)
-                access_token.extend([t] * len(row))
+                access_token.extend([first_token + t] * len(row))
                 if has_weights:
                     if per_token_w is None:
                         raise ValueError("either every cell has weights or none does")

@@ -56,7 +56,8 @@ def flame_dir() -> Path:
 def make_rich_trace() -> Trace:
     """A small trace using every feature of the format: two requests, prefill and decode, weights,
     annotations of three types, two predictions, an empty cell, a pass token no access names, a
-    pass with nothing in it, and a cell whose token is not the pass's first (non-canonical)."""
+    pass with nothing in it, a short cell holding the pass's last token (canonical) and one holding
+    its first (stored in access_token)."""
     meta = TraceMeta(n_layers=3, n_experts=5, top_k=2, object_bytes=[10, 20, 30], model="hand",
                      dense_bytes=[1, 2, 3], layer_ids=[1, 3, 5],
                      provenance={"format": "hand", "note": "all features"}, extra={"k": [1, 2]})
@@ -72,7 +73,7 @@ def make_rich_trace() -> Trace:
         {"phase": DECODE, "tokens": [(1, 8), (0, 4)], "cells": [(2, [[0, 1]], [[0.5, 0.5]])]},
     ]
     trace = build_trace(meta, passes)
-    # the layer-1 cell of pass 1 routes only token 1 (request 1); pass 3's token 1 routes nowhere
+    # the layer-1 cell of pass 1 routes only token 1 (its last); pass 3 routes only token 0 (its first)
     trace.access_token = np.array([0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2,  # pass 0
                                    0, 0, 1, 1, 1, 1,  # pass 1: layer 0 tokens 0 and 1, layer 1 token 1
                                    0, 0], dtype=np.int16)  # pass 3: token 0 only

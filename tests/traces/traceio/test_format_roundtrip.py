@@ -32,7 +32,8 @@ def test_every_feature_round_trips_exactly_and_resaves_to_the_same_bytes(tmp_pat
 
 def test_rows_follow_the_documented_layout(tmp_path: Path):
     # pass 0: prefill of request 5, tokens at positions 0 and 1, top-1, layers 0 then 1;
-    # pass 1: decode of position 2 with an empty cell at layer 1 and a second token routing nowhere.
+    # pass 1: two tokens, a layer-0 cell of one token (a short cell holds the pass's last tokens, so
+    # token 1 = request 6; token 0 routes nowhere) and an empty cell at layer 1.
     meta = TraceMeta(n_layers=2, n_experts=4, top_k=1, object_bytes=[8, 8])
     trace = build_trace(meta, [
         {"phase": PREFILL, "tokens": [(5, 0), (5, 1)], "cells": [(0, [[3], [1]]), (1, [[0], [2]])]},
@@ -43,9 +44,9 @@ def test_rows_follow_the_documented_layout(tmp_path: Path):
     assert rows == {
         "pass": [0, 0, 0, 0, 1, 1, 1],
         "phase": [0, 0, 0, 0, 1, 1, 1],
-        "request": [5, 5, 5, 5, 6, 5, None],
-        "position": [0, 1, 0, 1, 0, 2, None],
-        "token": [0, 1, 0, 1, 1, 0, None],
+        "request": [5, 5, 5, 5, 5, 6, None],
+        "position": [0, 1, 0, 1, 2, 0, None],
+        "token": [0, 1, 0, 1, 0, 1, None],
         "layer": [0, 0, 1, 1, None, 0, 1],
         "expert": [3, 1, 0, 2, None, 2, None],
         "weight": [None] * 7,
@@ -157,8 +158,11 @@ def test_loaded_bundled_trace_is_compact():
     trace = load_trace("bundled:qwen")
     assert trace.expert.dtype == np.int16 and trace.weight.dtype == np.float16
     assert trace.cell_layer.dtype == np.int16
-    assert trace.access_token is not None and trace.access_token.dtype == np.int16  # qwen's last prefill layer
-    assert trace.nbytes() < 12 * trace.n_accesses  # experts, weights, token index, residency, cell tables
+    # the pruned last prefill layer (final prompt token only) is the canonical layout: no per-access index
+    assert trace.access_token is None
+    last = int(trace.pass_cell_offsets[1]) - 1
+    assert trace.access_tokens()[trace.cell_offsets[last]:trace.cell_offsets[last + 1]].tolist() == [27] * 6
+    assert trace.nbytes() < 8 * trace.n_accesses  # experts, weights, residency, cell and token tables
 
 
 def test_canonical_token_layout_is_not_stored():
