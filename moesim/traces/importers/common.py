@@ -44,6 +44,35 @@ def mark_unknown_sizes(extra: dict[str, Any], n_layers: int) -> list[int]:
     return [1] * n_layers
 
 
+def catalog_expert_bytes(model: str | None, n_experts: int) -> tuple[int, str] | None:
+    """(bytes per expert, where from) from the model catalog, if it knows `model` and agrees on the
+    expert count; the catalog's default dtype is used (--option expert_bytes overrides)."""
+    if not model:
+        return None
+    from moesim.traces.catalog import load_model
+
+    try:
+        spec = load_model(model)
+    except UserError:
+        return None
+    if spec.n_routed_experts != n_experts:
+        return None
+    return spec.expert_bytes(), f"model catalog entry {spec.name} ({spec.default_dtype} experts)"
+
+
+def object_bytes(options: Any, model: str | None, n_layers: int, n_experts: int,
+                 extra: dict[str, Any]) -> tuple[list[int], str | None]:
+    """Per-layer object sizes and where they came from: --option expert_bytes, else the model catalog,
+    else 1-byte placeholders (flagged in `extra`)."""
+    given = options.byte_sizes("expert_bytes", n_layers)
+    if given is not None:
+        return given, "--option expert_bytes"
+    found = catalog_expert_bytes(model, n_experts)
+    if found is not None:
+        return [found[0]] * n_layers, found[1]
+    return mark_unknown_sizes(extra, n_layers), None
+
+
 def read_text(path: Path, where: str | None = None) -> str:
     """A text file as UTF-8; unreadable or binary files are UserErrors."""
     where = where or str(path)

@@ -11,7 +11,8 @@ non-zero scores ordered by score, highest first (ties by expert id); the scores 
 weights; top_k is the number of non-zeros, which must be the same on every row. Rows are
 sequences of `seq_len` consecutive tokens (row = sequence * seq_len + position; 512 for the
 published sample, 4 sequences); each sequence is one request served by one prefill pass
-(teacher-forced pretraining text: no decode). Sizes are not in the files (--option expert_bytes).
+(teacher-forced pretraining text: no decode). Sizes are not in the files: they come from the model
+catalog entry named by the file prefix (flame-moe-290m), or --option expert_bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, assemble
-from moesim.traces.importers.common import (float_column, integer_column, mark_unknown_sizes, provenance,
-                                            read_csv_text, sha256_of)
+from moesim.traces.importers.common import (float_column, integer_column, object_bytes, provenance, read_csv_text,
+                                            sha256_of)
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import PREFILL, TraceMeta
 
@@ -33,7 +34,7 @@ NAME = "flame"
 SUMMARY = "FLAME-MoE router-score folder (Layer_L/*.csv, dense scores, non-zeros = routed experts)"
 OPTIONS = {
     "seq_len": "tokens per sequence; rows are sequence-major (default 512, the published sample's layout)",
-    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '4 MiB'); default unknown (1-byte placeholders)",
+    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '4 MiB'); default from the model catalog",
 }
 LAYER_DIR = re.compile(r"^Layer_(\d+)$")
 EXPERT_COLUMN = re.compile(r"^expert_(\d+)$")
@@ -74,8 +75,8 @@ def load(path: Path, options: Options) -> Any:
     n_layers = len(files)
     routes = _routes(np.stack(tops), np.stack(weights), seq_len)
     extra: dict[str, Any] = {}
-    sizes = options.byte_sizes("expert_bytes", n_layers) or mark_unknown_sizes(extra, n_layers)
     run = RUN.match(files[0].name)
+    sizes, size_note = object_bytes(options, run.group("model") if run else None, n_layers, n_experts, extra)
     meta = TraceMeta(
         n_layers=n_layers,
         n_experts=n_experts,
@@ -86,7 +87,7 @@ def load(path: Path, options: Options) -> Any:
         provenance=provenance("FLAME-MoE router scores", path, sha256_of(files, root=path),
                               run_id=int(run.group("run")) if run else None,
                               iteration=int(run.group("iter")) if run else None,
-                              sequences=n_rows // seq_len, seq_len=seq_len),
+                              sequences=n_rows // seq_len, seq_len=seq_len, object_bytes_from=size_note),
         extra=extra,
     )
     return assemble(routes, meta, where, line_word="token")

@@ -35,8 +35,7 @@ import pandas as pd
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, assemble
-from moesim.traces.importers.common import (integer_column, mark_unknown_sizes, provenance, read_csv_text,
-                                            read_text, sha256_of)
+from moesim.traces.importers.common import integer_column, object_bytes, provenance, read_csv_text, read_text, sha256_of
 from moesim.traces.importers.options import Options, parse_size
 from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta
 
@@ -48,8 +47,9 @@ OPTIONS = {
     "n_layers": "MoE layers (default: meta line, else largest layer + 1)",
     "n_experts": "experts per layer (default: meta line, else largest id + 1)",
     "top_k": "experts per token (default: meta line, else inferred when constant)",
-    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB')",
-    "model": "model name to record in the trace",
+    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB'); default: meta line, else the "
+                    "model's catalog entry",
+    "model": "model name to record (a catalog name such as qwen3-30b-a3b also gives the expert size)",
     "phase": "phase of every row when no column gives it: prefill or decode (default decode)",
 }
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -373,14 +373,17 @@ def _meta(routes: Routes, meta_line: dict[str, Any], options: Options, path: Pat
     assert n_layers is not None and n_experts is not None
     if n_layers > np.iinfo(np.int16).max or n_experts > np.iinfo(np.int32).max:
         raise UserError(f"{n_layers} layers x {n_experts} experts is more than a trace holds", where)
-    sizes = options.byte_sizes("expert_bytes", n_layers)
+    model = options.text("model") or meta_line.get("model")
+    if model is not None and not isinstance(model, str):
+        raise UserError("meta field 'model' must be text", line_where)
+    sizes, size_note = object_bytes(options, model, n_layers, n_experts, extra)
     if "expert_bytes" in meta_line:
         from_line = _sizes(meta_line["expert_bytes"], n_layers, f"{line_where}: meta field 'expert_bytes'")
-        if sizes is not None and sizes != from_line:
+        if options.has("expert_bytes") and sizes != from_line:
             raise UserError("--option expert_bytes disagrees with the meta line", line_where)
-        sizes = from_line
-    if sizes is None:
-        sizes = mark_unknown_sizes(extra, n_layers)
+        sizes, size_note = from_line, "meta line"
+        extra.pop("object_bytes_unknown", None)
+        extra.pop("object_bytes_note", None)
     dense = None
     if meta_line.get("dense_bytes") is not None:
         dense = _sizes(meta_line["dense_bytes"], n_layers, f"{line_where}: meta field 'dense_bytes'")
@@ -388,9 +391,6 @@ def _meta(routes: Routes, meta_line: dict[str, Any], options: Options, path: Pat
     if layer_ids is not None and (not isinstance(layer_ids, list) or len(layer_ids) != n_layers
                                   or not all(isinstance(i, int) and not isinstance(i, bool) for i in layer_ids)):
         raise UserError(f"meta field 'layer_ids' must list {n_layers} integers", line_where)
-    model = options.text("model") or meta_line.get("model")
-    if model is not None and not isinstance(model, str):
-        raise UserError("meta field 'model' must be text", line_where)
     if "_unknown" in meta_line:
         extra["meta_line"] = meta_line["_unknown"]
     return TraceMeta(
@@ -401,7 +401,7 @@ def _meta(routes: Routes, meta_line: dict[str, Any], options: Options, path: Pat
         model=model,
         dense_bytes=dense,
         layer_ids=layer_ids,
-        provenance=provenance("generic", path, sha256_of([path]),
+        provenance=provenance("generic", path, sha256_of([path]), object_bytes_from=size_note,
                               column_map={k: columns[k] for k in sorted(columns)}),
         extra=extra,
     )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.importers.common import mark_unknown_sizes, provenance, sha256_of
+from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import PREFILL, Trace, TraceMeta, expert_dtype
@@ -30,8 +30,9 @@ NAME = "moe-infinity"
 SUMMARY = "MoE-Infinity expert activation matrices .npy: [sequences, layers, experts] counts (float .npy files)"
 OPTIONS = {
     "top_k": "experts per token (required: the counts do not say)",
-    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB'); default unknown",
-    "model": "model name to record in the trace",
+    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB'); default from the catalog entry of "
+                    "--option model, else unknown",
+    "model": "model name to record (a catalog name such as qwen3-30b-a3b also gives the expert size)",
 }
 MAX_ACCESSES = 1 << 28
 LOSSY_NOTE = ("MoE-Infinity counts: one prefill-like pass per sequence, experts dealt to tokens round-robin; "
@@ -81,14 +82,15 @@ def load(path: Path, options: Options) -> Trace:
     if kept.size == 0:
         raise UserError("every sequence is all zeros", where)
     extra: dict[str, Any] = {"lossy": LOSSY_NOTE, "skipped_empty_sequences": int(n_seq - kept.size)}
-    sizes = options.byte_sizes("expert_bytes", n_layers) or mark_unknown_sizes(extra, n_layers)
+    sizes, size_note = object_bytes(options, options.text("model"), n_layers, n_experts, extra)
     meta = TraceMeta(
         n_layers=n_layers,
         n_experts=n_experts,
         top_k=top_k,
         object_bytes=sizes,
         model=options.text("model"),
-        provenance=provenance("MoE-Infinity expert activation matrix", path, sha256_of([path])),
+        provenance=provenance("MoE-Infinity expert activation matrix", path, sha256_of([path]),
+                              object_bytes_from=size_note),
         extra=extra,
     )
     trace = _build(c, tokens, kept, meta)

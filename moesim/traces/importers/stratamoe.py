@@ -7,10 +7,9 @@ the SHA-256 of the trace file, which is checked. Each prompt becomes one request
 prefill pass; the captures are encoder-only, so there is no decode. Without the metadata file all
 tokens form one request.
 
-Sizes: the file has none. For google/switch-base-8 they are computed from the model's shapes
-(moesim.traces.catalog does not exist yet to ask): an expert is two d_model x d_ff matrices
-(wi 768x3072, wo 3072x768) in fp32, the dtype of the capture: 2 * 768 * 3072 * 4 = 18,874,368 bytes.
-Other models need --option expert_bytes=..., or get 1-byte placeholders marked in meta.extra.
+Sizes: the file has none; they come from the model catalog entry of source.model.id
+(switch-base-8: two 768 x 3072 matrices per expert in fp32, the dtype of the capture), else from
+--option expert_bytes=..., else 1-byte placeholders marked in meta.extra.
 """
 
 from __future__ import annotations
@@ -24,21 +23,18 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, assemble
-from moesim.traces.importers.common import mark_unknown_sizes, provenance, read_text
+from moesim.traces.importers.common import object_bytes, provenance, read_text
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import PREFILL, TraceMeta
 
 NAME = "stratamoe"
 SUMMARY = "stratamoe-lab RouterTrace v2 JSON (selections[token][layer][rank]) with capture-metadata.json"
 OPTIONS = {
-    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '18 MiB'); default from the model's shapes",
+    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '18 MiB'); default from the model catalog",
     "metadata": "path of the capture metadata (default: capture-metadata.json beside the trace; 'none' to ignore)",
 }
 TRACE_FILE = "router-trace.v2.json"
 METADATA_FILE = "capture-metadata.json"
-
-# Shapes of the models whose expert size this importer knows: (d_model, d_ff, matrices, bytes per param).
-KNOWN_SHAPES = {"google/switch-base-8": (768, 3072, 2, 4)}
 
 
 def sniff(path: Path) -> bool:
@@ -98,15 +94,7 @@ def load(path: Path, options: Options) -> Any:
     model_info = source.get("model") if isinstance(source.get("model"), dict) else {}
     model = model_info.get("id") if isinstance(model_info.get("id"), str) else None
     extra: dict[str, Any] = {}
-    sizes = options.byte_sizes("expert_bytes", n_layers)
-    size_note = None
-    if sizes is None and model in KNOWN_SHAPES:
-        d_model, d_ff, matrices, width = KNOWN_SHAPES[model]
-        sizes = [matrices * d_model * d_ff * width] * n_layers
-        size_note = (f"computed from {model}'s shapes: {matrices} matrices of {d_model} x {d_ff}, "
-                     f"{width} bytes per parameter (fp32, as captured); no model catalog was consulted")
-    elif sizes is None:
-        sizes = mark_unknown_sizes(extra, n_layers)
+    sizes, size_note = object_bytes(options, model, n_layers, n_experts, extra)
     if prompt_ids is not None:
         extra["prompt_ids"] = prompt_ids
     capture = source.get("capture") if isinstance(source.get("capture"), dict) else {}

@@ -20,7 +20,7 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, assemble
-from moesim.traces.importers.common import mark_unknown_sizes, provenance, sha256_of
+from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import DECODE, PREFILL, TraceMeta
@@ -32,8 +32,9 @@ OPTIONS = {
     "seq_lens": "tokens per sequence, comma-separated (default: the whole array is one sequence)",
     "prefill_len": "prompt tokens per sequence: one value or one per sequence (default 0: all decode)",
     "n_experts": "experts per layer (default: largest id + 1)",
-    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB'); default unknown",
-    "model": "model name to record in the trace",
+    "expert_bytes": "bytes per expert: one size or one per layer (e.g. '3 MiB'); default from the catalog entry of "
+                    "--option model, else unknown",
+    "model": "model name to record (a catalog name such as qwen3-30b-a3b also gives the expert size)",
 }
 
 
@@ -86,7 +87,7 @@ def load(path: Path, options: Options) -> Any:
     extra: dict[str, Any] = {}
     if inferred:
         extra["n_experts_inferred"] = True
-    sizes = options.byte_sizes("expert_bytes", n_layers) or mark_unknown_sizes(extra, n_layers)
+    sizes, size_note = object_bytes(options, options.text("model"), n_layers, n_experts, extra)
     meta = TraceMeta(
         n_layers=n_layers,
         n_experts=n_experts,
@@ -94,7 +95,7 @@ def load(path: Path, options: Options) -> Any:
         object_bytes=sizes,
         model=options.text("model"),
         provenance=provenance("vLLM routed experts", path, sha256_of([path]),
-                              seq_lens=seq_lens, prefill_lens=prefill),
+                              seq_lens=seq_lens, prefill_lens=prefill, object_bytes_from=size_note),
         extra=extra,
     )
     return assemble(_routes(ids, seq_lens, prefill), meta, where, line_word="token")

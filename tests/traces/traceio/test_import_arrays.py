@@ -45,6 +45,15 @@ def test_vllm_all_decode_by_default_and_sequences(tmp_path):
     assert two.pass_phase.tolist() == [PREFILL, DECODE, DECODE]
 
 
+def test_vllm_sizes_from_the_catalog_when_the_model_is_named(tmp_path):
+    np.save(tmp_path / "r.npy", IDS)
+    trace = load_trace(tmp_path / "r.npy", format="vllm", model="Qwen/Qwen3-30B-A3B", n_experts=128)
+    assert trace.meta.object_bytes == [3 * 2048 * 768 * 2] * 2  # SwiGLU, hidden 2048, expert ffn 768, bf16
+    assert trace.meta.provenance["object_bytes_from"] == "model catalog entry qwen3-30b-a3b (bf16 experts)"
+    # a catalog model with another expert count is not used for sizes
+    assert load_trace(tmp_path / "r.npy", format="vllm", model="qwen3-30b-a3b").meta.extra["object_bytes_unknown"]
+
+
 @pytest.mark.parametrize("change,options,message", [
     (lambda a: a.__setitem__((2, 1, 0), -1), {}, r"token 2: layer 1: expert id -1 is negative"),
     (lambda a: a.__setitem__((3, 0, 1), 2), {}, r"token 3: layer 0: expert 2 appears twice for one token"),

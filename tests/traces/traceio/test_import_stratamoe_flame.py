@@ -35,8 +35,8 @@ def test_switch_base_8_prompts_become_requests(strata_dir):
     expected = [doc["selections"][t][layer][0]
                 for s in spans for layer in range(6) for t in range(s["token_start"], s["token_end_exclusive"])]
     assert trace.expert.tolist() == expected
-    assert m.object_bytes == [2 * 768 * 3072 * 4] * 6  # wi + wo, fp32
-    assert "no model catalog" in m.provenance["object_bytes_from"]
+    assert m.object_bytes == [2 * 768 * 3072 * 4] * 6  # wi + wo, d_model 768, d_ff 3072, fp32 as captured
+    assert m.provenance["object_bytes_from"] == "model catalog entry switch-base-8 (fp32 experts)"
 
 
 def test_a_folder_loads_like_its_trace_file(strata_dir):
@@ -79,7 +79,9 @@ def test_flame_check_value_from_the_dataset_card(flame_dir):
     assert (trace.meta.n_experts, trace.meta.top_k) == (64, 6)
     assert trace.n_passes == 4 and np.diff(trace.pass_token_offsets).tolist() == [512] * 4
     assert trace.token_request.tolist() == list(np.repeat(np.arange(4), 512))
-    assert trace.meta.extra["object_bytes_unknown"] is True
+    # SwiGLU experts of FLAME-MoE-290M: 3 matrices of hidden 1024 x expert ffn 704, bf16
+    assert trace.meta.object_bytes == [3 * 1024 * 704 * 2] * 8
+    assert "object_bytes_unknown" not in trace.meta.extra
 
 
 def stats_counts(path: Path) -> dict[int, int]:
@@ -134,8 +136,11 @@ def write_flame(folder: Path, rows: list[list[float]], layers=(2, 3)) -> Path:
 def test_flame_small_folder_and_errors(tmp_path):
     rows = [[0.1, 0.0, 0.5], [0.0, 0.2, 0.3], [0.4, 0.4, 0.0], [0.1, 0.9, 0.0]]
     folder = write_flame(tmp_path / "ok", rows)
+    unknown = load_trace(folder, format="flame", seq_len=2)  # "toy" is not in the model catalog
+    assert unknown.meta.extra["object_bytes_unknown"] is True
     trace = load_trace(folder, format="flame", seq_len=2, expert_bytes="2 KiB")
     assert trace.meta.model == "toy" and trace.meta.provenance["run_id"] == 1
+    assert trace.meta.object_bytes == [2048, 2048]
     assert trace.n_passes == 2
     # pass 0 = tokens 0,1: layer 2 then layer 3, experts by descending score (ties by id)
     assert trace.expert[:8].tolist() == [2, 0, 2, 1, 2, 0, 2, 1]
