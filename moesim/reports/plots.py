@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 KIND_COLOURS = {
     "dense": "#9e9e9e",
@@ -75,16 +76,21 @@ def plot_miss_ratio_curves(df: pd.DataFrame, x: str = "capacity_share", y: str =
     panels = _panels(df, panel)
     fig = new_figure(6.0 * min(len(panels), 3), 4.0 * math.ceil(len(panels) / 3))
     for ax, (name, part) in zip(_grid(fig, len(panels)), panels):
-        for (policy, offline), g in part.groupby(["policy", "offline"], sort=True):
+        for i, ((policy, offline), g) in enumerate(part.groupby(["policy", "offline"], sort=True)):
             g = g.sort_values(x)
-            style = dict(linestyle="--", color="black", marker="x") if offline else dict(marker="o")
+            # markers differ so that policies with identical curves (LRU and Least-Stale often) stay visible
+            style = dict(linestyle="--", color="black", marker="x") if offline else \
+                dict(marker="osD^vP*"[i % 7], markersize=8 - (i % 4), alpha=0.9)
             label = f"{policy} (bound)" if offline else policy
             ax.plot(g[x].astype(float), 100 * g[y].astype(float), label=label, **style)
         values = part[x].astype(float)
         if len(values) and values.min() > 0 and values.max() / values.min() >= 10:
             ax.set_xscale("log")
         if x == "capacity_share":
-            ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:g}%")
+            share = FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
+            ax.xaxis.set_major_formatter(share)
+            ax.xaxis.set_minor_formatter(share)
+            ax.tick_params(axis="x", which="both", labelsize=8)
             ax.set_xlabel("cache capacity (share of all routed expert bytes)")
         else:
             ax.set_xlabel(x)
@@ -202,6 +208,7 @@ def plot_layer_heatmap(df: pd.DataFrame, value: str = "hit_rate") -> Figure:
     """
     _require(df, ["label", "layer", value], "layer heatmap")
     grid = df.pivot_table(index="label", columns="layer", values=value, aggfunc="mean", sort=True)
+    grid = grid.reindex(list(dict.fromkeys(df["label"])))  # rows in the order the frame gives them
     fig = new_figure(max(6.0, 0.25 * grid.shape[1] + 3), max(2.5, 0.35 * grid.shape[0] + 1.5))
     ax = fig.subplots()
     image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=1,

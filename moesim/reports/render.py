@@ -90,8 +90,8 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
     if profiles:
         summary.append("hardware profiles: " + ", ".join(profiles))
     if len(ok) and len(timed) == 0:
-        notes.append("count-only runs: hit and miss counts, no timing (give a hardware profile for TTFT/TPOT, "
-                     "stalls and energy)")
+        notes.append("count-only runs: hit and miss counts, no timing (TTFT/TPOT, stalls and energy come from "
+                     "timed runs: a hardware profile and the timing engine)")
     if len(ok) and not ok["offline"].any() and ok["belady_misses"].isna().all():
         notes.append("no Belady run among the results: the distance to the miss bound is empty "
                      "(add belady to the eviction policies)")
@@ -167,6 +167,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
         return f"{value:.4g}"
     return str(value)
 

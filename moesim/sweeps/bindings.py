@@ -92,6 +92,14 @@ def profile_field_kind(path: str) -> str | None:
     return None if spec is None else str(spec.kind)
 
 
+def profiles_available() -> bool:
+    try:
+        importlib.import_module("moesim.hw_profiles.loader")
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
 def vram_usable_bytes(profile: Any) -> float | None:
     tier = profile.tier("vram") if profile is not None else None
     return None if tier is None else float(tier.usable)

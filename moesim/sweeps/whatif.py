@@ -151,6 +151,10 @@ def plan_whatif(trace: str | Trace, profile: str | None, axes: Sequence[Axis], p
                      "miss counts; their effect needs a timed run")
     if profile_axes and not profile:
         raise UserError("varying a profile field needs --profile", "whatif")
+    if profile and profile_axes and not timed and bindings.profiles_available():
+        for axis in profile_axes:  # catch a mistyped field or value even when it will not be timed
+            for value in axis.values:
+                bindings.load_profile(str(profile), ((axis.path, value),), f"--vary {axis.path}={value}")
     specs = [canonical_policy(p, "eviction") for p in policies]
     if not specs:
         raise UserError("no policy given", "--policies")
