@@ -88,6 +88,33 @@ def panel_column(runs: pd.DataFrame, keys: Sequence[str] = ("trace", "profile", 
     return runs[parts].astype(str).agg(" / ".join, axis=1)
 
 
+MAX_BARS = 16
+SLICE_KEYS = ["trace", "profile", "profile_set", "capacity", "scope", "mode", "seed"]
+
+
+def comparable_slice(runs: pd.DataFrame, limit: int = MAX_BARS) -> tuple[pd.DataFrame, list[str]]:
+    """At most `limit` runs that differ in policy first: fix the other settings one at a time (the
+    capacity at its median, others at their first value) until few enough remain.
+
+    Returns the runs and what was fixed ("capacity = 10%"), for the caption.
+    """
+    fixed: list[str] = []
+    for key in SLICE_KEYS:
+        if len(runs) <= limit:
+            break
+        values = sorted(set(runs[key].astype(str)), key=natural_key)
+        if len(values) < 2:
+            continue
+        if key == "capacity":
+            by_bytes = runs.drop_duplicates("capacity").sort_values("capacity_bytes")["capacity"].astype(str).tolist()
+            choice = by_bytes[len(by_bytes) // 2]
+        else:
+            choice = values[0]
+        runs = runs[runs[key].astype(str) == choice]
+        fixed.append(f"{key} = {choice}")
+    return runs.head(limit), fixed
+
+
 def run_labels(runs: pd.DataFrame) -> pd.Series:
     """policy @ capacity, plus whatever else varies (trace, profile, ...), for bar and heatmap rows."""
     label = runs["policy"].astype(str)
@@ -116,7 +143,8 @@ def mrc_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def miss_breakdown_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    ok = ok_runs(runs).copy()
+    ok, _ = comparable_slice(ok_runs(runs), MAX_LABELS)
+    ok = ok.copy()
     ok["label"] = run_labels(ok)
     cols = ["compulsory", "capacity_misses", "collision"]
     for c in cols:
@@ -131,8 +159,9 @@ def latency_frame(runs: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
     timed = timed[timed["engine"] == "timed"].copy()
     if timed.empty:
         return pd.DataFrame(columns=["label", "component", "seconds", "bound_s"])
+    timed, _ = comparable_slice(timed)
+    timed = timed.copy()
     timed["label"] = run_labels(timed)
-    timed = timed.head(MAX_LABELS)
     rows = []
     for _, r in timed.iterrows():
         bound = r["time_bound_s"]
@@ -145,11 +174,12 @@ def latency_frame(runs: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
 
 
 def layer_heatmap_frame(runs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
-    ok = ok_runs(runs).copy()
+    ok, _ = comparable_slice(ok_runs(runs), MAX_LABELS)
+    ok = ok.copy()
     if ok.empty or layers.empty:
         return pd.DataFrame(columns=["label", "layer", "hit_rate"])
     ok["label"] = run_labels(ok)
-    ok = ok.drop_duplicates("label").head(MAX_LABELS)
+    ok = ok.drop_duplicates("label")
     merged = layers.merge(ok[["run_id", "label"]], on="run_id", how="inner")
     merged["hit_rate"] = merged["hit_rate"].astype(float)
     merged["layer"] = merged["layer"].astype(int)
@@ -200,7 +230,7 @@ def prefetch_frame(runs: pd.DataFrame) -> pd.DataFrame:
     misses = timed["misses"].astype(float)
     timed["coverage"] = np.where(used + misses > 0, used / (used + misses).where(used + misses > 0, 1), np.nan)
     timed["label"] = timed["prefetch"].astype(str)
-    timed["series"] = timed["eviction"].astype(str)
-    if timed["capacity"].nunique() > 1:
-        timed["series"] = timed["series"] + " @ " + timed["capacity"].astype(str)
+    # a series is one configuration with its prefetchers: its line shows what accuracy buys there
+    keys = ["eviction"] + varying(timed, ["capacity", "trace", "profile", "profile_set", "scope", "seed"])
+    timed["series"] = timed[keys].astype(str).agg(" @ ".join, axis=1)
     return timed[["precision", "coverage", "tpot_mean_s", "label", "series"]].reset_index(drop=True)

@@ -293,9 +293,11 @@ def plot_prefetch_accuracy(df: pd.DataFrame, speed: str = "tpot_mean_s", speed_l
         points = ax.scatter(g["precision"].astype(float), g[speed].astype(float) * scale,
                             c=g["coverage"].astype(float), cmap="viridis", vmin=0, vmax=1, zorder=2,
                             label=str(series))
-        for _, r in g.iterrows():
-            ax.annotate(str(r["label"]), (float(r["precision"]), float(r[speed]) * scale), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+    # name each prefetcher once, at its fastest point
+    for label, g in df.groupby("label", sort=True):
+        best = g.loc[g[speed].astype(float).idxmin()]
+        ax.annotate(str(label), (float(best["precision"]), float(best[speed]) * scale), fontsize=7,
+                    xytext=(3, -10), textcoords="offset points")
     if points is not None:
         fig.colorbar(points, ax=ax, label="coverage (misses avoided by prefetch)")
     ax.set_xlabel("prefetch precision (used / issued)")

@@ -115,9 +115,11 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
                 lambda: plots.plot_miss_breakdown(breakdown))
     latency = frames.latency_frame(runs, results.links)
     if len(latency):
+        _, fixed = frames.comparable_slice(timed)
         _figure(report, "latency", "Latency breakdown",
                 "Per run: compute, CPU wait and stall (the wall time, left bar) and copy-engine busy time per "
-                "link (right bar, overlapping compute); the black line is the time bound.",
+                "link (right bar, overlapping compute); the black line is the time bound."
+                + (f" Shown: {', '.join(fixed)}." if fixed else ""),
                 lambda: plots.plot_latency_breakdown(latency))
     if len(results.timeline):
         # the run with the most stall shows copies and compute interacting best

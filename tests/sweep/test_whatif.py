@@ -124,3 +124,17 @@ def test_whatif_command_reports_a_missing_trace_reader_or_file_in_one_line(tmp_p
     assert code == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "none.parquet" in err
+
+
+def test_timed_runs_through_the_real_engine_when_this_build_has_it(tmp_path):
+    """Skipped until the timing engine (moesim.sim.timed_replay) is part of the build."""
+    pytest.importorskip("moesim.sim.timed_replay", reason="the timing engine is not in this build yet")
+    pytest.importorskip("moesim.hw_profiles.loader", reason="hardware profiles are not in this build")
+    import moesim
+
+    trace = toy_plugin.zipf_trace(seed=8, passes=8, object_bytes=4 << 20)
+    df = moesim.replay(trace, policy=["lru"], capacity=["25%"], profile="rtx4090",
+                       profile_set={"links.h2d.bandwidth": "8 GB/s"}, prefetch=["none", "oracle"])
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    assert (df["engine"] == "timed").all() and (df["total_s"] >= df["time_bound_s"]).all()
+    assert (df["requests"] == df["hits"] + df["late_prefetch"] + df["misses"]).all()
