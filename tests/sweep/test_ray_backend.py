@@ -16,7 +16,7 @@ from moesim.sweeps.spec import parse_spec  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SPEC = {
-    "imports": ["toy_plugin"],
+    "imports": ["toy_policies"],
     "traces": {"a": {"factory": "toy_plugin:zipf_trace", "args": {"seed": 3, "passes": 12}},
                "b": {"factory": "toy_plugin:zipf_trace", "args": {"seed": 4, "passes": 12, "zipf": 0.7}}},
     "eviction": ["lru", "toy-fifo", "toy-fail"],

@@ -26,7 +26,7 @@ from moesim.traces.trace import simple_trace
 CAPACITIES = ["5%", "10%", "15%", "20%", "30%", "40%", "60%", "80%", "100%"]
 SPEC_216 = f"""
 name: toy-216
-imports: [toy_plugin]
+imports: [toy_policies]
 traces:
   skewed: {{factory: "toy_plugin:zipf_trace", args: {{seed: 1, zipf: 1.2, passes: 30}}}}
   flat: {{factory: "toy_plugin:zipf_trace", args: {{seed: 2, zipf: 0.5, passes: 30}}}}

@@ -63,7 +63,7 @@ def test_axes_multiply_and_capacities_resolve_against_each_trace():
     data = spec(traces={"a": {"factory": "toy_plugin:zipf_trace", "args": {"passes": 5, "object_bytes": 1000}},
                         "b": {"factory": "toy_plugin:zipf_trace", "args": {"passes": 5, "object_bytes": 3000}}},
                 eviction=["lru", "toy-fifo"], capacities=["25%", "8slots", "6000B"], scope=["global", "layer"],
-                replay=["event", "sequential"], seeds=[0, 1], imports=["toy_plugin"])
+                replay=["event", "sequential"], seeds=[0, 1], imports=["toy_policies"])
     plan = plan_sweep(parse_spec(data, "s"))
     assert len(plan.runs) == 2 * 2 * 3 * 2 * 2 * 2
     # 4 layers x 16 experts: 25% is 16 objects; 8 slots are 8 objects of the trace's size

@@ -67,8 +67,6 @@ def _pngs(html: str) -> list[bytes]:
 
 
 def test_count_only_study_runs_the_capacity_axis_and_reports(tmp_path):
-    import toy_plugin  # noqa: F401  (registers toy-fifo)
-
     trace = toy_plugin.zipf_trace(seed=5, passes=20)
     axes = [parse_axis("capacity=10%..80%:4"), parse_axis("links.h2d.bandwidth=8GB/s..32GB/s:3")]
     plan = plan_whatif(trace, "rtx4090", axes, ["lru", "toy-fifo"], count_only=True, trace_name="toy")

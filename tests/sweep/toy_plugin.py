@@ -1,18 +1,14 @@
-"""Test helpers a sweep spec imports by name: small seeded traces and two extra eviction policies.
+"""Small seeded traces for the sweep and report tests; a sweep spec names them as
+`{factory: "toy_plugin:zipf_trace", args: {...}}`.
 
 Importable as `toy_plugin` when tests/sweep is on sys.path (the tests put it there, and pass it
-to subprocesses through PYTHONPATH).
+to subprocesses through PYTHONPATH). The test-only policies live in toy_policies.py.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Callable
-
 import numpy as np
 
-from moesim.policies.base import EvictionPolicy
-from moesim.policies.registry import _REGISTRY, register
 from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, build_trace
 
 
@@ -38,33 +34,3 @@ def zipf_trace(n_layers: int = 4, n_experts: int = 16, top_k: int = 2, passes: i
     trace = build_trace(meta, pass_specs)
     trace.validate("toy trace")
     return trace
-
-
-if ("eviction", "toy-fifo") not in _REGISTRY:
-
-    @register("toy-fifo")
-    class ToyFIFO(EvictionPolicy):
-        """First in, first out (a hit does not refresh): a second policy for the tests' comparisons."""
-
-        def __init__(self, params: object, ctx) -> None:
-            super().__init__(params, ctx)
-            self._order: OrderedDict[int, None] = OrderedDict()
-
-        def on_insert(self, obj: int, now: float, prefetch: bool) -> None:
-            self._order[obj] = None
-
-        def on_access(self, obj: int, now: float) -> None:
-            pass
-
-        def on_evict(self, obj: int) -> None:
-            del self._order[obj]
-
-        def victim(self, eligible: Callable[[int], bool]) -> int | None:
-            return next((o for o in self._order if eligible(o)), None)
-
-    @register("toy-fail")
-    class ToyFail(ToyFIFO):
-        """FIFO that raises as soon as it must evict: runs whose capacity holds everything succeed."""
-
-        def victim(self, eligible: Callable[[int], bool]) -> int | None:
-            raise RuntimeError("toy-fail was asked for a victim")
