@@ -28,14 +28,18 @@ def natural_key(text: Any) -> tuple:
     return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
 
 
+def reading_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` sorted for people: trace, profile, settings, policy, capacity, scope, mode, seed."""
+    keys = [c for c in ORDER if c in runs.columns]
+    if not len(runs):
+        return runs
+    order = sorted(range(len(runs)), key=lambda i: tuple(natural_key(runs[c].iloc[i]) for c in keys))
+    return runs.iloc[order]
+
+
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that finished, in a reading order (trace, profile, settings, policy, capacity, ...)."""
-    ok = runs[runs["status"] == "ok"]
-    keys = [c for c in ORDER if c in ok.columns]
-    if not len(ok):
-        return ok
-    order = sorted(range(len(ok)), key=lambda i: tuple(natural_key(ok[c].iloc[i]) for c in keys))
-    return ok.iloc[order]
+    """Runs that finished, in reading order."""
+    return reading_order(runs[runs["status"] == "ok"])
 
 
 def setting_quantity(path: str, text: str) -> tuple[float, str]:
@@ -180,7 +184,9 @@ def layer_heatmap_frame(runs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFram
         return pd.DataFrame(columns=["label", "layer", "hit_rate"])
     ok["label"] = run_labels(ok)
     ok = ok.drop_duplicates("label")
-    merged = layers.merge(ok[["run_id", "label"]], on="run_id", how="inner")
+    ok["__order"] = range(len(ok))
+    merged = layers.merge(ok[["run_id", "label", "__order"]], on="run_id", how="inner")
+    merged = merged.sort_values(["__order", "layer"], kind="mergesort")
     merged["hit_rate"] = merged["hit_rate"].astype(float)
     merged["layer"] = merged["layer"].astype(int)
     return merged[["label", "layer", "hit_rate"]]

@@ -149,15 +149,19 @@ def _from_timed_file(path: Path, meta: Mapping[str, Any]) -> ResultSet:
     prefetch = _policy_label(cfg.get("prefetch"), "prefetch")
     miss = _policy_label(cfg.get("miss"), "miss")
     run_id = _run_id("timed-file", trace_hash, cfg)
-    from moesim.sweeps.run_config import policy_label
+    from moesim.sweeps.run_config import is_offline, policy_label
+
+    try:
+        offline = is_offline(eviction, prefetch)
+    except UserError:  # a policy this build does not register
+        offline = False
 
     identity = {
         "run_id": run_id, "trace": str(meta.get("trace") or path.stem), "trace_hash": trace_hash,
         "profile": str(cfg.get("profile") or profile.get("name") or ""),
         "profile_set": ";".join(cfg.get("profile_overrides") or []),
         "eviction": eviction, "prefetch": prefetch, "miss": miss, "policy": policy_label(eviction, prefetch, miss),
-        "offline": bool((cfg.get("eviction") or {}).get("offline", False)) if isinstance(cfg.get("eviction"), dict)
-        else False,
+        "offline": offline,
         "capacity": f"{int(cfg.get('capacity_bytes') or 0)}B", "capacity_bytes": cfg.get("capacity_bytes"),
         "scope": cfg.get("scope", "global"), "mode": "event", "seed": cfg.get("seed", 0),
         "routed_accesses": summary.get("routed_accesses"),

@@ -99,7 +99,7 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
         notes.append("lossy miss handling (low-bit fetch, dropped experts) changes the model's output: "
                      "those runs are marked lossy")
     report = Report(title=title, summary=summary, notes=notes, ranking=ranking_table(runs), failed=failed,
-                    runs=runs)
+                    runs=frames.reading_order(runs))
     if ok.empty:
         return report
 
@@ -175,14 +175,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def table_rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     cols = [c for c in columns if c in df.columns and not (df[c].isna() | (df[c].astype(str) == "")).all()]
     rows = [[_fmt(v) for v in r] for r in df[cols].head(MAX_TABLE_ROWS).itertuples(index=False, name=None)]
     return cols, rows
 
 
 def _html_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
-    cols, rows = _rows(df, columns)
+    cols, rows = table_rows(df, columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
     more = f"<p class='note'>{len(df) - MAX_TABLE_ROWS} more rows not shown.</p>" if len(df) > MAX_TABLE_ROWS else ""
@@ -190,7 +190,7 @@ def _html_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
 
 
 def _md_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
-    cols, rows = _rows(df, columns)
+    cols, rows = table_rows(df, columns)
     if not cols:
         return ""
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

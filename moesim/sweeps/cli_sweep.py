@@ -32,9 +32,9 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 
 def _text_table(df: Any, columns: list[str]) -> str:
-    from moesim.reports.render import _rows
+    from moesim.reports.render import table_rows
 
-    cols, rows = _rows(df, columns)
+    cols, rows = table_rows(df, columns)
     if not cols:
         return "(no runs)"
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
