@@ -117,7 +117,10 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) ->
     on_cpu = plan.cpu_tokens > 0
     cpu_compute = cpu_times(stream.cell[on_cpu], req_bytes[on_cpu], plan.cpu_tokens[on_cpu], req_params[on_cpu],
                             n_cells, compute, f"profile {profile.name}")
-    cpu_token_count = np.bincount(stream.cell[on_cpu], weights=plan.cpu_tokens[on_cpu], minlength=n_cells)
+    # a token whose experts run on the CPU sends its activation once and gets one combined result
+    # back; without per-token detail that is min(expert-token pairs on the CPU, tokens in the cell)
+    cpu_token_count = np.minimum(np.bincount(stream.cell[on_cpu], weights=plan.cpu_tokens[on_cpu],
+                                             minlength=n_cells), trace.cell_tokens)
     activation = cpu_token_count * shape.activation_bytes_per_token()
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():

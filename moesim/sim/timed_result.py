@@ -242,6 +242,8 @@ def _active_time(total_s: float, gate: np.ndarray, stall: np.ndarray, gpu_expert
     if idle_a.size == 0:
         return total_s
     starts, ends = _merge(np.clip(copy_start, 0, total_s), np.clip(copy_end, 0, total_s))
+    if starts.size == 0:
+        return total_s - float((idle_b - idle_a).sum())
     covered = np.concatenate(([0.0], np.cumsum(ends - starts)))
 
     def cover_until(t: np.ndarray) -> np.ndarray:

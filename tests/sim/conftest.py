@@ -9,11 +9,13 @@ from __future__ import annotations
 import heapq
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
 from moesim.policies import registry
 from moesim.policies.base import NEVER, EvictionPolicy, PolicyContext
+from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype
 
 GB = 1e9
 
@@ -64,6 +66,60 @@ def make_profile(
         power=Power(idle_watts=idle_watts, active_watts=active_watts, joules_per_byte=joules_per_byte or {}),
         host_memory=host_memory,
     )
+
+
+def random_trace(
+    seed: int,
+    n_layers: int = 3,
+    n_experts: int = 6,
+    top_k: int = 2,
+    requests: int = 2,
+    prompt: int = 3,
+    decode: int = 4,
+    object_bytes: int | list[int] = 1_000_000,
+    skew: float = 0.5,
+) -> Trace:
+    """Requests served one after another: a prefill pass of `prompt` tokens, then `decode` passes.
+
+    Routing is drawn per layer from a Dirichlet(skew) popularity, so some experts are hot.
+    """
+    rng = np.random.default_rng(seed)
+    pop = rng.dirichlet(np.full(n_experts, skew), size=n_layers)
+    pop = (pop + 1e-3) / (pop + 1e-3).sum(axis=1, keepdims=True)
+    phase, pass_cells, pass_tokens, tok_req, tok_pos = [], [0], [0], [], []
+    cell_layer, cell_off, cell_tok, experts = [], [0], [], []
+    for r in range(requests):
+        for step in range(1 + decode):
+            n_tok = prompt if step == 0 else 1
+            phase.append(PREFILL if step == 0 else DECODE)
+            positions = range(prompt) if step == 0 else [prompt + step - 1]
+            tok_req.extend([r] * n_tok)
+            tok_pos.extend(positions)
+            pass_tokens.append(len(tok_req))
+            for layer in range(n_layers):
+                for _ in range(n_tok):
+                    experts.extend(rng.choice(n_experts, size=top_k, replace=False, p=pop[layer]).tolist())
+                cell_layer.append(layer)
+                cell_tok.append(n_tok)
+                cell_off.append(len(experts))
+            pass_cells.append(len(cell_layer))
+    sizes = [object_bytes] * n_layers if isinstance(object_bytes, int) else list(object_bytes)
+    meta = TraceMeta(n_layers=n_layers, n_experts=n_experts, top_k=top_k, object_bytes=sizes,
+                     dense_bytes=[2_000_000] * n_layers)
+    trace = Trace(
+        meta=meta,
+        pass_phase=np.asarray(phase, dtype=np.int8),
+        pass_cell_offsets=np.asarray(pass_cells, dtype=np.int64),
+        pass_token_offsets=np.asarray(pass_tokens, dtype=np.int64),
+        token_request=np.asarray(tok_req, dtype=np.int32),
+        token_position=np.asarray(tok_pos, dtype=np.int32),
+        cell_layer=np.asarray(cell_layer, dtype=np.int16),
+        cell_offsets=np.asarray(cell_off, dtype=np.int64),
+        cell_tokens=np.asarray(cell_tok, dtype=np.int32),
+        expert=np.asarray(experts, dtype=expert_dtype(n_experts)),
+    )
+    trace.validate()
+    return trace
 
 
 @pytest.fixture
