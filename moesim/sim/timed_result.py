@@ -309,6 +309,7 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
     decode = cells["phase"] == "decode"
     summary: dict[str, Any] = {
         "format": FORMAT,
+        "label": config.label(),
         "config": config.to_dict(),
         "profile": profile.name,
         "model_source": model_source,
