@@ -35,8 +35,9 @@ mode, request for request.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -185,6 +186,7 @@ class Planner:
         self.handler_fetch_all = bool(getattr(self.handler, "fetch_all", False))
         self.keeps_lowbit = bool(getattr(self.handler, "keeps_lowbit", False))
         self.lossy = bool(getattr(self.handler, "lossy", False))
+        self._window: list[float] | None = None
         self.compute_window = compute_window
         self.link_bytes_per_s = topology.last_hop_bandwidth()
         self.dram: CacheCore | None = None
@@ -224,18 +226,11 @@ class Planner:
         self.cpu_rows: list[tuple[int, int]] = []  # (request, tokens) run on the CPU
         self.gpu_token_changes: list[tuple[int, int]] = []  # (request, tokens on device) where not all
         self.altered: list[int] = []
-        self.c_obj: list[int] = []
-        self.c_bytes: list[int] = []
-        self.c_route: list[int] = []
-        self.c_prefetch: list[bool] = []
-        self.c_resident: list[bool] = []
-        self.c_cell: list[int] = []
-        self.dep_off = [0]
-        self.dep_flat: list[int] = []
-        self.cancel_off = [0]
-        self.cancel_flat: list[int] = []
-        self.victim_off = [0]
-        self.victim_flat: list[int] = []
+        # copies: one tuple each (obj, bytes, route, prefetch, resident, cell); the rarer lists by copy id
+        self.copies: list[tuple[int, int, int, bool, bool, int]] = []
+        self.copy_deps: dict[int, list[int]] = {}
+        self.copy_cancels: dict[int, list[int]] = {}
+        self.copy_victims: dict[int, list[int]] = {}
         self.cell_copy_off: list[int] = []
         self.wait_off = [0]
         self.wait_flat: list[int] = []
@@ -243,6 +238,15 @@ class Planner:
         self.next_cell = 0
         self.current_pass = -1
         self._setup()
+
+    @property
+    def compute_window(self) -> np.ndarray | None:
+        """Estimated seconds from each cell's gate to the next one's (the prefetchers' budget window)."""
+        return None if self._window is None else np.asarray(self._window)
+
+    @compute_window.setter
+    def compute_window(self, window: np.ndarray | None) -> None:
+        self._window = None if window is None else np.asarray(window, dtype=np.float64).tolist()
 
     # ---- set-up -------------------------------------------------------------------------------
     def _capture_victims(self, core: CacheCore) -> None:
@@ -263,13 +267,13 @@ class Planner:
         pins = [obj for obj in range(self.trace.n_objects) if self.core.pinned[obj]]
         if pins:
             self._issue(pins, [[] for _ in pins], prefetch=False, cell=SETUP_CELL, scale=1.0, resident=[True] * len(pins))
-        self.n_setup = len(self.c_obj)
+        self.n_setup = len(self.copies)
         self.cell_copy_off.append(self.n_setup)
 
     # ---- one cell -----------------------------------------------------------------------------
     def step(self, c: int) -> CellPlan:
         """Decide cell c and return its decisions (the executor's API)."""
-        copy_lo = len(self.c_obj)
+        copy_lo = len(self.copies)
         wait_lo = len(self.wait_flat)
         req_lo, req_hi = self.req_offsets[c], self.req_offsets[c + 1]
         cpu_lo = len(self.cpu_rows)
@@ -281,7 +285,7 @@ class Planner:
             gpu[r - req_lo] = t
         for r, t in self.cpu_rows[cpu_lo:]:
             cpu[r - req_lo] = t
-        copies = tuple(self._copy_view(k) for k in range(copy_lo, len(self.c_obj)))
+        copies = tuple(self._copy_view(k) for k in range(copy_lo, len(self.copies)))
         return CellPlan(
             cell=c,
             pass_index=self.cell_pass[c],
@@ -300,16 +304,17 @@ class Planner:
         return tuple(self._copy_view(k) for k in range(self.n_setup))
 
     def _copy_view(self, k: int) -> PlannedCopy:
+        obj, nbytes, route, prefetch, resident, _ = self.copies[k]
         return PlannedCopy(
             copy_id=k,
-            obj=self.c_obj[k],
-            nbytes=self.c_bytes[k],
-            route=self.c_route[k],
-            prefetch=self.c_prefetch[k],
-            resident=self.c_resident[k],
-            victims=tuple(self.victim_flat[self.victim_off[k] : self.victim_off[k + 1]]),
-            deps=tuple(self.dep_flat[self.dep_off[k] : self.dep_off[k + 1]]),
-            cancels=tuple(self.cancel_flat[self.cancel_off[k] : self.cancel_off[k + 1]]),
+            obj=obj,
+            nbytes=nbytes,
+            route=route,
+            prefetch=prefetch,
+            resident=resident,
+            victims=tuple(self.copy_victims.get(k, ())),
+            deps=tuple(self.copy_deps.get(k, ())),
+            cancels=tuple(self.copy_cancels.get(k, ())),
         )
 
     def _step(self, c: int) -> None:
@@ -323,38 +328,45 @@ class Planner:
             if self.dram is not None:
                 self.dram.begin_pass(p)
             self.current_pass = p
-        lo, hi = self.req_offsets[c], self.req_offsets[c + 1]
+        req_offsets = self.req_offsets
+        lo, hi = req_offsets[c], req_offsets[c + 1]
         objs = self.req_obj[lo:hi]
         if self.future is not None:
             self.future.position = hi - 1
         outs = core.begin_cell(objs)
         self._outs.extend(outs)
         waits = self.wait_flat
-        unwaited, inbound = self.unwaited, self.inbound
+        unwaited = self.unwaited
         altered = 0
         missing: list[int] = []
         missing_req: list[int] = []
-        for i, obj in enumerate(objs):
-            if outs[i] == HIT:
+        i = lo
+        for obj, out in zip(objs, outs):
+            if out == HIT:
                 if unwaited[obj]:
-                    waits.append(inbound[obj])
+                    waits.append(self.inbound[obj])
                     unwaited[obj] = 0
-                if self.keeps_lowbit and self.lowbit[obj]:
-                    altered += self.req_tokens[lo + i]
             else:
                 missing.append(obj)
-                missing_req.append(lo + i)
+                missing_req.append(i)
+            i += 1
+        if self.keeps_lowbit:
+            lowbit, tokens = self.lowbit, self.req_tokens
+            for j, (obj, out) in enumerate(zip(objs, outs)):
+                if out == HIT and lowbit[obj]:
+                    altered += tokens[lo + j]
         admitted: list[int] = []
         if missing:
             altered += self._handle_misses(c, missing, missing_req, admitted)
         if self.prefetch_on:
             self._prefetch(c, p, objs, admitted)
-        fill = core.fill
-        for obj in admitted:
-            fill(obj)
+        if admitted:
+            fill = core.fill
+            for obj in admitted:  # the copies are logically complete when the cell's decisions end
+                fill(obj)
         core.end_cell(objs)
         self.altered.append(altered)
-        self.cell_copy_off.append(len(self.c_obj))
+        self.cell_copy_off.append(len(self.copies))
         self.wait_off.append(len(waits))
 
     def _handle_misses(self, c: int, missing: list[int], missing_req: list[int], admitted: list[int]) -> int:
@@ -391,10 +403,11 @@ class Planner:
         log = core._victim_log  # type: ignore[attr-defined]
         victim_lists: list[list[int]] = []
         resident: list[bool] = []
+        admit = core.admit
         for obj, r in zip(fetch, missing_req):
             log.clear()
-            got = core.admit(obj)
-            victims = self._take_orphans(log)
+            got = admit(obj)
+            victims = self._take_orphans(log) if self.orphans else log[:]
             if got is None:
                 self.bypassed.append(r)
                 self.orphans.extend(victims)
@@ -405,15 +418,14 @@ class Planner:
                 victim_lists.append(victims)
                 resident.append(True)
         if fetch:
-            first = len(self.c_obj)
             self._issue(fetch, victim_lists, prefetch=False, cell=c, scale=scale, resident=resident)
             # the cell waits for its own demand copies (the last len(fetch) copies issued)
-            n = len(self.c_obj)
+            n = len(self.copies)
             self.wait_flat.extend(range(n - len(fetch), n))
-            for k in range(first, n):
-                if self.c_resident[k]:
-                    self.unwaited[self.c_obj[k]] = 0
-                    self.lowbit[self.c_obj[k]] = 1 if scale < 1.0 else 0
+            if self.keeps_lowbit:
+                for obj, res in zip(fetch, resident):
+                    if res:
+                        self.lowbit[obj] = 1 if scale < 1.0 else 0
         return altered
 
     def _host_stage(self, objs: list[int], c: int) -> list[int]:
@@ -457,78 +469,91 @@ class Planner:
         routed = self.stream.obj[self.req_offsets[c] : self.req_offsets[c + 1]]
         layer = self.cell_layer[c]
         self.prefetcher.observe(p, c, layer, routed)
-        window = float(self.compute_window[c]) if self.compute_window is not None else 0.0
+        window = self._window[c] if self._window is not None else 0.0
         view = PrefetchView(p, c, layer, routed, self.core.is_present, self.link_bytes_per_s, window)
         requests = self.prefetcher.propose(view)
         if not requests:
             return
         if len(requests) > 1:
-            requests = sorted(requests, key=_neg_priority)  # stable: equal priorities keep their order
+            requests = sorted(requests, key=_PRIORITY, reverse=True)  # stable: equal priorities keep their order
         core = self.core
         state, in_use = core.state, core.in_use
         protected = []
+        absent = []
         for req in requests:
             obj = req.obj
-            if state[obj] != ABSENT and in_use[obj] < 255:
+            if state[obj] == ABSENT:
+                absent.append(obj)
+            elif in_use[obj] < 255:
                 in_use[obj] += 1
                 protected.append(obj)
+        if not absent:
+            core.end_cell(protected)
+            return
         log = core._victim_log  # type: ignore[attr-defined]
         batch: list[int] = []
         victim_lists: list[list[int]] = []
-        for req in requests:
-            obj = req.obj
+        prefetch = core.prefetch
+        for obj in absent:
             if state[obj] != ABSENT:
-                continue
+                continue  # proposed twice
             log.clear()
-            got = core.prefetch(obj)
-            if got is None:
+            if prefetch(obj) is None:
                 self.orphans.extend(log)
                 continue
             batch.append(obj)
-            victim_lists.append(self._take_orphans(log))
+            if self.orphans:
+                victim_lists.append(self.orphans + log)
+                self.orphans = []
+            else:
+                victim_lists.append(log[:])
             admitted.append(obj)
         core.end_cell(protected)
         if batch:
             self._issue(batch, victim_lists, prefetch=True, cell=c, scale=1.0, resident=[True] * len(batch))
-            unwaited, lowbit = self.unwaited, self.lowbit
-            for obj in batch:
-                unwaited[obj] = 1
-                lowbit[obj] = 0
+            if self.keeps_lowbit:
+                for obj in batch:
+                    self.lowbit[obj] = 0
 
     # ---- copies -------------------------------------------------------------------------------
     def _issue(self, objs: list[int], victim_lists: list[list[int]], prefetch: bool, cell: int, scale: float,
                resident: list[bool]) -> None:
         """Create the copies that bring `objs` into VRAM (and into DRAM first where DRAM caches SSD)."""
         topo = self.topology
-        chain: list[int]
+        chain: list[int] | None = None
         if self.dram is not None:
             chain, _ = self._dram_stage(objs, cell, prefetch)
             route = ROUTE_HOST
         else:
-            chain = [-1] * len(objs)
             route = ROUTE_HOST if topo.home == "dram" else ROUTE_SSD_VRAM
-        inbound, unwaited = self.inbound, self.unwaited
+        inbound, unwaited, lowbit = self.inbound, self.unwaited, self.lowbit
+        copies, object_bytes = self.copies, self.object_bytes
         for i, obj in enumerate(objs):
+            k = len(copies)
             victims = victim_lists[i]
-            cancels = []
-            for v in victims:
-                k_old = inbound[v]
-                if k_old >= 0:
-                    cancels.append(k_old)
-                    inbound[v] = -1
-                unwaited[v] = 0
-                self.lowbit[v] = 0
-            nbytes = self.object_bytes[obj]
+            if victims:
+                cancels = []
+                for v in victims:
+                    k_old = inbound[v]
+                    if k_old >= 0:
+                        cancels.append(k_old)
+                        inbound[v] = -1
+                    unwaited[v] = 0
+                    lowbit[v] = 0
+                self.copy_victims[k] = victims
+                if cancels:
+                    self.copy_cancels[k] = cancels
+            nbytes = object_bytes[obj]
             if scale < 1.0:
                 nbytes = max(int(np.ceil(nbytes * scale)), 1)
-            deps = [chain[i]] if chain[i] >= 0 else []
-            k = self._append_copy(obj, nbytes, route, prefetch, resident[i], cell, deps, cancels, victims)
-            if route == ROUTE_HOST and self.dram is not None:
+            if chain is not None:
+                if chain[i] >= 0:
+                    self.copy_deps[k] = [chain[i]]
                 self.dram_reader[obj] = k
+            copies.append((obj, nbytes, route, prefetch, resident[i], cell))
             if resident[i]:
                 inbound[obj] = k
-                if cell == SETUP_CELL:
-                    unwaited[obj] = 1
+                unwaited[obj] = 1 if prefetch or cell == SETUP_CELL else 0
 
     def _dram_stage(self, objs: list[int], cell: int, prefetch: bool) -> tuple[list[int], list[int]]:
         """Make `objs` present in DRAM (SSD -> DRAM copies for DRAM misses).
@@ -580,22 +605,14 @@ class Planner:
 
     def _append_copy(self, obj: int, nbytes: int, route: int, prefetch: bool, resident: bool, cell: int,
                      deps: list[int], cancels: list[int], victims: list[int]) -> int:
-        k = len(self.c_obj)
-        self.c_obj.append(obj)
-        self.c_bytes.append(nbytes)
-        self.c_route.append(route)
-        self.c_prefetch.append(prefetch)
-        self.c_resident.append(resident)
-        self.c_cell.append(cell)
+        k = len(self.copies)
+        self.copies.append((obj, nbytes, route, prefetch, resident, cell))
         if deps:
-            self.dep_flat.extend(deps)
-        self.dep_off.append(len(self.dep_flat))
+            self.copy_deps[k] = deps
         if cancels:
-            self.cancel_flat.extend(cancels)
-        self.cancel_off.append(len(self.cancel_flat))
+            self.copy_cancels[k] = cancels
         if victims:
-            self.victim_flat.extend(victims)
-        self.victim_off.append(len(self.victim_flat))
+            self.copy_victims[k] = victims
         return k
 
     # ---- the end ------------------------------------------------------------------------------
@@ -616,6 +633,11 @@ class Planner:
         for r, t in self.cpu_rows:
             cpu[r] = t
         i64 = np.int64
+        n = len(self.copies)
+        table = np.asarray(self.copies, dtype=i64).reshape(n, 6)
+        dep_off, deps = _flatten(self.copy_deps, n)
+        cancel_off, cancels = _flatten(self.copy_cancels, n)
+        victim_off, victims = _flatten(self.copy_victims, n)
         return Plan(
             trace=self.trace,
             config=self.config,
@@ -631,18 +653,18 @@ class Planner:
             cpu_tokens=cpu,
             req_tokens=self.req_tokens_arr,
             altered=np.asarray(self.altered, dtype=i64),
-            copy_obj=np.asarray(self.c_obj, dtype=i64),
-            copy_bytes=np.asarray(self.c_bytes, dtype=i64),
-            copy_route=np.asarray(self.c_route, dtype=np.int8),
-            copy_prefetch=np.asarray(self.c_prefetch, dtype=bool),
-            copy_resident=np.asarray(self.c_resident, dtype=bool),
-            copy_cell=np.asarray(self.c_cell, dtype=i64),
-            dep_offsets=np.asarray(self.dep_off, dtype=i64),
-            deps=np.asarray(self.dep_flat, dtype=i64),
-            cancel_offsets=np.asarray(self.cancel_off, dtype=i64),
-            cancels=np.asarray(self.cancel_flat, dtype=i64),
-            victim_offsets=np.asarray(self.victim_off, dtype=i64),
-            victims=np.asarray(self.victim_flat, dtype=i64),
+            copy_obj=table[:, 0].copy(),
+            copy_bytes=table[:, 1].copy(),
+            copy_route=table[:, 2].astype(np.int8),
+            copy_prefetch=table[:, 3].astype(bool),
+            copy_resident=table[:, 4].astype(bool),
+            copy_cell=table[:, 5].copy(),
+            dep_offsets=dep_off,
+            deps=deps,
+            cancel_offsets=cancel_off,
+            cancels=cancels,
+            victim_offsets=victim_off,
+            victims=victims,
             cell_copy_offsets=np.asarray(self.cell_copy_off, dtype=i64),
             n_setup_copies=self.n_setup,
             wait_offsets=np.asarray(self.wait_off, dtype=i64),
@@ -662,8 +684,17 @@ def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,
     return planner.finish()
 
 
-def _neg_priority(request: Any) -> float:
-    return -request.priority
+_PRIORITY = operator.attrgetter("priority")
+
+
+def _flatten(lists: dict[int, list[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse per-copy lists (keyed by copy id, inserted in id order) as offsets + flat values."""
+    counts = np.zeros(n + 1, dtype=np.int64)
+    flat: list[int] = []
+    for k, values in lists.items():
+        counts[k + 1] = len(values)
+        flat.extend(values)
+    return np.cumsum(counts), np.asarray(flat, dtype=np.int64)
 
 
 def _plain_context(ctx: PolicyContext) -> PolicyContext:
