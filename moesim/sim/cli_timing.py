@@ -130,8 +130,9 @@ def timed_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
         runs = runs.drop(columns=["_tpot", "_ttft"])
     bound_rows = []
     for b in bounds.values():
-        bound_rows.append({"label": "bound: Belady", "capacity_bytes": b["capacity_bytes"],
-                           "misses": b["belady_misses"]})
+        if b["belady_misses"] is not None:
+            bound_rows.append({"label": "bound: Belady", "capacity_bytes": b["capacity_bytes"],
+                               "misses": b["belady_misses"]})
         bound_rows.append({"label": "bound: time", "capacity_bytes": b["capacity_bytes"], "tpot_s": b["tpot_s"],
                            "ttft_s": b["ttft_s"], "total_s": b["total_s"]})
     table = pd.concat([runs, pd.DataFrame(bound_rows)], ignore_index=True) if bound_rows else runs
