@@ -15,6 +15,7 @@ import pytest
 
 from moesim.policies import registry
 from moesim.policies.base import PrefetchPolicy, PrefetchRequest, PrefetchView
+from moesim.policies.eviction.lru import LRU
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.traces.trace import simple_trace
 
@@ -163,3 +164,26 @@ def test_gpudirect_storage_reads_straight_into_vram():
     assert result.plan.copy_route.tolist() == [2, 2]
     # one slot at 2 GB/s: 500 us per read, two in a row
     assert result.cells["stall_s"].iloc[0] == pytest.approx(1000 * US, abs=1e-12)
+
+
+class PinZero(LRU):
+    """LRU that pins object 0 (a stand-in for static hot pinning)."""
+
+    def pinned_objects(self) -> list[int]:
+        return [0]
+
+
+if ("eviction", "pin-zero-test") not in registry._REGISTRY:
+    registry.register("pin-zero-test")(PinZero)
+
+
+def test_pinned_objects_are_loaded_before_the_first_cell():
+    """Pinned object 0 is copied at t = 0 (0-1010 us): cell 0 hits it but waits 1010 - 7 us for it.
+    Cell 1 misses 1: gate 1016 + 7 = 1023, copy 1023-2033, ends 2039."""
+    result = timed_replay(_trace([[0], [1]]), _profile(), TimedConfig(eviction="pin-zero-test", capacity_bytes=2 * MB))
+    assert result.plan.n_setup_copies == 1
+    assert result.plan.copy_cell.tolist() == [-1, 1]
+    assert result.cells["hits"].tolist() == [1, 0]
+    assert result.cells["stall_s"].tolist() == pytest.approx([1003 * US, 1010 * US], abs=1e-12)
+    assert result.summary["time"]["total_s"] == pytest.approx(2039 * US, abs=1e-12)
+    assert result.summary["links"]["h2d"]["bytes"] == 2 * MB
