@@ -54,9 +54,10 @@ def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
         else:
             try:
                 spec = load_model(name)
-            except (UserError, KeyError, ValueError, OSError):
-                if model:
-                    raise
+            except (UserError, KeyError, ValueError, OSError) as exc:
+                if model:  # the user named it: their mistake, one line
+                    raise (exc if isinstance(exc, UserError) else UserError(f"cannot load model {model!r}: {exc}",
+                                                                             "--model")) from None
                 spec = None  # a trace naming a model the catalog does not know: use its own sizes
     n_layers = trace.meta.n_layers
     obj_bytes = [int(b) for b in trace.meta.object_bytes]

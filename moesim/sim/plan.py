@@ -22,9 +22,10 @@ Copies carry three kinds of ordering constraints, enforced by whoever executes t
 - `deps`: copies that must finish first: the ssd -> dram copy a dram -> vram copy reads from; the
   last copy that read a DRAM slot being reused (write-after-read); the copy still writing a reused
   DRAM slot (write-after-write).
-- `cancels`: copies into VRAM slots this copy reuses (victims' inbound copies). If one has not
-  started when this copy is issued it is cancelled (its object was evicted before it landed);
-  if it is running, this copy waits for it.
+- `cancels`: copies into VRAM slots this copy reuses that no cell has waited for (prefetches never
+  used, pinned loads), so they may still be in flight. If one has not started when this copy is
+  issued it is cancelled (its object was evicted before it landed); if it is running, this copy
+  waits for it. (A copy some cell waited for has landed: cells run in order.)
 - VRAM victims' readers: a victim is never an object of the current cell (those are protected),
   so its last reader is an earlier cell. With one in-order compute stream and copies issued at the
   cell's gate that reader has ended; an executor whose host runs ahead of the device must make the
@@ -526,7 +527,7 @@ class Planner:
             route = ROUTE_HOST
         else:
             route = ROUTE_HOST if topo.home == "dram" else ROUTE_SSD_VRAM
-        inbound, unwaited, lowbit = self.inbound, self.unwaited, self.lowbit
+        inbound, unwaited, lowbit, keeps_lowbit = self.inbound, self.unwaited, self.lowbit, self.keeps_lowbit
         copies, object_bytes = self.copies, self.object_bytes
         for i, obj in enumerate(objs):
             k = len(copies)
@@ -534,12 +535,15 @@ class Planner:
             if victims:
                 cancels = []
                 for v in victims:
-                    k_old = inbound[v]
-                    if k_old >= 0:
-                        cancels.append(k_old)
-                        inbound[v] = -1
-                    unwaited[v] = 0
-                    lowbit[v] = 0
+                    # a copy some cell waited for has landed (cells run in order, and a victim is
+                    # never an object of this cell): only never-used copies may still be in flight
+                    if unwaited[v]:
+                        cancels.append(inbound[v])
+                        unwaited[v] = 0
+                    inbound[v] = -1
+                if keeps_lowbit:
+                    for v in victims:
+                        lowbit[v] = 0
                 self.copy_victims[k] = victims
                 if cancels:
                     self.copy_cancels[k] = cancels
