@@ -80,7 +80,7 @@ class PlannedCopy:
     route: int
     prefetch: bool
     resident: bool  # False: a miss streamed through a temporary buffer (no room could be made)
-    victims: tuple[int, ...]
+    victims: tuple[int, ...]  # objects whose slots in the destination tier this copy reuses
     deps: tuple[int, ...]
     cancels: tuple[int, ...]
 
@@ -198,9 +198,8 @@ class Planner:
             self.dram = CacheCore(CoreConfig(capacity_bytes=topology.dram_cache_bytes), dram_spec.build,
                                   _plain_context(self.ctx))
             self.dram_spec = dram_spec
-        self._capture_victims(self.core)
-        if self.dram is not None:
-            self._capture_victims(self.dram)
+        self._vram_log = _capture_victims(self.core)
+        self._dram_log = _capture_victims(self.dram) if self.dram is not None else []
 
         # per-object state
         self.inbound = [-1] * n_obj  # last copy into VRAM
@@ -220,8 +219,6 @@ class Planner:
         self.cell_layer = trace.cell_layer.tolist()
 
         # outputs
-        n_req = self.stream.n_requests
-        self.outcomes = np.empty(n_req, dtype=np.int8)
         self._outs: list[int] = []
         self.bypassed: list[int] = []
         self.cpu_rows: list[tuple[int, int]] = []  # (request, tokens) run on the CPU
@@ -250,19 +247,6 @@ class Planner:
         self._window = None if window is None else np.asarray(window, dtype=np.float64).tolist()
 
     # ---- set-up -------------------------------------------------------------------------------
-    def _capture_victims(self, core: CacheCore) -> None:
-        """Record every eviction (admit() does not report victims when it fails half-way)."""
-        log: list[int] = []
-        for policy in core.policies:
-            original = policy.on_evict
-
-            def on_evict(obj: int, _original: Callable[[int], None] = original) -> None:
-                log.append(obj)
-                _original(obj)
-
-            policy.on_evict = on_evict  # type: ignore[method-assign]
-        core._victim_log = log  # type: ignore[attr-defined]
-
     def _setup(self) -> None:
         """Pinned objects are loaded by copies before the first cell (they are not free)."""
         pins = [obj for obj in range(self.trace.n_objects) if self.core.pinned[obj]]
@@ -401,7 +385,7 @@ class Planner:
             if cpu_objs:
                 self.wait_flat.extend(self._host_stage(cpu_objs, c))
         core = self.core
-        log = core._victim_log  # type: ignore[attr-defined]
+        log = self._vram_log
         victim_lists: list[list[int]] = []
         resident: list[bool] = []
         admit = core.admit
@@ -491,7 +475,7 @@ class Planner:
         if not absent:
             core.end_cell(protected)
             return
-        log = core._victim_log  # type: ignore[attr-defined]
+        log = self._vram_log
         batch: list[int] = []
         victim_lists: list[list[int]] = []
         prefetch = core.prefetch
@@ -569,7 +553,7 @@ class Planner:
         assert dram is not None
         counts = self.dram_counts
         outs = dram.begin_cell(objs)
-        log = dram._victim_log  # type: ignore[attr-defined]
+        log = self._dram_log
         chain = []
         issued = []
         for obj, out in zip(objs, outs):
@@ -689,6 +673,21 @@ def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,
 
 
 _PRIORITY = operator.attrgetter("priority")
+
+
+def _capture_victims(core: CacheCore) -> list[int]:
+    """A list that records every eviction of `core` (admit() does not report victims when it fails
+    half-way); the planner clears it before each admission."""
+    log: list[int] = []
+    for policy in core.policies:
+        original = policy.on_evict
+
+        def on_evict(obj: int, _original: Callable[[int], None] = original) -> None:
+            log.append(obj)
+            _original(obj)
+
+        policy.on_evict = on_evict  # type: ignore[method-assign]
+    return log
 
 
 def _flatten(lists: dict[int, list[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
