@@ -142,6 +142,10 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
         "copies": copies,
         "events": events,
         "events_per_access": events / n_acc,
+        # one Timeout per copy that runs; the rest are the compute stream's (a sleep to each gate that
+        # issues or waits for a copy, and a wake-up when it stalls)
+        "copy_events": copies - s["prefetch"]["cancelled"],
+        "compute_stream_events": events - (copies - s["prefetch"]["cancelled"]),
         "events_per_copy": events / copies if copies else None,
         "events_per_hit": 0.0,  # hits schedule no simpy event (the engine never sees them)
         "event_cells": s["engine"]["event_cells"],

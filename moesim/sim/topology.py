@@ -146,7 +146,3 @@ def build_topology(profile: HardwareProfile, total_object_bytes: int) -> Topolog
         ssd_latency=float(ssd_lat),
         d2h_link=d2h,
     )
-
-
-def route_server(route: int) -> int:
-    return SERVER_HOST if route == ROUTE_HOST else SERVER_SSD

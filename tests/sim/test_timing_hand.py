@@ -1,6 +1,6 @@
 """Timing worked out by hand on tiny traces: compute, copies, stalls, prefetch, to the nanosecond.
 
-Common set-up (see _trace and _profile): 2 layers x 4 experts, 1 token per cell routed to 2 experts,
+Common set-up (timing_helpers.hand_trace and hand_profile): 2 layers x 4 experts, 1 token per cell routed to 2 experts,
 objects of 1 MB; dense bytes 2 MB per layer. Profile: h2d 1 GB/s with 10 us latency (a copy takes
 1010 us), HBM 1 TB/s, peak 1 PFLOP/s, launch overhead 5 us. Then a cell's dense part is
 2 MB / 1 TB/s + 5 us = 7 us and its expert part 2 x 1 MB / 1 TB/s + 5 us (one grouped kernel) = 7 us
@@ -12,30 +12,9 @@ from __future__ import annotations
 import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.trace import simple_trace
 
-from conftest import make_profile
-
-US = 1e-6
-MB = 1_000_000
-
-
-def _trace():
-    # pass 0 (prefill, 1 token): layer 0 -> experts {0, 1}, layer 1 -> {0, 1}
-    # pass 1 (decode):           layer 0 -> {0, 2},      layer 1 -> {1, 3}
-    # object id = layer * 4 + expert: cells need [0, 1], [4, 5], [0, 2], [5, 7]
-    trace = simple_trace([[[0, 1], [0, 1]], [[0, 2], [1, 3]]], n_layers=2, n_experts=4, object_bytes=MB, top_k=2,
-                         phases=[PREFILL, DECODE])
-    trace.meta.dense_bytes = [2 * MB, 2 * MB]
-    trace.meta.model = None
-    return trace
-
-
-def _profile(**kw):
-    base = dict(host_bw=1e9, host_latency=10 * US, memory_bandwidth=1e12, peak_flops=1e15, launch=5 * US,
-                joules_per_byte={"h2d": 1e-9}, active_watts=500.0, idle_watts=100.0)
-    base.update(kw)
-    return make_profile(**base)
+from timing_helpers import MB, US, hand_profile as _profile, hand_trace as _trace
 
 
 def test_demand_only_lru_matches_the_hand_timeline():

@@ -16,7 +16,7 @@ from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.traces.trace import simple_trace
 
-from conftest import make_profile, random_trace
+from timing_helpers import make_profile, random_trace
 
 EVICTION = sorted(r.name for r in available("eviction"))
 EPS = 1e-12

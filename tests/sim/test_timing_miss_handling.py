@@ -13,7 +13,7 @@ from moesim.policies.registry import parse_spec
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
 
-from test_timing_hand import MB, US, _profile, _trace
+from timing_helpers import MB, US, hand_profile as _profile, hand_trace as _trace
 
 
 def test_cpu_runs_missing_experts_on_the_host_and_moves_only_activations():

@@ -10,8 +10,7 @@ import pytest
 from moesim.errors import UserError
 from moesim.sim import cli_timing
 
-from conftest import make_profile
-from test_timing_hand import MB, _profile, _trace
+from timing_helpers import MB, hand_profile as _profile, hand_trace as _trace
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.sim.timed_result import load_timed_metadata, save_timed_result
 from moesim.sim.topology import build_topology
 
-from conftest import make_profile, random_trace
+from timing_helpers import make_profile, random_trace
 
 EVICTION = [r.name for r in available("eviction")]
 

@@ -19,7 +19,7 @@ from moesim.policies.eviction.lru import LRU
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.traces.trace import simple_trace
 
-from conftest import make_profile
+from timing_helpers import make_profile
 
 US = 1e-6
 MB = 1_000_000
