@@ -198,12 +198,13 @@ def simulate(
                     if is_prefetch[k]:
                         n_late += 1
             if pending:
-                late[e] = n_late
                 wake = env.event()
                 compute_state[0] = pending
                 compute_state[1] = wake
                 yield wake
                 stall[e] = env.now - gate
+                if stall[e] > 0:  # a copy landing at the gate's very instant is not late
+                    late[e] = n_late
             # later deltas count from this gate; the process resumes after the stall, so they shift by it
 
     env.process(compute())

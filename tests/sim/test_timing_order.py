@@ -187,3 +187,26 @@ def test_pinned_objects_are_loaded_before_the_first_cell():
     assert result.cells["stall_s"].tolist() == pytest.approx([1003 * US, 1010 * US], abs=1e-12)
     assert result.summary["time"]["total_s"] == pytest.approx(2039 * US, abs=1e-12)
     assert result.summary["links"]["h2d"]["bytes"] == 2 * MB
+
+
+def test_chip_to_chip_is_the_host_link_when_present():
+    """GH200-style: copies take "c2c" (here 100 GB/s: 10 us + 10 us per 1 MB object)."""
+    result = timed_replay(_trace([[0, 1]]), _profile(host_link="c2c", host_bw=100e9),
+                          TimedConfig(capacity_bytes=8 * MB))
+    assert result.summary["topology"]["host_link"] == "c2c"
+    assert result.summary["links"]["c2c"]["bytes"] == 2 * MB
+    assert result.cells["stall_s"].iloc[0] == pytest.approx(40 * US, abs=1e-12)
+
+
+@pytest.mark.parametrize("kw, config, message", [
+    ({}, TimedConfig(capacity_bytes=200 * 10**9), "usable vram"),
+    ({"unified": True}, TimedConfig(capacity_bytes=MB), "no link into the cache tier"),
+    ({}, TimedConfig(capacity_bytes=MB, scope="rack"), "scope"),
+    ({}, TimedConfig(capacity_bytes=MB, prefetch="oracle:lookahead=0"), "lookahead"),
+    ({}, TimedConfig(capacity_bytes=MB, eviction="nosuch"), "unknown eviction policy"),
+])
+def test_impossible_settings_are_user_errors(kw, config, message):
+    from moesim.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        timed_replay(_trace([[0]]), _profile(**kw), config)
