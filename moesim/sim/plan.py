@@ -604,6 +604,13 @@ class Planner:
         return k
 
     # ---- the end ------------------------------------------------------------------------------
+    def plan_rest(self) -> Plan:
+        """Decide every remaining cell (the bulk path) and return the flat plan."""
+        step = self._step
+        for c in range(self.next_cell, self.trace.n_cells):
+            step(c)
+        return self.finish()
+
     def finish(self) -> Plan:
         """Close the run (unused prefetches count as wasted) and return the flat plan."""
         if self.next_cell != self.trace.n_cells:
@@ -665,11 +672,7 @@ class Planner:
 def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,
                compute_window: np.ndarray | None = None) -> Plan:
     """Plan every cell of `trace` (the bulk path the timing engine uses)."""
-    planner = Planner(trace, topology, config, compute_window)
-    step = planner._step
-    for c in range(trace.n_cells):
-        step(c)
-    return planner.finish()
+    return Planner(trace, topology, config, compute_window).plan_rest()
 
 
 _PRIORITY = operator.attrgetter("priority")

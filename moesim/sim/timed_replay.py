@@ -108,9 +108,7 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) ->
                                config.grouped_experts)
     # the prefetcher's budget: what the link can move from this gate to the next one (an estimate)
     planner.compute_window = expert_full + np.append(dense[1:], 0.0)
-    for c in range(n_cells):
-        planner._step(c)
-    plan = planner.finish()
+    plan = planner.plan_rest()
 
     expert = expert_times(stream.cell, req_bytes, plan.gpu_tokens, req_params, n_cells, compute,
                           config.grouped_experts)
