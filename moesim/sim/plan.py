@@ -36,6 +36,7 @@ mode, request for request.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from dataclasses import dataclass, field
 from typing import Callable
@@ -175,11 +176,13 @@ class Planner:
             profile_counts=_profile_counts(trace, self.eviction_spec),
             trace=trace,
         )
+        # the trace goes only to offline eviction policies; prefetchers get it (oracles, recorded predictions)
+        eviction_ctx = self.ctx if offline else dataclasses.replace(self.ctx, trace=None)
         self.core = CacheCore(
             CoreConfig(capacity_bytes=int(config.capacity_bytes), scope=config.scope,
                        layer_capacity=config.layer_capacity),
             self.eviction_spec.build,
-            self.ctx,
+            eviction_ctx,
         )
         self.prefetcher = self.prefetch_spec.build(self.ctx)
         self.prefetch_on = not getattr(self.prefetcher, "proposes_nothing", False)
