@@ -133,7 +133,7 @@ def _opt_str(text: Any) -> str | None:
     return None if text is None or str(text).strip().lower() in ("", "none", "null") else str(text)
 
 
-def _count(text: Any) -> int:
+def parse_count(text: Any) -> int:
     """A count such as 10000, '10k' or '10M' (decimal prefixes)."""
     if isinstance(text, bool):
         raise ValueError(text)
@@ -194,7 +194,7 @@ class SynthConfig:
     )
     n_requests: int = field(default=1, metadata=_meta("requests (sequences); ignored when accesses > 0", int))
     accesses: int = field(
-        default=0, metadata=_meta("if > 0, draw requests until the trace has at least this many accesses", _count)
+        default=0, metadata=_meta("if > 0, draw requests until the trace has at least this many accesses", parse_count)
     )
     prefill: LengthDist = field(
         default=LengthDist("fixed", 32.0, 0.0, 1),
@@ -303,13 +303,13 @@ class SynthConfig:
             try:
                 values[key] = fields[key].metadata["parse"](raw)
             except UserError as exc:
-                raise exc.located(f"{where}: {key}") from None
+                raise UserError(f"{key}: {exc.message}", where) from None
             except (TypeError, ValueError):
                 raise UserError(f"{key}: cannot read {raw!r} ({fields[key].metadata['help']})", where) from None
         try:
             return dataclasses.replace(base or cls(), **values)
         except UserError as exc:
-            raise exc.located(where) from None
+            raise UserError(exc.message, where) from None
 
     def with_settings(self, pairs: list[str], where: str = "--set") -> "SynthConfig":
         """Apply 'key=value' strings (the CLI's --set)."""
@@ -330,24 +330,24 @@ def help_table() -> list[tuple[str, str, str]]:
 
 PRESETS: dict[str, SynthConfig] = {
     # OLMoE-1B-7B's shape: 16 MoE layers x 64 experts, top-8, bf16 experts of 3*2048*1024*2 B = 12 MiB.
-    # Routing knobs are illustrative (moderate skew, some reuse), not fitted to an OLMoE trace.
+    # Routing knobs are illustrative (the qwen fit's concentration and reuse), not fitted to OLMoE.
     "olmoe": SynthConfig(
         n_layers=16, n_experts=64, top_k=8, object_bytes=(12 * MiB,),
-        zipf=(0.9,), reuse=0.15, cross_layer=0.3, markov_block=8,
+        zipf=(0.8,), request_active=(0.6,), reuse=0.2, cross_layer=0.5, markov_block=8,
         prefill=LengthDist("fixed", 32.0, 0.0, 1), decode=LengthDist("fixed", 128.0, 0.0, 0),
     ),
     # Qwen3-30B-A3B's shape: 48 layers x 128 experts, top-8, bf16 experts of 3*2048*768*2 B = 9 MiB.
-    # Routing knobs are rounded from `moesim traces fit` on the bundled BigMoeOnEdge qwen trace.
+    # Routing knobs rounded from `moesim traces fit qwen` (the bundled BigMoeOnEdge trace, run at top-6).
     "qwen3": SynthConfig(
         n_layers=48, n_experts=128, top_k=8, object_bytes=(9 * MiB,),
-        zipf=(0.85,), reuse=0.1, cross_layer=0.2, markov_block=8,
+        zipf=(0.8,), request_active=(0.5,), reuse=0.2, cross_layer=0.6, markov_block=8,
         prefill=LengthDist("fixed", 28.0, 0.0, 1), decode=LengthDist("fixed", 128.0, 0.0, 0),
     ),
     # Mixtral-8x7B's shape: 32 layers x 8 experts, top-2, bf16 experts of 3*4096*14336*2 B = 336 MiB.
-    # Routing knobs are illustrative: near-balanced routing, mild token-to-token repetition.
+    # Routing knobs are illustrative: near-balanced routing over all 8 experts, mild repetition.
     "mixtral": SynthConfig(
         n_layers=32, n_experts=8, top_k=2, object_bytes=(3 * 4096 * 14336 * 2,),
-        zipf=(0.3,), reuse=0.1, cross_layer=0.1, markov_block=8,
+        zipf=(0.3,), request_active=(1.0,), reuse=0.1, cross_layer=0.3, markov_block=8,
         prefill=LengthDist("fixed", 64.0, 0.0, 1), decode=LengthDist("fixed", 128.0, 0.0, 0),
     ),
 }

@@ -197,41 +197,56 @@ def request_laws(popularity: np.ndarray, n_active: int, n_requests: int, rng: np
 class _LayerRouter:
     """Draws one layer's [n_tokens, k] expert matrix (see the module docstring).
 
-    `cdf` holds one cumulative popularity row per request, offset by the request index
-    (row r spans (r, r + 1]), so one searchsorted samples every token from its own request's law.
+    Draws come from the layer's popularity by inverse CDF (a table of n_experts entries that
+    stays in cache); with per-request active sets, a draw the request lacks is redrawn, which
+    samples exactly the popularity restricted to the active set (most of the mass is active).
     """
 
-    def __init__(self, k: int, popularity: np.ndarray, token_request: np.ndarray, reuse: float, cross: float,
-                 markov: np.ndarray | None, prev_layer: np.ndarray | None, rng: np.random.Generator) -> None:
+    def __init__(self, k: int, popularity: np.ndarray, laws: np.ndarray, token_request: np.ndarray, reuse: float,
+                 cross: float, markov: np.ndarray | None, prev_layer: np.ndarray | None,
+                 rng: np.random.Generator) -> None:
         self.k = k
-        self.popularity = popularity  # [n_requests or 1, n_experts]
-        self.n_experts = popularity.shape[1]
-        cdf = np.cumsum(popularity, axis=1)
-        cdf /= cdf[:, -1:]
-        cdf += np.arange(popularity.shape[0], dtype=np.float64)[:, None]
-        self.cdf = cdf.ravel()
-        self.token_request = token_request if popularity.shape[0] > 1 else np.zeros_like(token_request)
+        self.n_experts = popularity.size
+        self.laws = laws  # [n_requests or 1, n_experts]
+        self.active = laws > 0 if laws.shape[0] > 1 else None
+        cdf = np.cumsum(popularity)
+        cdf /= cdf[-1]
+        cdf[-1] = 1.0
+        self.cdf = cdf
+        self.token_request = token_request
         self.reuse, self.cross, self.markov, self.prev_layer, self.rng = reuse, cross, markov, prev_layer, rng
 
     def draw(self, slots: np.ndarray) -> np.ndarray:
         """Fresh values for flat slot ids (token * k + slot)."""
         rng, k = self.rng, self.k
-        req = self.token_request[slots // k]
-        values = np.searchsorted(self.cdf, req + rng.random(slots.size), side="right") - req * self.n_experts
-        np.clip(values, 0, self.n_experts - 1, out=values)
+        values = np.searchsorted(self.cdf, rng.random(slots.size), side="right").astype(np.int32)
+        if self.active is not None:
+            req = self.token_request[slots // k]
+            todo = np.flatnonzero(~self.active[req, values])
+            for _ in range(8):
+                if todo.size == 0:
+                    break
+                values[todo] = np.searchsorted(self.cdf, rng.random(todo.size), side="right")
+                todo = todo[~self.active[req[todo], values[todo]]]
+            if todo.size:
+                values[todo] = self.draw_excluding(slots[todo], ~self.active[req[todo]])
         if self.markov is not None and self.cross > 0:
             follow = np.flatnonzero(rng.random(slots.size) < self.cross)
             if follow.size:
                 source = self.prev_layer[slots[follow] // k, slots[follow] % k]  # slot j follows slot j
                 target = self.markov[source]
-                usable = self.popularity[req[follow], target] > 0  # else the request lacks it: keep the law's draw
-                values[follow[usable]] = target[usable]
+                if self.active is not None:  # a target the request lacks leaves the law's draw in place
+                    keep = self.active[self.token_request[slots[follow] // k], target]
+                    follow, target = follow[keep], target[keep]
+                values[follow] = target
         return values
 
     def draw_excluding(self, slots: np.ndarray, taken: np.ndarray) -> np.ndarray:
-        """Draws from the request's popularity restricted to experts not in `taken` [n, n_experts]."""
-        weights = self.popularity[self.token_request[slots // self.k]] * ~taken
-        weights[weights.sum(axis=1) <= 0] = ~taken[weights.sum(axis=1) <= 0]  # underflowed law: uniform
+        """Draws from the request's law restricted to experts not in `taken` [n, n_experts]."""
+        law = self.laws[self.token_request[slots // self.k]] if self.laws.shape[0] > 1 else self.laws
+        weights = law * ~taken
+        empty = weights.sum(axis=1) <= 0
+        weights[empty] = ~taken[empty]  # nothing left of the law: uniform over what is free
         cum = np.cumsum(weights, axis=1)
         u = self.rng.random(slots.size) * cum[:, -1]
         return np.minimum((cum <= u[:, None]).sum(axis=1), self.n_experts - 1)
@@ -257,7 +272,7 @@ class _LayerRouter:
                         break
                     ptr = nxt
         own = ptr == flat
-        values = np.zeros(n * k, dtype=np.int64)
+        values = np.zeros(n * k, dtype=np.int32)
         own_slots = np.flatnonzero(own)
         values[own_slots] = self.draw(own_slots)
         self._make_distinct(values, ptr, own, n)
@@ -273,8 +288,8 @@ class _LayerRouter:
         A conflict in row t between two slots shows up first in the row where the younger of
         their roots was drawn, where that root is own; redrawing it changes every row that
         copies it, so those rows (a contiguous run per root) are rechecked next round. After
-        `_REJECTION_ROUNDS` plain redraws, the rest draw from the popularity restricted to the
-        experts their row lacks (exact, O(n_experts) per draw, and few are left by then).
+        `_REJECTION_ROUNDS` plain redraws, the rest draw from the law restricted to the experts
+        their row lacks (exact, O(n_experts) per draw, and few are left by then).
         """
         k = self.k
         rows = np.arange(n, dtype=np.int64)
@@ -283,22 +298,21 @@ class _LayerRouter:
         for round_ in range(_MAX_ROUNDS):
             if rows.size == 0:
                 return
-            slot_ids = rows[:, None] * k + np.arange(k)[None, :]
-            roots = ptr[slot_ids]
+            roots = ptr.reshape(n, k)[rows] if rows.size < n else ptr.reshape(n, k)
             vals = values[roots]
             sorted_vals = np.sort(vals, axis=1)
             bad = np.flatnonzero((sorted_vals[:, 1:] == sorted_vals[:, :-1]).any(axis=1))
             if bad.size == 0:
                 return
-            slot_ids, roots, vals = slot_ids[bad], roots[bad], vals[bad]
-            order = np.argsort(vals, axis=1, kind="stable")
-            sv = np.take_along_axis(vals, order, axis=1)
-            so = np.take_along_axis(own[slot_ids], order, axis=1)
-            sroot = np.take_along_axis(roots, order, axis=1)
-            dup = sv[:, 1:] == sv[:, :-1]
-            mark_hi = dup & so[:, 1:]
-            mark_lo = dup & ~so[:, 1:] & so[:, :-1]
-            redraw = unique_sorted(np.r_[sroot[:, 1:][mark_hi], sroot[:, :-1][mark_lo]])
+            roots, vals = roots[bad], vals[bad]
+            owned = roots == (rows[bad] * k)[:, None] + np.arange(k)[None, :]
+            mark = np.zeros(vals.shape, dtype=bool)
+            for i in range(1, k):  # slot i repeats an earlier slot j: redraw i if own, else j if own
+                for j in range(i):
+                    eq = vals[:, i] == vals[:, j]
+                    mark[:, i] |= eq & owned[:, i]
+                    mark[:, j] |= eq & ~owned[:, i] & owned[:, j]
+            redraw = unique_sorted(roots[mark])
             if redraw.size == 0:
                 return
             if round_ < _REJECTION_ROUNDS:
@@ -360,7 +374,7 @@ def route_tokens(config: SynthConfig, schedule: Schedule, seed: np.random.SeedSe
                 prefer = np.zeros(prev_laws.shape, dtype=bool)
                 prefer[:, markov] = (prev_laws > 0) & (active_rng.random(prev_laws.shape) < cfg.cross_layer)
         laws = request_laws(pop, int(active[layer]), n_req, active_rng, prefer)
-        router = _LayerRouter(cfg.top_k, laws, token_request, cfg.reuse, cfg.cross_layer, markov, prev_layer,
+        router = _LayerRouter(cfg.top_k, pop, laws, token_request, cfg.reuse, cfg.cross_layer, markov, prev_layer,
                               np.random.default_rng(layer_seeds[layer]))
         routed = router.route(prev_token)
         out[layer] = routed
