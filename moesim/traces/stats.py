@@ -387,7 +387,7 @@ def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: Token
     expert_ids = np.arange(n_experts, dtype=np.int64)
     for r in range(ids.size):
         lo, hi = bounds[r], bounds[r + 1]
-        if hi - lo < 2:
+        if hi == lo:
             continue
         a, b, lg = a_all[lo:hi], b_all[lo:hi], l_all[lo:hi]
         n = hi - lo
