@@ -8,6 +8,7 @@ Values are returned in SI base units: bytes, bytes/s, seconds, FLOP/s, watts, jo
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def _byte_scale(unit: str) -> float | None:
     for prefix, scale in DECIMAL.items():
         if unit == prefix + "B":
             return scale
-        if unit == prefix + "b" and prefix:
+        if unit == prefix + "b":
             return scale / 8
     if unit in ("byte", "bytes"):
         return 1.0
@@ -93,7 +94,7 @@ def _scale(unit: str, kind: str) -> float | None:
             return None
         num, den = unit.split("/", 1)
         j = _prefixed(num, "J")
-        b = _byte_scale(den) if den not in ("byte",) else 1.0
+        b = _byte_scale(den)
         if j is None or b is None:
             return None
         return j / b
@@ -151,7 +152,7 @@ def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative
     scale = _scale(unit.replace(" ", ""), kind)
     if scale is None:
         raise UserError(f"unit {unit!r} is not a {kind} unit; write it like '{example}'", where or None)
-    value = float(match.group("num")) * scale
+    value = _exact_product(match.group("num"), scale)
     if not math.isfinite(value):
         raise UserError(f"{text!r} is not a finite {kind}", where or None)
     if value < 0 and not allow_negative:
@@ -159,8 +160,20 @@ def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative
     return Quantity(value=value, kind=kind, text=text.strip())
 
 
-def parse_size_or_fraction(text: str, total_bytes: float, where: str = "capacity") -> float:
+# Wide exponent range, no traps: an absurd exponent becomes inf or 0 and is reported as not finite.
+_DECIMAL_CONTEXT = decimal.Context(prec=40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
+
+
+def _exact_product(number: str, scale: float) -> float:
+    """number x scale rounded once, so "5 us" is exactly the float 5e-06 (5.0 * 1e-06 is not)."""
+    product = _DECIMAL_CONTEXT.multiply(decimal.Decimal(number), decimal.Decimal(repr(scale)))
+    return float(product)
+
+
+def parse_size_or_fraction(text: object, total_bytes: float, where: str = "capacity") -> float:
     """Capacity as bytes: "4000MiB", "0.6 GiB", or a share of `total_bytes` such as "5%"."""
+    if not isinstance(text, str):
+        return parse_quantity(text, "bytes", where)  # raises the bare-number / wrong-type UserError
     stripped = text.strip()
     if stripped.endswith("%"):
         try:
@@ -187,3 +200,50 @@ def format_seconds(t: float) -> str:
     if t >= 1e-3:
         return f"{t * 1e3:.3f} ms"
     return f"{t * 1e6:.1f} us"
+
+
+BASE_UNITS = {
+    "bytes": "B",
+    "bandwidth": "B/s",
+    "time": "s",
+    "flops": "FLOP/s",
+    "power": "W",
+    "energy": "J",
+    "energy_per_byte": "J/B",
+    "frequency": "Hz",
+}
+
+_FORMAT_PREFIXES = {
+    "bytes": ("Ti", "T", "Gi", "G", "Mi", "M", "Ki", "k", ""),
+    "bandwidth": ("Ti", "T", "Gi", "G", "Mi", "M", "Ki", "k", ""),
+    "time": ("", "m", "u", "n"),
+    "flops": ("P", "T", "G", "M", "k", ""),
+    "power": ("k", "", "m"),
+    "energy": ("k", "", "m"),
+    "energy_per_byte": ("", "m", "u", "n", "p"),
+    "frequency": ("G", "M", "k", ""),
+}
+_PREFIX_SCALE = {**SMALL, **DECIMAL, **BINARY}
+
+
+def format_quantity(value: float, kind: str) -> str:
+    """`value` (SI base units) as text that parse_quantity reads back to exactly the same float.
+
+    Of the prefixes that leave a mantissa >= 1, takes the shortest text that round-trips exactly
+    ("53 GB/s", "80 GiB", "5 us"), so a profile written back to YAML stays readable; falls back to
+    the base unit.
+    """
+    base = BASE_UNITS[kind]
+    best: str | None = None
+    for prefix in _FORMAT_PREFIXES[kind]:
+        mantissa = value / _PREFIX_SCALE[prefix]
+        if value != 0 and abs(mantissa) < 1:
+            continue
+        unit = f"{prefix}J/B" if base == "J/B" else prefix + base
+        for digits in range(1, 18):
+            text = f"{mantissa:.{digits}g} {unit}"
+            if "e" not in text and parse_quantity(text, kind, allow_negative=True) == value:
+                if best is None or len(text) < len(best):
+                    best = text
+                break
+    return best if best is not None else f"{value!r} {base}"

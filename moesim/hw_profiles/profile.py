@@ -8,7 +8,9 @@ only these. `provenance` maps dotted field paths ("links.h2d.bandwidth") to wher
 Tiers: "vram" is the memory the compute device reads (VRAM on a GPU; unified or system DRAM on Apple
 silicon and phones), "dram" host memory, "ssd" storage/flash. Links are named by their ends:
 "h2d" host-to-device, "d2h", "ssd_h" SSD-to-host, "ssd_d" SSD-to-device (GPUDirect Storage),
-"c2c" chip-to-chip (GH200). A copy takes latency + bytes / bandwidth on one of the link's engines.
+"c2c" chip-to-chip (GH200, Grace to Hopper). A copy takes latency + bytes / bandwidth on one of
+the link's engines. SSD reads differ: queue_depth reads are in flight at once and share
+min(tiers.ssd.read_bandwidth, the SSD link's bandwidth), each after link latency + tier latency.
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ class HardwareProfile:
 
     def tier(self, name: str) -> Tier | None:
         return self.tiers.get(name)
+
+    def host_link(self) -> Link | None:
+        """The link experts take from host DRAM to the cache tier: h2d, or c2c on GH200."""
+        return self.links.get("h2d") or self.links.get("c2c")
+
+    def ssd_link(self) -> Link | None:
+        """SSD straight to the cache tier (GPUDirect Storage, phones, Apple) if present, else SSD to host."""
+        return self.links.get("ssd_d") or self.links.get("ssd_h")
 
     @property
     def pageable(self) -> bool:

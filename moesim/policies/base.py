@@ -10,7 +10,7 @@ engine and the real-GPU executor. A policy must not import from `moesim.sim` or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar, Iterable, Protocol
 
 import numpy as np
 
@@ -51,6 +51,11 @@ class PolicyContext:
     trace: object | None = None
     """The whole trace (moesim.traces.trace.Trace), given only to offline policies (oracles) and to
     policies that read recorded predictions; online policies must not look ahead through it."""
+    trace_name: str | None = None
+    """How to name the trace in error messages (its file path, when it came from one)."""
+    capacity_bytes: int | None = None
+    """Bytes of the partition this policy orders (set by the cache core): segment sizes (SLRU),
+    ghost-list bounds (ARC) and pin budgets (static-hot) are shares of it."""
 
 
 class EvictionPolicy:
@@ -58,11 +63,14 @@ class EvictionPolicy:
 
     The core calls, for objects in this policy's partition:
       on_pass_begin(p, now)        a new forward pass starts (Least-Stale, collision taxonomy)
-      on_insert(obj, now, prefetch) obj became resident (or started its copy in)
-      on_access(obj, now)          a demand request hit obj
-      on_evict(obj)                the core removed obj
+      admit(obj, prefetch) -> bool room must be made for obj (its insertion would evict); called
+                                   once, before any victim is asked for obj; False refuses (bypass)
       victim(eligible) -> obj      walk the policy's order; return the first obj with eligible(obj)
-    `admit(obj)` may refuse an insertion (bypass), which only offline policies normally do.
+      on_evict(obj)                the core removed obj
+      on_insert(obj, now, prefetch) obj became resident (or started its copy in)
+      on_access(obj, now)          a demand request hit obj (or found it in flight)
+    Hits on pinned objects are not reported (pinned objects are never in a policy's order).
+    Every hook must be O(1) or O(log n) amortised: the count replay calls them millions of times.
     """
 
     name: ClassVar[str] = ""
@@ -86,15 +94,32 @@ class EvictionPolicy:
         raise NotImplementedError
 
     def victim(self, eligible: Callable[[int], bool]) -> int | None:
-        """The first object in eviction order for which `eligible` is true, or None."""
+        """The first object in eviction order for which `eligible` is true, or None.
+
+        None with eligible candidates left refuses the admission under way (Belady's bypass
+        decides there, where it can see which residents are eligible); the core counts a bypass.
+        """
         raise NotImplementedError
 
-    def admit(self, obj: int) -> bool:
+    def admit(self, obj: int, prefetch: bool = False) -> bool:
+        """Room must be made for `obj`; return False to refuse it (it is then streamed, not cached).
+
+        Only offline policies normally refuse (Belady with bypass). Layer-aware policies also learn
+        the layer being served here, since a cell whose objects all miss reports no access before
+        its victims are chosen.
+        """
         return True
 
     def pinned_objects(self) -> list[int]:
         """Objects the core must load at start and never evict (static hot pinning)."""
         return []
+
+    def tracked_objects(self) -> Iterable[int] | None:
+        """The objects in this policy's order, for CacheCore.check() (tests); None skips the check.
+
+        They must be exactly the partition's present (resident or in-flight) unpinned objects.
+        """
+        return None
 
 
 @dataclass(frozen=True)
@@ -125,7 +150,9 @@ class PrefetchView:
 class PrefetchPolicy:
     """Proposes objects to copy ahead of demand. Registered like eviction policies (kind "prefetch").
 
-    `observe(cell, layer, routed)` is called with every served cell (online learners);
+    `observe(pass_index, cell, layer, routed)` is called with every served cell (online learners);
+    `routed` holds object ids (layer * n_experts + expert), as in PrefetchView, and `cell` is the
+    trace's cell index (the oracles index the trace with it);
     `propose(view)` returns PrefetchRequests for later layers; the engine issues them while the
     link has room, demand copies first.
     """

@@ -9,8 +9,11 @@ Cell protocol (event-atomic replay, ../shared/DESIGN.md):
     for each missed obj: core.admit(obj, now)  -> reserves its bytes (evicting), state IN_FLIGHT
                          core.fill(obj, now)   -> the copy finished, state RESIDENT
     core.end_cell(objs, now)                # the last compute reading them ended: release
+`serve_cell(objs)` does all four for a replay with no clock (the count replay's inner loop).
 
-Sequential replay (naive replayers) is the same protocol with one object per "cell".
+Sequential replay (naive replayers) is the same protocol with one object per "cell": an object is
+protected only while its own access is served, so the experts of one layer may evict each other,
+and a hit is judged after the earlier accesses of the same cell were served.
 Prefetch: core.prefetch(obj, now) admits a not-resident object as IN_FLIGHT if room can be made
 without touching protected objects; the demand that later finds it counts as useful or late.
 
@@ -21,10 +24,9 @@ All per-object state lives in flat arrays indexed by integer object id (no per-a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
-
-import numpy as np
 
 from moesim.errors import UserError
 from moesim.policies.base import EvictionPolicy, PolicyContext
@@ -42,6 +44,10 @@ MISS_CAPACITY = 3
 MISS_COLLISION = 4
 OUTCOME_NAMES = ("hit", "late_prefetch", "compulsory", "capacity", "collision")
 
+SCOPES = ("global", "layer")
+
+_NO_BYPASS: tuple[int, ...] = ()
+
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -49,6 +55,8 @@ class CoreConfig:
     scope: str = "global"  # "global" | "layer"
     layer_capacity: Sequence[int] | None = None
     """Per-layer capacities in bytes (scope "layer"); default: capacity split evenly."""
+    pinned: Sequence[int] = ()
+    """Objects loaded before the first request and never evicted (besides a policy's own pins)."""
 
 
 @dataclass
@@ -64,11 +72,26 @@ class CoreCounters:
     prefetch_bytes: int = 0
 
 
+def partition_capacities(config: CoreConfig, n_layers: int) -> list[int]:
+    """Capacity in bytes of every partition: one for scope global, one per layer for scope layer."""
+    if config.scope == "global":
+        return [int(config.capacity_bytes)]
+    if config.scope != "layer":
+        raise UserError(f"scope must be one of {', '.join(SCOPES)}, got {config.scope!r}", "scope")
+    if config.layer_capacity is not None:
+        if len(config.layer_capacity) != n_layers:
+            raise UserError(f"layer capacity table has {len(config.layer_capacity)} entries for {n_layers} layers",
+                            "capacity")
+        return [int(c) for c in config.layer_capacity]
+    return [int(config.capacity_bytes) // n_layers] * n_layers
+
+
 class CacheCore:
     """Residency and capacity accounting over integer object ids.
 
     Complexity: begin_cell is O(objects in the cell); admit is O(victims walked) plus the policy's
-    own cost per hook (O(1) for LRU/FIFO/Least-Stale, O(log n) for LFU/Belady heaps).
+    own cost per hook (O(1) for LRU/FIFO/Least-Stale/ARC/SLRU, O(log n) for the LFU and Belady
+    heaps, O(layers log n) per victim for moe-infinity). serve_cell is the same work in one call.
     """
 
     def __init__(
@@ -89,54 +112,60 @@ class CacheCore:
         self.evicted_in_pass = [-1] * n
         self.pass_index = -1
         self.counters = CoreCounters()
+        self.capacity = partition_capacities(config, ctx.n_layers)
         if config.scope == "global":
             self.partition_of = [0] * n
-            self.capacity = [int(config.capacity_bytes)]
-            self.policies = [policy_factory(ctx)]
-        elif config.scope == "layer":
-            layers = ctx.n_layers
-            self.partition_of = [int(x) for x in ctx.object_layer]
-            if config.layer_capacity is not None:
-                if len(config.layer_capacity) != layers:
-                    raise UserError(f"layer capacity table has {len(config.layer_capacity)} entries for {layers} layers",
-                                    "capacity")
-                self.capacity = [int(c) for c in config.layer_capacity]
-            else:
-                self.capacity = [int(config.capacity_bytes) // layers] * layers
-            self.policies = [
-                policy_factory(
-                    PolicyContext(
-                        n_objects=ctx.n_objects,
-                        n_layers=ctx.n_layers,
-                        n_experts=ctx.n_experts,
-                        object_layer=ctx.object_layer,
-                        object_bytes=ctx.object_bytes,
-                        seed=ctx.seed + layer,
-                        future=ctx.future,
-                        partition=layer,
-                        profile_counts=ctx.profile_counts,
-                    )
-                )
-                for layer in range(layers)
-            ]
+            self.policies = [policy_factory(dataclasses.replace(ctx, capacity_bytes=self.capacity[0]))]
         else:
-            raise UserError(f"scope must be 'global' or 'layer', got {config.scope!r}", "scope")
+            self.partition_of = [int(x) for x in ctx.object_layer]
+            self.policies = [
+                policy_factory(dataclasses.replace(ctx, seed=ctx.seed + layer, partition=layer,
+                                                   capacity_bytes=self.capacity[layer]))
+                for layer in range(ctx.n_layers)
+            ]
         self.used = [0] * len(self.capacity)
-        self._eligible = self._is_eligible
+        self._guard: set[int] = set()  # objects of the cell _serve_cell_single is serving
+        self._eligible = self._make_eligible()
+        # hooks bound once per partition for serve_cell; admit only where a policy overrides it
+        self._on_access = [p.on_access for p in self.policies]
+        self._on_insert = [p.on_insert for p in self.policies]
+        self._on_evict = [p.on_evict for p in self.policies]
+        self._victim = [p.victim for p in self.policies]
+        self._admit = [None if type(p).admit is EvictionPolicy.admit else p.admit for p in self.policies]
+        if len(self.policies) == 1:
+            self.serve_cell = self._serve_cell_single  # type: ignore[method-assign]
         self._install_pins()
 
     # ---- set-up ------------------------------------------------------------------------------
     def _install_pins(self) -> None:
-        """Load the policies' pinned objects first; they occupy capacity and are never evicted."""
+        """Load pinned objects first (the config's, then the policies'); they are never evicted.
+
+        Configured pins that do not fit are the user's mistake; a policy's pins beyond the room left
+        are skipped (a policy sizes them from ctx.capacity_bytes, so that only happens after
+        configured pins took the room).
+        """
+        for obj in self.config.pinned:
+            obj = int(obj)
+            if not 0 <= obj < len(self.state):
+                raise UserError(f"pinned object {obj} outside 0..{len(self.state) - 1}", "pinned")
+            if not self._pin(obj):
+                part = self.partition_of[obj]
+                raise UserError(f"pinned objects do not fit partition {part} ({self.capacity[part]} bytes)", "pinned")
         for policy in self.policies:
             for obj in policy.pinned_objects():
-                part = self.partition_of[obj]
-                size = self.object_bytes[obj]
-                if self.state[obj] != ABSENT or self.used[part] + size > self.capacity[part]:
-                    continue
-                self.state[obj] = RESIDENT
-                self.pinned[obj] = 1
-                self.used[part] += size
+                self._pin(int(obj))
+
+    def _pin(self, obj: int) -> bool:
+        if self.state[obj] != ABSENT:
+            return True
+        part = self.partition_of[obj]
+        size = self.object_bytes[obj]
+        if self.used[part] + size > self.capacity[part]:
+            return False
+        self.state[obj] = RESIDENT
+        self.pinned[obj] = 1
+        self.used[part] += size
+        return True
 
     # ---- queries -----------------------------------------------------------------------------
     def is_resident(self, obj: int) -> bool:
@@ -154,6 +183,21 @@ class CacheCore:
 
     def _is_eligible(self, obj: int) -> bool:
         return self.state[obj] == RESIDENT and not self.in_use[obj] and not self.pinned[obj]
+
+    def _make_eligible(self) -> Callable[[int], bool]:
+        """The predicate handed to policy.victim(): resident and not in use by a cell.
+
+        Pinned objects need no test here: they never enter a policy's order (check() asserts it).
+        `_guard` holds the cell the single-partition serve_cell is serving (empty otherwise).
+        """
+        state = self.state
+        in_use = self.in_use
+        guard = self._guard
+
+        def eligible(obj: int) -> bool:
+            return state[obj] == RESIDENT and not in_use[obj] and obj not in guard
+
+        return eligible
 
     # ---- the protocol ------------------------------------------------------------------------
     def begin_pass(self, pass_index: int, now: float = 0.0) -> None:
@@ -213,7 +257,10 @@ class CacheCore:
 
         Returns the victims (possibly empty), or None when obj cannot be admitted (every other
         object is protected, obj is larger than the partition, or the policy refuses): the caller
-        then streams it through a temporary buffer (a miss that leaves no residue).
+        then streams it through a temporary buffer (a miss that leaves no residue). Victims evicted
+        before the core found it could not make enough room stay evicted (the room stays free);
+        that needs objects larger than the smallest resident one, or a protected set that fills
+        the partition.
         """
         if self.state[obj] != ABSENT:
             return []
@@ -221,20 +268,20 @@ class CacheCore:
         policy = self.policies[part]
         size = self.object_bytes[obj]
         capacity = self.capacity[part]
-        if size > capacity or not policy.admit(obj):
-            if not prefetch:
-                self.counters.bypasses += 1
-            return None
         victims: list[int] = []
-        while self.used[part] + size > capacity:
-            victim = policy.victim(self._eligible)
-            if victim is None:
-                # Roll back nothing: victims already evicted stay evicted (the room is still useful).
+        if self.used[part] + size > capacity:
+            if size > capacity or not policy.admit(obj, prefetch):
                 if not prefetch:
                     self.counters.bypasses += 1
                 return None
-            self._evict(victim, part, policy)
-            victims.append(victim)
+            while self.used[part] + size > capacity:
+                victim = policy.victim(self._eligible)
+                if victim is None:
+                    if not prefetch:
+                        self.counters.bypasses += 1
+                    return None
+                self._evict(victim, part, policy)
+                victims.append(victim)
         self.used[part] += size
         self.state[obj] = IN_FLIGHT
         policy.on_insert(obj, now, prefetch)
@@ -266,6 +313,209 @@ class CacheCore:
             if in_use[obj]:
                 in_use[obj] -= 1
 
+    def serve_cell(self, objs: Sequence[int], now: float = 0.0,
+                   victims_out: list[tuple[int, int]] | None = None) -> tuple[list[int], Sequence[int]]:
+        """begin_cell, then admit and fill every miss, then end_cell: one cell with no clock.
+
+        Returns the outcomes and the positions (in `objs`) of misses that could not be admitted.
+        With `victims_out`, appends (position, victim) for every eviction. The result is the one
+        the four protocol calls give when driven by hand (tests/sim check it for every policy);
+        the calls are inlined, and the policies' hooks bound once, because the count replay spends
+        most of its time here.
+        """
+        state = self.state
+        in_use = self.in_use
+        seen = self.seen
+        pinned = self.pinned
+        partition_of = self.partition_of
+        on_access = self._on_access
+        prefetched_unused = self.prefetched_unused
+        evicted_in_pass = self.evicted_in_pass
+        pass_index = self.pass_index
+        outcomes = []
+        append = outcomes.append
+        missed = None
+        k = 0
+        for obj in objs:
+            s = state[obj]
+            if s == RESIDENT:
+                append(HIT)
+                seen[obj] = 1
+                if prefetched_unused[obj]:
+                    prefetched_unused[obj] = 0
+                    self.counters.prefetch_useful += 1
+                if not pinned[obj]:
+                    on_access[partition_of[obj]](obj, now)
+            elif s == IN_FLIGHT:
+                append(LATE)
+                seen[obj] = 1
+                if prefetched_unused[obj]:
+                    prefetched_unused[obj] = 0
+                    self.counters.prefetch_late += 1
+                on_access[partition_of[obj]](obj, now)
+            else:
+                if missed is None:
+                    missed = [k]
+                else:
+                    missed.append(k)
+                if not seen[obj]:
+                    append(MISS_COMPULSORY)
+                    seen[obj] = 1
+                elif evicted_in_pass[obj] == pass_index:
+                    append(MISS_COLLISION)
+                else:
+                    append(MISS_CAPACITY)
+            if in_use[obj] < 255:
+                in_use[obj] += 1
+            k += 1
+        bypassed: Sequence[int] = _NO_BYPASS
+        if missed is not None:
+            sizes = self.object_bytes
+            capacity = self.capacity
+            used = self.used
+            eligible = self._eligible
+            counters = self.counters
+            for k in missed:
+                obj = objs[k]
+                part = partition_of[obj]
+                size = sizes[obj]
+                cap = capacity[part]
+                if used[part] + size > cap:
+                    admit = self._admit[part]
+                    refused = size > cap or (admit is not None and not admit(obj, False))
+                    victim_of = self._victim[part]
+                    on_evict = self._on_evict[part]
+                    while not refused and used[part] + size > cap:
+                        victim = victim_of(eligible)
+                        if victim is None:
+                            refused = True
+                            break
+                        # CacheCore._evict, inlined
+                        state[victim] = ABSENT
+                        used[part] -= sizes[victim]
+                        evicted_in_pass[victim] = pass_index
+                        counters.evictions += 1
+                        if prefetched_unused[victim]:
+                            prefetched_unused[victim] = 0
+                            counters.prefetch_wasted += 1
+                        on_evict(victim)
+                        if victims_out is not None:
+                            victims_out.append((k, victim))
+                    if refused:
+                        counters.bypasses += 1
+                        if bypassed is _NO_BYPASS:
+                            bypassed = []
+                        bypassed.append(k)  # type: ignore[union-attr]
+                        continue
+                used[part] += size
+                state[obj] = RESIDENT
+                self._on_insert[part](obj, now, False)
+        for obj in objs:
+            if in_use[obj]:
+                in_use[obj] -= 1
+        return outcomes, bypassed
+
+    def _serve_cell_single(self, objs: Sequence[int], now: float = 0.0,
+                           victims_out: list[tuple[int, int]] | None = None) -> tuple[list[int], Sequence[int]]:
+        """serve_cell for one partition (scope global): the same steps without partition look-ups.
+
+        Installed as `serve_cell` by __init__ when there is a single partition; tests compare both
+        against the protocol driven by hand. The cell's objects are protected through the guard set
+        the eligibility test reads, which costs less than counting them in and out of `in_use`.
+        """
+        state = self.state
+        seen = self.seen
+        pinned = self.pinned
+        on_access = self._on_access[0]
+        prefetched_unused = self.prefetched_unused
+        evicted_in_pass = self.evicted_in_pass
+        pass_index = self.pass_index
+        outcomes: list[int] = []
+        append = outcomes.append
+        missed = None
+        k = 0
+        for obj in objs:
+            s = state[obj]
+            if s == RESIDENT:
+                append(HIT)
+                if prefetched_unused[obj]:
+                    # the first demand for a prefetched object: from now on it counts as seen
+                    prefetched_unused[obj] = 0
+                    seen[obj] = 1
+                    self.counters.prefetch_useful += 1
+                if not pinned[obj]:
+                    on_access(obj, now)
+            elif s == IN_FLIGHT:
+                append(LATE)
+                seen[obj] = 1
+                if prefetched_unused[obj]:
+                    prefetched_unused[obj] = 0
+                    self.counters.prefetch_late += 1
+                on_access(obj, now)
+            else:
+                if missed is None:
+                    missed = [k]
+                else:
+                    missed.append(k)
+                if not seen[obj]:
+                    append(MISS_COMPULSORY)
+                    seen[obj] = 1
+                elif evicted_in_pass[obj] == pass_index:
+                    append(MISS_COLLISION)
+                else:
+                    append(MISS_CAPACITY)
+            k += 1
+        if missed is None:
+            return outcomes, _NO_BYPASS
+        guard = self._guard
+        guard.update(objs)
+        bypassed: Sequence[int] = _NO_BYPASS
+        sizes = self.object_bytes
+        cap = self.capacity[0]
+        used = self.used[0]
+        eligible = self._eligible
+        admit = self._admit[0]
+        victim_of = self._victim[0]
+        on_evict = self._on_evict[0]
+        on_insert = self._on_insert[0]
+        evictions = 0
+        for k in missed:
+            obj = objs[k]
+            size = sizes[obj]
+            if used + size > cap:
+                victim = None
+                if size <= cap and (admit is None or admit(obj, False)):
+                    while True:
+                        victim = victim_of(eligible)
+                        if victim is None:
+                            break
+                        # CacheCore._evict, inlined
+                        state[victim] = ABSENT
+                        used -= sizes[victim]
+                        evicted_in_pass[victim] = pass_index
+                        evictions += 1
+                        if prefetched_unused[victim]:
+                            prefetched_unused[victim] = 0
+                            self.counters.prefetch_wasted += 1
+                        on_evict(victim)
+                        if victims_out is not None:
+                            victims_out.append((k, victim))
+                        if used + size <= cap:
+                            break
+                if victim is None:
+                    self.counters.bypasses += 1
+                    if bypassed is _NO_BYPASS:
+                        bypassed = []
+                    bypassed.append(k)  # type: ignore[union-attr]
+                    continue
+            used += size
+            state[obj] = RESIDENT
+            on_insert(obj, now, False)
+        guard.clear()
+        self.used[0] = used
+        self.counters.evictions += evictions
+        return outcomes, bypassed
+
     def _evict(self, victim: int, part: int, policy: EvictionPolicy) -> None:
         self.state[victim] = ABSENT
         self.used[part] -= self.object_bytes[victim]
@@ -285,10 +535,29 @@ class CacheCore:
 
     # ---- invariants (tests call this after every step) ---------------------------------------
     def check(self) -> None:
+        """Assert every invariant of the core and of its policies' bookkeeping (O(n); tests only)."""
         used = [0] * len(self.capacity)
+        present: list[set[int]] = [set() for _ in self.capacity]
         for obj, s in enumerate(self.state):
+            assert s in (ABSENT, RESIDENT, IN_FLIGHT), (obj, s)
             if s != ABSENT:
-                used[self.partition_of[obj]] += self.object_bytes[obj]
+                part = self.partition_of[obj]
+                used[part] += self.object_bytes[obj]
+                if not self.pinned[obj]:
+                    present[part].add(obj)
+            else:
+                assert not self.pinned[obj], f"pinned object {obj} is absent"
+                assert not self.prefetched_unused[obj], f"absent object {obj} marked as an unused prefetch"
+            if self.pinned[obj]:
+                assert s == RESIDENT, f"pinned object {obj} not resident"
         assert used == self.used, (used, self.used)
         for part, cap in enumerate(self.capacity):
             assert self.used[part] <= cap, (part, self.used[part], cap)
+        for part, policy in enumerate(self.policies):
+            tracked = policy.tracked_objects()
+            if tracked is not None:
+                tracked_set = set(tracked)
+                assert len(tracked_set) == len(list(policy.tracked_objects() or ())), f"{policy.name}: duplicates"
+                assert tracked_set == present[part], (
+                    f"{policy.name} partition {part}: policy tracks {sorted(tracked_set ^ present[part])[:8]} "
+                    "differently from the core")

@@ -13,7 +13,7 @@ import numpy as np
 
 from moesim.policies.base import PolicyContext
 from moesim.policies.registry import PolicySpec, parse_spec
-from moesim.sim.cache_core import MISS_COMPULSORY, CacheCore, CoreConfig, CoreCounters
+from moesim.sim.cache_core import CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream, build_request_stream
 from moesim.traces.trace import Trace
@@ -53,10 +53,12 @@ class CountResult:
     bypassed: np.ndarray  # bool per request: a miss that could not be admitted
     counters: CoreCounters = field(default_factory=CoreCounters)
     victims: list[tuple[int, int]] | None = None  # (request index, victim obj) if recorded
+    capacities: list[int] | None = None  # bytes per partition as the core resolved them
+    core: CacheCore | None = None  # the core after the last request (final residency, policy state)
 
 
 def make_context(trace: Trace, seed: int, future: StreamFuture | None,
-                 profile_counts: np.ndarray | None = None) -> PolicyContext:
+                 profile_counts: np.ndarray | None = None, offline: bool = False) -> PolicyContext:
     return PolicyContext(
         n_objects=trace.n_objects,
         n_layers=trace.meta.n_layers,
@@ -66,6 +68,7 @@ def make_context(trace: Trace, seed: int, future: StreamFuture | None,
         seed=seed,
         future=future,
         profile_counts=profile_counts,
+        trace=trace if offline else None,
     )
 
 
@@ -75,7 +78,7 @@ def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream,
     spec = spec or parse_spec(config.policy, "eviction")
     offline = bool(getattr(spec.entry.cls, "offline", False))
     future = StreamFuture(stream.obj, trace.n_objects) if offline else None
-    ctx = make_context(trace, config.seed, future, _profile_counts(trace, spec))
+    ctx = make_context(trace, config.seed, future, profile_counts(trace, spec), offline)
     core = CacheCore(
         CoreConfig(capacity_bytes=int(config.capacity_bytes), scope=config.scope,
                    layer_capacity=config.layer_capacity),
@@ -85,8 +88,9 @@ def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream,
     return core, spec, future
 
 
-def _profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
-    """Static policies profile on a prefix of the trace itself when asked to (param `profile_passes`)."""
+def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
+    """Routed accesses per object over the first `profile_passes` passes (0 = all), for policies
+    that have that parameter (static pinning); None for the others."""
     passes = getattr(spec.params, "profile_passes", None)
     if passes is None:
         return None
@@ -95,43 +99,58 @@ def _profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
     return np.bincount(trace.object_ids()[:end], minlength=trace.n_objects)
 
 
-def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = False) -> CountResult:
-    """Replay `trace` through the cache core; O(requests) Python steps, no per-access allocation."""
+def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = False,
+                 spec: PolicySpec | None = None) -> CountResult:
+    """Replay `trace` through the cache core: one CacheCore.serve_cell per protection unit.
+
+    O(requests) Python steps and no per-request objects beyond the outcome list; the stream and the
+    split into passes are built with numpy beforehand.
+    """
     stream = build_request_stream(trace, config.mode)
-    core, spec, future = make_core(trace, config, stream)
+    core, spec, future = make_core(trace, config, stream, spec)
     n_req = stream.n_requests
-    outcomes = np.empty(n_req, dtype=np.int8)
     bypassed = np.zeros(n_req, dtype=bool)
     victims_log: list[tuple[int, int]] | None = [] if record_victims else None
+    cell_victims: list[tuple[int, int]] | None = [] if record_victims else None
     obj_list = stream.obj.tolist()
-    cell_pass = trace.cell_pass()
-    sequential = stream.mode == "sequential"
     req_offsets = stream.cell_offsets.tolist()
-    begin_cell, admit, fill, end_cell = core.begin_cell, core.admit, core.fill, core.end_cell
-    current_pass = -1
-    for c in range(trace.n_cells):
-        p = int(cell_pass[c])
-        if p != current_pass:
-            core.begin_pass(p)
-            current_pass = p
-        lo, hi = req_offsets[c], req_offsets[c + 1]
-        units = [(i, i + 1) for i in range(lo, hi)] if sequential else [(lo, hi)]
-        for a, b in units:
-            objs = obj_list[a:b]
-            if future is not None:
-                future.position = b - 1
-            outs = begin_cell(objs)
-            for k, (obj, out) in enumerate(zip(objs, outs)):
-                if out >= MISS_COMPULSORY:
-                    victims = admit(obj)
-                    if victims is None:
-                        bypassed[a + k] = True
-                    else:
-                        fill(obj)
-                        if victims_log is not None:
-                            victims_log.extend((a + k, v) for v in victims)
-            end_cell(objs)
-            outcomes[a:b] = outs
+    pass_cells = trace.pass_cell_offsets.tolist()
+    sequential = stream.mode == "sequential"
+    serve = core.serve_cell
+    begin_pass = core.begin_pass
+    outcomes: list[int] = []
+    extend = outcomes.extend
+    for p in range(trace.n_passes):
+        begin_pass(p)
+        for c in range(pass_cells[p], pass_cells[p + 1]):
+            lo, hi = req_offsets[c], req_offsets[c + 1]
+            if sequential:
+                units = [(i, i + 1) for i in range(lo, hi)]
+            elif lo == hi:
+                continue
+            else:
+                # event mode, the common case: one protection unit per cell
+                if future is not None:
+                    future.position = hi - 1
+                outs, missed = serve(obj_list[lo:hi], 0.0, cell_victims)
+                extend(outs)
+                if missed:
+                    bypassed[[lo + k for k in missed]] = True
+                if cell_victims:
+                    victims_log.extend((lo + k, v) for k, v in cell_victims)  # type: ignore[union-attr]
+                    cell_victims.clear()
+                continue
+            for a, b in units:
+                if future is not None:
+                    future.position = b - 1
+                outs, missed = serve(obj_list[a:b], 0.0, cell_victims)
+                extend(outs)
+                if missed:
+                    bypassed[[a + k for k in missed]] = True
+                if cell_victims:
+                    victims_log.extend((a + k, v) for k, v in cell_victims)  # type: ignore[union-attr]
+                    cell_victims.clear()
     core.finish()
-    return CountResult(trace=trace, config=config, spec=spec, stream=stream, outcomes=outcomes,
-                       bypassed=bypassed, counters=core.counters, victims=victims_log)
+    return CountResult(trace=trace, config=config, spec=spec, stream=stream,
+                       outcomes=np.asarray(outcomes, dtype=np.int8), bypassed=bypassed,
+                       counters=core.counters, victims=victims_log, capacities=list(core.capacity), core=core)

@@ -12,7 +12,8 @@ class StreamFuture:
 
     `position` is set by the driver to the last request index of the cell being served, so
     `next_use(obj, position)` is the first request for obj after the current cell.
-    Building is O(n log n); a look-up is O(log uses-of-obj).
+    Building is O(n log n). A replay asks with non-decreasing `after` per object, so a per-object
+    cursor answers in amortised O(1); an earlier `after` falls back to a binary search.
     """
 
     def __init__(self, objs: np.ndarray, n_objects: int) -> None:
@@ -23,6 +24,8 @@ class StreamFuture:
         counts = np.bincount(objs, minlength=n_objects)
         self._start = np.zeros(n_objects + 1, dtype=np.int64)
         np.cumsum(counts, out=self._start[1:])
+        self._cursor = self._start[:-1].tolist()
+        self._end = self._start[1:].tolist()
         # next request of the same object, for every request (NEVER if none)
         nxt = np.full(objs.shape[0], NEVER, dtype=np.int64)
         same = objs[order[1:]] == objs[order[:-1]]
@@ -30,9 +33,16 @@ class StreamFuture:
         self.next_request = nxt
 
     def next_use(self, obj: int, after: int) -> int:
-        lo, hi = self._start[obj], self._start[obj + 1]
-        k = lo + int(np.searchsorted(self._positions[lo:hi], after, side="right"))
-        return int(self._positions[k]) if k < hi else NEVER
+        positions = self._positions
+        k = self._cursor[obj]
+        hi = self._end[obj]
+        lo = int(self._start[obj])
+        if k > lo and positions[k - 1] > after:
+            k = lo + int(np.searchsorted(positions[lo:hi], after, side="right"))
+        while k < hi and positions[k] <= after:
+            k += 1
+        self._cursor[obj] = k
+        return int(positions[k]) if k < hi else NEVER
 
     def uses(self, obj: int) -> np.ndarray:
         return self._positions[self._start[obj] : self._start[obj + 1]]

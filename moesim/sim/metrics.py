@@ -7,6 +7,8 @@ Definitions:
 - misses split into compulsory (first request of the object in the trace), collision (the object
   was evicted earlier in the same pass) and capacity (any other).
 - bytes_fetched: bytes copied on demand (misses, bypassed ones included).
+- miss_rate = misses / requests; collisions are reported per request (collision_rate) and per
+  miss (collision_share), since sources quote both (reference/specmd.md section 2.5).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def summary(result: Any) -> dict[str, Any]:
     return {
         "routed_accesses": trace.n_accesses,
         **total,
+        "miss_rate": _ratio(total["misses"], total["requests"]),
+        "collision_rate": _ratio(total["collision"], total["requests"]),
+        "collision_share": _ratio(total["collision"], total["misses"]),
         "by_phase": phases,
         "evictions": c.evictions,
         "bypasses": c.bypasses,
@@ -129,6 +134,10 @@ def _access_token(trace: Any) -> np.ndarray:
     pass_tokens = np.diff(trace.pass_token_offsets)[cell_pass]
     first_tok = trace.pass_token_offsets[cell_pass] + pass_tokens - trace.cell_tokens
     return (first_tok[access_cell] + tok_in_cell).astype(np.int64)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
 
 
 def _scalar(v: Any) -> Any:

@@ -106,6 +106,12 @@ class Trace:
       annotations                   optional per-access columns, e.g. "engine_residency" (int8)
       predictions                   optional per-cell predictions, name -> int array [n_c, n]
                                     (e.g. "lookahead_1": experts layer l+1's gate picks from layer l's state)
+      access_token[n_a] or None     pass-token index (within the pass) of the token each access belongs
+                                    to; None means the canonical layout: a cell's accesses split evenly
+                                    into its cell_tokens tokens, which are the pass's *last* cell_tokens
+                                    tokens (all of them in a full cell; the final prompt token when
+                                    llama.cpp prunes a prefill's last layer). Set only where that does not
+                                    hold; `access_tokens()` gives the index always.
     """
 
     meta: TraceMeta
@@ -121,6 +127,7 @@ class Trace:
     weight: np.ndarray | None = None
     annotations: dict[str, np.ndarray] = field(default_factory=dict)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    access_token: np.ndarray | None = None
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -177,6 +184,43 @@ class Trace:
         _, first = np.unique(tokens, return_index=True)
         return tokens[np.sort(first)]
 
+    def canonical_access_tokens(self) -> np.ndarray | None:
+        """The token index of every access under the canonical layout, or None if a cell's accesses
+        cannot be split evenly over its tokens (then `access_token` must say)."""
+        sizes = np.diff(self.cell_offsets).astype(np.int64)
+        tokens = self.cell_tokens.astype(np.int64)
+        empty = sizes == 0
+        ok = np.where(tokens > 0, (sizes > 0) & (sizes % np.maximum(tokens, 1) == 0), empty)
+        if not ok.all():
+            return None
+        per_token = np.where(tokens > 0, sizes // np.maximum(tokens, 1), 1)
+        first = np.diff(self.pass_token_offsets)[self.cell_pass()] - tokens  # a short cell holds the last tokens
+        within = np.arange(self.n_accesses, dtype=np.int64) - np.repeat(self.cell_offsets[:-1].astype(np.int64), sizes)
+        return (np.repeat(first, sizes) + within // np.repeat(per_token, sizes)).astype(_token_dtype(self))
+
+    def access_tokens(self) -> np.ndarray:
+        """Pass-token index of every access: the stored `access_token`, else the canonical layout.
+
+        Raises UserError if neither exists (a cell whose accesses do not split evenly over its tokens).
+        """
+        if self.access_token is not None:
+            return self.access_token
+        canonical = self.canonical_access_tokens()
+        if canonical is None:
+            raise UserError("a cell's accesses do not split evenly over its tokens and access_token is not set")
+        return canonical
+
+    def normalize_access_token(self) -> None:
+        """Drop `access_token` when it equals the canonical layout (keeps memory compact), else store it
+        in the smallest integer type that holds it."""
+        if self.access_token is None:
+            return
+        canonical = self.canonical_access_tokens()
+        if canonical is not None and np.array_equal(canonical, self.access_token):
+            self.access_token = None
+        else:
+            self.access_token = np.asarray(self.access_token).astype(_token_dtype(self))
+
     def iter_cells(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (cell index, layer, expert ids of its accesses) in execution order."""
         offsets = self.cell_offsets
@@ -210,6 +254,8 @@ class Trace:
             h.update(name.encode() + np.ascontiguousarray(self.annotations[name]).tobytes())
         for name in sorted(self.predictions):
             h.update(name.encode() + np.ascontiguousarray(self.predictions[name]).tobytes())
+        if self.access_token is not None:
+            h.update(b"access_token" + np.ascontiguousarray(self.access_token, dtype=np.int32).tobytes())
         return h.hexdigest()
 
     def nbytes(self) -> int:
@@ -242,6 +288,7 @@ class Trace:
             raise UserError("token_position and token_request differ in length", where)
         if self.cell_tokens.shape[0] != n_c:
             raise UserError("cell_tokens must have one entry per cell", where)
+        _check_cell_tokens(self, where)
         if n_p and not np.isin(self.pass_phase, (PREFILL, DECODE)).all():
             bad = int(np.flatnonzero(~np.isin(self.pass_phase, (PREFILL, DECODE)))[0])
             raise UserError(f"pass {bad}: phase must be 0 (prefill) or 1 (decode)", where)
@@ -275,6 +322,69 @@ class Trace:
                     where,
                 )
             _check_no_duplicate_experts(self, where)
+        if self.access_token is not None:
+            _check_access_token(self, where)
+
+
+def _token_dtype(trace: Trace) -> np.dtype:
+    most = int(np.diff(trace.pass_token_offsets).max(initial=0))
+    return np.dtype(np.int16) if most <= np.iinfo(np.int16).max else np.dtype(np.int32)
+
+
+def _check_cell_tokens(trace: Trace, where: str) -> None:
+    """A cell counts between 0 and its pass's tokens; a cell with accesses has at least one token."""
+    if not trace.n_cells:
+        return
+    pass_tokens = np.diff(trace.pass_token_offsets)[trace.cell_pass()]
+    sizes = np.diff(trace.cell_offsets)
+    bad = np.flatnonzero((trace.cell_tokens < 0) | (trace.cell_tokens > pass_tokens)
+                         | ((sizes > 0) & (trace.cell_tokens == 0)))
+    if bad.size:
+        c = int(bad[0])
+        raise UserError(
+            f"cell {c} (layer {int(trace.cell_layer[c])}): {int(trace.cell_tokens[c])} tokens with "
+            f"{int(sizes[c])} accesses in a pass of {int(pass_tokens[c])} tokens",
+            where,
+        )
+
+
+def _check_access_token(trace: Trace, where: str) -> None:
+    """Each token of a cell is one contiguous run of accesses; runs count cell_tokens; ids fit the pass."""
+    tok = np.asarray(trace.access_token)
+    n_a = trace.n_accesses
+    if tok.shape != (n_a,):
+        raise UserError("access_token must have one entry per access", where)
+    if not n_a:
+        return
+    if not np.issubdtype(tok.dtype, np.integer):
+        raise UserError("access_token must be integers", where)
+    cell = trace.access_cell()
+    limit = np.diff(trace.pass_token_offsets)[trace.cell_pass()][cell]
+    bad = np.flatnonzero((tok < 0) | (tok >= limit))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(f"access {i}: token {int(tok[i])} outside its pass's 0..{int(limit[i]) - 1}", where)
+    starts = np.ones(n_a, dtype=bool)
+    starts[1:] = (cell[1:] != cell[:-1]) | (tok[1:] != tok[:-1])
+    runs = np.bincount(cell[starts], minlength=trace.n_cells)
+    keys = cell[starts].astype(np.int64) * (int(limit.max()) + 1) + tok[starts]
+    if np.unique(keys).size != keys.size:
+        order = np.argsort(keys, kind="stable")
+        dup = order[1:][keys[order][1:] == keys[order][:-1]][0]
+        c = int(cell[starts][dup])
+        raise UserError(f"cell {c}: the accesses of token {int(tok[starts][dup])} are not contiguous", where)
+    bad_cell = np.flatnonzero(runs != trace.cell_tokens)
+    if bad_cell.size:
+        c = int(bad_cell[0])
+        raise UserError(f"cell {c}: access_token names {int(runs[c])} tokens, cell_tokens says "
+                        f"{int(trace.cell_tokens[c])}", where)
+    k = trace.meta.top_k
+    if k:
+        lengths = np.diff(np.append(np.flatnonzero(starts), n_a))
+        bad = np.flatnonzero(lengths != k)
+        if bad.size:
+            c = int(cell[np.flatnonzero(starts)[bad[0]]])
+            raise UserError(f"cell {c}: a token has {int(lengths[bad[0]])} accesses at top-{k}", where)
 
 
 def _check_offsets(offsets: np.ndarray, n: int, total: int, name: str, where: str) -> None:
@@ -325,6 +435,8 @@ def build_trace(
     cell_tokens: list[int] = []
     experts: list[int] = []
     weights: list[float] = []
+    access_token: list[int] = []
+    uneven = False  # some cell's tokens route to different numbers of experts
     has_weights = None
     for p, spec in enumerate(passes):
         pass_phase.append(int(spec.get("phase", DECODE)))
@@ -342,8 +454,12 @@ def build_trace(
                 has_weights = per_token_w is not None
             cell_layer.append(int(layer))
             cell_tokens.append(len(per_token))
+            if len({len(row) for row in per_token}) > 1:
+                uneven = True
+            first_token = len(tokens) - len(per_token)  # a cell with fewer tokens holds the pass's last ones
             for t, row in enumerate(per_token):
                 experts.extend(int(e) for e in row)
+                access_token.extend([first_token + t] * len(row))
                 if has_weights:
                     if per_token_w is None:
                         raise ValueError("either every cell has weights or none does")
@@ -362,7 +478,9 @@ def build_trace(
         cell_tokens=np.asarray(cell_tokens, dtype=np.int32),
         expert=np.asarray(experts, dtype=expert_dtype(meta.n_experts)),
         weight=np.asarray(weights, dtype=np.float16) if has_weights else None,
+        access_token=np.asarray(access_token, dtype=np.int32) if uneven else None,
     )
+    trace.normalize_access_token()
     return trace
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
 from moesim.policies.registry import register
@@ -14,6 +14,8 @@ class LRU(EvictionPolicy):
     """Least recently used. A prefetch insertion counts as a use, as in mixtral-offloading's cache.
 
     Per-layer LRU (mixtral-offloading's eviction groups) is this policy with `--scope layer`.
+    Identical hit counts to libCacheSim's LRU on unit-size objects (tests/policies check it).
+    O(1) per hook; victim() skips only protected objects at the cold end.
     """
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
@@ -34,3 +36,6 @@ class LRU(EvictionPolicy):
             if eligible(obj):
                 return obj
         return None
+
+    def tracked_objects(self) -> Iterable[int]:
+        return self._order

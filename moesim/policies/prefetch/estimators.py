@@ -1,0 +1,111 @@
+"""Online estimates of which experts a layer will need, learned only from cells already served.
+
+Both estimators count *cells*, not tokens: what a prefetcher must predict is whether an expert is
+needed by the next cell at all (a cell's experts are needed together), and counting tokens would
+let one long prefill outweigh hundreds of decode steps.
+
+- LayerFrequency: f_l(y) = cells of layer l that used y / cells of layer l.
+- MarkovChain: P(y at l+1 | x at l) = (C_l(x, y) + alpha * f_{l+1}(y)) / (C_l(x) + alpha), where
+  C_l(x, y) counts consecutive cells (l, then l+1, same pass) with x in the first and y in the second
+  and C_l(x) counts the first kind. The smoothing is a Dirichlet-style prior centred on the next
+  layer's frequency: a source never seen backs off to the frequency predictor, and `alpha` is how
+  many observations the prior weighs. Both are probabilities that y is *needed* (they sum to about
+  top-k over y, not to 1).
+Multi-token cells (prefill) learn cell-level co-occurrence: every expert of cell l paired with every
+expert of cell l+1, because which token went where is not part of what a prefetcher observes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.errors import UserError
+
+MAX_MARKOV_ENTRIES = 1 << 27
+"""Transition-table size limit (int32 entries, 512 MiB): experts, not token-indexed rows."""
+
+
+class LayerFrequency:
+    """Per layer, the number of cells seen and, per expert, the number of cells that used it."""
+
+    def __init__(self, n_layers: int, n_experts: int) -> None:
+        self.cells = np.zeros(n_layers, dtype=np.int64)
+        self.used = np.zeros((n_layers, n_experts), dtype=np.int64)
+
+    def observe(self, layer: int, experts: np.ndarray) -> None:
+        """Count one cell of `layer` that used the distinct local expert ids `experts`."""
+        self.cells[layer] += 1
+        self.used[layer, experts] += 1
+
+    def probability(self, layer: int) -> np.ndarray:
+        """f_layer(y) for every expert y (zeros before the layer's first cell)."""
+        cells = self.cells[layer]
+        if cells == 0:
+            return np.zeros(self.used.shape[1], dtype=np.float64)
+        return self.used[layer] / float(cells)
+
+    def seen(self, layer: int) -> np.ndarray:
+        """Mask of the experts of `layer` used at least once so far."""
+        return self.used[layer] > 0
+
+
+class MarkovChain:
+    """Cross-layer transition counts learned online; see the module docstring for the estimate.
+
+    observe: O(|x| * |y|) per cell. predict: O(E^2) per step ahead (a dense E x E row block).
+    """
+
+    def __init__(self, n_layers: int, n_experts: int, alpha: float) -> None:
+        entries = max(n_layers - 1, 0) * n_experts * n_experts
+        if entries > MAX_MARKOV_ENTRIES:
+            raise UserError(
+                f"{n_layers} layers x {n_experts}^2 experts is too large for a cross-layer transition table "
+                f"({entries} entries, limit {MAX_MARKOV_ENTRIES}); use a frequency predictor",
+                "markov prefetch",
+            )
+        self.alpha = float(alpha)
+        self.n_experts = n_experts
+        self.frequency = LayerFrequency(n_layers, n_experts)
+        self.pair = np.zeros((max(n_layers - 1, 0), n_experts, n_experts), dtype=np.int32)
+        self.source = np.zeros((max(n_layers - 1, 0), n_experts), dtype=np.int64)
+        self._last: tuple[int, int, np.ndarray] | None = None
+
+    def observe(self, pass_index: int, layer: int, experts: np.ndarray) -> None:
+        """Learn from one served cell; `experts` are its distinct local expert ids."""
+        self.frequency.observe(layer, experts)
+        last = self._last
+        if last is not None and last[0] == pass_index and last[1] == layer - 1 and experts.size:
+            prev = last[2]
+            self.pair[layer - 1][np.ix_(prev, experts)] += 1
+            self.source[layer - 1, prev] += 1
+        self._last = (pass_index, layer, experts)
+
+    def transition_rows(self, layer: int, sources: np.ndarray) -> np.ndarray:
+        """P(y at layer+1 | x at layer) for every x in `sources` (rows) and every y (columns)."""
+        prior = self.frequency.probability(layer + 1)
+        counts = self.pair[layer][sources].astype(np.float64)
+        return (counts + self.alpha * prior) / (self.source[layer, sources] + self.alpha)[:, None]
+
+    def predict(self, layer: int, experts: np.ndarray, steps: int) -> list[np.ndarray]:
+        """Need-probabilities for layers layer+1 .. layer+steps given the current cell's experts.
+
+        Step one averages the rows of the current experts (each weighs the same); each further
+        step uses the previous step's probabilities, normalised, as the mixture over sources.
+        """
+        out: list[np.ndarray] = []
+        weights = np.zeros(self.n_experts, dtype=np.float64)
+        if experts.size == 0:
+            return out
+        weights[experts] = 1.0
+        for step in range(steps):
+            src_layer = layer + step
+            if src_layer + 1 >= self.frequency.cells.shape[0]:
+                break
+            total = weights.sum()
+            if total <= 0:
+                break
+            sources = np.flatnonzero(weights)
+            probs = (weights[sources] / total) @ self.transition_rows(src_layer, sources)
+            out.append(probs)
+            weights = probs
+        return out

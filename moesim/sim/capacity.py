@@ -1,0 +1,72 @@
+"""Cache capacities from the command line: shares of the routed bytes, sizes with units, or slots.
+
+    "5%"        5 % of Trace.total_object_bytes() (every routed expert of every layer)
+    "4000MiB"   a size with a unit (MiB = 2^20 bytes, MB = 10^6; see moesim.units)
+    "51slots"   room for 51 objects of the trace's largest object size
+    "1%,5%,25%" several at once (a miss-ratio curve)
+Bytes are rounded down to whole bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from moesim.errors import UserError
+from moesim.traces.trace import Trace
+from moesim.units import parse_size_or_fraction
+
+_SLOTS = re.compile(r"^\s*(\d+)\s*slots?\s*$")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One capacity as given (`text`) and as resolved for a trace (`bytes`)."""
+
+    text: str
+    bytes: int
+
+
+def parse_capacity(text: str, trace: Trace, where: str = "--capacity") -> Capacity:
+    stripped = text.strip()
+    if not stripped:
+        raise UserError("empty capacity", where)
+    slots = _SLOTS.match(stripped)
+    if slots:
+        largest = max(int(b) for b in trace.meta.object_bytes)
+        return Capacity(stripped, int(slots.group(1)) * largest)
+    value = parse_size_or_fraction(stripped, float(trace.total_object_bytes()), where)
+    if not math.isfinite(value):
+        raise UserError(f"{text!r} is not a finite capacity", where)
+    return Capacity(stripped, int(math.floor(value)))
+
+
+def parse_capacity_list(text: str, trace: Trace, where: str = "--capacity") -> list[Capacity]:
+    """"1%,5%,4000MiB,51slots" -> one Capacity each, in the order given."""
+    parts = [p for p in text.split(",")]
+    if not any(p.strip() for p in parts):
+        raise UserError("no capacity given", where)
+    return [parse_capacity(p, trace, where) for p in parts if p.strip()]
+
+
+def layer_capacities(capacity_bytes: int, weights: list[float] | None, n_layers: int,
+                     where: str = "--layer-weights") -> tuple[int, ...] | None:
+    """Split a capacity over layers in proportion to `weights` (None: the core splits evenly)."""
+    if weights is None:
+        return None
+    if len(weights) != n_layers:
+        raise UserError(f"{len(weights)} weights for {n_layers} layers", where)
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise UserError("weights must be non-negative numbers with a positive sum", where)
+    total = float(sum(weights))
+    return tuple(int(math.floor(capacity_bytes * w / total)) for w in weights)
+
+
+def parse_weights(text: str | None, where: str = "--layer-weights") -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"cannot read {text!r} as comma-separated numbers", where) from None
