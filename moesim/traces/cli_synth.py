@@ -34,14 +34,14 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("fit", help="fit synthetic-trace settings to a trace and report the match")
-    p.add_argument("trace", help="trace file, or the name of a bundled trace")
+    p.add_argument("trace", help="trace file, or a bundled trace (qwen, gemma, switch-base-8)")
     p.add_argument("--out", metavar="PARAMS.yaml", help="write the fitted settings (for synth --from-fit)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit's simulations and of the settings")
     add_json_flag(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("stats", help="statistics of a trace: popularity, reuse, working sets, predictors")
-    p.add_argument("trace", help="trace file, or the name of a bundled trace")
+    p.add_argument("trace", help="trace file, or a bundled trace (qwen, gemma, switch-base-8)")
     p.add_argument("--phase", choices=("all", "prefill", "decode"), default="all",
                    help="accesses the per-layer and whole-trace counts cover (predictors always use decode)")
     p.add_argument("--k", type=int, help="k of the top-k coverage (default: the trace's top_k)")
@@ -52,20 +52,16 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
 
 # ---- loading -----------------------------------------------------------------------------------
 def load_trace_arg(arg: str):
-    """A trace from a path, or from a bundled trace's name when no such file exists."""
-    path = Path(arg)
-    if path.exists():
-        from moesim.traces.io import load_trace
+    """A trace from a path (any format load_trace detects), `bundled:NAME`, or a bare bundled name."""
+    from moesim.traces.io import BUNDLED_PREFIX, load_trace
 
-        return load_trace(path)
-    try:
-        from moesim.traces.bundled import load_bundled
-    except ModuleNotFoundError:
-        raise UserError("no such trace file", arg) from None
-    try:
-        return load_bundled(arg)
-    except (UserError, KeyError, FileNotFoundError):
-        raise UserError("no such trace file, and no bundled trace of that name", arg) from None
+    if arg.startswith(BUNDLED_PREFIX) or Path(arg).exists():
+        return load_trace(arg)
+    from moesim.traces.bundled import bundled_names
+
+    if arg in bundled_names():
+        return load_trace(BUNDLED_PREFIX + arg)
+    raise UserError(f"no such trace file, and no bundled trace of that name ({', '.join(bundled_names())})", arg)
 
 
 def _read_fit_file(path: str):
@@ -162,10 +158,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _records(table) -> list[dict[str, Any]]:
-    out = []
-    for row in table.to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    return out
+    return _no_nan(table.to_dict(orient="records"))
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (a statistic with nothing to measure) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _render_fit(r: dict[str, Any], table) -> str:
@@ -195,10 +199,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise UserError(f"k must be positive, got {args.k}", "--k")
     trace = load_trace_arg(args.trace)
     result = compute_stats(trace, phase=args.phase, k=args.k)
-    report = result.to_dict(per_layer=args.per_layer)
+    report = _no_nan(result.to_dict(per_layer=args.per_layer))
     report["trace"] = args.trace
-    if args.per_layer:
-        report["per_layer"] = _records(result.per_layer)
     emit(args, report, lambda r: _render_stats(r, result.per_layer if args.per_layer else None))
     return 0
 

@@ -39,6 +39,7 @@ ZIPF_MAX = 4.0
 REUSE_MAX = 0.95
 MIN_SIM_DECODE_TOKENS = 1024  # per fit simulation: the real requests repeated up to this many decode tokens
 DEFAULT_MAX_REQUESTS = 64
+FIT_LAYER_PAIRS = 16  # consecutive-layer pairs the fit's cross-layer target is measured on
 _STEP = {"zipf": 0.15, "active": 0.08, "reuse": 0.08}
 
 
@@ -60,11 +61,13 @@ class RequestStats:
     requests: int
 
 
-def request_stats(trace: Trace, max_requests: int = DEFAULT_MAX_REQUESTS) -> RequestStats:
+def request_stats(trace: Trace, max_requests: int = DEFAULT_MAX_REQUESTS, cross: bool = True,
+                  max_layer_pairs: int | None = None) -> RequestStats:
     """Per-request decode statistics of the first `max_requests` requests (by id).
 
     Coverage, distinct experts and entropy are per (request, layer), averaged over requests;
-    overlap pools the whole trace's decode rows (it does not depend on length).
+    overlap pools the whole trace's decode rows (it does not depend on length). The cross-layer
+    statistics (the costly part) are NaN unless `cross`, over at most `max_layer_pairs` pairs.
     """
     n_layers, n_experts = trace.meta.n_layers, trace.meta.n_experts
     rows = stats.token_rows(trace)
@@ -88,14 +91,15 @@ def request_stats(trace: Trace, max_requests: int = DEFAULT_MAX_REQUESTS) -> Req
         return (values * present).sum(axis=0) / n_present
 
     overlap, _ = stats.lag_overlap(trace, 1, rows, per_layer=False)
-    cross = stats.cross_layer_predictability(trace, max_requests, rows)
+    xl = (stats.cross_layer_predictability(trace, max_requests, rows, max_layer_pairs) if cross
+          else stats.CrossLayer(float("nan"), float("nan"), 0, 0))
     return RequestStats(
         coverage=mean_over_requests(stats.topk_coverage(counts, k)),
         distinct=mean_over_requests(stats.distinct_per_layer(counts)),
         entropy=mean_over_requests(stats.entropy_bits(counts)),
         overlap=overlap,
-        cross_gain=cross.gain,
-        cross_transition=cross.transition,
+        cross_gain=xl.gain,
+        cross_transition=xl.transition,
         decode_tokens=float(tokens.max(axis=1).mean()),
         requests=n_req,
     )
@@ -158,7 +162,7 @@ class _Simulator:
         self.base, self.pre, self.dec = base, pre, dec
         self.runs = 0
 
-    def __call__(self, knobs: _Knobs) -> RequestStats:
+    def __call__(self, knobs: _Knobs, cross: bool = True) -> RequestStats:
         cfg = dataclasses.replace(
             self.base,
             zipf=tuple(float(z) for z in knobs.zipf),
@@ -167,7 +171,8 @@ class _Simulator:
             cross_layer=float(knobs.cross),
         )
         self.runs += 1
-        return request_stats(generate_with_lengths(cfg, self.pre, self.dec), max_requests=self.pre.size)
+        trace = generate_with_lengths(cfg, self.pre, self.dec)
+        return request_stats(trace, self.pre.size, cross, FIT_LAYER_PAIRS)
 
 
 def _residual(target: RequestStats, sim: RequestStats, n_experts: int) -> np.ndarray:
@@ -203,7 +208,7 @@ def fit_with_report(trace: Trace, seed: int = 0, max_requests: int = DEFAULT_MAX
     if not meta.top_k:
         raise UserError("fit needs a trace with a fixed top_k", "fit")
     n_layers, n_experts, k = meta.n_layers, meta.n_experts, int(meta.top_k)
-    target = request_stats(trace, max_requests)
+    target = request_stats(trace, max_requests, max_layer_pairs=FIT_LAYER_PAIRS)
     pre_all, dec_all = request_lengths(trace)
     decode_tokens = np.diff(trace.pass_token_offsets)[trace.pass_phase == DECODE]
     shape = SynthConfig(
@@ -227,7 +232,7 @@ def fit_with_report(trace: Trace, seed: int = 0, max_requests: int = DEFAULT_MAX
 
     # starting point: coverage(zipf) from one simulation whose layers are the grid points
     grid = dataclasses.replace(sim.base, n_layers=ZIPF_GRID.size, object_bytes=(1,), zipf=tuple(ZIPF_GRID))
-    grid_cov = np.maximum.accumulate(request_stats(generate_with_lengths(grid, pre, dec), pre.size).coverage)
+    grid_cov = np.maximum.accumulate(request_stats(generate_with_lengths(grid, pre, dec), pre.size, cross=False).coverage)
     x = _Knobs(
         zipf=np.interp(target.coverage, grid_cov, ZIPF_GRID),
         active=np.clip(target.distinct / n_experts * 1.15, min_active, 1.0),
@@ -307,9 +312,9 @@ def _jacobian(sim: _Simulator, x: _Knobs, base: RequestStats, n_experts: int, mi
     dz = _STEP["zipf"]
     da = -_STEP["active"] if float(np.mean(x.active)) + _STEP["active"] > 1.0 else _STEP["active"]
     dr = _STEP["reuse"]
-    moved_z = sim(dataclasses.replace(x, zipf=np.clip(x.zipf + dz, 0.0, ZIPF_MAX)))
-    moved_a = sim(dataclasses.replace(x, active=np.clip(x.active + da, min_active, 1.0)))
-    moved_r = sim(dataclasses.replace(x, reuse=_clip(x.reuse + dr, 0.0, REUSE_MAX)))
+    moved_z = sim(dataclasses.replace(x, zipf=np.clip(x.zipf + dz, 0.0, ZIPF_MAX)), cross=False)
+    moved_a = sim(dataclasses.replace(x, active=np.clip(x.active + da, min_active, 1.0)), cross=False)
+    moved_r = sim(dataclasses.replace(x, reuse=_clip(x.reuse + dr, 0.0, REUSE_MAX)), cross=False)
 
     def column(d: RequestStats, step: float) -> np.ndarray:
         return np.stack([(d.coverage - base.coverage) / step, (d.distinct - base.distinct) / n_experts / step], 1)

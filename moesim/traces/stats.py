@@ -356,8 +356,10 @@ class CrossLayer:
         return self.transition - self.frequency
 
 
-def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: TokenRows | None = None) -> CrossLayer:
-    """Cross-layer predictability of the first `max_requests` requests' decode tokens.
+def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: TokenRows | None = None,
+                               max_layer_pairs: int | None = None) -> CrossLayer:
+    """Cross-layer predictability of the first `max_requests` requests' decode tokens, over all
+    consecutive layer pairs or `max_layer_pairs` of them spread evenly (the fit's budget).
 
     For token t, layer l -> l+1 (A = its layer-l experts, B = its layer-(l+1) experts), with C_l
     the request's transition counts and M_l its layer-(l+1) counts, both minus t's own:
@@ -379,6 +381,10 @@ def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: Token
     order = _sort_order(req, pos, lay)
     req, pos, lay, src = req[order], pos[order], lay[order], dec[order]
     nxt = np.flatnonzero((req[1:] == req[:-1]) & (pos[1:] == pos[:-1]) & (lay[1:] == lay[:-1] + 1))
+    if max_layer_pairs is not None and max_layer_pairs < n_layers - 1:
+        chosen = np.zeros(n_layers, dtype=bool)
+        chosen[np.unique(np.rint(np.linspace(0, n_layers - 2, max(max_layer_pairs, 1))).astype(np.int64))] = True
+        nxt = nxt[chosen[lay[nxt]]]
     a_all = rows.experts[src[nxt]].astype(np.int64)
     b_all = rows.experts[src[nxt + 1]].astype(np.int64)
     r_all, l_all = req[nxt], lay[nxt]

@@ -4,6 +4,7 @@ BigMoeOnEdge's findings.md reports for its qwen and gemma traces."""
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -286,13 +287,16 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
 
 # ---- BigMoeOnEdge findings.md §1 and "What the routing looks like" ---------------------------------
 def _findings_trace(name: str):
-    """The shared BigMoeOnEdge trace through the project's importer (skipped when either is absent)."""
+    """The shared BigMoeOnEdge CSV through the project's importer: ../shared/traces beside the
+    repository, or MOESIM_SHARED_TRACES, or ../../shared/traces for a worktree one level deeper."""
     io = pytest.importorskip("moesim.traces.io", reason="moesim.traces.io (the trace importer) is not present")
-    for base in (REPO.parent, REPO.parent.parent):
-        path = base / "shared" / "traces" / "bigmoeonedge" / f"{name}.route.csv"
+    roots = [Path(os.environ["MOESIM_SHARED_TRACES"])] if "MOESIM_SHARED_TRACES" in os.environ else []
+    roots += [REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces"]
+    for root in roots:
+        path = root / "bigmoeonedge" / f"{name}.route.csv"
         if path.exists():
             return io.load_trace(path)
-    pytest.skip(f"{name}.route.csv not found beside the repository (../shared/traces/bigmoeonedge)")
+    pytest.skip(f"{name}.route.csv is not in ../shared/traces/bigmoeonedge (set MOESIM_SHARED_TRACES)")
 
 
 # findings.md §1: temporal, static, static from the prompt (percent); lag profile for qwen

@@ -214,8 +214,16 @@ def test_help_lists_every_setting():
     assert all(help_ for _, _, help_ in help_table())
 
 
-def test_a_model_name_needs_the_catalog():
-    if importlib.util.find_spec("moesim.traces.catalog") is not None:
-        pytest.skip("the model catalog is present; its own tests cover names")
-    with pytest.raises(UserError, match="catalog is not available"):
-        generate(SynthConfig(model="OLMoE-1B-7B"))
+@pytest.mark.parametrize("name,model", [("olmoe", "olmoe-1b-7b"), ("qwen3", "qwen3-30b-a3b"), ("mixtral", "mixtral-8x7b")])
+def test_a_model_name_takes_its_shapes_from_the_catalog(name, model):
+    """The catalog computes expert bytes from the models' shapes: the presets must agree with it."""
+    if importlib.util.find_spec("moesim.traces.catalog") is None:
+        with pytest.raises(UserError, match="catalog is not available"):
+            generate(SynthConfig(model=model))
+        return
+    got = SynthConfig(model=model).resolved()
+    want = preset(name)
+    assert (got.n_layers, got.n_experts, got.top_k, got.object_bytes) == (
+        want.n_layers, want.n_experts, want.top_k, want.object_bytes)
+    t = generate(SynthConfig(model=model, n_requests=1, decode=LengthDist.parse("2", 0)))
+    assert (t.meta.n_layers, t.meta.n_experts, t.meta.top_k) == (want.n_layers, want.n_experts, want.top_k)
