@@ -18,7 +18,7 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
         help="generate a synthetic routing trace",
-        description="Generate a seeded synthetic routing trace (docs/metrics.md explains the knobs).",
+        description="Generate a seeded synthetic routing trace (the model: moesim/traces/synthetic.py; the README section 'Synthetic traces and statistics').",
         epilog=f"settings for --set KEY=VALUE:\n{settings}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -149,7 +149,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "trace": args.trace,
         "config": result.config.to_dict(),
         "match": _records(table),
-        "simulations": result.iterations,
+        "simulations": result.simulations,
         "rms_miss": result.error,
         "out": args.out,
     }

@@ -40,7 +40,10 @@ REUSE_MAX = 0.95
 MIN_SIM_DECODE_TOKENS = 1024  # per fit simulation: the real requests repeated up to this many decode tokens
 DEFAULT_MAX_REQUESTS = 64
 FIT_LAYER_PAIRS = 16  # consecutive-layer pairs the fit's cross-layer target is measured on
-_STEP = {"zipf": 0.15, "active": 0.08, "reuse": 0.08}
+_STEP = {"zipf": 0.15, "active": 0.08, "reuse": 0.08}  # finite-difference steps of the Jacobian
+CROSS_GRID = (0.0, 0.3, 0.6)
+CROSS_MAX = 0.6  # above this the chain from earlier layers swamps each layer's own law: per-layer
+# coverage could no longer be fitted (15-point layer gaps on qwen at 0.95); see docs/metrics.md
 
 
 # ---- per-request statistics --------------------------------------------------------------------
@@ -136,7 +139,7 @@ class FitResult:
     config: SynthConfig
     target: RequestStats
     achieved: RequestStats
-    iterations: int
+    simulations: int
     error: float
 
     def table(self) -> pd.DataFrame:
@@ -189,11 +192,6 @@ def _score(target: RequestStats, sim: RequestStats, n_experts: int) -> float:
     if n_finite(target.cross_gain, sim.cross_gain):
         parts.append((target.cross_gain - sim.cross_gain) ** 2)
     return float(np.sqrt(np.mean(parts)))
-
-
-CROSS_GRID = (0.0, 0.3, 0.6)
-CROSS_MAX = 0.6  # above this the chain from earlier layers swamps each layer's own law: per-layer
-# coverage could no longer be fitted (15-point layer gaps on qwen at 0.95); see docs/metrics.md
 
 
 def fit_with_report(trace: Trace, seed: int = 0, max_requests: int = DEFAULT_MAX_REQUESTS,
@@ -279,7 +277,7 @@ def fit_with_report(trace: Trace, seed: int = 0, max_requests: int = DEFAULT_MAX
         reuse=round(float(x.reuse), 4),
         cross_layer=round(float(x.cross), 4),
     )
-    return FitResult(config=config, target=target, achieved=achieved, iterations=sim.runs, error=err)
+    return FitResult(config=config, target=target, achieved=achieved, simulations=sim.runs, error=err)
 
 
 def _interpolate_cross(tried: list[tuple[float, float]], target: float) -> float:

@@ -2,7 +2,7 @@
 
 Everything here is vectorised numpy over the Trace's columns (a 10 M-access trace takes a few
 seconds; nothing loops over accesses in Python). Formulas are in docs/metrics.md, section
-"Trace statistics"; the two predictor statistics reproduce BigMoeOnEdge's findings.md §1 to the
+"Trace statistics"; the predictor statistics reproduce BigMoeOnEdge's findings.md §1 to the
 printed digit on its qwen and gemma traces (tests/traces/test_stats.py).
 
 Vocabulary: a *token row* is one token's routing at one layer (its k experts); the *decode
@@ -23,6 +23,7 @@ from moesim.traces.trace import DECODE, PHASE_NAMES, PREFILL, Trace
 
 PHASES = ("all", "prefill", "decode")
 DEFAULT_LAGS = tuple(range(1, 9))
+CROSS_LAYER_MAX_EXPERTS = 256  # every MoE in the catalog; dense counts per request beyond that
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -67,11 +68,6 @@ def _sort_order(*keys: np.ndarray) -> np.ndarray:
 
 
 # ---- access-level columns ----------------------------------------------------------------------
-def access_layer(trace: Trace) -> np.ndarray:
-    """Layer of every access (int16)."""
-    return np.repeat(trace.cell_layer, np.diff(trace.cell_offsets))
-
-
 def cell_phase(trace: Trace) -> np.ndarray:
     """Phase (PREFILL/DECODE) of every cell."""
     return trace.pass_phase[trace.cell_pass()]
@@ -252,6 +248,7 @@ class DecodeSequences:
 
 
 def decode_sequences(rows: TokenRows) -> DecodeSequences:
+    """Every request's decode rows per layer, in position order. O(rows log rows)."""
     dec = np.flatnonzero(rows.phase == DECODE)
     order = _sort_order(rows.layer[dec].astype(np.int64), rows.request[dec].astype(np.int64),
                         rows.position[dec].astype(np.int64))
@@ -365,10 +362,14 @@ def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: Token
     the request's transition counts and M_l its layer-(l+1) counts, both minus t's own:
       transition score(e') = sum_{e in A} C_l[e, e'];  frequency score(e') = M_l[e'];
     each guess is the k best scores (ties: higher frequency, then lower expert id), scored as
-    |guess ∩ B| / k and pooled over all (token, layer) rows. O(rows * (k^2 + n_experts)).
+    |guess ∩ B| / k and pooled over all (token, layer) rows. O(rows * (k^2 + n_experts)) time and
+    dense [n_layers, E, E] counts per request, so traces with more than CROSS_LAYER_MAX_EXPERTS
+    experts per layer (token-indexed memories, whose "experts" are vocabulary rows) get NaN.
     """
-    rows = rows or token_rows(trace)
     n_layers, n_experts = trace.meta.n_layers, trace.meta.n_experts
+    if n_experts > CROSS_LAYER_MAX_EXPERTS:
+        return CrossLayer(float("nan"), float("nan"), 0, 0)
+    rows = rows or token_rows(trace)
     k = rows.experts.shape[1]
     dec = np.flatnonzero(rows.phase == DECODE)
     ids = unique_sorted(rows.request[dec])[:max_requests]
@@ -383,7 +384,7 @@ def cross_layer_predictability(trace: Trace, max_requests: int = 64, rows: Token
     nxt = np.flatnonzero((req[1:] == req[:-1]) & (pos[1:] == pos[:-1]) & (lay[1:] == lay[:-1] + 1))
     if max_layer_pairs is not None and max_layer_pairs < n_layers - 1:
         chosen = np.zeros(n_layers, dtype=bool)
-        chosen[np.unique(np.rint(np.linspace(0, n_layers - 2, max(max_layer_pairs, 1))).astype(np.int64))] = True
+        chosen[np.rint(np.linspace(0, n_layers - 2, max(max_layer_pairs, 1))).astype(np.int64)] = True
         nxt = nxt[chosen[lay[nxt]]]
     a_all = rows.experts[src[nxt]].astype(np.int64)
     b_all = rows.experts[src[nxt + 1]].astype(np.int64)

@@ -184,8 +184,8 @@ class SynthConfig:
     )
     cross_layer: float = field(
         default=0.0,
-        metadata=_meta("probability that a fresh expert follows the Markov row of one of the token's experts "
-                       "at the previous layer", float),
+        metadata=_meta("probability that a fresh slot follows the Markov map from the token's expert in the "
+                       "same slot at the previous layer", float),
     )
     markov_block: int = field(
         default=8,
