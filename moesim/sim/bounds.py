@@ -68,9 +68,14 @@ class Bounds:
         return max(passes, must / self.bandwidth)
 
 
+# MIN with bypass: the fewest misses of any policy, including ones that stream a miss instead of
+# caching it (forced-admit MIN only bounds policies that cache every miss).
+BOUND_POLICY = "belady-bypass"
+
+
 def belady_available() -> bool:
     try:
-        lookup("belady", "eviction")
+        lookup(BOUND_POLICY, "eviction")
     except UserError:
         return False
     return True
@@ -105,7 +110,7 @@ def compute_bounds(
     belady_misses = belady_bytes = belady_cum = None
     arrive = np.zeros(n_cells)
     if belady_available():
-        result = count_replay(trace, ReplayConfig(policy="belady", capacity_bytes=int(capacity_bytes), scope=scope,
+        result = count_replay(trace, ReplayConfig(policy=BOUND_POLICY, capacity_bytes=int(capacity_bytes), scope=scope,
                                                   mode="event", seed=seed, layer_capacity=layer_capacity))
         miss = result.outcomes >= MISS_COMPULSORY
         per_cell = np.bincount(stream.cell[miss], weights=req_bytes[miss], minlength=n_cells)

@@ -47,6 +47,7 @@ from moesim.errors import UserError
 from moesim.policies.base import PolicyContext, PrefetchView
 from moesim.policies.miss_handling import CPU, FETCH, SKIP, MissView
 from moesim.policies.registry import PolicySpec, parse_spec
+from moesim.sim.count_replay import profile_counts
 from moesim.sim.cache_core import ABSENT, HIT, MISS_COMPULSORY, CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream, build_request_stream
@@ -173,7 +174,7 @@ class Planner:
             object_bytes=trace.object_bytes_array(),
             seed=config.seed,
             future=self.future,
-            profile_counts=_profile_counts(trace, self.eviction_spec),
+            profile_counts=profile_counts(trace, self.eviction_spec),
             trace=trace,
         )
         # the trace goes only to offline eviction policies; prefetchers get it (oracles, recorded predictions)
@@ -710,10 +711,3 @@ def _plain_context(ctx: PolicyContext) -> PolicyContext:
     """The DRAM tier's policy context: same objects, no future, no trace."""
     return PolicyContext(n_objects=ctx.n_objects, n_layers=ctx.n_layers, n_experts=ctx.n_experts,
                          object_layer=ctx.object_layer, object_bytes=ctx.object_bytes, seed=ctx.seed)
-
-
-def _profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
-    """Static policies profile on a prefix of the trace itself when asked (as count_replay does)."""
-    from moesim.sim.count_replay import _profile_counts as count_profile
-
-    return count_profile(trace, spec)

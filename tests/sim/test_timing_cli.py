@@ -34,14 +34,14 @@ def _args(*argv):
 
 def test_run_timed_from_a_namespace(hand_profile, tmp_path):
     out = tmp_path / "timed.parquet"
-    args = _args("--profile", "hand", "--set", "links.h2d.bandwidth=1 GB/s", "--prefetch", "oracle:lookahead=1",
+    args = _args("--profile", "hand", "--set", "links.h2d.bandwidth=1 GB/s", "--prefetch", "oracle:lookahead=1:cross_pass=true",
                  "--timed-out", str(out))
     summary = cli_timing.run_timed(args, _trace(), 3 * MB)
     assert hand_profile == [("hand", ("links.h2d.bandwidth=1 GB/s",))]
     # the hand timeline of test_timing_hand.test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline
     assert summary["time"]["total_s"] == pytest.approx(7098e-6, abs=1e-12)
     assert summary["config"]["profile_overrides"] == ["links.h2d.bandwidth=1 GB/s"]
-    assert summary["label"] == "lru pf=oracle"
+    assert summary["label"] == "lru pf=oracle:cross_pass=True"
     json.dumps(summary, allow_nan=False)  # JSON-ready
     assert out.exists()
 
@@ -68,7 +68,7 @@ def test_unknown_profile_source_is_a_user_error():
 
 def test_timed_table_ranks_by_tpot_and_adds_bounds(hand_profile):
     summaries = [cli_timing.run_timed(_args("--profile", "hand", "--prefetch", pf), _trace(), 3 * MB, eviction=ev)
-                 for ev, pf in [("lru", "none"), ("lru", "oracle:lookahead=1"), ("belady", "none")]]
+                 for ev, pf in [("lru", "none"), ("lru", "oracle:lookahead=1:cross_pass=true"), ("belady", "none")]]
     table = cli_timing.timed_table(summaries)
     runs = table[table["rank_tpot"].notna()]
     assert runs["tpot_s"].tolist() == sorted(runs["tpot_s"].tolist())

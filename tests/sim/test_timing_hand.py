@@ -63,7 +63,7 @@ def test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline():
     cell 3 [5,7]: 5 hits; 7 misses (evicts 0). gate 6081; copy 6081-7091; stall 1010; ends 7098
     """
     result = timed_replay(_trace(), _profile(),
-                          TimedConfig(eviction="lru", prefetch="oracle:lookahead=1", capacity_bytes=3 * MB))
+                          TimedConfig(eviction="lru", prefetch="oracle:lookahead=1:cross_pass=true", capacity_bytes=3 * MB))
     cells = result.cells
     assert cells["stall_s"].tolist() == pytest.approx([2020 * US, 2006 * US, 2006 * US, 1010 * US], abs=1e-12)
     assert cells["end_s"].tolist() == pytest.approx([2034 * US, 4054 * US, 6074 * US, 7098 * US], abs=1e-12)

@@ -85,7 +85,7 @@ def test_identical_runs_write_identical_files(tmp_path):
     assert paths[0].read_bytes() == paths[1].read_bytes()
     meta = load_timed_metadata(str(paths[0]))
     assert meta["trace_hash"] == trace.content_hash()
-    assert meta["config"]["prefetch"] == {"name": "oracle", "kind": "prefetch", "params": {"lookahead": 1}}
+    assert meta["config"]["prefetch"] == {"name": "oracle", "kind": "prefetch", "params": {"cross_pass": False, "lookahead": 1}}
     assert meta["profile"]["name"] == "test"
     assert meta["versions"]["dependencies"]["simpy"]
     assert len(meta["requests"]["request"]) == 2
