@@ -120,20 +120,9 @@ def by_request(result: Any) -> pd.DataFrame:
 
 
 def _access_token(trace: Any) -> np.ndarray:
-    """Pass-token index of every access (accesses of a cell are grouped per token, in token order).
-
-    A cell with fewer tokens than its pass (llama.cpp prunes the last layer's prefill to the final
-    token) is taken to hold the pass's last tokens.
-    """
-    cell_pass = trace.cell_pass()
-    sizes = np.diff(trace.cell_offsets)
-    per_token = np.where(trace.cell_tokens > 0, sizes // np.maximum(trace.cell_tokens, 1), 1)
-    access_cell = trace.access_cell()
-    within = np.arange(trace.n_accesses) - trace.cell_offsets[access_cell]
-    tok_in_cell = within // per_token[access_cell]
-    pass_tokens = np.diff(trace.pass_token_offsets)[cell_pass]
-    first_tok = trace.pass_token_offsets[cell_pass] + pass_tokens - trace.cell_tokens
-    return (first_tok[access_cell] + tok_in_cell).astype(np.int64)
+    """Global pass-token index of every access: the trace's own access-to-token map, offset by its pass."""
+    pass_start = trace.pass_token_offsets[:-1].astype(np.int64)[trace.cell_pass()]
+    return pass_start[trace.access_cell()] + trace.access_tokens().astype(np.int64)
 
 
 def _ratio(num: int, den: int) -> float | None:

@@ -33,3 +33,17 @@ def moe_traces(draw, max_layers: int = 3, max_experts: int = 6, max_passes: int 
 def traces():
     """The strategy factory (session-scoped, so hypothesis tests draw from it with st.data())."""
     return moe_traces
+
+
+# ---- timing tests: a reference Belady if the policies room has none, and a profile factory ----
+from typing import Callable  # noqa: E402
+
+from moesim.hw_profiles.profile import HardwareProfile  # noqa: E402
+from timing_helpers import make_profile, register_reference_belady  # noqa: E402
+
+register_reference_belady()
+
+
+@pytest.fixture
+def profile_factory() -> Callable[..., HardwareProfile]:
+    return make_profile

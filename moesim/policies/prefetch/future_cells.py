@@ -54,9 +54,10 @@ class FutureCells:
     def layer(self, cell: int) -> int:
         return int(self._cell_layer[cell])
 
-    def following(self, cell: int, count: int) -> range:
-        """The next `count` cells after `cell` that belong to the same pass."""
-        return range(cell + 1, min(cell + 1 + count, int(self._pass_end[cell])))
+    def following(self, cell: int, count: int, cross_pass: bool = False) -> range:
+        """The next `count` cells after `cell` that belong to the same pass (any pass if cross_pass)."""
+        end = self.n_cells if cross_pass else int(self._pass_end[cell])
+        return range(cell + 1, min(cell + 1 + count, end))
 
     def objects(self, cell: int) -> np.ndarray:
         """Distinct object ids the cell requests, in order of first appearance."""

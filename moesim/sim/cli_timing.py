@@ -1,0 +1,137 @@
+"""Timing options for `moesim replay` / `moesim compare` (wired in by moesim/sim/cli_replay.py).
+
+    add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model
+    run_timed(args, trace, capacity_bytes)  one timed replay -> JSON-ready summary
+    timed_table(summaries)                  compare: one row per run ranked by TPOT then TTFT, bounds as rows
+
+The count-only options (--policy, --scope, --seed) belong to the replay command; run_timed reads
+them from `args` when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from moesim.errors import UserError
+from moesim.hw_profiles.profile import HardwareProfile
+from moesim.traces.trace import Trace
+
+TABLE_COLUMNS = ["rank_tpot", "rank_ttft", "label", "capacity_bytes", "tpot_s", "ttft_s", "total_s", "tokens_per_s",
+                 "hit_rate", "misses", "collision", "stall_s", "bytes_moved", "energy_j", "lossy",
+                 "misses_over_belady", "tpot_over_bound", "ttft_over_bound"]
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("timing (a hardware profile turns it on)")
+    group.add_argument("--profile", default=None,
+                       help="hardware profile name (e.g. h100-sxm, specmd-a100-5gbps) or YAML path")
+    group.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="profile_set",
+                       help="override a profile field, e.g. --set 'links.h2d.bandwidth=5 GB/s' (repeatable)")
+    group.add_argument("--prefetch", default="none",
+                       help="prefetch policy spec, e.g. none, oracle:lookahead=1 (default: none)")
+    group.add_argument("--miss", default="stall", help="miss handling: stall, cpu, lowbit:bits=4, drop (default: stall)")
+    group.add_argument("--model", default=None,
+                       help="model catalog name for FLOPs and dense sizes (default: the trace's own model)")
+
+
+def resolve_profile(name: str | None, overrides: Sequence[str] = ()) -> HardwareProfile:
+    """Load a profile by name or path with `--set` overrides (the profiles room's loader)."""
+    if not name:
+        raise UserError("timing needs a hardware profile: pass --profile NAME", "--profile")
+    try:
+        from moesim.hw_profiles.loader import load_profile
+    except ModuleNotFoundError:
+        raise UserError("hardware profiles are not installed (moesim.hw_profiles.loader)", "--profile") from None
+    return load_profile(name, overrides=tuple(overrides))
+
+
+def timed_config_from_args(args: argparse.Namespace, capacity_bytes: int, eviction: str | None = None) -> Any:
+    from moesim.sim.timed_replay import TimedConfig
+
+    policy = eviction or getattr(args, "policy", None) or "lru"
+    if "," in policy:
+        raise UserError(f"one eviction policy per timed run, got {policy!r}", "--policy")
+    return TimedConfig(
+        eviction=policy,
+        prefetch=getattr(args, "prefetch", "none") or "none",
+        miss=getattr(args, "miss", "stall") or "stall",
+        capacity_bytes=int(capacity_bytes),
+        scope=getattr(args, "scope", None) or "global",
+        profile=args.profile or "",
+        profile_overrides=tuple(getattr(args, "profile_set", None) or ()),
+        model=getattr(args, "model", None),
+        seed=int(getattr(args, "seed", 0) or 0),
+    )
+
+
+def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:
+    """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --out)."""
+    from moesim.sim.timed_replay import timed_replay
+    from moesim.sim.timed_result import save_timed_result
+
+    config = timed_config_from_args(args, capacity_bytes, eviction)
+    if not config.profile:
+        raise UserError("timing needs a hardware profile: pass --profile NAME", "--profile")
+    profile = resolve_profile(config.profile, config.profile_overrides)
+    result = timed_replay(trace, profile, config)
+    out = getattr(args, "out", None)
+    if out:
+        save_timed_result(result, out)
+    return result.summary
+
+
+def timed_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Runs ranked by mean TPOT, then mean TTFT (1 = fastest); each setting's bounds follow as rows.
+
+    A bound row ("bound: Belady" for misses, "bound: time" for TPOT/TTFT/total) is added once per
+    (profile, capacity, scope) seen among the runs; bound rows carry no rank.
+    """
+    rows = []
+    bounds: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for s in summaries:
+        cfg = s["config"]
+        b = s.get("bounds") or {}
+        rows.append({
+            "label": s.get("label", cfg["eviction"]["name"]),
+            "capacity_bytes": cfg["capacity_bytes"],
+            "tpot_s": s["tpot_s"]["mean"],
+            "ttft_s": s["ttft_s"]["mean"],
+            "total_s": s["time"]["total_s"],
+            "tokens_per_s": s["tokens_per_s"],
+            "hit_rate": s["hit_rate"],
+            "misses": s["misses"],
+            "collision": s["collision"],
+            "stall_s": s["time"]["stall_s"],
+            "bytes_moved": sum(link["bytes"] for link in s["links"].values()),
+            "energy_j": s["energy_j"]["total"],
+            "lossy": s["lossy"],
+            "misses_over_belady": b.get("misses_over_belady"),
+            "tpot_over_bound": b.get("tpot_over_bound"),
+            "ttft_over_bound": b.get("ttft_over_bound"),
+        })
+        key = (s["profile"], cfg["capacity_bytes"], cfg["scope"])
+        if b and key not in bounds:
+            bounds[key] = {"capacity_bytes": cfg["capacity_bytes"], "belady_misses": b.get("belady_misses"),
+                           "tpot_s": b.get("tpot_bound_s"), "ttft_s": b.get("ttft_bound_s"),
+                           "total_s": b.get("time_bound_s")}
+    runs = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if not c.startswith("rank")])
+    if len(runs):
+        tpot = runs["tpot_s"].astype(float).fillna(np.inf)
+        ttft = runs["ttft_s"].astype(float).fillna(np.inf)
+        runs = runs.assign(_tpot=tpot, _ttft=ttft).sort_values(["_tpot", "_ttft"], kind="stable")
+        runs["rank_tpot"] = np.arange(1, len(runs) + 1)
+        runs["rank_ttft"] = runs["_ttft"].rank(method="min").astype(int)
+        runs = runs.drop(columns=["_tpot", "_ttft"])
+    bound_rows = []
+    for b in bounds.values():
+        if b["belady_misses"] is not None:
+            bound_rows.append({"label": "bound: Belady", "capacity_bytes": b["capacity_bytes"],
+                               "misses": b["belady_misses"]})
+        bound_rows.append({"label": "bound: time", "capacity_bytes": b["capacity_bytes"], "tpot_s": b["tpot_s"],
+                           "ttft_s": b["ttft_s"], "total_s": b["total_s"]})
+    table = pd.concat([runs, pd.DataFrame(bound_rows)], ignore_index=True) if bound_rows else runs
+    return table.reindex(columns=TABLE_COLUMNS).reset_index(drop=True)

@@ -1,0 +1,127 @@
+"""Compute time of every cell from the model's shape and the profile's roofline (no clock, no policy).
+
+Per cell (one pass at one layer), with T tokens (docs/metrics.md, "Compute"):
+  dense  = max(dense_bytes / memory_bandwidth, T * dense_flops_per_token / peak_flops) + launch_overhead
+  expert = max(sum over experts run on the device of weight bytes / memory_bandwidth,
+               sum of tokens_e * 2 * expert_params / peak_flops) + launch_overhead * kernels
+A cell's experts run as one grouped kernel (the executor's Triton kernel), or one kernel per expert
+with `grouped=False`. Attention's KV-cache reads, non-MoE layers, embeddings and the LM head are
+not modelled. Where the model spec is unknown, expert params = object bytes / 2 (bf16) and dense
+FLOPs per token = dense bytes (2 FLOPs per bf16 parameter).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.errors import UserError
+from moesim.hw_profiles.profile import Compute
+from moesim.traces.model_spec import ModelSpec
+from moesim.traces.trace import Trace
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What timing needs from the model, per trace layer."""
+
+    expert_params: tuple[int, ...]
+    dense_bytes: tuple[int, ...]
+    dense_flops_per_token: tuple[float, ...]
+    hidden_size: int
+    source: str  # where the figures came from (result metadata)
+
+    def activation_bytes_per_token(self) -> int:
+        return 2 * self.hidden_size  # bf16 activations
+
+
+def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
+    """Shape from the catalog (`model`, else the trace's meta.model when the catalog knows it).
+
+    An explicit `model` that the catalog does not know is the user's mistake (UserError); an
+    unknown meta.model falls back to the trace's own object bytes, assuming bf16.
+    """
+    spec: ModelSpec | None = None
+    name = model or trace.meta.model
+    if name:
+        try:
+            from moesim.traces.catalog import load_model  # lands with the catalog branch
+        except ModuleNotFoundError:
+            if model:
+                raise UserError("the model catalog (moesim.traces.catalog) is not installed", "--model") from None
+        else:
+            try:
+                spec = load_model(name)
+            except (UserError, KeyError, ValueError, OSError) as exc:
+                if model:  # the user named it: their mistake, one line
+                    raise (exc if isinstance(exc, UserError) else UserError(f"cannot load model {model!r}: {exc}",
+                                                                             "--model")) from None
+                spec = None  # a trace naming a model the catalog does not know: use its own sizes
+    n_layers = trace.meta.n_layers
+    obj_bytes = [int(b) for b in trace.meta.object_bytes]
+    meta_dense = trace.meta.dense_bytes
+    if spec is not None:
+        params = (spec.expert_params(),) * n_layers
+        dense = tuple(int(b) for b in meta_dense) if meta_dense else (spec.dense_bytes_per_layer(),) * n_layers
+        dense_flops = (float(spec.dense_flops_per_token()),) * n_layers
+        return ModelShape(params, dense, dense_flops, int(spec.hidden_size), f"model spec {spec.name}")
+    params = tuple(max(b // 2, 1) for b in obj_bytes)
+    dense = tuple(int(b) for b in meta_dense) if meta_dense else (0,) * n_layers
+    # square-ish SwiGLU guess for the activation width: 3 * h * h = params
+    hidden = int(math.sqrt(max(params) / 3)) if params else 0
+    return ModelShape(params, dense, tuple(float(b) for b in dense), hidden, "trace object bytes (bf16 assumed)")
+
+
+def dense_times(trace: Trace, shape: ModelShape, compute: Compute) -> np.ndarray:
+    """Attention and other non-expert work of every cell, seconds."""
+    layer = trace.cell_layer.astype(np.int64)
+    tokens = trace.cell_tokens.astype(np.float64)
+    dbytes = np.asarray(shape.dense_bytes, dtype=np.float64)[layer]
+    dflops = np.asarray(shape.dense_flops_per_token, dtype=np.float64)[layer] * tokens
+    return np.maximum(dbytes / compute.memory_bandwidth, dflops / compute.peak_flops) + compute.launch_overhead
+
+
+def expert_times(
+    req_cell: np.ndarray,
+    req_bytes: np.ndarray,
+    req_tokens: np.ndarray,
+    req_params: np.ndarray,
+    n_cells: int,
+    compute: Compute,
+    grouped: bool = True,
+) -> np.ndarray:
+    """Device expert time of every cell from the experts it runs (one row per distinct object run).
+
+    `req_tokens` are the tokens each expert processes on the device; rows with 0 tokens (run on the
+    CPU, dropped) neither read weights nor launch.
+    """
+    run = req_tokens > 0
+    cells = req_cell[run]
+    nbytes = np.bincount(cells, weights=req_bytes[run].astype(np.float64), minlength=n_cells)
+    flops = np.bincount(cells, weights=2.0 * req_tokens[run].astype(np.float64) * req_params[run], minlength=n_cells)
+    kernels = np.bincount(cells, minlength=n_cells).astype(np.float64)
+    if grouped:
+        kernels = np.minimum(kernels, 1.0)
+    roof = np.maximum(nbytes / compute.memory_bandwidth, flops / compute.peak_flops)
+    return roof + compute.launch_overhead * kernels
+
+
+def cpu_times(
+    req_cell: np.ndarray,
+    req_bytes: np.ndarray,
+    req_tokens: np.ndarray,
+    req_params: np.ndarray,
+    n_cells: int,
+    compute: Compute,
+    where: str,
+) -> np.ndarray:
+    """Host-CPU expert time of every cell (rows: experts run on the CPU and their tokens)."""
+    if req_cell.size == 0:
+        return np.zeros(n_cells)
+    if not compute.cpu_flops or not compute.cpu_memory_bandwidth:
+        raise UserError("the cpu miss handler needs compute.cpu_flops and compute.cpu_memory_bandwidth", where)
+    nbytes = np.bincount(req_cell, weights=req_bytes.astype(np.float64), minlength=n_cells)
+    flops = np.bincount(req_cell, weights=2.0 * req_tokens.astype(np.float64) * req_params, minlength=n_cells)
+    return np.maximum(nbytes / compute.cpu_memory_bandwidth, flops / compute.cpu_flops)

@@ -1,0 +1,236 @@
+"""The timing layer: a simpy clock over a Plan.
+
+Processes and resources (docs/metrics.md, "Engine"):
+- one compute stream runs cells in pass/layer order. A cell is its dense part, its *gate* (where its
+  copies are issued: demand misses and the prefetches it proposed), a stall until every copy it
+  must wait for has landed (its demand copies; a prefetch copy not yet landed is a late prefetch),
+  then its expert part (device experts, or the host-CPU path when longer);
+- copy servers (CopyServer): the host link (h2d or c2c) with one slot per copy engine, and the SSD
+  queue with one slot per queue-depth slot. A free slot starts an arriving copy at once; queued
+  demand copies go before queued prefetch copies (FIFO within each class); a copy holds its slot for
+  its precomputed duration (latency + bytes / bandwidth);
+- a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
+  reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy has not started
+  cancels it, and waits for it if it is running.
+Hits create no events. A cell that issues no copy and waits for none creates none either: the
+compute process sleeps once from one such "event cell" to the next, so runs of hit-only cells cost
+one timeout. Everything but the stalls is known before the clock runs, and cell start/end times
+are rebuilt from the stalls with a cumulative sum.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from moesim.sim.plan import Plan
+
+
+@dataclass
+class EngineOutput:
+    """What the clock decided: stalls per cell, start/end per copy."""
+
+    stall: np.ndarray  # seconds per cell waiting for copies at its gate
+    late: np.ndarray  # per cell: waited prefetch copies that had not landed at its gate
+    copy_start: np.ndarray  # NaN for cancelled copies
+    copy_end: np.ndarray
+    copy_cancelled: np.ndarray  # bool
+    events: int  # simpy events scheduled
+    event_cells: int  # cells that needed the clock (issued or waited for a copy)
+
+
+class CopyServer:
+    """A link's copy engines (or the SSD's queue slots) as a small simpy resource.
+
+    `slots` copies run at once, each for its precomputed duration; waiting copies are served demand
+    class first, FIFO within a class. A copy that arrives at a free slot starts at once. Completion
+    is a Timeout callback (no process per copy): one event per copy.
+    """
+
+    def __init__(self, env: simpy.Environment, slots: int, duration: list[float], on_done: Any) -> None:
+        self.env = env
+        self.free = max(int(slots), 1)
+        self.duration = duration
+        self.on_done = on_done
+        self.demand: deque[int] = deque()
+        self.prefetch: deque[int] = deque()
+        self.cancelled: bytearray | None = None
+        self.started: bytearray | None = None
+        self.start_t: list[float] | None = None
+
+    def submit(self, k: int, prefetch: bool) -> None:
+        if self.free:
+            self.free -= 1
+            self._start(k)
+        elif prefetch:
+            self.prefetch.append(k)
+        else:
+            self.demand.append(k)
+
+    def _start(self, k: int) -> None:
+        self.started[k] = 1  # type: ignore[index]
+        self.start_t[k] = self.env.now  # type: ignore[index]
+        event = simpy.events.Timeout(self.env, self.duration[k], k)
+        event.callbacks.append(self._finish)
+
+    def _finish(self, event: simpy.events.Timeout) -> None:
+        self.on_done(event._value)
+        cancelled = self.cancelled
+        for queue in (self.demand, self.prefetch):
+            while queue:
+                k = queue.popleft()
+                if not cancelled[k]:  # type: ignore[index]
+                    self._start(k)
+                    return
+        self.free += 1
+
+
+def simulate(
+    plan: Plan,
+    copy_duration: np.ndarray,
+    copy_server: np.ndarray,
+    pre_gate: np.ndarray,
+    server_slots: tuple[int, int],
+) -> EngineOutput:
+    """Run the plan's copies and the compute stream on a simpy clock.
+
+    `pre_gate[c]` is the compute time from cell c-1's stall end to cell c's gate: cell c-1's
+    expert part plus cell c's dense part. `server_slots` = (host link engines, SSD queue depth).
+    """
+    n_cells = plan.trace.n_cells
+    n_copies = plan.n_copies
+    env = simpy.Environment()
+    duration = copy_duration.tolist()
+    server_of = copy_server.tolist()
+    is_prefetch = plan.copy_prefetch.tolist()
+    deps = _sparse(plan.dep_offsets, plan.deps)
+    cancels = _sparse(plan.cancel_offsets, plan.cancels)
+    wait_off = plan.wait_offsets.tolist()
+    waits = plan.waits.tolist()
+    cell_copy_off = plan.cell_copy_offsets.tolist()
+
+    started = bytearray(n_copies)
+    done = bytearray(n_copies)
+    cancelled = bytearray(n_copies)
+    waited = bytearray(n_copies)
+    n_deps = [0] * n_copies
+    dependents: dict[int, list[int]] = {}
+    start_t = [float("nan")] * n_copies
+    end_t = [float("nan")] * n_copies
+    stall = np.zeros(n_cells)
+    late = np.zeros(n_cells, dtype=np.int64)
+    compute_state: list[Any] = [0, None]  # copies the compute stream waits for, its wake-up event
+
+    def land(k: int) -> None:
+        """Copy k finished (or was cancelled): release its dependents and the compute stream."""
+        done[k] = 1
+        if not cancelled[k]:
+            end_t[k] = env.now
+        followers = dependents.pop(k, None)
+        if followers:
+            for j in followers:
+                n_deps[j] -= 1
+                if n_deps[j] == 0 and not cancelled[j]:
+                    servers[server_of[j]].submit(j, is_prefetch[j])
+        if waited[k]:
+            compute_state[0] -= 1
+            if compute_state[0] == 0:
+                compute_state[1].succeed()
+
+    servers = []
+    for slots in server_slots:
+        server = CopyServer(env, slots, duration, land)
+        server.cancelled, server.started, server.start_t = cancelled, started, start_t
+        servers.append(server)
+
+    def issue(k: int) -> None:
+        blocking = 0
+        old = cancels.get(k)
+        if old:
+            for j in old:
+                if done[j]:
+                    continue
+                if not started[j]:  # its object was evicted before the copy began: drop it
+                    cancelled[j] = 1
+                    land(j)
+                else:  # still writing the slot this copy reuses
+                    dependents.setdefault(j, []).append(k)
+                    blocking += 1
+        before = deps.get(k)
+        if before:
+            for j in before:
+                if not done[j]:
+                    dependents.setdefault(j, []).append(k)
+                    blocking += 1
+        if blocking:
+            n_deps[k] = blocking
+        else:
+            servers[server_of[k]].submit(k, is_prefetch[k])
+
+    # cells that need the clock, and the compute time between their gates
+    issues = np.diff(plan.cell_copy_offsets) > 0
+    has_wait = np.diff(plan.wait_offsets) > 0
+    event_cells = np.flatnonzero(issues | has_wait)
+    at_gate = np.cumsum(pre_gate)[event_cells]
+    deltas = np.diff(np.concatenate(([0.0], at_gate))).tolist()
+    event_list = event_cells.tolist()
+
+    def compute():  # noqa: ANN202 - a simpy process
+        for k in range(plan.n_setup_copies):  # pinned objects load before the first cell
+            issue(k)
+        timeout = env.timeout
+        for e, delta in zip(event_list, deltas):
+            if delta > 0:
+                yield timeout(delta)
+            gate = env.now
+            for k in range(cell_copy_off[e], cell_copy_off[e + 1]):
+                issue(k)
+            pending = 0
+            n_late = 0
+            for k in waits[wait_off[e] : wait_off[e + 1]]:
+                if not done[k]:
+                    waited[k] = 1
+                    pending += 1
+                    if is_prefetch[k]:
+                        n_late += 1
+            if pending:
+                wake = env.event()
+                compute_state[0] = pending
+                compute_state[1] = wake
+                yield wake
+                stall[e] = env.now - gate
+                if stall[e] > 0:  # a copy landing at the gate's very instant is not late
+                    late[e] = n_late
+            # later deltas count from this gate; the process resumes after the stall, so they shift by it
+
+    env.process(compute())
+    env.run()
+    return EngineOutput(
+        stall=stall,
+        late=late,
+        copy_start=np.asarray(start_t, dtype=np.float64),
+        copy_end=np.asarray(end_t, dtype=np.float64),
+        copy_cancelled=np.frombuffer(bytes(cancelled), dtype=np.uint8).astype(bool),
+        events=_events_scheduled(env),
+        event_cells=int(event_cells.size),
+    )
+
+
+def _sparse(offsets: np.ndarray, values: np.ndarray) -> dict[int, list[int]]:
+    """Per-copy lists from offsets + flat values, only for copies that have any."""
+    counts = np.diff(offsets)
+    out: dict[int, list[int]] = {}
+    flat = values.tolist()
+    for k in np.flatnonzero(counts).tolist():
+        out[k] = flat[int(offsets[k]) : int(offsets[k + 1])]
+    return out
+
+
+def _events_scheduled(env: simpy.Environment) -> int:
+    """Events the environment scheduled (simpy numbers them with an internal counter)."""
+    counter = getattr(env, "_eid", None)
+    return int(next(counter)) if counter is not None else -1

@@ -1,0 +1,436 @@
+"""Timed results: per cell (pass x layer), per request and per run, with both bounds beside them.
+
+Definitions are in docs/metrics.md ("Timing"). In short:
+- a cell's time = dense + stall (waiting at its gate for copies) + max(device experts, CPU path);
+  `cpu_wait_s` is the part of the expert phase the device spends waiting for the CPU path;
+- TTFT of a request = end of the pass that makes its first token (its last prefill pass, else its
+  first decode pass) - start of its first pass (the trace has no arrival times: a request arrives
+  when the engine first serves it, which is t = 0 for requests of the first pass);
+- TPOT = (end of its last decode pass - end of its first-token pass) / its later decode passes;
+- energy = sum over links of bytes x J/byte + active_watts x active time + idle_watts x idle time,
+  where the device is active while it computes or any copy runs, idle otherwise (stalls with no
+  copy running, waits for the CPU), over [0, total_s].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from moesim.atomic_io import atomic_path
+from moesim.hw_profiles.profile import HardwareProfile
+from moesim.sim.bounds import Bounds
+from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
+from moesim.sim.engine import EngineOutput
+from moesim.sim.plan import Plan
+from moesim.sim.topology import ROUTE_HOST
+from moesim.traces.trace import DECODE, PHASE_NAMES, PREFILL
+
+FORMAT = "moesim.timed_result/1"
+
+
+@dataclass
+class TimedResult:
+    """One timed replay: tables, totals, bounds and everything needed to reproduce it."""
+
+    config: Any  # moesim.sim.timed_replay.TimedConfig
+    profile: HardwareProfile
+    trace_hash: str
+    model_source: str
+    cells: pd.DataFrame
+    requests: pd.DataFrame
+    summary: dict[str, Any]
+    plan: Plan = field(repr=False)
+    engine: EngineOutput = field(repr=False)
+    bounds: Bounds | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class CellTimes:
+    """Static compute figures per cell (seconds), from the cost model."""
+
+    dense: np.ndarray
+    expert: np.ndarray  # device experts actually run
+    cpu_path: np.ndarray  # host-CPU path incl. activation transfers (0 where none)
+    cpu_compute: np.ndarray  # CPU expert time alone
+    activation_bytes: np.ndarray  # bytes moved each way for the CPU path
+
+
+def build_result(
+    config: Any,
+    profile: HardwareProfile,
+    plan: Plan,
+    times: CellTimes,
+    engine: EngineOutput,
+    copy_duration: np.ndarray,
+    bounds: Bounds | None,
+    model_source: str,
+) -> TimedResult:
+    trace = plan.trace
+    topo = plan.topology
+    n_cells = trace.n_cells
+    stream = plan.stream
+    expert_eff = np.maximum(times.expert, times.cpu_path)
+    cell_time = times.dense + engine.stall + expert_eff
+    end = np.cumsum(cell_time)
+    start = end - cell_time
+    gate = start + times.dense
+    cpu_wait = expert_eff - times.expert
+
+    # outcomes per cell
+    def per_cell(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(stream.cell[mask], minlength=n_cells).astype(np.int64)
+
+    out = plan.outcomes
+    hits_all = per_cell(out == HIT)
+    compulsory = per_cell(out == MISS_COMPULSORY)
+    capacity = per_cell(out == MISS_CAPACITY)
+    collision = per_cell(out == MISS_COLLISION)
+    bypasses = per_cell(plan.bypassed)
+    late = engine.late
+
+    # copies per cell and link
+    ran = ~engine.copy_cancelled
+    issued_in = plan.copy_cell >= 0
+    cell_of_copy = np.where(issued_in, plan.copy_cell, 0)
+    links = _links_used(plan)
+    columns: dict[str, np.ndarray] = {
+        "pass": trace.cell_pass().astype(np.int64),
+        "layer": trace.cell_layer.astype(np.int64),
+        "phase": np.asarray([PHASE_NAMES[int(x)] for x in trace.pass_phase])[trace.cell_pass()]
+        if n_cells else np.zeros(0, dtype=object),
+        "tokens": trace.cell_tokens.astype(np.int64),
+        "start_s": start,
+        "gate_s": gate,
+        "end_s": end,
+        "dense_s": times.dense,
+        "expert_s": times.expert,
+        "cpu_s": times.cpu_path,
+        "compute_s": times.dense + times.expert,
+        "stall_s": engine.stall,
+        "cpu_wait_s": cpu_wait,
+        "requests": np.diff(stream.cell_offsets).astype(np.int64),
+        "hits": hits_all - late,
+        "late_prefetch": late,
+        "misses": compulsory + capacity + collision,
+        "compulsory": compulsory,
+        "capacity": capacity,
+        "collision": collision,
+        "bypasses": bypasses,
+        "prefetch_copies": np.bincount(cell_of_copy[issued_in & plan.copy_prefetch], minlength=n_cells).astype(np.int64),
+        "demand_copies": np.bincount(cell_of_copy[issued_in & ~plan.copy_prefetch], minlength=n_cells).astype(np.int64),
+        "altered": plan.altered,
+    }
+    link_totals: dict[str, dict[str, float]] = {}
+    for name, mask in links.items():
+        sel = mask & ran & issued_in
+        columns[f"bytes_{name}"] = np.bincount(cell_of_copy[sel], weights=plan.copy_bytes[sel], minlength=n_cells).astype(np.int64)
+        columns[f"copy_s_{name}"] = np.bincount(cell_of_copy[sel], weights=copy_duration[sel], minlength=n_cells)
+        all_sel = mask & ran
+        link_totals[name] = {"bytes": int(plan.copy_bytes[all_sel].sum()), "copies": int(all_sel.sum()),
+                             "busy_s": float(copy_duration[all_sel].sum())}
+    act = times.activation_bytes
+    if act.any():
+        for name in {topo.host_link or topo.ssd_link, topo.d2h_link}:
+            if name is None:
+                continue
+            key = f"bytes_{name}"
+            columns[key] = columns.get(key, np.zeros(n_cells, dtype=np.int64)) + act.astype(np.int64)
+            entry = link_totals.setdefault(name, {"bytes": 0, "copies": 0, "busy_s": 0.0})
+            entry["bytes"] += int(act.sum())
+    cells = pd.DataFrame(columns)
+
+    total_s = float(end[-1]) if n_cells else 0.0
+    requests = _request_table(trace, start, end, bounds)
+    active_s = _active_time(total_s, gate, engine.stall, start + times.dense + engine.stall + times.expert, cpu_wait,
+                            engine.copy_start[ran], engine.copy_end[ran])
+    summary = _summary(config, profile, plan, cells, requests, engine, link_totals, total_s, active_s, bounds,
+                       model_source)
+    return TimedResult(config=config, profile=profile, trace_hash=trace.content_hash(), model_source=model_source,
+                       cells=cells, requests=requests, summary=summary, plan=plan, engine=engine, bounds=bounds)
+
+
+def _links_used(plan: Plan) -> dict[str, np.ndarray]:
+    """Copy mask per link name, in a fixed order."""
+    topo = plan.topology
+    out: dict[str, np.ndarray] = {}
+    host = plan.copy_route == ROUTE_HOST
+    if topo.host_link is not None:
+        out[topo.host_link] = host
+    if topo.ssd_link is not None:
+        out[topo.ssd_link] = ~host
+    return out
+
+
+def _request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray, bounds: Bounds | None) -> pd.DataFrame:
+    """TTFT, TPOT and tokens/s of every request (sequence) in the trace."""
+    n_p = trace.n_passes
+    offsets = trace.pass_cell_offsets
+    has_cells = np.diff(offsets) > 0
+    # pass start/end from its cells (an empty pass takes no time)
+    pass_end = np.zeros(n_p)
+    pass_start = np.zeros(n_p)
+    if trace.n_cells:
+        last = np.maximum(offsets[1:] - 1, 0)
+        first = np.minimum(offsets[:-1], trace.n_cells - 1)
+        pass_end = np.where(has_cells, cell_end[last], 0.0)
+        pass_start = np.where(has_cells, cell_start[first], 0.0)
+        # empty passes sit at the end of the previous one
+        filled = np.maximum.accumulate(np.where(has_cells, np.arange(n_p), -1))
+        pass_end = np.where(filled >= 0, pass_end[np.maximum(filled, 0)], 0.0)
+        pass_start = np.where(has_cells, pass_start, pass_end)
+    token_pass = np.repeat(np.arange(n_p, dtype=np.int64), np.diff(trace.pass_token_offsets))
+    req = trace.token_request.astype(np.int64)
+    pairs = np.unique(np.stack([req, token_pass], axis=1), axis=0) if req.size else np.zeros((0, 2), np.int64)
+    ideal_pass_end = None
+    if bounds is not None and trace.n_cells:
+        last = np.maximum(offsets[1:] - 1, 0)
+        ideal_pass_end = np.where(has_cells, bounds.ideal_cell_end[last], 0.0)
+    rows = []
+    phase = trace.pass_phase
+    boundaries = np.flatnonzero(np.diff(pairs[:, 0])) + 1 if len(pairs) else np.zeros(0, np.int64)
+    for group in np.split(pairs, boundaries) if len(pairs) else []:
+        r = int(group[0, 0])
+        passes = group[:, 1]
+        prefill = passes[phase[passes] == PREFILL]
+        decode = passes[phase[passes] == DECODE]
+        first_pass = int(passes[0])
+        tt = int(prefill[-1]) if prefill.size else int(decode[0])
+        later = decode[decode > tt]
+        last_pass = int(passes[-1])
+        ttft = float(pass_end[tt] - pass_start[first_pass])
+        tpot = float((pass_end[int(later[-1])] - pass_end[tt]) / later.size) if later.size else float("nan")
+        e2e = float(pass_end[last_pass] - pass_start[first_pass])
+        out_tokens = 1 + int(later.size)
+        row = {
+            "request": r,
+            "first_pass": first_pass,
+            "first_token_pass": tt,
+            "decode_passes": int(later.size),
+            "output_tokens": out_tokens,
+            "ttft_s": ttft,
+            "tpot_s": tpot,
+            "e2e_s": e2e,
+            "tokens_per_s": out_tokens / e2e if e2e > 0 else float("nan"),
+        }
+        if bounds is not None:
+            ttft_b = bounds.interval_bound(first_pass, tt)
+            if first_pass == 0 and ideal_pass_end is not None:
+                ttft_b = max(ttft_b, float(ideal_pass_end[tt]))
+            row["ttft_bound_s"] = ttft_b
+            row["tpot_bound_s"] = (bounds.interval_bound(tt + 1, int(later[-1])) / later.size
+                                   if later.size else float("nan"))
+        rows.append(row)
+    columns = ["request", "first_pass", "first_token_pass", "decode_passes", "output_tokens", "ttft_s", "tpot_s",
+               "e2e_s", "tokens_per_s"] + (["ttft_bound_s", "tpot_bound_s"] if bounds is not None else [])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _active_time(total_s: float, gate: np.ndarray, stall: np.ndarray, gpu_expert_end: np.ndarray,
+                 cpu_wait: np.ndarray, copy_start: np.ndarray, copy_end: np.ndarray) -> float:
+    """Time in [0, total_s] when the device computes or a copy runs."""
+    if total_s <= 0:
+        return 0.0
+    # device-idle intervals: stalls at gates and waits for the CPU path
+    idle_a = np.concatenate([gate[stall > 0], gpu_expert_end[cpu_wait > 0]])
+    idle_b = np.concatenate([(gate + stall)[stall > 0], (gpu_expert_end + cpu_wait)[cpu_wait > 0]])
+    if idle_a.size == 0:
+        return total_s
+    starts, ends = _merge(np.clip(copy_start, 0, total_s), np.clip(copy_end, 0, total_s))
+    if starts.size == 0:
+        return total_s - float((idle_b - idle_a).sum())
+    covered = np.concatenate(([0.0], np.cumsum(ends - starts)))
+
+    def cover_until(t: np.ndarray) -> np.ndarray:
+        """Copy-busy time in [0, t]."""
+        i = np.searchsorted(starts, t, side="right")  # intervals starting at or before t
+        full = covered[np.maximum(i - 1, 0)]
+        partial = np.where(i > 0, np.minimum(t, ends[np.maximum(i - 1, 0)]) - starts[np.maximum(i - 1, 0)], 0.0)
+        return np.where(i > 0, full + partial, 0.0)
+
+    idle = (idle_b - idle_a) - (cover_until(idle_b) - cover_until(idle_a))
+    return total_s - float(np.maximum(idle, 0.0).sum())
+
+
+def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of intervals as sorted disjoint (starts, ends)."""
+    if starts.size == 0:
+        return starts, ends
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], ends[order]
+    reach = np.maximum.accumulate(e)
+    new = np.ones(s.size, dtype=bool)
+    new[1:] = s[1:] > reach[:-1]
+    idx = np.flatnonzero(new)
+    return s[idx], np.maximum.reduceat(reach, idx) if idx.size else reach
+
+
+def _stats(values: pd.Series) -> dict[str, float | None]:
+    v = values.to_numpy(dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return {"mean": None, "p50": None, "p90": None, "max": None}
+    return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
+            "max": float(v.max())}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return float(a) / float(b)
+
+
+def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFrame, requests: pd.DataFrame,
+             engine: EngineOutput, link_totals: dict[str, dict[str, float]], total_s: float, active_s: float,
+             bounds: Bounds | None, model_source: str) -> dict[str, Any]:
+    counters = plan.counters
+    topo = plan.topology
+    n_req = int(plan.outcomes.size)
+    misses = int(cells["misses"].sum())
+    late = int(cells["late_prefetch"].sum())
+    hits = int(cells["hits"].sum())
+    engines = {topo.host_link: topo.host_engines, topo.ssd_link: topo.ssd_slots}
+    links = {}
+    link_energy = {}
+    for name, tot in sorted(link_totals.items()):
+        slots = engines.get(name, 1) or 1
+        links[name] = dict(tot, utilization=(tot["busy_s"] / (slots * total_s)) if total_s > 0 else None)
+        link_energy[name] = tot["bytes"] * profile.power.joules_per_byte.get(name, 0.0)
+    idle_s = max(total_s - active_s, 0.0)
+    energy_active = profile.power.active_watts * active_s
+    energy_idle = profile.power.idle_watts * idle_s
+    ttft = _stats(requests["ttft_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
+    tpot = _stats(requests["tpot_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
+    decode = cells["phase"] == "decode"
+    summary: dict[str, Any] = {
+        "format": FORMAT,
+        "label": config.label(),
+        "config": config.to_dict(),
+        "profile": profile.name,
+        "model_source": model_source,
+        "topology": {"home": topo.home, "host_link": topo.host_link, "ssd_link": topo.ssd_link,
+                     "dram_cache_bytes": topo.dram_cache_bytes},
+        "lossy": plan.lossy,
+        "altered_applications": int(cells["altered"].sum()),
+        "routed_accesses": int(plan.trace.n_accesses),
+        "requests": n_req,
+        "hits": hits,
+        "late_prefetch": late,
+        "misses": misses,
+        "compulsory": int(cells["compulsory"].sum()),
+        "capacity": int(cells["capacity"].sum()),
+        "collision": int(cells["collision"].sum()),
+        "hit_rate": (hits + late) / n_req if n_req else None,
+        "bypasses": counters.bypasses,
+        "evictions": counters.evictions,
+        "prefetch": {
+            "issued": counters.prefetch_issued,
+            "useful": counters.prefetch_useful - late,
+            "late": late,
+            "wasted": counters.prefetch_wasted,
+            "cancelled": int(engine.copy_cancelled.sum()),
+            "bytes": counters.prefetch_bytes,
+        },
+        "time": {
+            "total_s": total_s,
+            "compute_s": float(cells["compute_s"].sum()),
+            "dense_s": float(cells["dense_s"].sum()),
+            "expert_s": float(cells["expert_s"].sum()),
+            "cpu_s": float(cells["cpu_s"].sum()),
+            "stall_s": float(cells["stall_s"].sum()),
+            "cpu_wait_s": float(cells["cpu_wait_s"].sum()),
+            "decode_stall_s": float(cells.loc[decode, "stall_s"].sum()),
+        },
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "tokens_per_s": (float(requests["output_tokens"].sum()) / total_s) if total_s > 0 and len(requests) else None,
+        "links": links,
+        "dram": plan.dram_counters,
+        "energy_j": {
+            "total": float(sum(link_energy.values()) + energy_active + energy_idle),
+            "links": link_energy,
+            "active": energy_active,
+            "idle": energy_idle,
+        },
+        "active_s": active_s,
+        "idle_s": idle_s,
+        "engine": {"events": engine.events, "event_cells": engine.event_cells, "cells": int(len(cells)),
+                   "copies": int(plan.n_copies)},
+    }
+    if bounds is not None:
+        tpot_b = _stats(requests["tpot_bound_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
+        ttft_b = _stats(requests["ttft_bound_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
+        summary["bounds"] = {
+            "valid": bounds.valid,
+            "belady_misses": bounds.belady_misses,
+            "belady_miss_bytes": bounds.belady_miss_bytes,
+            "misses_over_belady": _ratio(misses, bounds.belady_misses),
+            "time_bound_s": bounds.time_bound_s,
+            "time_over_bound": _ratio(total_s, bounds.time_bound_s),
+            "ttft_bound_s": ttft_b["mean"],
+            "ttft_over_bound": _ratio(ttft["mean"], ttft_b["mean"]),
+            "tpot_bound_s": tpot_b["mean"],
+            "tpot_over_bound": _ratio(tpot["mean"], tpot_b["mean"]),
+        }
+    return _clean(summary)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN to None, dict keys sorted on dump."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return None if np.isnan(v) or np.isinf(v) else v
+    return value
+
+
+def timed_summary(result: TimedResult) -> dict[str, Any]:
+    """The run's JSON summary (what `--json` prints)."""
+    return result.summary
+
+
+def save_timed_result(result: TimedResult, path: str) -> None:
+    """Write the per-cell table as Parquet, atomically, with everything needed to reproduce it.
+
+    Schema metadata key b"moesim" holds JSON: format, resolved config, profile (all fields),
+    model source, trace hash, versions, the run summary and the per-request table. No timestamps:
+    identical runs write identical bytes.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moesim.cli_version import versions
+
+    meta = {
+        "format": FORMAT,
+        "config": result.config.to_dict(),
+        "profile": _clean(dataclasses.asdict(result.profile)),
+        "model_source": result.model_source,
+        "trace_hash": result.trace_hash,
+        "versions": versions(),
+        "summary": result.summary,
+        "requests": _clean(result.requests.to_dict(orient="list")),
+    }
+    arrays = {name: pa.array(result.cells[name].to_numpy()) for name in result.cells.columns}
+    table = pa.table(arrays).replace_schema_metadata(
+        {b"moesim": json.dumps(meta, sort_keys=True, allow_nan=False).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def load_timed_metadata(path: str) -> dict[str, Any]:
+    """The metadata a saved timed result carries (config, versions, summary, requests)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    return json.loads(schema.metadata[b"moesim"].decode())
