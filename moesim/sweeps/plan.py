@@ -44,9 +44,6 @@ class SweepPlan:
 
 def load_profiles(spec: SweepSpec) -> dict[ProfileKey, Any]:
     timed = [p for p in spec.profiles if p.timed]
-    if timed and not bindings.timing_available():
-        raise UserError("timed runs need the timing engine and hardware profiles, which this build of moesim "
-                        "does not include; use profiles: [none] for count-only runs", f"{spec.source}: profiles")
     return {(p.name, p.settings): bindings.load_profile(p.name, p.settings, f"{spec.source}: profiles: {p.label()}")
             for p in timed}
 

@@ -143,15 +143,12 @@ def plan_whatif(trace: str | Trace, profile: str | None, axes: Sequence[Axis], p
     capacity_axis = next((a for a in axes if a.is_capacity), None)
     profile_axes = [a for a in axes if not a.is_capacity]
     timed = bool(profile) and not count_only
-    if timed and not bindings.timing_available():
-        timed = False
-        notes.append("this build of moesim has no timing engine: the study ran count-only (hit and miss counts)")
     if profile_axes and not timed:
         notes.append("hardware settings (" + ", ".join(a.path for a in profile_axes) + ") do not change hit and "
                      "miss counts; their effect needs a timed run")
     if profile_axes and not profile:
         raise UserError("varying a profile field needs --profile", "whatif")
-    if profile and profile_axes and not timed and bindings.profiles_available():
+    if profile and profile_axes and not timed:
         for axis in profile_axes:  # catch a mistyped field or value even when it will not be timed
             for value in axis.values:
                 bindings.load_profile(str(profile), ((axis.path, value),), f"--vary {axis.path}={value}")

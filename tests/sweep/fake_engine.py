@@ -109,7 +109,6 @@ def install(monkeypatch) -> list[tuple[str, tuple]]:
         lat = setting_value("lat", values.get("links.h2d.latency", "0 s"))
         return FakeProfile(name, bw, lat)
 
-    monkeypatch.setattr(bindings, "timing_available", lambda: True)
     monkeypatch.setattr(bindings, "load_profile", load_profile)
     monkeypatch.setattr(bindings, "timed_replay", fake_timed_replay)
     return calls

@@ -92,15 +92,6 @@ def test_a_trace_change_changes_the_run_id():
     assert one.runs[0].run_id != two.runs[0].run_id
 
 
-def test_timed_runs_need_the_engine_or_say_so():
-    from moesim.sweeps import bindings
-
-    if bindings.timing_available():
-        pytest.skip("this build has the timing engine; the message for its absence cannot show")
-    with pytest.raises(UserError, match="timed runs need the timing engine"):
-        plan_sweep(parse_spec(spec(profiles=["rtx4090"]), "s"))
-
-
 def test_a_factory_that_returns_something_else_is_named(tmp_path):
     with pytest.raises(UserError, match="returned dict, not a Trace"):
         plan_sweep(parse_spec(spec(traces={"t": {"factory": "builtins:dict", "args": {"x": 1}}}), "s"))
