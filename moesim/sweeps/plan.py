@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from moesim.errors import UserError
 from moesim.sweeps import bindings
 from moesim.sweeps.run_config import RunConfig
 from moesim.sweeps.spec import ProfileChoice, SweepSpec
