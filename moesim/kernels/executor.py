@@ -125,7 +125,7 @@ def shapes_for_trace(trace: Trace, model: str | None = None, dtype: str = "bf16"
         raise UserError(str(exc), "--dtype") from None
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, command: str = "the executor") -> torch.device:
     """"cpu", "cuda" or "cuda:N"; UserError (one line) when CUDA is asked for and absent."""
     try:
         dev = torch.device(device)
@@ -134,7 +134,7 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda":
         from moesim.kernels.device import require_cuda
 
-        require_cuda("the executor", dev.index or 0)
+        require_cuda(command, dev.index or 0)
         return torch.device("cuda", dev.index or 0)
     if dev.type != "cpu":
         raise UserError(f"unknown device {device!r}; use cuda, cuda:N or cpu", "--device")

@@ -1,0 +1,264 @@
+"""`moesim validate`'s engine: every configuration on the executor and in the simulator, compared.
+
+For each (eviction policy, capacity, prefetch) the same trace runs through `execute` (real copies
+and kernels) and `timed_replay` (the simpy clock) with the same calibrated profile. Decisions must
+be identical (outcomes, copies, victims, in order) and the hit/miss/byte totals equal; times are
+compared per step (pass): MAPE, signed bias (MPE), p50/p99, TTFT/TPOT; policies are ranked by
+mean step time on both sides (Kendall tau-b, exact order); expert-fetch H2D throughput is set
+against the profile's bandwidth and NVML's PCIe bytes against the bytes issued.
+Runs torch only through the executor (imported when a run starts).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from moesim.hw_profiles.profile import HardwareProfile
+from moesim.kernels.decision_log import DecisionLog
+from moesim.kernels.shapes import ExpertShapes
+from moesim.kernels.validation_metrics import error_summary, kendall_tau, ranking, relative_error, step_times
+from moesim.sim.capacity import Capacity
+from moesim.sim.timed_replay import TimedConfig
+from moesim.traces.trace import PHASE_NAMES, Trace
+
+FORMAT = "moesim.validate/1"
+ACCEPT_MAPE = 0.10
+ACCEPT_MPE = 0.05
+"""Acceptance (gpu_method.md §9C): step-latency MAPE <= 10 %, |MPE| <= 5 %, Kendall tau = 1."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The grid to run and how to run the executor."""
+
+    policies: tuple[str, ...] = ("lru", "least-stale", "belady")
+    capacities: tuple[Capacity, ...] = ()
+    prefetches: tuple[str, ...] = ("none", "oracle")
+    scope: str = "global"
+    miss: str = "stall"
+    model: str | None = None
+    dtype: str = "bf16"
+    device: str = "cuda"
+    seed: int = 0
+    backend: str = "auto"
+    telemetry: bool = True
+    shapes_override: ExpertShapes | None = None
+    profile_source: str = ""
+
+    def combinations(self) -> list[tuple[str, Capacity, str]]:
+        return list(itertools.product(self.policies, self.capacities, self.prefetches))
+
+
+@dataclass
+class Validation:
+    """Everything `moesim validate` writes: one row per run, per-step times, rankings, overall verdict."""
+
+    runs: pd.DataFrame
+    steps: pd.DataFrame
+    rankings: pd.DataFrame
+    summary: dict[str, Any]
+    mismatches: list[str] = field(default_factory=list)
+
+
+def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfig,
+                   progress: Callable[[str], None] | None = None) -> Validation:
+    """Run every combination on both sides and compare (executor first, then the simulator)."""
+    from moesim.kernels.executor import execute
+    from moesim.sim.timed_replay import timed_replay
+
+    rows: list[dict[str, Any]] = []
+    step_frames: list[pd.DataFrame] = []
+    mismatches: list[str] = []
+    for policy, cap, prefetch in config.combinations():
+        timed = TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
+                            scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
+                            seed=config.seed, bounds=False)
+        if progress is not None:
+            progress(f"{timed.label()} @ {cap.text}")
+        real = execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
+                       seed=config.seed, telemetry=config.telemetry, shapes_override=config.shapes_override,
+                       backend=config.backend)
+        sim = timed_replay(trace, profile, timed)
+        row, steps = compare_run(trace, timed, cap, real, sim)
+        if not row["identical"]:
+            mismatches.append(f"{row['label']} @ {cap.text}: {row['first_difference']}")
+        rows.append(row)
+        step_frames.append(steps)
+    runs = pd.DataFrame(rows)
+    steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame()
+    rankings = rank_policies(runs)
+    summary = overall(runs, rankings, trace, profile, config)
+    return Validation(runs=runs, steps=steps, rankings=rankings, summary=summary, mismatches=mismatches)
+
+
+def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, real: Any, sim: Any) -> tuple[dict[str, Any],
+                                                                                                pd.DataFrame]:
+    """One combination's row (counts real vs sim, errors) and its per-step table."""
+    sim_log = DecisionLog.from_plan(sim.plan)
+    difference = real.decisions.first_difference(sim_log)
+    rc = real.decisions.counts()
+    s = sim.summary
+    sim_counts = {
+        "hits": s["hits"] + s["late_prefetch"],
+        "misses": s["misses"],
+        "compulsory": s["compulsory"],
+        "capacity": s["capacity"],
+        "collision": s["collision"],
+        "prefetch_copies": int(sim.cells["prefetch_copies"].sum()) + _setup(sim, prefetch=True),
+        "demand_copies": int(sim.cells["demand_copies"].sum()) + _setup(sim, prefetch=False),
+        "bytes": int(sim.plan.copy_bytes[~sim.engine.copy_cancelled].sum()),  # bytes the clock moved
+    }
+    totals_equal = all(rc[k] == v for k, v in sim_counts.items())
+    identical = difference is None and totals_equal
+    if difference is None and not totals_equal:
+        difference = "totals differ: " + ", ".join(f"{k} {rc[k]} vs {v}" for k, v in sim_counts.items() if rc[k] != v)
+
+    real_steps = real.passes["step_s"].to_numpy(dtype=np.float64)
+    sim_steps = step_times(trace, sim.cells["end_s"].to_numpy())
+    errors = error_summary(real_steps, sim_steps)
+    rs = real.summary
+    h2d = rs["h2d"]
+    row: dict[str, Any] = {
+        "label": timed.label(),
+        "eviction": timed.eviction,
+        "prefetch": timed.prefetch,
+        "capacity": cap.text,
+        "capacity_bytes": cap.bytes,
+        "identical": identical,
+        "first_difference": difference or "",
+        "timings_meaningful": bool(rs["timings_meaningful"]),
+    }
+    for key, value in sim_counts.items():
+        row[f"real_{key}"] = int(rc[key])
+        row[f"sim_{key}"] = int(value)
+    row["real_evictions"] = int(rc["evictions"])
+    row["sim_evictions"] = int(sim_log.counts()["evictions"])
+    row["moved_bytes"] = int(sum(v["bytes"] for v in rs["moved"].values()))
+    row["moved_equals_planned"] = bool(rs["moved_equals_planned"])
+    row.update({f"step_{k}": v for k, v in errors.items()})
+    pairs = {
+        "total_s": (rs["time"]["total_s"], s["time"]["total_s"]),
+        "step_mean_s": (rs["step_s"]["mean"], _mean(sim_steps)),
+        "ttft_mean_s": (rs["ttft_s"]["mean"], s["ttft_s"]["mean"]),
+        "tpot_mean_s": (rs["tpot_s"]["mean"], s["tpot_s"]["mean"]),
+        "stall_s": (rs["time"]["stall_s"], s["time"]["stall_s"]),
+        "expert_s": (rs["time"]["expert_s"], s["time"]["expert_s"]),
+        "dense_s": (rs["time"]["dense_s"], s["time"]["dense_s"]),
+    }
+    for key, (r, v) in pairs.items():
+        row[f"real_{key}"] = r
+        row[f"sim_{key}"] = v
+        row[f"err_{key}"] = relative_error(r, v)
+    row["real_gap_s"] = rs["time"]["gap_s"]
+    row["h2d_copies"] = h2d["copies"]
+    row["h2d_throughput_Bps"] = h2d["throughput_Bps"]
+    row["h2d_median_copy_Bps"] = h2d["median_copy_Bps"]
+    row["calibrated_Bps"] = h2d["calibrated_Bps"]
+    row["h2d_over_calibrated"] = h2d["throughput_over_calibrated"]
+    row["issued_h2d_bytes"] = h2d["bytes"]
+    row["nvml_rx_bytes"] = rs["nvml_rx_bytes"]
+    row["nvml_over_issued"] = rs["nvml_rx_over_h2d_bytes"]
+    row["real_energy_J"] = rs["energy_J"]
+    row["sim_energy_J"] = s["energy_j"]["total"]
+    steps = pd.DataFrame({
+        "label": timed.label(),
+        "capacity": cap.text,
+        "pass": np.arange(trace.n_passes, dtype=np.int64),
+        "phase": [PHASE_NAMES[int(p)] for p in trace.pass_phase],
+        "tokens": np.diff(trace.pass_token_offsets).astype(np.int64),
+        "real_s": real_steps,
+        "sim_s": sim_steps,
+    })
+    steps["error"] = np.where(steps["real_s"] > 0, (steps["sim_s"] - steps["real_s"]) / steps["real_s"], np.nan)
+    return row, steps
+
+
+def _setup(sim: Any, prefetch: bool) -> int:
+    """Setup copies (pinned loads before cell 0) are in no cell's column; they are demand copies."""
+    plan = sim.plan
+    n = plan.n_setup_copies
+    return int((plan.copy_prefetch[:n] == prefetch).sum())
+
+
+def _mean(values: np.ndarray) -> float | None:
+    v = values[np.isfinite(values)]
+    return float(v.mean()) if v.size else None
+
+
+def rank_policies(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (capacity, prefetch): policies from fastest to slowest mean step time, real vs simulated."""
+    rows = []
+    if runs.empty:
+        return pd.DataFrame(columns=["capacity", "prefetch", "policies", "real_order", "sim_order", "kendall_tau",
+                                     "same_order"])
+    for (cap, prefetch), group in runs.groupby(["capacity", "prefetch"], sort=False):
+        labels = group["eviction"].tolist()
+        real = group["real_step_mean_s"].astype(float).tolist()
+        sim = group["sim_step_mean_s"].astype(float).tolist()
+        real_order, sim_order = ranking(labels, real), ranking(labels, sim)
+        rows.append({"capacity": cap, "prefetch": prefetch, "policies": len(labels),
+                     "real_order": " < ".join(real_order), "sim_order": " < ".join(sim_order),
+                     "kendall_tau": kendall_tau(real, sim), "same_order": real_order == sim_order})
+    return pd.DataFrame(rows)
+
+
+def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: HardwareProfile,
+            config: ValidateConfig) -> dict[str, Any]:
+    """The verdict: counts identical everywhere, error spread, ranking, acceptance (GPU only)."""
+    meaningful = bool(runs["timings_meaningful"].all()) if len(runs) else False
+    mape = runs["step_mape"].dropna().astype(float) if len(runs) else pd.Series(dtype=float)
+    mpe = runs["step_mpe"].dropna().astype(float) if len(runs) else pd.Series(dtype=float)
+    taus = rankings["kendall_tau"].dropna().astype(float) if len(rankings) else pd.Series(dtype=float)
+    accept = None
+    if meaningful and len(runs):
+        accept = {
+            "mape_le_10pct": bool((mape <= ACCEPT_MAPE).all()) if len(mape) else False,
+            "abs_mpe_le_5pct": bool((mpe.abs() <= ACCEPT_MPE).all()) if len(mpe) else False,
+            "ranking_preserved": bool(rankings["same_order"].all()) if len(rankings) else False,
+        }
+    return _clean({
+        "format": FORMAT,
+        "trace_hash": trace.content_hash(),
+        "trace_model": trace.meta.model,
+        "profile": profile.name,
+        "profile_source": config.profile_source,
+        "device": config.device,
+        "miss": config.miss,
+        "scope": config.scope,
+        "runs": int(len(runs)),
+        "all_identical": bool(runs["identical"].all()) if len(runs) else True,
+        "timings_meaningful": meaningful,
+        "note": "" if meaningful else "timings on CPU are host stamps and mean nothing: only the counts are checked",
+        "step_mape": {"mean": _f(mape.mean()), "max": _f(mape.max())},
+        "step_mpe": {"mean": _f(mpe.mean()), "min": _f(mpe.min()), "max": _f(mpe.max())},
+        "kendall_tau_min": _f(taus.min()),
+        "rankings_preserved": bool(rankings["same_order"].all()) if len(rankings) else None,
+        "acceptance": accept,
+    })
+
+
+def _f(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return _f(value)
+    return value

@@ -1,0 +1,213 @@
+"""Writes a validation: Parquet tables, summary.json and one self-contained HTML report, all atomically.
+
+Layout of the output directory:
+    runs.parquet      one row per (policy, capacity, prefetch): counts real vs sim, errors, throughput
+    steps.parquet     per run and pass: measured and simulated step time, error
+    rankings.parquet  per (capacity, prefetch): policy order real vs sim, Kendall tau
+    summary.json      the overall verdict
+    report.html       the same, readable: counts, step errors, metric | real | sim | diff % per run
+Parquet files carry the summary, versions and the trace hash in their schema metadata (b"moesim").
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from moesim.atomic_io import atomic_path, write_text_atomic
+from moesim.kernels.validate import Validation
+
+
+def write_validation(validation: Validation, out_dir: str | Path) -> dict[str, str]:
+    """Write every output under `out_dir`; returns name -> path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moesim.cli_version import versions
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"summary": validation.summary, "versions": versions()}, sort_keys=True,
+                      allow_nan=False).encode()
+    paths: dict[str, str] = {}
+    for name, frame in (("runs", validation.runs), ("steps", validation.steps), ("rankings", validation.rankings)):
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata({b"moesim": meta})
+        path = out / f"{name}.parquet"
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        paths[name] = str(path)
+    summary_path = out / "summary.json"
+    write_text_atomic(summary_path, json.dumps(validation.summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    paths["summary"] = str(summary_path)
+    report_path = out / "report.html"
+    write_text_atomic(report_path, render_html(validation))
+    paths["report"] = str(report_path)
+    return paths
+
+
+# ---- HTML ----------------------------------------------------------------------------------------
+_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:80em}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.bad{background:#fdd}.ok{background:#dfd}
+.note{background:#ffe;border:1px solid #cc8;padding:.5em 1em}details{margin:.3em 0}"""
+
+
+def render_html(validation: Validation) -> str:
+    s = validation.summary
+    runs = validation.runs
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>moesim validate</title>"
+             f"<style>{_STYLE}</style></head><body>",
+             "<h1>moesim validate: executor vs simulator</h1>",
+             _kv([("trace hash", s.get("trace_hash")), ("trace model", s.get("trace_model")),
+                  ("profile", f"{s.get('profile')} ({s.get('profile_source')})"), ("device", s.get("device")),
+                  ("miss handling", s.get("miss")), ("scope", s.get("scope")), ("runs", s.get("runs"))])]
+    if s.get("note"):
+        parts.append(f"<p class='note'>{html.escape(s['note'])}</p>")
+    verdict = [("decisions identical in every run", _yes(s.get("all_identical"))),
+               ("step MAPE mean / max", f"{_pct(s['step_mape']['mean'])} / {_pct(s['step_mape']['max'])}"),
+               ("step MPE (bias) mean", _pct(s["step_mpe"]["mean"])),
+               ("policy ranking preserved", _yes(s.get("rankings_preserved"))),
+               ("Kendall tau (min)", _num(s.get("kendall_tau_min")))]
+    if s.get("acceptance"):
+        verdict += [(f"acceptance: {k}", _yes(v)) for k, v in s["acceptance"].items()]
+    parts += ["<h2>Verdict</h2>", _kv(verdict)]
+    if validation.mismatches:
+        parts.append("<p class='note bad'>Decisions differ:<br>" + "<br>".join(html.escape(m) for m in
+                                                                              validation.mismatches) + "</p>")
+    if len(runs):
+        parts += ["<h2>Counts (must be identical)</h2>", _table(
+            ["run", "capacity", "identical", "hits real", "hits sim", "misses real", "misses sim", "copies real",
+             "copies sim", "bytes real", "bytes sim", "evictions real", "evictions sim", "first difference"],
+            ([r["label"], r["capacity"], _yes(r["identical"]), r["real_hits"], r["sim_hits"], r["real_misses"],
+              r["sim_misses"], r["real_demand_copies"] + r["real_prefetch_copies"],
+              r["sim_demand_copies"] + r["sim_prefetch_copies"], _bytes(r["real_bytes"]), _bytes(r["sim_bytes"]),
+              r["real_evictions"], r["sim_evictions"], r["first_difference"] or "-"]
+             for r in runs.to_dict("records")), left=(0, 1, 13))]
+        parts += ["<h2>Step latency (one step = one pass; error = (sim - real) / real)</h2>", _table(
+            ["run", "capacity", "steps", "MAPE", "MPE", "|err| p50", "|err| p99", "p50 real", "p50 sim", "p50 err",
+             "p99 real", "p99 sim", "p99 err"],
+            ([r["label"], r["capacity"], r["step_n"], _pct(r["step_mape"]), _pct(r["step_mpe"]),
+              _pct(r["step_ape_p50"]), _pct(r["step_ape_p99"]), _sec(r["step_real_p50"]), _sec(r["step_sim_p50"]),
+              _pct(r["step_p50_error"]), _sec(r["step_real_p99"]), _sec(r["step_sim_p99"]), _pct(r["step_p99_error"])]
+             for r in runs.to_dict("records")), left=(0, 1))]
+        parts.append("<h2>Per run: metric | real | sim | diff %</h2>")
+        for r in runs.to_dict("records"):
+            parts.append(f"<details><summary>{html.escape(r['label'])} @ {html.escape(r['capacity'])}</summary>")
+            parts.append(_table(["metric", "real", "sim", "diff %"], _metric_rows(r), left=(0,)))
+            parts.append("</details>")
+    if len(validation.rankings):
+        parts += ["<h2>Policy ranking by mean step time (fastest first)</h2>", _table(
+            ["capacity", "prefetch", "real order", "sim order", "Kendall tau", "same order"],
+            ([r["capacity"], r["prefetch"], r["real_order"], r["sim_order"], _num(r["kendall_tau"]),
+              _yes(r["same_order"])] for r in validation.rankings.to_dict("records")), left=(0, 1, 2, 3))]
+    if len(runs):
+        parts += ["<h2>Transfers</h2>", _table(
+            ["run", "capacity", "H2D copies", "H2D throughput", "median per copy", "calibrated", "measured / calibrated",
+             "issued H2D bytes", "NVML RX bytes", "NVML / issued", "energy real (NVML)", "energy sim"],
+            ([r["label"], r["capacity"], r["h2d_copies"], _bw(r["h2d_throughput_Bps"]), _bw(r["h2d_median_copy_Bps"]),
+              _bw(r["calibrated_Bps"]), _num(r["h2d_over_calibrated"]), _bytes(r["issued_h2d_bytes"]),
+              _bytes(r["nvml_rx_bytes"]), _num(r["nvml_over_issued"]), _joules(r["real_energy_J"]),
+              _joules(r["sim_energy_J"])] for r in runs.to_dict("records")), left=(0, 1))]
+    parts.append("<p>NVML PCIe counters average over 20 ms and energy updates every 20-100 ms: read them over "
+                 "windows of a second or more. Files: runs.parquet, steps.parquet, rankings.parquet, "
+                 "summary.json.</p></body></html>")
+    return "\n".join(parts)
+
+
+def _metric_rows(r: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for key, name, fmt in (("total_s", "total time", _sec), ("step_mean_s", "mean step", _sec),
+                           ("ttft_mean_s", "TTFT mean", _sec), ("tpot_mean_s", "TPOT mean", _sec),
+                           ("stall_s", "stall", _sec), ("expert_s", "expert compute", _sec),
+                           ("dense_s", "dense compute", _sec)):
+        rows.append([name, fmt(r[f"real_{key}"]), fmt(r[f"sim_{key}"]), _pct(r[f"err_{key}"])])
+    rows.append(["step p50", _sec(r["step_real_p50"]), _sec(r["step_sim_p50"]), _pct(r["step_p50_error"])])
+    rows.append(["step p99", _sec(r["step_real_p99"]), _sec(r["step_sim_p99"]), _pct(r["step_p99_error"])])
+    for key in ("hits", "misses", "bytes"):
+        real, sim = r[f"real_{key}"], r[f"sim_{key}"]
+        rows.append([key, real, sim, _pct((sim - real) / real if real else (0.0 if sim == real else None))])
+    rows.append(["host gaps (device idle between cells)", _sec(r["real_gap_s"]), "-", "-"])
+    return rows
+
+
+def _kv(pairs: Iterable[tuple[str, Any]]) -> str:
+    return _table(["", ""], ([k, v] for k, v in pairs), left=(0, 1), show_header=False)
+
+
+def _table(columns: list[str], rows: Iterable[list[Any]], left: tuple[int, ...] = (), show_header: bool = True) -> str:
+    out = ["<table>"]
+    if show_header:
+        out.append("<tr>" + "".join(f"<th{' class=l' if i in left else ''}>{html.escape(h)}</th>"
+                                    for i, h in enumerate(columns)) + "</tr>")
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            text = value if isinstance(value, _Html) else html.escape(_text(value))
+            cls = " class=l" if i in left else ""
+            if isinstance(value, _Html) and value.cls:
+                cls = f" class='{value.cls}{' l' if i in left else ''}'"
+            cells.append(f"<td{cls}>{text}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+class _Html(str):
+    cls = ""
+
+
+def _yes(value: Any) -> _Html:
+    if value is None:
+        out = _Html("n/a")
+    else:
+        out = _Html("yes" if value else "NO")
+        out.cls = "ok" if value else "bad"
+    return out
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return str(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not np.isfinite(value)) or pd.isna(value)
+
+
+def _pct(value: Any) -> str:
+    return "-" if _missing(value) else f"{100 * float(value):+.1f} %"
+
+
+def _num(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):.3f}"
+
+
+def _sec(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    v = float(value)
+    return f"{v * 1e3:.3f} ms" if abs(v) < 1 else f"{v:.3f} s"
+
+
+def _bytes(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    v = float(value)
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if v >= scale:
+            return f"{v / scale:.2f} {unit}"
+    return f"{int(v)} B"
+
+
+def _bw(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value) / 1e9:.2f} GB/s"
+
+
+def _joules(value: Any) -> str:
+    return "-" if _missing(value) else f"{float(value):.2f} J"
