@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.policies.cli_policies",
     "moesim.sim.cli_replay",
     "moesim.reports.cli_reports",
+    "moesim.sweeps.cli_sweep",
     "moesim.kernels.cli_gpu",
     "moesim.traces.cli_record",
 )

@@ -1,14 +1,15 @@
 """`moesim replay` and `moesim compare`: replay a trace against eviction policies and capacities.
 
 Both commands go through `run_replay(args)`, which resolves the trace, the policies and the
-capacities once and then dispatches on `args.count_only`: the count replay here, or the timed
-path (the simpy engine with a hardware profile), which plugs in at `_timed_runs` alone.
+capacities once and then dispatches: with `--profile` (and no `--count-only`) every run goes
+through the timing engine (moesim.sim.timed_replay) and reports TTFT/TPOT, stalls, bytes and
+energy beside the counts; otherwise the count replay reports hits and misses only.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
@@ -16,6 +17,7 @@ from moesim.errors import UserError
 from moesim.policies.registry import PolicySpec, parse_spec, parse_spec_list
 from moesim.sim.cache_core import SCOPES
 from moesim.sim.capacity import Capacity, layer_capacities, parse_capacity_list, parse_weights
+from moesim.sim.cli_timing import add_timing_arguments
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
 from moesim.sim.requests import MODES
 from moesim.units import format_bytes
@@ -75,32 +77,76 @@ def _count_runs(plan: ReplayPlan) -> list[tuple[CountResult, str]]:
     return runs
 
 
-def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[Any]:
-    """The timed replay (simpy engine + hardware profile) is wired in here."""
-    raise UserError("timed replay needs the timing engine and a hardware profile, which this build does "
-                    "not include; add --count-only for hit and miss counts", "replay")
+def is_timed(args: argparse.Namespace) -> bool:
+    """Timing runs when a hardware profile is named and --count-only is not given."""
+    return bool(getattr(args, "profile", None)) and not args.count_only
 
 
-def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[ReplayPlan, list[tuple[CountResult, str]]]:
+def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, str]]:
+    """Every (policy, capacity) through the timing engine; the same plan as the count replay."""
+    from moesim.sim.cli_timing import resolve_profile, timed_config_from_args
+    from moesim.sim.timed_replay import timed_replay
+
+    if plan.mode != "event":
+        raise UserError("the timing engine replays cells event-atomically; drop --replay sequential "
+                        "or add --count-only", "--replay")
+    profile = resolve_profile(args.profile, tuple(args.profile_set or ()))
+    runs = []
+    for spec in plan.specs:
+        for cap in plan.capacities:
+            config = timed_config_from_args(args, cap.bytes, eviction=spec.label())
+            if plan.scope == "layer":
+                weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
+                config = replace(config, layer_capacity=tuple(weights))
+            runs.append((timed_replay(plan.trace, profile, config), cap.text))
+    return runs
+
+
+def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[ReplayPlan, list[tuple[Any, str]]]:
     """Resolve the arguments, then run the count replay or the timed one."""
     if args.layer_weights is not None and args.scope != "layer":
         raise UserError("--layer-weights needs --scope layer", "replay")
+    if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"):
+        raise UserError("--prefetch and --miss need the timing engine: add --profile NAME", "replay")
     plan = _plan(args, specs)
-    if args.count_only:
-        runs = _count_runs(plan)
-    else:
+    if is_timed(args):
         runs = _timed_runs(plan, args)
-    if args.out:
-        from moesim.sim.results import save_count_results
+        if args.out:
+            _save_timed(runs, args.out)
+    else:
+        runs = _count_runs(plan)
+        if args.out:
+            from moesim.sim.results import save_count_results
 
-        save_count_results(runs, args.out, trace_source=plan.trace_source)
+            save_count_results(runs, args.out, trace_source=plan.trace_source)
     return plan, runs
 
 
-def _report(plan: ReplayPlan, runs: list[tuple[CountResult, str]], bound: str | None = None) -> dict[str, Any]:
+def _save_timed(runs: list[tuple[Any, str]], out: str) -> None:
+    """One run: `out` is the Parquet file. Several: `out` is a folder of <policy>@<capacity>.parquet."""
+    from pathlib import Path
+
+    from moesim.sim.timed_result import save_timed_result
+
+    if len(runs) == 1:
+        save_timed_result(runs[0][0], out)
+        return
+    folder = Path(out)
+    if folder.suffix == ".parquet":
+        raise UserError("several runs need a folder, not a .parquet file", "--out")
+    for result, text in runs:
+        name = f"{result.config.eviction}+{result.config.prefetch}@{text}".replace("/", "_").replace(":", "-")
+        save_timed_result(result, folder / f"{name}.parquet")
+
+
+def _report(plan: ReplayPlan, runs: list[tuple[Any, str]], bound: str | None = None) -> dict[str, Any]:
     from moesim.sim.results import result_record, run_metadata
 
     data = run_metadata(plan.trace, plan.trace_source)
+    if runs and not isinstance(runs[0][0], CountResult):
+        data["timed"] = True
+        data["runs"] = [dict(r.summary, capacity=text) for r, text in runs]
+        return data
     data["runs"] = [result_record(r, text) for r, text in runs]
     if bound is not None:
         data["bound_policy"] = bound
@@ -147,7 +193,29 @@ def render_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_timed(data: dict[str, Any]) -> str:
+    """Runs ranked by TPOT with the bounds as rows (moesim.sim.cli_timing.timed_table)."""
+    from moesim.sim.cli_timing import timed_table
+
+    table = timed_table(data["runs"])
+    trace = data["trace"]
+    head = (f"trace {trace['source']} ({trace['model']}, {trace['passes']} passes, "
+            f"{trace['routed_accesses']} routed accesses); profile {data['runs'][0].get('profile')}")
+    shown = table[["label", "capacity_bytes", "tpot_s", "ttft_s", "hit_rate", "misses", "collision", "stall_s",
+                   "bytes_moved", "energy_j", "tpot_over_bound"]].copy()
+    shown["capacity_bytes"] = shown["capacity_bytes"].map(lambda b: format_bytes(b) if b == b else "-")
+    for col in ("tpot_s", "ttft_s", "stall_s"):
+        shown[col] = shown[col].map(lambda t: "-" if t != t or t is None else f"{t * 1e3:.2f} ms")
+    shown["hit_rate"] = shown["hit_rate"].map(lambda r: "-" if r != r or r is None else f"{100 * r:.2f} %")
+    shown["bytes_moved"] = shown["bytes_moved"].map(lambda b: "-" if b != b or b is None else format_bytes(b))
+    shown = shown.rename(columns={"capacity_bytes": "capacity", "tpot_s": "TPOT", "ttft_s": "TTFT",
+                                  "stall_s": "stall", "tpot_over_bound": "TPOT/bound"})
+    return head + "\n" + shown.to_string(index=False, na_rep="-")
+
+
 def render_replay(data: dict[str, Any]) -> str:
+    if data.get("timed"):
+        return render_timed(data)
     lines = [render_table(data)]
     for run in data["runs"]:
         s = run["summary"]
@@ -182,7 +250,8 @@ def compare_specs(text: str) -> tuple[list[PolicySpec], str]:
 def _cmd_compare(args: argparse.Namespace) -> int:
     specs, bound = compare_specs(args.policies)
     plan, runs = run_replay(args, specs)
-    emit(args, _report(plan, runs, bound), render_table)
+    data = _report(plan, runs, bound)
+    emit(args, data, render_timed if data.get("timed") else render_table)
     return 0
 
 
@@ -197,8 +266,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", choices=MODES, default="event",
                         help="event: a layer's experts are requested together (default); sequential: one by one")
     parser.add_argument("--seed", type=int, default=0, help="seed for randomised policies")
-    parser.add_argument("--count-only", action="store_true", help="count hits and misses only (no timing)")
-    parser.add_argument("--out", default=None, help="write per-layer and per-pass tables to this Parquet file")
+    parser.add_argument("--count-only", action="store_true",
+                        help="count hits and misses only (no timing, even with --profile)")
+    parser.add_argument("--out", default=None,
+                        help="write the result tables to this Parquet file (a folder for several timed runs)")
+    add_timing_arguments(parser)
     add_json_flag(parser)
 
 

@@ -1,6 +1,6 @@
 """Timing options for `moesim replay` / `moesim compare` (wired in by moesim/sim/cli_replay.py).
 
-    add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model, --timed-out
+    add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model
     run_timed(args, trace, capacity_bytes)  one timed replay -> JSON-ready summary
     timed_table(summaries)                  compare: one row per run ranked by TPOT then TTFT, bounds as rows
 
@@ -36,8 +36,6 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--miss", default="stall", help="miss handling: stall, cpu, lowbit:bits=4, drop (default: stall)")
     group.add_argument("--model", default=None,
                        help="model catalog name for FLOPs and dense sizes (default: the trace's own model)")
-    group.add_argument("--timed-out", default=None, metavar="PATH",
-                       help="write the per-cell timing table (Parquet, with config and summary) here")
 
 
 def resolve_profile(name: str | None, overrides: Sequence[str] = ()) -> HardwareProfile:
@@ -71,7 +69,7 @@ def timed_config_from_args(args: argparse.Namespace, capacity_bytes: int, evicti
 
 
 def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:
-    """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --timed-out)."""
+    """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --out)."""
     from moesim.sim.timed_replay import timed_replay
     from moesim.sim.timed_result import save_timed_result
 
@@ -80,7 +78,7 @@ def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, evict
         raise UserError("timing needs a hardware profile: pass --profile NAME", "--profile")
     profile = resolve_profile(config.profile, config.profile_overrides)
     result = timed_replay(trace, profile, config)
-    out = getattr(args, "timed_out", None)
+    out = getattr(args, "out", None)
     if out:
         save_timed_result(result, out)
     return result.summary

@@ -134,9 +134,27 @@ def test_user_mistakes_exit_1_with_one_line(small_trace, capsys, argv, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_timed_replay_without_the_engine_says_how_to_get_counts(small_trace, capsys):
-    assert main(["replay", "--trace", "small.trace", "--capacity", "5%"]) == 1
-    assert "--count-only" in capsys.readouterr().err
+def test_without_a_profile_replay_counts(small_trace, capsys):
+    assert main(["replay", "--trace", "small.trace", "--capacity", "5%", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "timed" not in data and data["runs"][0]["summary"]["requests"] > 0
+
+
+def test_prefetch_without_a_profile_is_a_one_line_error_naming_profile(small_trace, capsys):
+    assert main(["replay", "--trace", "small.trace", "--capacity", "5%", "--prefetch", "oracle"]) == 1
+    err = capsys.readouterr().err
+    assert "--profile" in err and len(err.strip().splitlines()) == 1
+
+
+def test_with_a_profile_replay_is_timed_and_counts_agree_with_the_count_replay(small_trace, capsys):
+    assert main(["replay", "--trace", "small.trace", "--capacity", "25%", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["runs"][0]["summary"]
+    assert main(["replay", "--trace", "small.trace", "--capacity", "25%", "--profile", "h100-sxm", "--json"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    run = timed["runs"][0]
+    assert timed["timed"] is True
+    assert run["hits"] == counts["hits"] and run["misses"] == counts["misses"]
+    assert run["tpot_s"]["mean"] > 0
 
 
 def test_a_failed_run_leaves_no_output_file(small_trace, tmp_path, monkeypatch, capsys):

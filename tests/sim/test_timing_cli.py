@@ -28,6 +28,7 @@ def hand_profile(monkeypatch):
 def _args(*argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--policy", default="lru")
+    parser.add_argument("--out", default=None)
     cli_timing.add_timing_arguments(parser)
     return parser.parse_args(list(argv))
 
@@ -35,7 +36,7 @@ def _args(*argv):
 def test_run_timed_from_a_namespace(hand_profile, tmp_path):
     out = tmp_path / "timed.parquet"
     args = _args("--profile", "hand", "--set", "links.h2d.bandwidth=1 GB/s", "--prefetch", "oracle:lookahead=1:cross_pass=true",
-                 "--timed-out", str(out))
+                 "--out", str(out))
     summary = cli_timing.run_timed(args, _trace(), 3 * MB)
     assert hand_profile == [("hand", ("links.h2d.bandwidth=1 GB/s",))]
     # the hand timeline of test_timing_hand.test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline
