@@ -132,6 +132,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     if not args.device.startswith("cpu") and not torch.cuda.is_available():
         raise UserError("no CUDA device: validate needs a GPU (pass --device cpu to check the counts without one)")
     device = str(resolve_device(args.device, "validate"))
+    if device == "cpu":
+        torch.set_num_threads(1)  # tiny CPU checks: thread-pool wake-ups would cost more than the math
     trace = load_trace_arg(args.trace)
     profile = resolve_profile(args.profile, args.profile_set)
     policies = tuple(spec.label() for spec in parse_spec_list(args.policies, "eviction"))

@@ -5,12 +5,15 @@ Layout of the output directory:
     steps.parquet     per run and pass: measured and simulated step time, error
     rankings.parquet  per (capacity, prefetch): policy order real vs sim, Kendall tau
     summary.json      the overall verdict
-    report.html       the same, readable: counts, step errors, metric | real | sim | diff % per run
+    report.html       the same, readable: counts, step errors, metric | real | sim | diff % per run, and
+                      two plots (step times real vs sim; mean step per run), in moesim.reports' style
+    report.md         the verdict and the metric | real | sim | diff % tables (for results/ READMEs)
 Parquet files carry the summary, versions and the trace hash in their schema metadata (b"moesim").
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
@@ -21,6 +24,8 @@ import pandas as pd
 
 from moesim.atomic_io import atomic_path, write_text_atomic
 from moesim.kernels.validate import Validation
+from moesim.reports.plots import new_figure, png_bytes
+from moesim.reports.render import CSS
 
 
 def write_validation(validation: Validation, out_dir: str | Path) -> dict[str, str]:
@@ -47,14 +52,14 @@ def write_validation(validation: Validation, out_dir: str | Path) -> dict[str, s
     report_path = out / "report.html"
     write_text_atomic(report_path, render_html(validation))
     paths["report"] = str(report_path)
+    md_path = out / "report.md"
+    write_text_atomic(md_path, render_markdown(validation))
+    paths["markdown"] = str(md_path)
     return paths
 
 
 # ---- HTML ----------------------------------------------------------------------------------------
-_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:80em}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}.bad{background:#fdd}.ok{background:#dfd}
-.note{background:#ffe;border:1px solid #cc8;padding:.5em 1em}details{margin:.3em 0}"""
+_STYLE = CSS + """td.l,th.l{text-align:left}.bad{background:#fdd}.ok{background:#dfd}details{margin:.3em 0}"""
 
 
 def render_html(validation: Validation) -> str:
@@ -100,6 +105,10 @@ def render_html(validation: Validation) -> str:
             parts.append(f"<details><summary>{html.escape(r['label'])} @ {html.escape(r['capacity'])}</summary>")
             parts.append(_table(["metric", "real", "sim", "diff %"], _metric_rows(r), left=(0,)))
             parts.append("</details>")
+    for title, caption, png in _figures(validation):
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h2>{html.escape(title)}</h2><figure><img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
     if len(validation.rankings):
         parts += ["<h2>Policy ranking by mean step time (fastest first)</h2>", _table(
             ["capacity", "prefetch", "real order", "sim order", "Kendall tau", "same order"],
@@ -117,6 +126,73 @@ def render_html(validation: Validation) -> str:
                  "windows of a second or more. Files: runs.parquet, steps.parquet, rankings.parquet, "
                  "summary.json.</p></body></html>")
     return "\n".join(parts)
+
+
+def _figures(validation: Validation) -> list[tuple[str, str, bytes]]:
+    """Step times measured vs simulated (all runs), and each run's mean step on both sides."""
+    steps, runs = validation.steps, validation.runs
+    out = []
+    ok = steps[(steps["real_s"] > 0) & (steps["sim_s"] > 0)] if len(steps) else steps
+    if len(ok):
+        fig = new_figure(6.0, 5.0)
+        ax = fig.add_subplot()
+        for (label, cap), group in ok.groupby(["label", "capacity"], sort=False):
+            ax.scatter(group["real_s"] * 1e3, group["sim_s"] * 1e3, s=10, label=f"{label} @ {cap}")
+        lo = float(min(ok["real_s"].min(), ok["sim_s"].min())) * 1e3
+        hi = float(max(ok["real_s"].max(), ok["sim_s"].max())) * 1e3
+        ax.plot([lo, hi], [lo, hi], color="#444", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("measured step (ms)")
+        ax.set_ylabel("simulated step (ms)")
+        if ok.groupby(["label", "capacity"]).ngroups <= 12:
+            ax.legend(fontsize=7)
+        out.append(("Step times: simulated vs measured", "One point per pass and run; on the line the simulator "
+                    "matches the device.", png_bytes(fig)))
+    if len(runs):
+        fig = new_figure(7.0, 0.3 * len(runs) + 1.5)
+        ax = fig.add_subplot()
+        y = np.arange(len(runs))
+        names = [f"{r['label']} @ {r['capacity']}" for r in runs.to_dict("records")]
+        real = runs["real_step_mean_s"].astype(float).to_numpy() * 1e3
+        sim = runs["sim_step_mean_s"].astype(float).to_numpy() * 1e3
+        ax.barh(y - 0.2, real, height=0.4, label="measured", color="#1f77b4")
+        ax.barh(y + 0.2, sim, height=0.4, label="simulated", color="#ff7f0e")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean step (ms)")
+        ax.legend(fontsize=7)
+        out.append(("Mean step per run", "The ranking compares these within each capacity and prefetch setting.",
+                    png_bytes(fig)))
+    return out
+
+
+def render_markdown(validation: Validation) -> str:
+    """The verdict and, per run, metric | real | sim | diff % (LLMServingSim's summary table)."""
+    s = validation.summary
+    lines = ["# moesim validate: executor vs simulator", "",
+             f"- trace {s.get('trace_hash', '')[:16]} (model {s.get('trace_model')}), profile {s.get('profile')} "
+             f"({s.get('profile_source')}), device {s.get('device')}, miss {s.get('miss')}, scope {s.get('scope')}",
+             f"- decisions identical in every run: {_plain(s.get('all_identical'))}",
+             f"- step MAPE mean {_pct(s['step_mape']['mean'])}, max {_pct(s['step_mape']['max'])}; "
+             f"MPE mean {_pct(s['step_mpe']['mean'])}",
+             f"- policy ranking preserved: {_plain(s.get('rankings_preserved'))} (min Kendall tau "
+             f"{_num(s.get('kendall_tau_min'))})"]
+    if s.get("note"):
+        lines.append(f"- note: {s['note']}")
+    for r in validation.runs.to_dict("records"):
+        lines += ["", f"## {r['label']} @ {r['capacity']}", "", "| metric | real | sim | diff % |", "|---|---|---|---|"]
+        lines += [f"| {' | '.join(str(v) for v in row)} |" for row in _metric_rows(r)]
+    if len(validation.rankings):
+        lines += ["", "## Ranking (fastest first)", "", "| capacity | prefetch | real | sim | Kendall tau |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['capacity']} | {r['prefetch']} | {r['real_order']} | {r['sim_order']} | "
+                  f"{_num(r['kendall_tau'])} |" for r in validation.rankings.to_dict("records")]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> str:
+    return "n/a" if value is None else ("yes" if value else "NO")
 
 
 def _metric_rows(r: dict[str, Any]) -> list[list[Any]]:
