@@ -181,13 +181,16 @@ def execute(
     check: bool = False,
     keep_outputs: bool = False,
     ssd_dir: str | None = None,
+    store: HostExpertStore | None = None,
 ) -> ExecutionResult:
     """Run `config` on `device` with real copies and kernels; decisions come from the simulator's Planner.
 
     `shapes_override` replaces the catalog's expert shapes (tiny shapes for CPU tests: moved bytes
     then differ from the trace's planned bytes, which the summary reports). `check` verifies after
     every cell that each resident object's slot holds its host bytes (synchronising the device) and
-    keeps the hazard log; `keep_outputs` returns every cell's output on the host.
+    keeps the hazard log; `keep_outputs` returns every cell's output on the host. `store` reuses a
+    host expert store across runs (building one is O(total expert bytes): minutes for a full model);
+    it must hold `shapes` made with `seed`, and the caller keeps owning it.
     """
     dev = resolve_device(device)
     check_supported(config, trace)
@@ -200,9 +203,12 @@ def execute(
                             f"{trace.meta.n_layers} x {trace.meta.n_experts}", "shapes")
     else:
         shapes = shapes_for_trace(trace, model or config.model, dtype)
+    if store is not None and (store.shapes != shapes or store.seed != seed):
+        raise ValueError(f"the store holds {store.shapes} with seed {store.seed}, the run needs {shapes} "
+                         f"with seed {seed}")
     setup = setup_planner(trace, profile, config)
     run = _Run(trace, profile, config, dev, shapes, setup, seed, pick_backend(dev, backend), dense, check,
-               keep_outputs, ssd_dir)
+               keep_outputs, ssd_dir, store)
     try:
         return run.execute(telemetry)
     finally:
@@ -214,7 +220,7 @@ class _Run:
 
     def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig, dev: torch.device,
                  shapes: ExpertShapes, setup: Any, seed: int, backend: str, dense: bool, check: bool,
-                 keep_outputs: bool, ssd_dir: str | None) -> None:
+                 keep_outputs: bool, ssd_dir: str | None, store: HostExpertStore | None) -> None:
         self.trace = trace
         self.profile = profile
         self.config = config
@@ -230,7 +236,8 @@ class _Run:
         self.clock = DeviceClock(dev)
         self.copies = CopyStream(dev, log=check, clock=self.clock)
 
-        self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda)
+        self.own_store = store is None
+        self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda) if store is None else store
         topo = self.topology
         self.ssd = SsdExpertStore(self.store, ssd_dir) if topo.home == "ssd" else None
         sizes = [int(b) for b in trace.meta.object_bytes]
@@ -299,7 +306,8 @@ class _Run:
     def close(self) -> None:
         if self.ssd is not None:
             self.ssd.close()
-        self.store.close()
+        if self.own_store:
+            self.store.close()
 
     def _warm_up(self) -> None:
         """JIT-compile the kernel's tile configs, create the cuBLAS handle and the copy stream's first use."""

@@ -68,27 +68,35 @@ class Validation:
 def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfig,
                    progress: Callable[[str], None] | None = None) -> Validation:
     """Run every combination on both sides and compare (executor first, then the simulator)."""
-    from moesim.kernels.executor import execute
+    from moesim.kernels.executor import execute, shapes_for_trace
+    from moesim.kernels.host_store import HostExpertStore
     from moesim.sim.timed_replay import timed_replay
 
+    shapes = config.shapes_override or shapes_for_trace(trace, config.model, config.dtype)
+    if progress is not None:
+        progress(f"building {shapes.n_objects} random experts of {shapes.expert_bytes} bytes (once for every run)")
+    store = HostExpertStore(shapes, seed=config.seed, pin=config.device.startswith("cuda"))
     rows: list[dict[str, Any]] = []
     step_frames: list[pd.DataFrame] = []
     mismatches: list[str] = []
-    for policy, cap, prefetch in config.combinations():
-        timed = TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
-                            scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
-                            seed=config.seed, bounds=False)
-        if progress is not None:
-            progress(f"{timed.label()} @ {cap.text}")
-        real = execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
-                       seed=config.seed, telemetry=config.telemetry, shapes_override=config.shapes_override,
-                       backend=config.backend)
-        sim = timed_replay(trace, profile, timed)
-        row, steps = compare_run(trace, timed, cap, real, sim)
-        if not row["identical"]:
-            mismatches.append(f"{row['label']} @ {cap.text}: {row['first_difference']}")
-        rows.append(row)
-        step_frames.append(steps)
+    try:
+        for policy, cap, prefetch in config.combinations():
+            timed = TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
+                                scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
+                                seed=config.seed, bounds=False)
+            if progress is not None:
+                progress(f"{timed.label()} @ {cap.text}")
+            real = execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
+                           seed=config.seed, telemetry=config.telemetry, shapes_override=shapes,
+                           backend=config.backend, store=store)
+            sim = timed_replay(trace, profile, timed)
+            row, steps = compare_run(trace, timed, cap, real, sim)
+            if not row["identical"]:
+                mismatches.append(f"{row['label']} @ {cap.text}: {row['first_difference']}")
+            rows.append(row)
+            step_frames.append(steps)
+    finally:
+        store.close()
     runs = pd.DataFrame(rows)
     steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame()
     rankings = rank_policies(runs)

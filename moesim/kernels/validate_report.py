@@ -116,7 +116,8 @@ def render_html(validation: Validation) -> str:
               _yes(r["same_order"])] for r in validation.rankings.to_dict("records")), left=(0, 1, 2, 3))]
     if len(runs):
         parts += ["<h2>Transfers</h2>", _table(
-            ["run", "capacity", "H2D copies", "H2D throughput", "median per copy", "calibrated", "measured / calibrated",
+            ["run", "capacity", "H2D copies", "H2D throughput", "median per copy", "calibrated",
+             "measured / calibrated",
              "issued H2D bytes", "NVML RX bytes", "NVML / issued", "energy real (NVML)", "energy sim"],
             ([r["label"], r["capacity"], r["h2d_copies"], _bw(r["h2d_throughput_Bps"]), _bw(r["h2d_median_copy_Bps"]),
               _bw(r["calibrated_Bps"]), _num(r["h2d_over_calibrated"]), _bytes(r["issued_h2d_bytes"]),

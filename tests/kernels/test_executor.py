@@ -76,7 +76,8 @@ def test_decisions_equal_the_simulators_in_order(eviction, prefetch, scope):
     counts = result.decisions.counts()
     assert counts["evictions"] > 0 and counts["misses"] > 0 and counts["hits"] > 0
     assert (counts["prefetch_copies"] > 0) == (prefetch != "none")
-    assert counts["hits"] + counts["misses"] == sim.summary["hits"] + sim.summary["late_prefetch"] + sim.summary["misses"]
+    s = sim.summary
+    assert counts["hits"] + counts["misses"] == s["hits"] + s["late_prefetch"] + s["misses"]
     assert counts["bytes"] == sum(link["bytes"] for link in sim.summary["links"].values())
     assert result.checked_cells == trace.n_cells  # slots matched host bytes after every cell
     assert result.summary["moved_equals_planned"]

@@ -203,3 +203,23 @@ def test_decision_logs_name_their_first_difference():
     other = DecisionLog.from_plan(plan_trace(trace, topo, PlanConfig(eviction="fifo", prefetch="oracle",
                                                                      capacity_bytes=5000)))
     assert a.first_difference(other) is not None
+
+
+@pytest.mark.gpu
+def test_validate_on_cuda_with_olmoe_shapes(tmp_path, capsys):
+    """Real shapes on the GPU: counts identical, timings meaningful, copies near the link's speed."""
+    rng = np.random.default_rng(0)
+    cells = [[[int(e) for e in rng.choice(64, 8, replace=False)] for _ in range(2)] for _ in range(12)]
+    trace = simple_trace(cells, n_layers=2, n_experts=64, object_bytes=12582912, top_k=8)
+    trace.meta.model = "olmoe-1b-7b"
+    path = tmp_path / "olmoe.parquet"
+    save_trace(trace, path)
+    out = tmp_path / "val"
+    rc = main(["validate", "--trace", str(path), "--profile", "h100-sxm", "--policies", "lru,least-stale,belady",
+               "--capacity", "10%,25%", "--prefetch", "none,oracle", "--out", str(out), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["all_identical"] and report["timings_meaningful"] and report["runs"] == 12
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert (runs["h2d_throughput_Bps"] > 1e9).all() and runs["moved_equals_planned"].all()
+    assert runs["step_mape"].notna().all()
