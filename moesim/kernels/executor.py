@@ -235,6 +235,10 @@ class _Run:
         self.dtype = shapes.torch_dtype()
         self.clock = DeviceClock(dev)
         self.copies = CopyStream(dev, log=check, clock=self.clock)
+        # one side stream per host-link copy engine of the profile, as the simulator's copy server has
+        self.copy_streams = [self.copies] + [CopyStream(dev, shared=self.copies)
+                                             for _ in range(max(self.topology.host_engines, 1) - 1)]
+        self.device_copies = 0
 
         self.own_store = store is None
         self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda) if store is None else store
@@ -294,7 +298,8 @@ class _Run:
         for c in range(self.trace.n_cells):
             self._cell(c)
         self.clock.synchronize()
-        self.copies.synchronize()
+        for engine in self.copy_streams:
+            engine.synchronize()
         nvml = None
         if tele is not None:
             tele.stop()
@@ -430,15 +435,17 @@ class _Run:
             src = self.store.buffer(cp.obj)
             dram_slot = None
         slot = self._vram_place(cp)
+        engine = self.copy_streams[self.device_copies % len(self.copy_streams)]  # round robin over engines
+        self.device_copies += 1
         if self.cuda:
-            side = self.copies.stream
+            side = engine.stream
             if gate is not None:
                 side.wait_event(gate.cuda_event)
             for j in cp.deps + cp.cancels:  # copies that must finish first (a reused slot's previous writer)
                 ev = self.done[j].cuda_event
                 if ev is not None:
                     side.wait_event(ev)
-        rec = self.copies.copy(self.vram.pool[slot], src, slot=slot, tag=cp.obj)
+        rec = engine.copy(self.vram.pool[slot], src, slot=slot, tag=cp.obj)
         self.done.append(rec.end)
         if dram_slot is not None:
             self.dram_last_read[dram_slot] = rec.end
@@ -512,7 +519,8 @@ class _Run:
     def _check_slots(self, c: int) -> None:
         """Every object the cache core holds sits in a slot holding its host bytes (both tiers)."""
         self.clock.synchronize()
-        self.copies.synchronize()
+        for engine in self.copy_streams:
+            engine.synchronize()
         core = self.planner.core
         resident = set(core.resident_objects())
         pending = set(self.planner.orphans)  # evicted, their room not yet taken: still mapped

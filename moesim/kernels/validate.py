@@ -222,6 +222,13 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
     mape = runs["step_mape"].dropna().astype(float) if len(runs) else pd.Series(dtype=float)
     mpe = runs["step_mpe"].dropna().astype(float) if len(runs) else pd.Series(dtype=float)
     taus = rankings["kendall_tau"].dropna().astype(float) if len(rankings) else pd.Series(dtype=float)
+    mismatched_bytes = int((~runs["moved_equals_planned"].astype(bool)).sum()) if len(runs) else 0
+    notes = []
+    if not meaningful:
+        notes.append("timings on CPU are host stamps and mean nothing: only the counts are checked")
+    if mismatched_bytes:
+        notes.append(f"in {mismatched_bytes} run(s) the executor's experts are not the trace's object size, so "
+                     "copies move other bytes than the simulator plans: times are not comparable")
     accept = None
     if meaningful and len(runs):
         accept = {
@@ -241,7 +248,8 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
         "runs": int(len(runs)),
         "all_identical": bool(runs["identical"].all()) if len(runs) else True,
         "timings_meaningful": meaningful,
-        "note": "" if meaningful else "timings on CPU are host stamps and mean nothing: only the counts are checked",
+        "note": "; ".join(notes),
+        "moved_bytes_match": mismatched_bytes == 0,
         "step_mape": {"mean": _f(mape.mean()), "max": _f(mape.max())},
         "step_mpe": {"mean": _f(mpe.mean()), "min": _f(mpe.min()), "max": _f(mpe.max())},
         "kendall_tau_min": _f(taus.min()),

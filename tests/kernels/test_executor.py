@@ -98,6 +98,17 @@ def test_decisions_and_data_through_ssd_tiers(tier, prefetch):
         assert sim.summary["dram"]["evictions"] > 0  # the DRAM tier really cached (and evicted)
 
 
+def test_two_copy_engines_share_one_slot_table():
+    """A profile with two H2D copy engines gets two side streams over one pool; every hazard rule holds."""
+    trace = trace_for()
+    profile = make_profile(host_bw=0.01 * GB, host_engines=2, **SLOW)
+    config = TimedConfig(prefetch="oracle", capacity_bytes=int(trace.total_object_bytes() * 0.3))
+    result, sim = run_both(trace, profile, config)
+    assert result.decisions.first_difference(DecisionLog.from_plan(sim.plan)) is None
+    assert result.checked_cells == trace.n_cells
+    check_hazards(result.hazard_log)
+
+
 def test_pinned_objects_load_before_the_first_cell_and_match():
     trace = trace_for()
     config = TimedConfig(eviction="static-hot:profile_passes=3:share=0.5",
