@@ -141,6 +141,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     if not policies or not prefetches:
         raise UserError("give at least one policy and one prefetch policy", "--policies/--prefetch")
     parse_spec(args.miss, "miss")
+    if args.repeat < 1:
+        raise UserError(f"must be at least 1, got {args.repeat}", "--repeat")
     shapes = None
     if args.expert_shape:
         try:
@@ -154,7 +156,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     config = ValidateConfig(
         policies=policies, capacities=tuple(parse_capacity_list(args.capacity, trace)), prefetches=prefetches,
         scope=args.scope, miss=args.miss, model=args.model, dtype=args.dtype, device=device, seed=args.seed,
-        backend=args.backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile)
+        backend=args.backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile,
+        repeats=args.repeat)
 
     def progress(text: str) -> None:
         print(f"validate: {text}", file=sys.stderr, flush=True)
@@ -213,6 +216,8 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--expert-shape", metavar="HIDDENxINTER",
                    help="override the model's expert shape (tiny shapes for CPU runs; moved bytes then differ "
                         "from the trace's)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over the whole grid (interleaved); step times "
+                                                          "are medians over rounds, the spread is reported")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample NVML")
     p.add_argument("--out", required=True, help="directory for the Parquet tables, summary.json and report.html")
     add_json_flag(p)

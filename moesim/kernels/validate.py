@@ -49,6 +49,7 @@ class ValidateConfig:
     telemetry: bool = True
     shapes_override: ExpertShapes | None = None
     profile_source: str = ""
+    repeats: int = 1  # interleaved rounds over the grid; per-step medians (gpu_method.md §1: A/B/A/B)
 
     def combinations(self) -> list[tuple[str, Capacity, str]]:
         return list(itertools.product(self.policies, self.capacities, self.prefetches))
@@ -76,27 +77,35 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     if progress is not None:
         progress(f"building {shapes.n_objects} random experts of {shapes.expert_bytes} bytes (once for every run)")
     store = HostExpertStore(shapes, seed=config.seed, pin=config.device.startswith("cuda"))
+    combos = config.combinations()
+    reals: list[list[Any]] = [[] for _ in combos]
+    sims: list[Any] = [None] * len(combos)
+    timed_of = [TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
+                            scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
+                            seed=config.seed, bounds=False) for policy, cap, prefetch in combos]
+    try:
+        for round_ in range(max(config.repeats, 1)):  # rounds outside: drift spreads over every run alike
+            for i, (_, cap, _) in enumerate(combos):
+                timed = timed_of[i]
+                if progress is not None:
+                    tag = f" (round {round_ + 1}/{config.repeats})" if config.repeats > 1 else ""
+                    progress(f"{timed.label()} @ {cap.text}{tag}")
+                reals[i].append(execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
+                                        seed=config.seed, telemetry=config.telemetry, shapes_override=shapes,
+                                        backend=config.backend, store=store))
+                if sims[i] is None:
+                    sims[i] = timed_replay(trace, profile, timed)
+    finally:
+        store.close()
     rows: list[dict[str, Any]] = []
     step_frames: list[pd.DataFrame] = []
     mismatches: list[str] = []
-    try:
-        for policy, cap, prefetch in config.combinations():
-            timed = TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
-                                scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
-                                seed=config.seed, bounds=False)
-            if progress is not None:
-                progress(f"{timed.label()} @ {cap.text}")
-            real = execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
-                           seed=config.seed, telemetry=config.telemetry, shapes_override=shapes,
-                           backend=config.backend, store=store)
-            sim = timed_replay(trace, profile, timed)
-            row, steps = compare_run(trace, timed, cap, real, sim)
-            if not row["identical"]:
-                mismatches.append(f"{row['label']} @ {cap.text}: {row['first_difference']}")
-            rows.append(row)
-            step_frames.append(steps)
-    finally:
-        store.close()
+    for i, (_, cap, _) in enumerate(combos):
+        row, steps = compare_run(trace, timed_of[i], cap, reals[i], sims[i])
+        if not row["identical"]:
+            mismatches.append(f"{row['label']} @ {cap.text}: {row['first_difference']}")
+        rows.append(row)
+        step_frames.append(steps)
     runs = pd.DataFrame(rows)
     steps = pd.concat(step_frames, ignore_index=True) if step_frames else pd.DataFrame()
     rankings = rank_policies(runs)
@@ -104,11 +113,18 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     return Validation(runs=runs, steps=steps, rankings=rankings, summary=summary, mismatches=mismatches)
 
 
-def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, real: Any, sim: Any) -> tuple[dict[str, Any],
-                                                                                                pd.DataFrame]:
-    """One combination's row (counts real vs sim, errors) and its per-step table."""
+def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, reals: list[Any], sim: Any) -> tuple[
+        dict[str, Any], pd.DataFrame]:
+    """One combination's row (counts real vs sim, errors) and its per-step table.
+
+    `reals` are the executor's rounds: each must match the simulator; steps are compared by their
+    median over rounds, totals by the round with the median total time (whose summary the row shows).
+    """
     sim_log = DecisionLog.from_plan(sim.plan)
-    difference = real.decisions.first_difference(sim_log)
+    differences = [r.decisions.first_difference(sim_log) for r in reals]
+    difference = next((d for d in differences if d is not None), None)
+    totals = np.asarray([r.summary["time"]["total_s"] for r in reals], dtype=np.float64)
+    real = reals[int(np.argsort(totals, kind="stable")[(len(reals) - 1) // 2])]
     rc = real.decisions.counts()
     s = sim.summary
     sim_counts = {
@@ -126,7 +142,7 @@ def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, real: Any, sim:
     if difference is None and not totals_equal:
         difference = "totals differ: " + ", ".join(f"{k} {rc[k]} vs {v}" for k, v in sim_counts.items() if rc[k] != v)
 
-    real_steps = real.passes["step_s"].to_numpy(dtype=np.float64)
+    real_steps = np.median(np.stack([r.passes["step_s"].to_numpy(dtype=np.float64) for r in reals]), axis=0)
     sim_steps = step_times(trace, sim.cells["end_s"].to_numpy())
     errors = error_summary(real_steps, sim_steps)
     rs = real.summary
@@ -140,6 +156,9 @@ def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, real: Any, sim:
         "identical": identical,
         "first_difference": difference or "",
         "timings_meaningful": bool(rs["timings_meaningful"]),
+        "rounds": len(reals),
+        "real_total_spread": float((totals.max() - totals.min()) / np.median(totals)) if len(reals) > 1 and
+        np.median(totals) > 0 else None,
     }
     for key, value in sim_counts.items():
         row[f"real_{key}"] = int(rc[key])
@@ -151,7 +170,7 @@ def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, real: Any, sim:
     row.update({f"step_{k}": v for k, v in errors.items()})
     pairs = {
         "total_s": (rs["time"]["total_s"], s["time"]["total_s"]),
-        "step_mean_s": (rs["step_s"]["mean"], _mean(sim_steps)),
+        "step_mean_s": (_mean(real_steps), _mean(sim_steps)),
         "ttft_mean_s": (rs["ttft_s"]["mean"], s["ttft_s"]["mean"]),
         "tpot_mean_s": (rs["tpot_s"]["mean"], s["tpot_s"]["mean"]),
         "stall_s": (rs["time"]["stall_s"], s["time"]["stall_s"]),
@@ -199,19 +218,28 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def rank_policies(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (capacity, prefetch): policies from fastest to slowest mean step time, real vs simulated."""
+    """Per (capacity, prefetch): policies from fastest to slowest mean step time, real vs simulated.
+
+    A real ordering means something only where the gaps between policies exceed the run-to-run
+    spread (gpu_method.md §9C): both are reported (they need `repeats` > 1).
+    """
     rows = []
     if runs.empty:
         return pd.DataFrame(columns=["capacity", "prefetch", "policies", "real_order", "sim_order", "kendall_tau",
-                                     "same_order"])
+                                     "same_order", "smallest_real_gap", "run_to_run_spread"])
     for (cap, prefetch), group in runs.groupby(["capacity", "prefetch"], sort=False):
         labels = group["eviction"].tolist()
         real = group["real_step_mean_s"].astype(float).tolist()
         sim = group["sim_step_mean_s"].astype(float).tolist()
         real_order, sim_order = ranking(labels, real), ranking(labels, sim)
+        ordered = sorted(real)
+        gaps = [(b - a) / a for a, b in zip(ordered, ordered[1:]) if a > 0]
+        spread = group["real_total_spread"].dropna().astype(float)
         rows.append({"capacity": cap, "prefetch": prefetch, "policies": len(labels),
                      "real_order": " < ".join(real_order), "sim_order": " < ".join(sim_order),
-                     "kendall_tau": kendall_tau(real, sim), "same_order": real_order == sim_order})
+                     "kendall_tau": kendall_tau(real, sim), "same_order": real_order == sim_order,
+                     "smallest_real_gap": min(gaps) if gaps else None,
+                     "run_to_run_spread": float(spread.max()) if len(spread) else None})
     return pd.DataFrame(rows)
 
 
@@ -246,6 +274,7 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
         "miss": config.miss,
         "scope": config.scope,
         "runs": int(len(runs)),
+        "rounds": max(config.repeats, 1),
         "all_identical": bool(runs["identical"].all()) if len(runs) else True,
         "timings_meaningful": meaningful,
         "note": "; ".join(notes),

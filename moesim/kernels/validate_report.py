@@ -70,7 +70,8 @@ def render_html(validation: Validation) -> str:
              "<h1>moesim validate: executor vs simulator</h1>",
              _kv([("trace hash", s.get("trace_hash")), ("trace model", s.get("trace_model")),
                   ("profile", f"{s.get('profile')} ({s.get('profile_source')})"), ("device", s.get("device")),
-                  ("miss handling", s.get("miss")), ("scope", s.get("scope")), ("runs", s.get("runs"))])]
+                  ("miss handling", s.get("miss")), ("scope", s.get("scope")), ("runs", s.get("runs")),
+                  ("rounds per run (step times: median)", s.get("rounds"))])]
     if s.get("note"):
         parts.append(f"<p class='note'>{html.escape(s['note'])}</p>")
     verdict = [("decisions identical in every run", _yes(s.get("all_identical"))),
@@ -111,9 +112,11 @@ def render_html(validation: Validation) -> str:
                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
     if len(validation.rankings):
         parts += ["<h2>Policy ranking by mean step time (fastest first)</h2>", _table(
-            ["capacity", "prefetch", "real order", "sim order", "Kendall tau", "same order"],
+            ["capacity", "prefetch", "real order", "sim order", "Kendall tau", "same order", "smallest real gap",
+             "run-to-run spread"],
             ([r["capacity"], r["prefetch"], r["real_order"], r["sim_order"], _num(r["kendall_tau"]),
-              _yes(r["same_order"])] for r in validation.rankings.to_dict("records")), left=(0, 1, 2, 3))]
+              _yes(r["same_order"]), _pct(r["smallest_real_gap"]), _pct(r["run_to_run_spread"])]
+             for r in validation.rankings.to_dict("records")), left=(0, 1, 2, 3))]
     if len(runs):
         parts += ["<h2>Transfers</h2>", _table(
             ["run", "capacity", "H2D copies", "H2D throughput", "median per copy", "calibrated",

@@ -59,12 +59,14 @@ def test_validate_on_cpu_writes_identical_counts_and_a_report(trace_file, tmp_pa
     trace, path = trace_file
     out = tmp_path / "val"
     rc = main(cli("--trace", str(path), "--profile", "h100-pcie", "--capacity", "10%,40%", "--out", str(out),
-                  "--json"))
+                  "--repeat", "2", "--json"))
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["all_identical"] and report["runs"] == 12  # 3 policies x 2 capacities x 2 prefetch
     assert report["timings_meaningful"] is False and "mean nothing" in report["note"]
+    assert report["moved_bytes_match"] and report["rounds"] == 2
     runs = pd.read_parquet(out / "runs.parquet")
+    assert (runs["rounds"] == 2).all() and runs["real_total_spread"].notna().all()
     assert sorted(set(runs["eviction"])) == ["belady", "least-stale", "lru"]
     assert set(runs["prefetch"]) == {"none", "oracle"} and set(runs["capacity"]) == {"10%", "40%"}
     assert runs["identical"].all()
@@ -115,6 +117,7 @@ def test_validate_fails_loudly_when_the_decisions_differ(trace_file, tmp_path, m
     (["--policies", "nosuch"], "nosuch"),
     (["--expert-shape", "32by16"], "--expert-shape"),
     (["--capacity", "lots"], "--capacity"),
+    (["--repeat", "0"], "--repeat"),
 ])
 def test_user_mistakes_exit_1_with_one_line(trace_file, tmp_path, capsys, args, message):
     _, path = trace_file
