@@ -81,6 +81,8 @@ class ExecutionResult:
     `cells` per cell (seconds from the run's start): start, gate (after the dense part), ready
     (after the stall), end; `passes` the step time of every pass; `requests` TTFT/TPOT as the
     simulator defines them; `copies` every copy with planned and moved bytes and its measured span.
+    A cell's `gap_s` (and a pass's) is time the device sat idle before it because the host had not
+    enqueued it yet: Python and policy overhead, which the simulator does not model.
     """
 
     config: TimedConfig
@@ -554,11 +556,14 @@ class _Run:
         copies = self._copy_table(t0)
         steps = step_times(trace, end)
         phase = np.asarray([PHASE_NAMES[int(p)] for p in trace.pass_phase], dtype=object)
+        gaps = np.bincount(trace.cell_pass(), weights=np.clip(cells["gap_s"].to_numpy(), 0.0, None),
+                           minlength=trace.n_passes) if n else np.zeros(trace.n_passes)
         passes = pd.DataFrame({
             "pass": np.arange(trace.n_passes, dtype=np.int64),
             "phase": phase,
             "tokens": np.diff(trace.pass_token_offsets).astype(np.int64),
             "step_s": steps,
+            "gap_s": gaps,  # device idle within the step, waiting for the host to enqueue work
         })
         requests = request_table(trace, start, end) if n else pd.DataFrame()
         summary = self._summary(decisions, cells, copies, passes, requests, nvml)

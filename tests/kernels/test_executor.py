@@ -157,6 +157,8 @@ def test_timings_are_reported_per_cell_pass_and_request():
     assert (np.diff(cells["start_s"]) >= 0).all() and (cells["end_s"] >= cells["ready_s"]).all()
     assert (cells["ready_s"] >= cells["gate_s"]).all() and (cells["gate_s"] >= cells["start_s"]).all()
     assert result.passes["step_s"].sum() == pytest.approx(cells["end_s"].iloc[-1])
+    passes = result.passes
+    assert (passes["gap_s"] >= 0).all() and (passes["gap_s"] <= passes["step_s"] + 1e-12).all()
     assert len(result.requests) == 2 and result.requests["ttft_s"].gt(0).all()
     assert result.summary["timings_meaningful"] is False and "mean nothing" in result.summary["note"]
     assert len(result.copies) == result.decisions.n_copies
