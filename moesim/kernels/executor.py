@@ -552,8 +552,9 @@ class _Run:
         times = times.reshape(n, 4)
         start, gate, ready, end = times.T
         decisions = DecisionLog.from_steps(self.setup, self.plans)
-        cells = self._cell_table(decisions, start, gate, ready, end)
         copies = self._copy_table(t0)
+        cells = self._cell_table(decisions, start, gate, ready, end)
+        cells["late_prefetch"] = self._late_prefetches(copies, gate)
         steps = step_times(trace, end)
         phase = np.asarray([PHASE_NAMES[int(p)] for p in trace.pass_phase], dtype=object)
         gaps = np.bincount(trace.cell_pass(), weights=np.clip(cells["gap_s"].to_numpy(), 0.0, None),
@@ -610,6 +611,15 @@ class _Run:
                                                        minlength=n).astype(np.int64)
         return pd.DataFrame(columns)
 
+    def _late_prefetches(self, copies: pd.DataFrame, gate: np.ndarray) -> np.ndarray:
+        """Per cell: prefetch copies it waited for that had not landed at its gate (the simulator's `late`)."""
+        end = copies["end_s"].to_numpy()
+        prefetch = copies["prefetch"].to_numpy(dtype=bool)
+        late = np.zeros(len(self.plans), dtype=np.int64)
+        for c, plan in enumerate(self.plans):
+            late[c] = sum(1 for k in plan.waits if prefetch[k] and end[k] > gate[c])
+        return late
+
     def _copy_table(self, t0: Event) -> pd.DataFrame:
         rows = []
         for row in self.copy_rows:
@@ -648,6 +658,7 @@ class _Run:
             "timings_meaningful": self.cuda,
             "note": "" if self.cuda else CPU_NOTE,
             "decisions": decisions.counts(),
+            "late_prefetch": int(cells["late_prefetch"].sum()) if len(cells) else 0,
             "moved": moved,
             "moved_equals_planned": bool((copies["moved_bytes"] == copies["planned_bytes"]).all()),
             "time": {

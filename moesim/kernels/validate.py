@@ -187,6 +187,8 @@ def compare_run(trace: Trace, timed: TimedConfig, cap: Capacity, reals: list[Any
         row[f"sim_{key}"] = v
         row[f"err_{key}"] = relative_error(r, v)
     row["real_gap_s"] = rs["time"]["gap_s"]
+    row["real_late_prefetch"] = rs["late_prefetch"]  # timing-dependent: informative, not required equal
+    row["sim_late_prefetch"] = s["late_prefetch"]
     row["h2d_copies"] = h2d["copies"]
     row["h2d_throughput_Bps"] = h2d["throughput_Bps"]
     row["h2d_median_copy_Bps"] = h2d["median_copy_Bps"]

@@ -213,6 +213,8 @@ def _metric_rows(r: dict[str, Any]) -> list[list[Any]]:
     for key in ("hits", "misses", "bytes"):
         real, sim = r[f"real_{key}"], r[f"sim_{key}"]
         rows.append([key, real, sim, _pct((sim - real) / real if real else (0.0 if sim == real else None))])
+    rows.append(["late prefetches (prefetch copy still in flight at the gate)", r["real_late_prefetch"],
+                 r["sim_late_prefetch"], "-"])
     rows.append(["host gaps (device idle between cells)", _sec(r["real_gap_s"]), "-", "-"])
     return rows
 
