@@ -1,4 +1,4 @@
-"""GPU commands: `moesim calibrate` (and `moesim validate`, which registers here too).
+"""GPU commands: `moesim calibrate` and `moesim validate`.
 
 Each command adds itself through a `_register_<name>(subparsers)` function listed in COMMANDS.
 Nothing here imports torch or triton at module level: `moesim --help` works on a core install,
@@ -110,8 +110,121 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_calibrate)
 
 
-# `validate` adds its _register_validate here.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_register_calibrate,)
+def _run_validate(args: argparse.Namespace) -> int:
+    import sys
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError("exists and is not a directory", "--out")
+    try:
+        import torch
+    except ImportError:
+        raise UserError("validate needs torch (pip install 'moesim[gpu]')") from None
+    from moesim.kernels.executor import resolve_device, shapes_for_trace
+    from moesim.kernels.shapes import ExpertShapes
+    from moesim.kernels.validate import ValidateConfig, run_validation
+    from moesim.kernels.validate_report import write_validation
+    from moesim.policies.registry import parse_spec, parse_spec_list
+    from moesim.sim.capacity import parse_capacity_list
+    from moesim.sim.cli_replay import load_trace_arg
+    from moesim.sim.cli_timing import resolve_profile
+
+    if not args.device.startswith("cpu") and not torch.cuda.is_available():
+        raise UserError("no CUDA device: validate needs a GPU (pass --device cpu to check the counts without one)")
+    device = str(resolve_device(args.device, "validate"))
+    if device == "cpu":
+        torch.set_num_threads(1)  # tiny CPU checks: thread-pool wake-ups would cost more than the math
+    trace = load_trace_arg(args.trace)
+    profile = resolve_profile(args.profile, args.profile_set)
+    policies = tuple(spec.label() for spec in parse_spec_list(args.policies, "eviction"))
+    prefetches = tuple(spec.label() for spec in parse_spec_list(args.prefetch, "prefetch"))
+    if not policies or not prefetches:
+        raise UserError("give at least one policy and one prefetch policy", "--policies/--prefetch")
+    parse_spec(args.miss, "miss")
+    if args.repeat < 1:
+        raise UserError(f"must be at least 1, got {args.repeat}", "--repeat")
+    shapes = None
+    if args.expert_shape:
+        try:
+            hidden, inter = (int(v) for v in args.expert_shape.lower().split("x"))
+            shapes = ExpertShapes(hidden, inter, trace.meta.n_layers, trace.meta.n_experts, args.dtype)
+        except ValueError:
+            raise UserError(f"expects HIDDENxINTER with positive integers, e.g. 64x32; got {args.expert_shape!r}",
+                            "--expert-shape") from None
+    else:
+        shapes_for_trace(trace, args.model, args.dtype)  # fail before running anything
+    config = ValidateConfig(
+        policies=policies, capacities=tuple(parse_capacity_list(args.capacity, trace)), prefetches=prefetches,
+        scope=args.scope, miss=args.miss, model=args.model, dtype=args.dtype, device=device, seed=args.seed,
+        backend=args.backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile,
+        repeats=args.repeat)
+
+    def progress(text: str) -> None:
+        print(f"validate: {text}", file=sys.stderr, flush=True)
+
+    validation = run_validation(trace, profile, config, progress=progress)
+    paths = write_validation(validation, out)
+    report = {**validation.summary, "outputs": paths,
+              "table": validation.runs[["label", "capacity", "identical", "step_mape", "step_mpe"]].to_dict("records")}
+    emit(args, report, _render_validate)
+    if validation.mismatches:
+        raise UserError(f"decisions differ between the executor and the simulator in {len(validation.mismatches)} "
+                        f"run(s); first: {validation.mismatches[0]} (report: {paths['report']})")
+    return 0
+
+
+def _render_validate(report: dict[str, Any]) -> str:
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:+.1f}%"
+
+    lines = [f"{'run':36s} {'capacity':>9s} {'counts':>9s} {'MAPE':>8s} {'MPE':>8s}"]
+    for row in report["table"]:
+        lines.append(f"{row['label']:36s} {row['capacity']:>9s} {'identical' if row['identical'] else 'DIFFER':>9s} "
+                     f"{pct(row['step_mape']):>8s} {pct(row['step_mpe']):>8s}")
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    lines.append(f"rankings preserved: {report.get('rankings_preserved')}; min Kendall tau: "
+                 f"{report.get('kendall_tau_min')}")
+    lines.append(f"report: {report['outputs']['report']}")
+    return "\n".join(lines)
+
+
+def _register_validate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate", help="run policies on the GPU executor and in the simulator; compare counts, step times, ranking",
+        description="Replay a trace on this CUDA device (real copies and expert kernels, driven by the simulator's "
+                    "planner) and in the simulator with the same (calibrated) profile, for every policy x capacity x "
+                    "prefetch. Hit, miss and byte counts must be identical (exit 1 otherwise); step-latency MAPE, "
+                    "bias, p50/p99 errors, the policy ranking, H2D throughput and NVML bytes are reported. Writes "
+                    "runs/steps/rankings Parquet, summary.json and report.html to --out.")
+    p.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
+    p.add_argument("--profile", required=True, help="hardware profile (a calibrated YAML from `moesim calibrate`, "
+                                                    "or a catalog name)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="profile_set",
+                   help="override a profile field (repeatable)")
+    p.add_argument("--policies", default="lru,least-stale,belady", help="comma list of eviction policy specs")
+    p.add_argument("--capacity", default="5%,25%", help='comma list of capacities ("5%%", "4000MiB", "51slots")')
+    p.add_argument("--prefetch", default="none,oracle", help="comma list of prefetch policy specs")
+    p.add_argument("--scope", choices=("global", "layer"), default="global", help="cache scope")
+    p.add_argument("--miss", default="stall", help="miss handling: stall (default) or cpu")
+    p.add_argument("--model", help="catalog model for expert shapes, FLOPs and dense sizes (default: the trace's)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="expert weight dtype")
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (counts only: timings mean nothing)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, activations and randomised policies")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                   help="expert kernel: the Triton grouped kernel or the torch reference (auto: triton on CUDA)")
+    p.add_argument("--expert-shape", metavar="HIDDENxINTER",
+                   help="override the model's expert shape (tiny shapes for CPU runs; moved bytes then differ "
+                        "from the trace's)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over the whole grid (interleaved); step times "
+                                                          "are medians over rounds, the spread is reported")
+    p.add_argument("--no-telemetry", action="store_true", help="do not sample NVML")
+    p.add_argument("--out", required=True, help="directory for the Parquet tables, summary.json and report.html")
+    add_json_flag(p)
+    p.set_defaults(func=_run_validate)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_register_calibrate, _register_validate)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ GPU path only: imports torch (triton only when the triton backend runs).
 from __future__ import annotations
 
 import os
-from typing import Hashable
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ def compute_cell(
     timer: CellTimer | None = None,
     key: Hashable = None,
     kernel_config: object | None = None,
+    skip: Iterable[int] = (),
 ) -> torch.Tensor:
     """y [T, H] for one (pass, layer) cell; every routed expert must be in the pool (loaded or staged).
 
@@ -72,9 +73,11 @@ def compute_cell(
     slots to wait for are found there, and a device tensor would cost a host sync to read. With `copies`, the compute stream first waits for
     the slots' pending copies (timed as ("stall", key) when a timer is given) and afterwards records
     the reads so later copies into these slots wait for this compute (timed as ("compute", key)).
+    Experts in `skip` (run elsewhere, e.g. on the host CPU) are not read: their pairs contribute zero.
     """
     ids_host = topk_ids.cpu().numpy() if isinstance(topk_ids, torch.Tensor) else np.asarray(topk_ids)
-    experts = np.unique(ids_host).tolist()
+    skipped = {int(e) for e in skip}
+    experts = [e for e in np.unique(ids_host).tolist() if e not in skipped]
     shapes = pool.shapes
     slots = pool.slots_of(shapes.obj(layer, e) for e in experts)
     if copies is not None:
@@ -84,6 +87,9 @@ def compute_cell(
         else:
             copies.wait_ready(slots)
     table = pool.slot_table(layer)
+    if skipped:
+        table = table.clone()
+        table[sorted(skipped)] = -1
     ids = to_device(ids_host, torch.int64, pool.device)
     weights = to_device(topk_weights, torch.float32, pool.device)
     chosen = pick_backend(pool.device, backend)
@@ -96,10 +102,25 @@ def compute_cell(
             kernel_config = default_config(ids_host.size / max(1, len(experts)))
         y = grouped_swiglu(x, ids, weights, pool.pool, table, shapes.hidden, shapes.inter, config=kernel_config)
     else:
-        y = moe_reference(x, ids, weights, pool_weights(pool.pool, table, shapes.hidden, shapes.inter),
-                          compute_dtype=torch.float32).to(x.dtype)
+        weights_of = pool_weights(pool.pool, table, shapes.hidden, shapes.inter)
+        if skipped:
+            weights_of = _zero_for(skipped, weights_of, shapes.hidden, shapes.inter, pool.pool)
+        y = moe_reference(x, ids, weights, weights_of, compute_dtype=torch.float32).to(x.dtype)
     if timer is not None:
         timer.stop(("compute", key))
     if copies is not None:
         copies.record_read(slots)
     return y
+
+
+def _zero_for(skipped: set[int], weights_of: Callable[[int], tuple[torch.Tensor, ...]], hidden: int, inter: int,
+              like: torch.Tensor) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """weights_of, with zero matrices for the skipped experts (the reference's view of a -1 slot)."""
+    zeros = (torch.zeros((hidden, inter), dtype=like.dtype, device=like.device),
+             torch.zeros((hidden, inter), dtype=like.dtype, device=like.device),
+             torch.zeros((inter, hidden), dtype=like.dtype, device=like.device))
+
+    def of(expert: int) -> tuple[torch.Tensor, ...]:
+        return zeros if expert in skipped else weights_of(expert)
+
+    return of

@@ -26,7 +26,9 @@ from moesim.kernels.streams import CopyRecord, CopyStream
 class SlotPool:
     """n_slots cache slots plus n_spare staging slots on `device`, with the object <-> slot tables."""
 
-    def __init__(self, shapes: ExpertShapes, n_slots: int, device: torch.device | str, n_spare: int = 1) -> None:
+    def __init__(self, shapes: ExpertShapes, n_slots: int, device: torch.device | str, n_spare: int = 1,
+                 pin: bool = False) -> None:
+        """`pin` page-locks a host ("cpu") pool, e.g. a DRAM tier the copy engine reads from."""
         if n_slots < 0 or n_spare < 0 or n_slots + n_spare == 0:
             raise ValueError(f"need at least one slot (n_slots={n_slots}, n_spare={n_spare})")
         self.shapes = shapes
@@ -34,7 +36,7 @@ class SlotPool:
         self.n_slots = int(n_slots)
         self.n_spare = int(n_spare)
         self.pool = torch.empty((self.n_slots + self.n_spare, shapes.elems), dtype=shapes.torch_dtype(),
-                                device=self.device)
+                                device=self.device, pin_memory=bool(pin and self.device.type == "cpu"))
         self.slot_of = np.full(shapes.n_objects, -1, dtype=np.int32)
         self.obj_in = np.full(self.n_slots + self.n_spare, -1, dtype=np.int64)
         self._free = list(range(self.n_slots))  # kept sorted: lowest free slot first

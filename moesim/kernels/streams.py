@@ -89,11 +89,18 @@ class CopyStream:
     kernel that reads s, `record_read([s])` marks where that read ends.
     """
 
-    def __init__(self, device: torch.device | str, log: bool = False, clock: DeviceClock | None = None) -> None:
-        self.clock = clock or DeviceClock(device)
+    def __init__(self, device: torch.device | str, log: bool = False, clock: DeviceClock | None = None,
+                 shared: "CopyStream | None" = None) -> None:
+        """`shared`: another copy stream whose slot events, records and log this one shares (several
+        copy engines over one slot pool: a read or a fill is seen whichever stream did it)."""
+        self.clock = shared.clock if shared is not None else (clock or DeviceClock(device))
         self.device = self.clock.device
         self.cuda = self.clock.cuda
         self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
+        if shared is not None:
+            self._last_read, self._filled = shared._last_read, shared._filled
+            self.records, self.log = shared.records, shared.log
+            return
         self._last_read: dict[int, Event] = {}
         self._filled: dict[int, Event] = {}
         self.records: list[CopyRecord] = []
@@ -123,9 +130,13 @@ class CopyStream:
 
     # ---- copies --------------------------------------------------------------------------------
     def copy(self, dst: torch.Tensor, src: torch.Tensor, slot: int | None = None, tag: Hashable = None) -> CopyRecord:
-        """Copy src into dst on the side stream (after the slot's last read); returns its record."""
+        """Copy src into dst on the side stream (after the slot's last read and, when another stream
+        filled it, after that fill: write-after-write); returns its record."""
         if slot is not None:
             self.wait_slot_free(slot)
+            previous = self._filled.get(int(slot))
+            if self.cuda and previous is not None and previous.cuda_event is not None:
+                self.stream.wait_event(previous.cuda_event)
         with torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext():
             start = self.clock.record(self.stream)
             dst.copy_(src, non_blocking=True)

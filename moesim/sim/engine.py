@@ -10,8 +10,9 @@ Processes and resources (docs/metrics.md, "Engine"):
   demand copies go before queued prefetch copies (FIFO within each class); a copy holds its slot for
   its precomputed duration (latency + bytes / bandwidth);
 - a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
-  reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy has not started
-  cancels it, and waits for it if it is running.
+  reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy is still queued
+  or running waits for it (write-after-write), or, with the plan's `cancel_unstarted`, cancels it
+  if it has not started.
 Hits create no events. A cell that issues no copy and waits for none creates none either: the
 compute process sleeps once from one such "event cell" to the next, so runs of hit-only cells cost
 one timeout. Everything but the stalls is known before the clock runs, and cell start/end times
@@ -112,6 +113,7 @@ def simulate(
     wait_off = plan.wait_offsets.tolist()
     waits = plan.waits.tolist()
     cell_copy_off = plan.cell_copy_offsets.tolist()
+    cancel_unstarted = bool(plan.config.cancel_unstarted)
 
     started = bytearray(n_copies)
     done = bytearray(n_copies)
@@ -154,10 +156,10 @@ def simulate(
             for j in old:
                 if done[j]:
                     continue
-                if not started[j]:  # its object was evicted before the copy began: drop it
+                if cancel_unstarted and not started[j]:  # its object was evicted before the copy began
                     cancelled[j] = 1
                     land(j)
-                else:  # still writing the slot this copy reuses
+                else:  # queued or still writing the slot this copy reuses
                     dependents.setdefault(j, []).append(k)
                     blocking += 1
         before = deps.get(k)

@@ -23,9 +23,12 @@ Copies carry three kinds of ordering constraints, enforced by whoever executes t
   last copy that read a DRAM slot being reused (write-after-read); the copy still writing a reused
   DRAM slot (write-after-write).
 - `cancels`: copies into VRAM slots this copy reuses that no cell has waited for (prefetches never
-  used, pinned loads), so they may still be in flight. If one has not started when this copy is
-  issued it is cancelled (its object was evicted before it landed); if it is running, this copy
-  waits for it. (A copy some cell waited for has landed: cells run in order.)
+  used, pinned loads), so they may still be in flight (a copy some cell waited for has landed:
+  cells run in order). By default this copy waits for them (write-after-write): an issued copy
+  always runs, as a copy enqueued on a CUDA stream does, so which copies move bytes is decided
+  here and the real-GPU executor moves exactly the same bytes. With `cancel_unstarted` the timing
+  layer instead drops one that has not started when this copy is issued (a host-side fetch queue
+  that can forget entries); bytes then depend on timing and no executor can reproduce them.
 - VRAM victims' readers: a victim is never an object of the current cell (those are protected),
   so its last reader is an earlier cell. With one in-order compute stream and copies issued at the
   cell's gate that reader has ended; an executor whose host runs ahead of the device must make the
@@ -70,6 +73,7 @@ class PlanConfig:
     layer_capacity: tuple[int, ...] | None = None
     seed: int = 0
     dram_eviction: str = "lru"
+    cancel_unstarted: bool = False  # see the module docstring (`cancels`)
 
 
 @dataclass(frozen=True)

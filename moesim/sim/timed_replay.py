@@ -21,11 +21,11 @@ from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
-from moesim.sim.cost_model import cpu_times, dense_times, expert_times, resolve_model_shape
+from moesim.sim.cost_model import ModelShape, cpu_times, dense_times, expert_times, resolve_model_shape
 from moesim.sim.engine import simulate
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
-from moesim.sim.topology import ROUTE_HOST, SERVER_HOST, SERVER_SSD, build_topology
+from moesim.sim.topology import ROUTE_HOST, SERVER_HOST, SERVER_SSD, Topology, build_topology
 from moesim.traces.trace import Trace
 
 
@@ -50,11 +50,13 @@ class TimedConfig:
     dram_eviction: str = "lru"
     grouped_experts: bool = True
     bounds: bool = True
+    cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
                           capacity_bytes=int(self.capacity_bytes), scope=self.scope,
-                          layer_capacity=self.layer_capacity, seed=self.seed, dram_eviction=self.dram_eviction)
+                          layer_capacity=self.layer_capacity, seed=self.seed, dram_eviction=self.dram_eviction,
+                          cancel_unstarted=self.cancel_unstarted)
 
     def to_dict(self) -> dict[str, Any]:
         """Resolved: policy specs in canonical form with all their parameters."""
@@ -74,6 +76,7 @@ class TimedConfig:
             "dram_eviction": self.dram_eviction,
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
+            "cancel_unstarted": self.cancel_unstarted,
         }
 
     def label(self) -> str:
@@ -88,26 +91,50 @@ class TimedConfig:
         return " ".join(parts)
 
 
-def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> TimedResult:
-    """Plan, time and bound one configuration. O(cells + copies) simpy work, O(requests) policy calls."""
+@dataclass(frozen=True)
+class PlanSetup:
+    """A Planner with the static inputs its decisions read (shared by the simulator and the executor)."""
+
+    planner: Planner
+    shape: ModelShape
+    topology: Topology
+    dense: np.ndarray  # seconds per cell
+    expert_full: np.ndarray  # seconds per cell with every routed expert on the device
+
+
+def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> PlanSetup:
+    """The planner both the simulator and the real-GPU executor drive, with the same budget window.
+
+    The window (what the link can move from a gate to the next one, estimated from the profile)
+    is the one input a prefetcher reads besides the cache state, so both layers must get it from here
+    for their decisions to agree.
+    """
     shape = resolve_model_shape(trace, config.model)
     topology = build_topology(profile, trace.total_object_bytes())
     _check_capacity(profile, config)
-    compute = profile.compute
+    dense = dense_times(trace, shape, profile.compute)
+    planner = Planner(trace, topology, config.plan_config())
+    stream = planner.stream
+    obj_bytes = trace.object_bytes_array()
+    params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
+    expert_full = expert_times(stream.cell, obj_bytes[stream.obj], planner.req_tokens_arr, params[stream.obj],
+                               trace.n_cells, profile.compute, config.grouped_experts)
+    planner.compute_window = expert_full + np.append(dense[1:], 0.0)
+    return PlanSetup(planner, shape, topology, dense, expert_full)
 
-    planner_config = config.plan_config()
-    dense = dense_times(trace, shape, compute)
-    planner = Planner(trace, topology, planner_config)
+
+def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> TimedResult:
+    """Plan, time and bound one configuration. O(cells + copies) simpy work, O(requests) policy calls."""
+    setup = setup_planner(trace, profile, config)
+    planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
+                                                     setup.expert_full)
+    compute = profile.compute
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
     params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
     req_bytes = obj_bytes[stream.obj]
     req_params = params[stream.obj]
     n_cells = trace.n_cells
-    expert_full = expert_times(stream.cell, req_bytes, planner.req_tokens_arr, req_params, n_cells, compute,
-                               config.grouped_experts)
-    # the prefetcher's budget: what the link can move from this gate to the next one (an estimate)
-    planner.compute_window = expert_full + np.append(dense[1:], 0.0)
     plan = planner.plan_rest()
 
     expert = expert_times(stream.cell, req_bytes, plan.gpu_tokens, req_params, n_cells, compute,

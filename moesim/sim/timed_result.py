@@ -167,6 +167,14 @@ def _links_used(plan: Plan) -> dict[str, np.ndarray]:
     return out
 
 
+def request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray) -> pd.DataFrame:
+    """TTFT, TPOT and tokens/s of every request from per-cell start and end times (no bounds).
+
+    The real-GPU executor uses it on measured times, so both layers define the metrics alike.
+    """
+    return _request_table(trace, cell_start, cell_end, None)
+
+
 def _request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray, bounds: Bounds | None) -> pd.DataFrame:
     """TTFT, TPOT and tokens/s of every request (sequence) in the trace."""
     n_p = trace.n_passes

@@ -106,16 +106,18 @@ def test_a_dram_slot_is_not_overwritten_before_its_reader_copy_ends(script):
     assert result.summary["dram"] == {"requests": 3, "hits": 0, "misses": 3, "evictions": 2}
 
 
-def test_a_prefetch_whose_slot_is_reused_before_it_starts_is_cancelled(script):
+def test_a_prefetch_whose_slot_is_reused_before_it_starts_is_cancelled_when_asked(script):
     """Capacity 3. Cell 0 needs 0 and prefetches 5 then 6; cell 1 needs 0, 5 and 1.
 
     gate 0 at 7: demand 0 7-1017, prefetch 5 1017-2027, prefetch 6 queued; cell 0 ends 1023. Cell 1
     (gate 1030): 0 and 5 hit (5 late), 1 misses and the only evictable object is 6, whose copy has not
-    started: it is cancelled and never moves a byte. Demand 1 runs 2027-3037; cell 1 stalls 2007 us.
+    started: with cancel_unstarted it is cancelled and never moves a byte. Demand 1 runs 2027-3037;
+    cell 1 stalls 2007 us.
     """
     script[0] = [5, 6]
     trace = _trace([[0], [0, 5, 1]])
-    result = timed_replay(trace, _profile(), TimedConfig(prefetch="scripted-test", capacity_bytes=3 * MB))
+    result = timed_replay(trace, _profile(), TimedConfig(prefetch="scripted-test", capacity_bytes=3 * MB,
+                                                         cancel_unstarted=True))
     plan, engine = result.plan, result.engine
     assert plan.copy_obj.tolist() == [0, 5, 6, 1]
     assert engine.copy_cancelled.tolist() == [False, False, True, False]
@@ -124,6 +126,25 @@ def test_a_prefetch_whose_slot_is_reused_before_it_starts_is_cancelled(script):
     p = result.summary["prefetch"]
     assert (p["issued"], p["late"], p["wasted"], p["cancelled"]) == (2, 1, 1, 1)
     assert result.summary["links"]["h2d"]["bytes"] == 3 * MB
+
+
+def test_by_default_an_issued_prefetch_runs_and_the_copy_reusing_its_slot_waits(script):
+    """The same cells without cancel_unstarted: an issued copy runs (as on a CUDA stream).
+
+    Prefetch 6 runs 2027-3037 after prefetch 5; demand 1 reuses 6's slot, so it waits for it
+    (write-after-write) and runs 3037-4047; cell 1 stalls 4047 - 1030 us. Four copies move 4 MB.
+    """
+    script[0] = [5, 6]
+    trace = _trace([[0], [0, 5, 1]])
+    result = timed_replay(trace, _profile(), TimedConfig(prefetch="scripted-test", capacity_bytes=3 * MB))
+    plan, engine = result.plan, result.engine
+    assert plan.copy_obj.tolist() == [0, 5, 6, 1]
+    assert not engine.copy_cancelled.any()
+    assert (engine.copy_start / US).round(6).tolist() == [7, 1017, 2027, 3037]
+    assert result.cells["stall_s"].iloc[1] == pytest.approx((4047 - 1030) * US, abs=1e-12)
+    p = result.summary["prefetch"]
+    assert (p["issued"], p["late"], p["wasted"], p["cancelled"]) == (2, 1, 1, 0)
+    assert result.summary["links"]["h2d"]["bytes"] == 4 * MB
 
 
 def test_a_running_copy_into_a_reused_slot_delays_the_new_copy(script):
