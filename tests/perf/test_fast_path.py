@@ -188,3 +188,16 @@ def test_a_bad_object_id_is_a_user_error_naming_the_access():
     trace.expert[3] = 9  # past n_experts, as an unvalidated file could hold
     with pytest.raises(UserError, match="access 3"):
         count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=2), engine="fast")
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_lfu_with_every_object_resident_and_every_count_different(scope):
+    # each object alone at its count: a count-bucket LFU needs one bucket more than it has objects
+    # for the moment an access moves one up; hits only, so the order is all that is compared
+    # after six passes the counts are 1, 2, 3 (three buckets for three objects); then 2 goes to 4
+    passes = [[[0]], [[1]], [[1]], [[2]], [[2]], [[2]], [[2]], [[0]], [[1]], [[2]], [[0]], [[0]], [[0]]]
+    trace = simple_trace(passes, n_layers=1, n_experts=3)
+    for capacity in (3, 2):
+        cfg = ReplayConfig(policy="lfu", capacity_bytes=capacity, scope=scope)
+        assert_same(count_replay(trace, cfg, record_victims=True, engine="fast"),
+                    count_replay(trace, cfg, record_victims=True, engine="reference"))

@@ -22,7 +22,7 @@ from moesim.traces.trace import Trace
 POL_LRU, POL_FIFO, POL_LEAST_STALE, POL_LFU, POL_BELADY = range(5)
 # replay.c's error codes
 _ERRORS = {-1: "out of memory", -2: "object id outside the trace's objects", -3: "unknown policy code",
-           -4: "victim log overflow", -5: "request count mismatch"}
+           -4: "victim log overflow", -5: "request count mismatch", -6: "frequency bucket pool exhausted"}
 
 _i64, _f64, _ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 

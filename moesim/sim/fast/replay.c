@@ -21,7 +21,10 @@
 enum { ABSENT = 0, RESIDENT = 1 };
 enum { HIT = 0, MISS_COMPULSORY = 2, MISS_CAPACITY = 3, MISS_COLLISION = 4 };
 enum { POL_LRU = 0, POL_FIFO = 1, POL_LEAST_STALE = 2, POL_LFU = 3, POL_BELADY = 4 };
-enum { OK = 0, ERR_NOMEM = -1, ERR_OBJECT = -2, ERR_POLICY = -3, ERR_VICTIMS = -4, ERR_REQUESTS = -5 };
+/* LFU at decay 1 (integer counts) runs on frequency buckets instead of the heap: O(1) per hook */
+enum { POL_LFU_COUNTS = 5 };
+enum { OK = 0, ERR_NOMEM = -1, ERR_OBJECT = -2, ERR_POLICY = -3, ERR_VICTIMS = -4, ERR_REQUESTS = -5,
+       ERR_BUCKETS = -6 };
 
 #define NEVER (INT64_MAX / 4) /* moesim.policies.base.NEVER */
 #define RENORMALISE_AT 1e100  /* moesim.policies.eviction._counts._RENORMALISE_AT */
@@ -75,6 +78,7 @@ typedef struct {
 
 typedef struct {
     replay_t *r;
+    int64_t pol;         /* r->policy, or POL_LFU_COUNTS */
     int64_t pass;
     int64_t unit_id;     /* stamp of the protection unit being served */
     int64_t *guard;      /* guard[obj] == unit_id: obj belongs to the unit being served */
@@ -87,6 +91,12 @@ typedef struct {
     double *key;
     double unit, growth;
     int64_t *next_req;   /* Belady: next request of the same object, per request */
+    /* frequency buckets (LFU at decay 1): per partition a list of buckets in increasing count,
+       each a list (prev/next above) of its objects in the order they reached that count */
+    int32_t *bucket_of, *b_prev, *b_next, *b_head, *b_tail, *b_first;
+    int64_t *b_count;
+    int32_t b_free;
+    int64_t error;       /* set by a hook that cannot go on (checked after every unit) */
     int64_t *miss_req, *miss_obj;
 } kern_t;
 
@@ -235,9 +245,75 @@ static int64_t heap_first_eligible(kern_t *k, int64_t p) {
     return -1;
 }
 
+/* ---- frequency buckets ------------------------------------------------------------------ */
+/* LFU's order is (count, stamp), and an object's stamp is renewed whenever its count grows, so
+   within one count the objects are in the order they reached it: a bucket per count holding a
+   FIFO list gives the same minimum as the heap, with O(1) hooks (libCacheSim's LFU layout). */
+static int32_t bucket_insert_after(kern_t *k, int64_t p, int32_t after, int64_t count) {
+    int32_t b = k->b_free;
+    if (b < 0) {  /* cannot happen with the pool sized below; refuse rather than corrupt */
+        k->error = ERR_BUCKETS;
+        return -1;
+    }
+    k->b_free = k->b_next[b];
+    k->b_count[b] = count;
+    k->b_head[b] = k->b_tail[b] = -1;
+    int32_t nxt = after >= 0 ? k->b_next[after] : k->b_first[p];
+    k->b_prev[b] = after;
+    k->b_next[b] = nxt;
+    if (after >= 0) k->b_next[after] = b; else k->b_first[p] = b;
+    if (nxt >= 0) k->b_prev[nxt] = b;
+    return b;
+}
+
+static void bucket_push(kern_t *k, int32_t b, int32_t obj) {
+    int32_t t = k->b_tail[b];
+    k->prev[obj] = t;
+    k->next[obj] = -1;
+    if (t >= 0) k->next[t] = obj; else k->b_head[b] = obj;
+    k->b_tail[b] = obj;
+    k->bucket_of[obj] = b;
+}
+
+/* take obj out of its bucket, dropping the bucket if that empties it */
+static void bucket_remove(kern_t *k, int64_t p, int32_t obj) {
+    int32_t b = k->bucket_of[obj], pr = k->prev[obj], nx = k->next[obj];
+    if (pr >= 0) k->next[pr] = nx; else k->b_head[b] = nx;
+    if (nx >= 0) k->prev[nx] = pr; else k->b_tail[b] = pr;
+    if (k->b_head[b] >= 0) return;
+    int32_t bp = k->b_prev[b], bn = k->b_next[b];
+    if (bp >= 0) k->b_next[bp] = bn; else k->b_first[p] = bn;
+    if (bn >= 0) k->b_prev[bn] = bp;
+    k->b_next[b] = k->b_free;
+    k->b_free = b;
+}
+
+static void counts_insert(kern_t *k, int64_t p, int32_t obj) {
+    int32_t b = k->b_first[p];
+    if (b < 0 || k->b_count[b] != 1) b = bucket_insert_after(k, p, -1, 1);
+    if (b >= 0) bucket_push(k, b, obj);
+}
+
+static void counts_access(kern_t *k, int64_t p, int32_t obj) {
+    int32_t b = k->bucket_of[obj];
+    int64_t count = k->b_count[b] + 1;
+    int32_t up = k->b_next[b];
+    if (up < 0 || k->b_count[up] != count) up = bucket_insert_after(k, p, b, count);
+    if (up < 0) return;
+    bucket_remove(k, p, obj);
+    bucket_push(k, up, obj);
+}
+
+static int64_t counts_first_eligible(const kern_t *k, int64_t p) {
+    for (int32_t b = k->b_first[p]; b >= 0; b = k->b_next[b])
+        for (int32_t o = k->b_head[b]; o >= 0; o = k->next[o])
+            if (k->guard[o] != k->unit_id) return o;
+    return -1;
+}
+
 /* ---- policy hooks (EvictionPolicy's verbs) ---------------------------------------------- */
 static inline void on_access(kern_t *k, int64_t p, int32_t obj, int64_t req) {
-    switch (k->r->policy) {
+    switch (k->pol) {
     case POL_LRU:
         list_unlink(k, 2 * p, obj);
         list_push(k, 2 * p, obj);
@@ -254,6 +330,10 @@ static inline void on_access(kern_t *k, int64_t p, int32_t obj, int64_t req) {
     case POL_LFU:
         heap_set(k, p, obj, k->key[obj] + k->unit, ++k->r->clock[p]);
         break;
+    case POL_LFU_COUNTS:
+        counts_access(k, p, obj);
+        k->stamp[obj] = ++k->r->clock[p];
+        break;
     case POL_BELADY:
         heap_set(k, p, obj, -(double)k->next_req[req], ++k->r->clock[p]);
         break;
@@ -261,7 +341,7 @@ static inline void on_access(kern_t *k, int64_t p, int32_t obj, int64_t req) {
 }
 
 static inline void on_insert(kern_t *k, int64_t p, int32_t obj, int64_t req) {
-    switch (k->r->policy) {
+    switch (k->pol) {
     case POL_LRU:
     case POL_FIFO:
         list_push(k, 2 * p, obj);
@@ -273,6 +353,10 @@ static inline void on_insert(kern_t *k, int64_t p, int32_t obj, int64_t req) {
     case POL_LFU:
         heap_set(k, p, obj, k->unit, ++k->r->clock[p]);
         break;
+    case POL_LFU_COUNTS:
+        counts_insert(k, p, obj);
+        k->stamp[obj] = ++k->r->clock[p];
+        break;
     case POL_BELADY:
         heap_set(k, p, obj, -(double)k->next_req[req], ++k->r->clock[p]);
         break;
@@ -280,7 +364,7 @@ static inline void on_insert(kern_t *k, int64_t p, int32_t obj, int64_t req) {
 }
 
 static inline void on_evict(kern_t *k, int64_t p, int32_t obj) {
-    switch (k->r->policy) {
+    switch (k->pol) {
     case POL_LRU:
     case POL_FIFO:
         list_unlink(k, 2 * p, obj);
@@ -288,13 +372,16 @@ static inline void on_evict(kern_t *k, int64_t p, int32_t obj) {
     case POL_LEAST_STALE:
         list_unlink(k, 2 * p + (k->cur_pass[obj] == k->pass), obj);
         break;
+    case POL_LFU_COUNTS:
+        bucket_remove(k, p, obj);
+        break;
     default:
         heap_remove(k, p, obj);
     }
 }
 
 static inline int64_t victim(kern_t *k, int64_t p) {
-    switch (k->r->policy) {
+    switch (k->pol) {
     case POL_LRU:
     case POL_FIFO:
         return list_first_eligible(k, 2 * p);
@@ -302,6 +389,8 @@ static inline int64_t victim(kern_t *k, int64_t p) {
         int64_t v = list_first_eligible(k, 2 * p);
         return v >= 0 ? v : list_first_eligible(k, 2 * p + 1);
     }
+    case POL_LFU_COUNTS:
+        return counts_first_eligible(k, p);
     default:
         return heap_first_eligible(k, p);
     }
@@ -485,7 +574,15 @@ static void export_policy_state(kern_t *k) {
     int64_t out = 0;
     for (int64_t p = 0; p < r->n_partitions; p++) {
         int64_t start = out;
-        if (r->policy == POL_LFU || r->policy == POL_BELADY) {
+        if (k->pol == POL_LFU_COUNTS) {
+            for (int32_t b = k->b_first[p]; b >= 0; b = k->b_next[b])
+                for (int32_t o = k->b_head[b]; o >= 0; o = k->next[o], out++) {
+                    r->order_obj[out] = o;
+                    r->order_key[out] = (double)k->b_count[b];
+                    r->order_stamp[out] = k->stamp[o];
+                    r->order_queue[out] = 0;
+                }
+        } else if (k->pol == POL_LFU || k->pol == POL_BELADY) {
             const int32_t *h = k->heap + k->hbase[p];
             for (int64_t i = 0; i < k->hsize[p]; i++, out++) {
                 r->order_obj[out] = h[i];
@@ -523,7 +620,8 @@ int64_t moesim_count_replay(replay_t *r) {
     rc = check_objects(r);
     if (rc != OK) return rc;
     int64_t n = r->n_objects, np = r->n_partitions;
-    int lists = r->policy <= POL_LEAST_STALE;
+    k->pol = r->policy == POL_LFU && r->lfu_decay == 1.0 ? POL_LFU_COUNTS : r->policy;
+    int lists = r->policy <= POL_LEAST_STALE || k->pol == POL_LFU_COUNTS;
     ALLOC(k->guard, n);
     ALLOC(k->miss_req, n);
     ALLOC(k->miss_obj, n);
@@ -536,7 +634,23 @@ int64_t moesim_count_replay(replay_t *r) {
         ALLOC(k->cur_pass, n);
         for (int64_t q = 0; q < 2 * np; q++) k->head[q] = k->tail[q] = -1;
         for (int64_t o = 0; o < n; o++) k->cur_pass[o] = INT64_MIN;
-    } else {
+    }
+    if (k->pol == POL_LFU_COUNTS) {
+        /* every bucket in a list holds an object, and a hook adds one bucket before it may free
+           one: n + 1 nodes always suffice (n + 2 kept on the free list) */
+        int64_t nb = n + 2;
+        ALLOC(k->bucket_of, n);
+        ALLOC(k->b_prev, nb);
+        ALLOC(k->b_next, nb);
+        ALLOC(k->b_head, nb);
+        ALLOC(k->b_tail, nb);
+        ALLOC(k->b_count, nb);
+        ALLOC(k->b_first, np);
+        ALLOC(k->stamp, n);
+        for (int64_t b = 0; b < nb; b++) k->b_next[b] = (int32_t)(b + 1 < nb ? b + 1 : -1);
+        k->b_free = 0;
+        for (int64_t p = 0; p < np; p++) k->b_first[p] = -1;
+    } else if (!lists) {
         ALLOC(k->heap, n);
         ALLOC(k->hbase, np);
         ALLOC(k->hsize, np);
@@ -577,6 +691,10 @@ int64_t moesim_count_replay(replay_t *r) {
                     int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
                     k->guard[obj] = ++k->unit_id;
                     if (classify(k, req, obj) && (rc = admit(k, req, obj)) != OK) goto done;
+                    if (k->error) {
+                        rc = (int)k->error;
+                        goto done;
+                    }
                 }
                 continue;
             }
@@ -599,6 +717,10 @@ int64_t moesim_count_replay(replay_t *r) {
             }
             for (int64_t m = 0; m < misses; m++)
                 if ((rc = admit(k, k->miss_req[m], (int32_t)k->miss_obj[m])) != OK) goto done;
+            if (k->error) {
+                rc = (int)k->error;
+                goto done;
+            }
         }
     }
     if (req != r->n_requests) {
@@ -626,6 +748,13 @@ done:
     free(k->stamp);
     free(k->aux);
     free(k->next_req);
+    free(k->bucket_of);
+    free(k->b_prev);
+    free(k->b_next);
+    free(k->b_head);
+    free(k->b_tail);
+    free(k->b_count);
+    free(k->b_first);
     return rc;
 }
 
