@@ -201,3 +201,16 @@ def test_lfu_with_every_object_resident_and_every_count_different(scope):
         cfg = ReplayConfig(policy="lfu", capacity_bytes=capacity, scope=scope)
         assert_same(count_replay(trace, cfg, record_victims=True, engine="fast"),
                     count_replay(trace, cfg, record_victims=True, engine="reference"))
+
+
+def test_offsets_out_of_order_are_a_user_error_not_a_crash():
+    from moesim.errors import UserError
+
+    trace = simple_trace([[[0, 1]], [[2, 3]], [[1, 2]]], n_layers=1, n_experts=4, top_k=2)
+    trace.cell_offsets[1] = 5  # past the next cell's start: an unvalidated file could hold this
+    with pytest.raises(UserError, match="offsets decrease at index 1"):
+        count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=2), engine="fast")
+    trace = simple_trace([[[0, 1]], [[2, 3]]], n_layers=1, n_experts=4, top_k=2)
+    trace.cell_offsets[-1] = 99
+    with pytest.raises(UserError, match="must run from 0"):
+        count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=2), engine="fast")

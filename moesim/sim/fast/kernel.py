@@ -22,7 +22,8 @@ from moesim.traces.trace import Trace
 POL_LRU, POL_FIFO, POL_LEAST_STALE, POL_LFU, POL_BELADY = range(5)
 # replay.c's error codes
 _ERRORS = {-1: "out of memory", -2: "object id outside the trace's objects", -3: "unknown policy code",
-           -4: "victim log overflow", -5: "request count mismatch", -6: "frequency bucket pool exhausted"}
+           -4: "victim log overflow", -5: "request count mismatch", -6: "frequency bucket pool exhausted",
+           -7: "trace offsets out of order"}
 
 _i64, _f64, _ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 
@@ -81,6 +82,10 @@ def _lib() -> ctypes.CDLL:
 
 def _trace_args(trace: Trace, sequential: bool) -> tuple[ReplayArgs, list[np.ndarray]]:
     """The trace half of the arguments; the arrays are returned so they outlive the call."""
+    if (trace.pass_cell_offsets.shape[0] != trace.n_passes + 1 or trace.cell_offsets.shape[0] != trace.n_cells + 1
+            or trace.cell_tokens.shape[0] != trace.n_cells):
+        raise UserError("pass_cell_offsets, cell_offsets and cell_layer disagree on the number of passes or cells",
+                        "trace")
     pass_cells = np.ascontiguousarray(trace.pass_cell_offsets, dtype=np.int64)
     cell_offsets = np.ascontiguousarray(trace.cell_offsets, dtype=np.int64)
     layer, layer32 = _index_array(trace.cell_layer)
@@ -98,6 +103,10 @@ def _trace_args(trace: Trace, sequential: bool) -> tuple[ReplayArgs, list[np.nda
 def _check(rc: int, args: ReplayArgs, trace: Trace) -> None:
     if rc == 0:
         return
+    if rc == -7:
+        what = ("pass_cell_offsets and cell_offsets must run from 0 to the cell and access counts"
+                if args.error_index < 0 else f"offsets decrease at index {args.error_index}")
+        raise UserError(what, "trace")
     if rc == -2:
         raise UserError(f"access {args.error_index}: object id outside 0..{trace.n_objects - 1} "
                         f"(layer or expert id out of range)", "trace")

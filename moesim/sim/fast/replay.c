@@ -24,7 +24,7 @@ enum { POL_LRU = 0, POL_FIFO = 1, POL_LEAST_STALE = 2, POL_LFU = 3, POL_BELADY =
 /* LFU at decay 1 (integer counts) runs on frequency buckets instead of the heap: O(1) per hook */
 enum { POL_LFU_COUNTS = 5 };
 enum { OK = 0, ERR_NOMEM = -1, ERR_OBJECT = -2, ERR_POLICY = -3, ERR_VICTIMS = -4, ERR_REQUESTS = -5,
-       ERR_BUCKETS = -6 };
+       ERR_BUCKETS = -6, ERR_LAYOUT = -7 };
 
 #define NEVER (INT64_MAX / 4) /* moesim.policies.base.NEVER */
 #define RENORMALISE_AT 1e100  /* moesim.policies.eviction._counts._RENORMALISE_AT */
@@ -514,6 +514,7 @@ static int fill_next_requests(kern_t *k) {
             }
         }
         req -= n;
+        if (req < 0) break;
         int64_t i = req;
         for (int64_t a = lo; a < hi; a++) {
             int64_t obj = base + load_index(r->expert, r->expert_is_int32, a);
@@ -529,8 +530,27 @@ static int fill_next_requests(kern_t *k) {
     return req == 0 ? OK : ERR_REQUESTS;
 }
 
-/* Check every access's object id; the first bad one goes to error_index. */
+/* Check the offsets (ERR_LAYOUT, error_index = the pass or cell) and every access's object id
+   (ERR_OBJECT, error_index = the access) before anything is indexed with them. */
 static int check_objects(replay_t *r) {
+    if (r->pass_cell_offsets[0] != 0 || r->pass_cell_offsets[r->n_passes] != r->n_cells) {
+        r->error_index = -1;
+        return ERR_LAYOUT;
+    }
+    for (int64_t p = 0; p < r->n_passes; p++)
+        if (r->pass_cell_offsets[p + 1] < r->pass_cell_offsets[p]) {
+            r->error_index = p;
+            return ERR_LAYOUT;
+        }
+    if (r->cell_offsets[0] != 0 || r->cell_offsets[r->n_cells] != r->n_accesses) {
+        r->error_index = -1;
+        return ERR_LAYOUT;
+    }
+    for (int64_t c = 0; c < r->n_cells; c++)
+        if (r->cell_offsets[c + 1] < r->cell_offsets[c]) {
+            r->error_index = c;
+            return ERR_LAYOUT;
+        }
     for (int64_t c = 0; c < r->n_cells; c++) {
         int64_t layer = load_index(r->cell_layer, r->layer_is_int32, c);
         for (int64_t a = r->cell_offsets[c]; a < r->cell_offsets[c + 1]; a++) {
