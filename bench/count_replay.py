@@ -9,9 +9,10 @@ Both sides replay the same object ids at the same slot capacity, in the same pro
 - moesim: count_replay(...) with the engine `auto` picks (the compiled kernel for these policies),
   in event mode (the default) and sequential mode; the target takes the slower of the two;
 - libCacheSim fed from Python with the fastest feed its API offers for ids already in memory: one
-  reused Request and the bound C++ method `cache._cache.get` in a plain loop (about 1.3x the rate
-  of the public `cache.get` wrapper, which is also reported); and, for context, its C-side
-  `process_trace` over the same ids written to an oracleGeneral file (no Python per request).
+  reused Request in a plain loop, calling either the public `cache.get` or the bound C++ method
+  under it (`cache._cache.get`, one Python frame less); both are timed every round and libCacheSim
+  keeps the faster. For context, its C-side `process_trace` over the same ids written to an
+  oracleGeneral file (no Python per request).
 Targets: LRU, FIFO and LFU each >= 2x libCacheSim's Python-fed rate. Belady (offline, libCacheSim
 needs an oracle trace for it) is reported as an absolute rate. Correctness check, not timing:
 sequential-mode hit counts equal libCacheSim's for LRU, FIFO and LFU at 5 % and 25 % of the
@@ -154,15 +155,14 @@ def run(n_accesses: int = 10_000_000, seed: int = 0, rounds: int = 2) -> dict[st
 
     for _ in range(rounds):
         for policy, lcs_name in POLICIES.items():
-            keep(f"libcachesim_{policy}", *libcachesim_python_feed(ids, slots, lcs_name))
+            keep(f"libcachesim_{policy}", *libcachesim_python_feed(ids, slots, lcs_name, bound=True))
+            keep(f"libcachesim_{policy}_public_get", *libcachesim_python_feed(ids, slots, lcs_name, bound=False))
             for mode in ("event", "sequential"):
                 h, seconds, engines[policy] = timed_count_replay(trace, capacity, policy, mode)
                 keep(f"moesim_{policy}_{mode}", h, seconds)
         for mode in ("event", "sequential"):
             h, seconds, engines["belady"] = timed_count_replay(trace, capacity, "belady", mode)
             keep(f"moesim_belady_{mode}", h, seconds)
-    _, public_s = libcachesim_python_feed(ids[:1_000_000], slots, "LRU", bound=False)
-    _, bound_s = libcachesim_python_feed(ids[:1_000_000], slots, "LRU", bound=True)
     c_loop: dict[str, float | None] = {}
     for policy, lcs_name in POLICIES.items():
         try:
@@ -174,6 +174,11 @@ def run(n_accesses: int = 10_000_000, seed: int = 0, rounds: int = 2) -> dict[st
     _, ref_s, _ = timed_count_replay(small, capacity, "lru", "event", engine="reference")
     checks = _hit_checks(n, seed)
 
+    feeds = {}
+    for policy in POLICIES:  # libCacheSim keeps its faster feed
+        bound_s, public_s = best[f"libcachesim_{policy}"], best.pop(f"libcachesim_{policy}_public_get")
+        feeds[policy] = "cache._cache.get" if bound_s <= public_s else "cache.get"
+        best[f"libcachesim_{policy}"] = min(bound_s, public_s)
     rate = {key: n / seconds for key, seconds in best.items()}
     rows, targets = [], {}
     header = (f"{'policy':8} {'moesim event':>13} {'moesim seq':>11} {'libCacheSim py':>15} {'ratio':>6} "
@@ -200,8 +205,8 @@ def run(n_accesses: int = 10_000_000, seed: int = 0, rounds: int = 2) -> dict[st
         "generate_s": round(gen_s, 2),
         "rounds": rounds,
         "engine": engines,
-        "libcachesim_feed": "one reused Request, bound cache._cache.get in a for loop "
-                            f"({round(public_s / bound_s, 2)}x the rate of the public cache.get)",
+        "libcachesim_feed": {policy: f"one reused Request in a for loop, {feed} (the faster this run)"
+                             for policy, feed in feeds.items()},
         "accesses_per_s": {key: round(value) for key, value in sorted(rate.items())},
         "reference_engine_lru_event_accesses_per_s": round(small.n_accesses / ref_s),
         "hits": hits,
