@@ -163,13 +163,12 @@ def run(n_accesses: int = 10_000_000, seed: int = 0, rounds: int = 2) -> dict[st
         for mode in ("event", "sequential"):
             h, seconds, engines["belady"] = timed_count_replay(trace, capacity, "belady", mode)
             keep(f"moesim_belady_{mode}", h, seconds)
-    c_loop: dict[str, float | None] = {}
-    for policy, lcs_name in POLICIES.items():
-        try:
-            hits[f"libcachesim_c_loop_{policy}"], c_loop[policy] = libcachesim_c_loop(ids_np, slots, lcs_name)
-        except Exception as exc:  # context only; never fail the benchmark on it
-            c_loop[policy] = None
-            print(f"libCacheSim C loop ({lcs_name}) unavailable: {exc}")
+        for policy, lcs_name in POLICIES.items():
+            try:
+                keep(f"libcachesim_c_loop_{policy}", *libcachesim_c_loop(ids_np, slots, lcs_name))
+            except Exception as exc:  # context only; never fail the benchmark on it
+                print(f"libCacheSim C loop ({lcs_name}) unavailable: {exc}")
+    c_loop = {policy: best.pop(f"libcachesim_c_loop_{policy}", None) for policy in POLICIES}
     small = olmoe_like_trace(min(n, 1_000_000), seed)
     _, ref_s, _ = timed_count_replay(small, capacity, "lru", "event", engine="reference")
     checks = _hit_checks(n, seed)
