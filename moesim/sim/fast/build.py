@@ -91,7 +91,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         source = SOURCE.read_bytes()
     except OSError as exc:
         return None, f"kernel source missing ({exc})"
-    path = library_path(cmd, source)
+    try:
+        path = library_path(cmd, source)
+    except (RuntimeError, KeyError) as exc:  # no home directory to cache in
+        return None, f"no cache directory ({exc}); set MOESIM_CACHE_DIR"
     if not path.exists():
         reason = _compile(cmd, path)
         if reason is not None:

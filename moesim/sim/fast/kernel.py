@@ -128,7 +128,8 @@ def event_requests(trace: Trace) -> tuple[int, np.ndarray]:
     if n == trace.n_accesses:
         return n, keep[1]
     offsets = np.empty(trace.n_cells + 1, dtype=np.int64)
-    lib.moesim_event_requests(ctypes.byref(args), ctypes.c_void_p(offsets.ctypes.data))
+    filled = lib.moesim_event_requests(ctypes.byref(args), ctypes.c_void_p(offsets.ctypes.data))
+    _check(filled if filled < 0 else 0, args, trace)
     return n, offsets
 
 
@@ -166,15 +167,16 @@ def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_re
     order_key = np.empty(max(n_obj, 1), dtype=np.float64)
     order_stamp = np.empty(max(n_obj, 1), dtype=np.int64)
     clock = np.zeros(n_part, dtype=np.int64)
-    args.n_partitions = n_part
-    args.object_bytes, args.partition_of, args.capacity = sizes.ctypes.data, partition_of.ctypes.data, capacity.ctypes.data
+    args.n_partitions, args.n_requests, args.victims_cap = n_part, n_requests, victims_cap
     args.policy, args.belady_bypass, args.lfu_decay = policy, int(belady_bypass), float(lfu_decay)
-    args.state, args.pinned, args.seen = state.ctypes.data, pinned.ctypes.data, seen.ctypes.data
-    args.evicted_in_pass, args.used = evicted.ctypes.data, used.ctypes.data
-    args.n_requests, args.outcomes, args.bypassed = n_requests, outcomes.ctypes.data, bypassed.ctypes.data
-    args.victims_cap, args.victim_request, args.victim_obj = victims_cap, victim_req.ctypes.data, victim_obj.ctypes.data
-    args.order_obj, args.order_count, args.order_queue = order_obj.ctypes.data, order_count.ctypes.data, order_queue.ctypes.data
-    args.order_key, args.order_stamp, args.clock = order_key.ctypes.data, order_stamp.ctypes.data, clock.ctypes.data
+    arrays = {
+        "object_bytes": sizes, "partition_of": partition_of, "capacity": capacity, "state": state, "pinned": pinned,
+        "seen": seen, "evicted_in_pass": evicted, "used": used, "outcomes": outcomes, "bypassed": bypassed,
+        "victim_request": victim_req, "victim_obj": victim_obj, "order_obj": order_obj, "order_count": order_count,
+        "order_queue": order_queue, "order_key": order_key, "order_stamp": order_stamp, "clock": clock,
+    }
+    for name, array in arrays.items():
+        setattr(args, name, array.ctypes.data)
     rc = lib.moesim_count_replay(ctypes.byref(args))  # `keep` holds the trace arrays until here
     _check(rc, args, trace)
     core.evicted_in_pass[:] = evicted.tolist()

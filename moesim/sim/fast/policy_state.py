@@ -28,8 +28,10 @@ def restore(policies: list[EvictionPolicy], code: int, run: KernelRun, integer_k
             policy._order = OrderedDict.fromkeys(objs)  # type: ignore[attr-defined]
         elif code == POL_LEAST_STALE:
             queues = run.order_queue[start:start + n].tolist()
-            policy._stale = OrderedDict.fromkeys(o for o, q in zip(objs, queues) if q == 0)  # type: ignore[attr-defined]
-            policy._current = OrderedDict.fromkeys(o for o, q in zip(objs, queues) if q == 1)  # type: ignore[attr-defined]
+            stale = [o for o, q in zip(objs, queues) if q == 0]
+            current = [o for o, q in zip(objs, queues) if q == 1]
+            policy._stale = OrderedDict.fromkeys(stale)  # type: ignore[attr-defined]
+            policy._current = OrderedDict.fromkeys(current)  # type: ignore[attr-defined]
         elif code in (POL_LFU, POL_BELADY):
             heap = policy._heap  # type: ignore[attr-defined]
             keys = run.order_key[start:start + n].tolist()

@@ -624,7 +624,11 @@ static void export_policy_state(kern_t *k) {
     r->unit = k->unit;
 }
 
-#define ALLOC(ptr, n) do { (ptr) = malloc(sizeof(*(ptr)) * (size_t)((n) > 0 ? (n) : 1)); if (!(ptr)) goto nomem; } while (0)
+#define ALLOC(ptr, n)                                                    \
+    do {                                                                 \
+        (ptr) = malloc(sizeof(*(ptr)) * (size_t)((n) > 0 ? (n) : 1));   \
+        if (!(ptr)) goto nomem;                                          \
+    } while (0)
 
 /* The whole replay. The core's arrays must hold its state after pins were installed, with no
    object in flight; clock[] the policies' clocks (0 for fresh ones). Returns 0 or an error. */
