@@ -1,13 +1,15 @@
 """`make bench`: run every benchmark in bench/ and print one PASS/FAIL line per target.
 
 Each benchmark module has `main() -> dict` whose "targets" entry maps a target's name to
-{"value": ..., "goal": ..., "pass": bool}; everything else in the dict is printed as context.
+{"value": ..., "goal": ..., "pass": bool}; an optional "table" (lines of text) is printed as it
+is, and everything else in the dict is printed as context.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -20,9 +22,23 @@ BENCHMARKS = (
 )
 
 
+def machine() -> str:
+    """nproc, CPU model and RAM (Linux /proc; other systems give what platform knows)."""
+    model, mem = platform.processor() or platform.machine(), "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+            mem = f"{kib / 2**20:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {mem} RAM"
+
+
 def main() -> int:
-    print(f"moesim benchmarks on {platform.node()} ({platform.processor() or platform.machine()}), "
-          f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(f"moesim benchmarks on {platform.node()}: {machine()}, python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d')}")
     failures = 0
     for name in BENCHMARKS:
         try:
@@ -33,8 +49,10 @@ def main() -> int:
             raise
         print(f"\n== {name}")
         result = module.main()
+        for line in result.get("table", []):
+            print(f"  {line}")
         for key, value in result.items():
-            if key != "targets":
+            if key not in ("targets", "table"):
                 print(f"  {key}: {json.dumps(value, default=str)}")
         for target, info in result.get("targets", {}).items():
             verdict = "PASS" if info["pass"] else "FAIL"

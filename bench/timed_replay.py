@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out["target_accesses_per_s"] = TARGET
     # judged on CPU time: on a shared machine wall time also measures the neighbours
     out["result"] = "PASS" if out["accesses_per_cpu_s"] >= TARGET else "FAIL"
+    out["targets"] = {"timed replay accesses per CPU second": {
+        "value": out["accesses_per_cpu_s"], "goal": f">= {TARGET}", "pass": out["result"] == "PASS"}}
     print(json.dumps(out, indent=2, sort_keys=True))
     return out
 

@@ -19,6 +19,7 @@ from moesim.sim.cache_core import SCOPES
 from moesim.sim.capacity import Capacity, layer_capacities, parse_capacity_list, parse_weights
 from moesim.sim.cli_timing import add_timing_arguments
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
+from moesim.sim.fast import ENGINES
 from moesim.sim.requests import MODES
 from moesim.units import format_bytes
 
@@ -37,6 +38,7 @@ class ReplayPlan:
     mode: str
     seed: int
     layer_weights: list[float] | None
+    engine: str | None = None  # count-replay engine (moesim.sim.fast); None: $MOESIM_ENGINE or auto
 
 
 def load_trace_arg(text: str) -> Any:
@@ -57,6 +59,7 @@ def _plan(args: argparse.Namespace, specs: list[PolicySpec]) -> ReplayPlan:
         mode=args.replay,
         seed=args.seed,
         layer_weights=parse_weights(args.layer_weights),
+        engine=getattr(args, "engine", None),
     )
 
 
@@ -73,7 +76,7 @@ def _count_runs(plan: ReplayPlan) -> list[tuple[CountResult, str]]:
                 layer_capacity=(layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
                                 if plan.scope == "layer" else None),
             )
-            runs.append((count_replay(plan.trace, config, spec=spec), cap.text))
+            runs.append((count_replay(plan.trace, config, spec=spec, engine=plan.engine), cap.text))
     return runs
 
 
@@ -148,6 +151,9 @@ def _report(plan: ReplayPlan, runs: list[tuple[Any, str]], bound: str | None = N
         data["runs"] = [dict(r.summary, capacity=text) for r, text in runs]
         return data
     data["runs"] = [result_record(r, text) for r, text in runs]
+    for record, (result, _) in zip(data["runs"], runs):
+        # which engine counted (not in saved results: both engines give identical files)
+        record["engine"] = getattr(result, "engine", "reference")
     if bound is not None:
         data["bound_policy"] = bound
     return data
@@ -175,6 +181,19 @@ def _row(run: dict[str, Any], bound: str | None) -> list[str]:
     ]
 
 
+def _engines(runs: list[dict[str, Any]]) -> str:
+    """"fast", or "fast for lru, lfu; reference for arc" when the runs differ."""
+    by_engine: dict[str, list[str]] = {}
+    for run in runs:
+        labels = by_engine.setdefault(run.get("engine", "reference"), [])
+        label = run["config"]["policy"]["label"]
+        if label not in labels:
+            labels.append(label)
+    if len(by_engine) <= 1:
+        return next(iter(by_engine), "-")
+    return "; ".join(f"{engine} for {', '.join(labels)}" for engine, labels in sorted(by_engine.items()))
+
+
 def render_table(data: dict[str, Any]) -> str:
     bound = data.get("bound_policy")
     rows = [list(_TABLE_COLUMNS)] + [_row(run, bound) for run in data["runs"]]
@@ -184,8 +203,8 @@ def render_table(data: dict[str, Any]) -> str:
     lines.append(f"trace {trace['source']} ({trace['model']}, {trace['passes']} passes, "
                  f"{trace['routed_accesses']} routed accesses, sha256 {trace['hash'][:12]})")
     first = data["runs"][0]["config"] if data["runs"] else {}
-    lines.append(f"scope {first.get('scope')}, replay {first.get('mode')}, seed {first.get('seed')}; "
-                 "misses: compulsory / capacity / collision")
+    lines.append(f"scope {first.get('scope')}, replay {first.get('mode')}, seed {first.get('seed')}, "
+                 f"engine {_engines(data['runs'])}; misses: compulsory / capacity / collision")
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
@@ -271,6 +290,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="write the result tables to this Parquet file (a folder for several timed runs)")
     add_timing_arguments(parser)
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="count-replay engine: fast (compiled; lru, fifo, static-hot, least-stale, lfu, belady), "
+                             "reference (Python; every policy) or auto (fast where it applies; the default, "
+                             "or $MOESIM_ENGINE); both give identical counts")
     add_json_flag(parser)
 
 

@@ -2,6 +2,10 @@
 
 It drives the same CacheCore the timing engine and the GPU executor drive; with prefetch off and
 the same replay mode, the engine must agree with it request for request.
+
+Two engines give identical results (moesim.sim.fast): the compiled kernel (replay.c) for the
+classic policies, chosen automatically, and the reference loop over CacheCore.serve_cell for
+every policy (`engine="reference"`, `--engine reference` or MOESIM_ENGINE=reference).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from moesim.errors import UserError
 from moesim.policies.base import PolicyContext
 from moesim.policies.registry import PolicySpec, parse_spec
+from moesim.sim import fast
 from moesim.sim.cache_core import CacheCore, CoreConfig, CoreCounters
-from moesim.sim.future import StreamFuture
-from moesim.sim.requests import RequestStream, build_request_stream
+from moesim.sim.future import DeferredFuture, StreamFuture
+from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream, build_request_stream
 from moesim.traces.trace import Trace
 
 
@@ -55,6 +61,7 @@ class CountResult:
     victims: list[tuple[int, int]] | None = None  # (request index, victim obj) if recorded
     capacities: list[int] | None = None  # bytes per partition as the core resolved them
     core: CacheCore | None = None  # the core after the last request (final residency, policy state)
+    engine: str = "reference"  # which engine ran: "fast" (compiled) or "reference" (Python)
 
 
 def make_context(trace: Trace, seed: int, future: StreamFuture | None,
@@ -72,12 +79,15 @@ def make_context(trace: Trace, seed: int, future: StreamFuture | None,
     )
 
 
-def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream,
-              spec: PolicySpec | None = None) -> tuple[CacheCore, PolicySpec, StreamFuture | None]:
-    """The cache core for a replay of `stream`, with the policy's future view when it is offline."""
+def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream, spec: PolicySpec | None = None,
+              defer_future: bool = False) -> tuple[CacheCore, PolicySpec, StreamFuture | DeferredFuture | None]:
+    """The cache core for a replay of `stream`, with the policy's future view when it is offline
+    (built on first query with `defer_future`)."""
     spec = spec or parse_spec(config.policy, "eviction")
     offline = bool(getattr(spec.entry.cls, "offline", False))
-    future = StreamFuture(stream.obj, trace.n_objects) if offline else None
+    future: StreamFuture | DeferredFuture | None = None
+    if offline:
+        future = DeferredFuture(stream, trace.n_objects) if defer_future else StreamFuture(stream.obj, trace.n_objects)
     ctx = make_context(trace, config.seed, future, profile_counts(trace, spec), offline)
     core = CacheCore(
         CoreConfig(capacity_bytes=int(config.capacity_bytes), scope=config.scope,
@@ -100,12 +110,46 @@ def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
 
 
 def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = False,
-                 spec: PolicySpec | None = None) -> CountResult:
-    """Replay `trace` through the cache core: one CacheCore.serve_cell per protection unit.
-
-    O(requests) Python steps and no per-request objects beyond the outcome list; the stream and the
-    split into passes are built with numpy beforehand.
+                 spec: PolicySpec | None = None, engine: str | None = None) -> CountResult:
+    """Replay `trace` through the cache core, with the engine `engine` picks (moesim.sim.fast):
+    "auto" (default, or $MOESIM_ENGINE), "fast" or "reference". Both give the same result.
     """
+    spec = spec or parse_spec(config.policy, "eviction")
+    if config.mode not in MODES:
+        raise UserError(f"replay mode must be one of {', '.join(MODES)}, got {config.mode!r}", "replay")
+    if fast.choose_engine(spec, trace.n_objects, engine) == "fast":
+        return _count_replay_fast(trace, config, spec, record_victims)
+    return _count_replay_reference(trace, config, spec, record_victims)
+
+
+def _count_replay_fast(trace: Trace, config: ReplayConfig, spec: PolicySpec, record_victims: bool) -> CountResult:
+    """The compiled replay: O(accesses) in C, O(objects) in Python, no per-request Python objects;
+    the request stream's per-request arrays are built only if something reads them."""
+    from moesim.sim.fast import kernel, policy_state
+
+    sequential = config.mode == "sequential"
+    if sequential:
+        n_requests, offsets = trace.n_accesses, trace.cell_offsets
+    else:
+        n_requests, offsets = kernel.event_requests(trace)
+    stream = DeferredRequestStream(trace, config.mode, n_requests, offsets)
+    core, spec, future = make_core(trace, config, stream, spec, defer_future=True)
+    policy = fast.kernel_policy(spec)
+    assert policy is not None  # choose_engine checked it
+    run = kernel.replay(trace, core, policy.code, sequential=sequential, n_requests=n_requests,
+                        record_victims=record_victims, lfu_decay=policy.lfu_decay, belady_bypass=policy.belady_bypass)
+    policy_state.restore(core.policies, policy.code, run, integer_keys=policy.lfu_decay == 1.0)
+    if future is not None and n_requests:
+        future.position = n_requests - 1  # where the reference loop leaves it
+    core.finish()
+    return CountResult(trace=trace, config=config, spec=spec, stream=stream, outcomes=run.outcomes,
+                       bypassed=run.bypassed, counters=core.counters, victims=run.victims,
+                       capacities=list(core.capacity), core=core, engine="fast")
+
+
+def _count_replay_reference(trace: Trace, config: ReplayConfig, spec: PolicySpec, record_victims: bool) -> CountResult:
+    """One CacheCore.serve_cell per protection unit: O(requests) Python steps and no per-request
+    objects beyond the outcome list; the stream and the split into passes are built with numpy."""
     stream = build_request_stream(trace, config.mode)
     core, spec, future = make_core(trace, config, stream, spec)
     n_req = stream.n_requests
@@ -154,3 +198,6 @@ def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = Fals
     return CountResult(trace=trace, config=config, spec=spec, stream=stream,
                        outcomes=np.asarray(outcomes, dtype=np.int8), bypassed=bypassed,
                        counters=core.counters, victims=victims_log, capacities=list(core.capacity), core=core)
+
+
+_profile_counts = profile_counts  # the planner's name for it (moesim.sim.plan)

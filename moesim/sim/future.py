@@ -46,3 +46,44 @@ class StreamFuture:
 
     def uses(self, obj: int) -> np.ndarray:
         return self._positions[self._start[obj] : self._start[obj + 1]]
+
+
+class DeferredFuture:
+    """A StreamFuture over `stream.obj`, built on the first query.
+
+    The compiled replay computes next uses itself; the policy objects it leaves in the core hold a
+    future only for what may come after (a caller that keeps serving requests), so building the
+    O(n log n) index up front would be wasted work. `position` is shared with the built future.
+    """
+
+    def __init__(self, stream: object, n_objects: int) -> None:
+        self._stream = stream
+        self._n_objects = n_objects
+        self._future: StreamFuture | None = None
+        self._position = -1
+
+    def _built(self) -> StreamFuture:
+        if self._future is None:
+            self._future = StreamFuture(self._stream.obj, self._n_objects)  # type: ignore[attr-defined]
+            self._future.position = self._position
+        return self._future
+
+    @property
+    def position(self) -> int:
+        return self._position if self._future is None else self._future.position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
+        if self._future is not None:
+            self._future.position = value
+
+    @property
+    def next_request(self) -> np.ndarray:
+        return self._built().next_request
+
+    def next_use(self, obj: int, after: int) -> int:
+        return self._built().next_use(obj, after)
+
+    def uses(self, obj: int) -> np.ndarray:
+        return self._built().uses(obj)

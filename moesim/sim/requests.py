@@ -9,6 +9,7 @@ replayers and libCacheSim see it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -76,3 +77,43 @@ def build_request_stream(trace: Trace, mode: str = "event") -> RequestStream:
     np.cumsum(counts, out=cell_offsets[1:])
     return RequestStream(mode=mode, obj=objs[first_idx], cell=req_cell, cell_offsets=cell_offsets,
                          access_request=access_request)
+
+
+class DeferredRequestStream(RequestStream):
+    """The request stream of `trace` in `mode`, its per-request arrays built on first use.
+
+    The compiled count replay needs only the number of requests and their cell offsets; building
+    `obj`, `cell` and `access_request` for 50 M accesses would take more memory than the replay
+    itself (bench/RESULTS.md), so they are made when something (metrics, a planner) reads them.
+    """
+
+    def __init__(self, trace: Trace, mode: str, n_requests: int, cell_offsets: np.ndarray) -> None:
+        if mode not in MODES:
+            raise UserError(f"replay mode must be one of {', '.join(MODES)}, got {mode!r}", "replay")
+        self.mode = mode
+        self.cell_offsets = cell_offsets
+        self._trace = trace
+        self._n_requests = int(n_requests)
+
+    @property
+    def n_requests(self) -> int:
+        return self._n_requests
+
+    @cached_property
+    def _built(self) -> RequestStream:
+        return build_request_stream(self._trace, self.mode)
+
+    @property  # type: ignore[override]
+    def obj(self) -> np.ndarray:
+        return self._built.obj
+
+    @property  # type: ignore[override]
+    def cell(self) -> np.ndarray:
+        return self._built.cell
+
+    @property  # type: ignore[override]
+    def access_request(self) -> np.ndarray:
+        return self._built.access_request
+
+    def __repr__(self) -> str:
+        return f"DeferredRequestStream(mode={self.mode!r}, n_requests={self._n_requests})"

@@ -1,0 +1,121 @@
+"""Compile replay.c on first use and load it with ctypes; report why not when that cannot be done.
+
+The library is one C99 file with no Python headers, so any C compiler builds it in about a second.
+It is cached under `$MOESIM_CACHE_DIR` (default `$XDG_CACHE_HOME/moesim` or `~/.cache/moesim`),
+named by a hash of the source, the compiler command and the platform, so an edited source or a
+different interpreter platform gets its own build; concurrent first uses race harmlessly (each
+writes a private temporary file and renames it into place). No compiler, a failed build or an
+unwritable cache leaves the pure-Python reference path, with the reason in `unavailable_reason()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("replay.c")
+ABI_VERSION = 1  # replay.c's moesim_abi_version()
+CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
+COMPILE_TIMEOUT_S = 120
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MOESIM_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "moesim"
+
+
+def compiler() -> list[str] | None:
+    """The C compiler command: $CC, else the one Python was built with, else cc/gcc/clang on PATH."""
+    for text in (os.environ.get("CC"), sysconfig.get_config_var("CC")):
+        if text:
+            cmd = shlex.split(text)
+            if cmd and shutil.which(cmd[0]):
+                return cmd
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return [name]
+    return None
+
+
+def library_path(cmd: list[str], source: bytes) -> Path:
+    h = hashlib.sha256()
+    for part in (source, " ".join(cmd).encode(), " ".join(CFLAGS).encode(), sys.platform.encode(),
+                 platform.machine().encode(), str(ABI_VERSION).encode()):
+        h.update(part + b"\0")
+    suffix = ".dll" if sys.platform == "win32" else ".so"
+    return cache_dir() / f"moesim-replay-{h.hexdigest()[:16]}{suffix}"
+
+
+def _compile(cmd: list[str], target: Path) -> str | None:
+    """Build the library at `target`; None on success, else a one-line reason."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        return f"cannot write the compiled kernel to {target.parent} ({exc.strerror}); set MOESIM_CACHE_DIR"
+    try:
+        proc = subprocess.run([*cmd, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
+                              timeout=COMPILE_TIMEOUT_S)
+        if proc.returncode != 0:
+            first = (proc.stderr or proc.stdout).strip().splitlines()
+            return f"{cmd[0]} failed on {SOURCE.name}: {first[0] if first else 'exit ' + str(proc.returncode)}"
+        os.replace(tmp, target)
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{cmd[0]} could not be run ({exc})"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    cmd = compiler()
+    if cmd is None:
+        return None, "no C compiler found (set CC)"
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as exc:
+        return None, f"kernel source missing ({exc})"
+    try:
+        path = library_path(cmd, source)
+    except (RuntimeError, KeyError) as exc:  # no home directory to cache in
+        return None, f"no cache directory ({exc}); set MOESIM_CACHE_DIR"
+    if not path.exists():
+        reason = _compile(cmd, path)
+        if reason is not None:
+            return None, reason
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        return None, f"cannot load {path} ({exc})"
+    lib.moesim_abi_version.restype = ctypes.c_int64
+    if lib.moesim_abi_version() != ABI_VERSION:
+        return None, f"{path} has ABI {lib.moesim_abi_version()}, expected {ABI_VERSION}"
+    for name in ("moesim_count_replay", "moesim_event_requests", "moesim_replay_struct_size"):
+        getattr(lib, name).restype = ctypes.c_int64
+    return lib, None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it first if needed; None if that is impossible."""
+    return _load()[0]
+
+
+def unavailable_reason() -> str | None:
+    """Why the compiled kernel cannot be used here (None if it can)."""
+    return _load()[1]

@@ -1,0 +1,193 @@
+"""Calling the compiled replay: the ctypes mirror of replay.c's `replay_t` and the array plumbing.
+
+The kernel reads the trace's own arrays (no object-id or request arrays are built) and writes
+straight into the CacheCore's state (its bytearrays are shared, its lists are copied in and out),
+so after a run the core is the core the reference replay leaves behind; policy_state.py then puts
+the final eviction order into the core's policy objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.errors import UserError
+from moesim.sim.cache_core import ABSENT, RESIDENT, CacheCore
+from moesim.sim.fast import build
+from moesim.traces.trace import Trace
+
+# replay.c's policy codes
+POL_LRU, POL_FIFO, POL_LEAST_STALE, POL_LFU, POL_BELADY = range(5)
+# replay.c's error codes
+_ERRORS = {-1: "out of memory", -2: "object id outside the trace's objects", -3: "unknown policy code",
+           -4: "victim log overflow", -5: "request count mismatch", -6: "frequency bucket pool exhausted",
+           -7: "trace offsets out of order"}
+
+_i64, _f64, _ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+
+
+class ReplayArgs(ctypes.Structure):
+    """replay.c's replay_t, field for field (all 8 bytes wide)."""
+
+    _fields_ = [
+        ("n_passes", _i64), ("n_cells", _i64), ("n_accesses", _i64), ("n_experts", _i64),
+        ("pass_cell_offsets", _ptr), ("cell_offsets", _ptr), ("cell_layer", _ptr), ("layer_is_int32", _i64),
+        ("expert", _ptr), ("expert_is_int32", _i64), ("sequential", _i64),
+        ("n_objects", _i64), ("n_partitions", _i64),
+        ("object_bytes", _ptr), ("partition_of", _ptr), ("capacity", _ptr),
+        ("policy", _i64), ("belady_bypass", _i64), ("lfu_decay", _f64),
+        ("state", _ptr), ("pinned", _ptr), ("seen", _ptr), ("evicted_in_pass", _ptr), ("used", _ptr),
+        ("n_requests", _i64), ("outcomes", _ptr), ("bypassed", _ptr),
+        ("victims_cap", _i64), ("victim_request", _ptr), ("victim_obj", _ptr), ("n_victims", _i64),
+        ("evictions", _i64), ("bypasses", _i64),
+        ("order_obj", _ptr), ("order_count", _ptr), ("order_queue", _ptr), ("order_key", _ptr),
+        ("order_stamp", _ptr), ("clock", _ptr), ("unit", _f64),
+        ("error_index", _i64),
+    ]
+
+
+@dataclass
+class KernelRun:
+    """What one replay produced besides the core's own (updated) state."""
+
+    outcomes: np.ndarray  # int8 per request
+    bypassed: np.ndarray  # bool per request
+    victims: list[tuple[int, int]] | None
+    evictions: int
+    bypasses: int
+    order_obj: np.ndarray  # per partition, concatenated: tracked objects in eviction (or heap) order
+    order_count: np.ndarray
+    order_queue: np.ndarray
+    order_key: np.ndarray
+    order_stamp: np.ndarray
+    clock: np.ndarray  # per partition
+    unit: float
+
+
+def _index_array(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """int16 arrays go as they are, anything else as int32 (flag 1)."""
+    if values.dtype == np.int16:
+        return np.ascontiguousarray(values), 0
+    return np.ascontiguousarray(values, dtype=np.int32), 1
+
+
+def _lib() -> ctypes.CDLL:
+    lib = build.library()
+    if lib is None:
+        raise RuntimeError(f"compiled replay unavailable: {build.unavailable_reason()}")
+    return lib
+
+
+def _trace_args(trace: Trace, sequential: bool) -> tuple[ReplayArgs, list[np.ndarray]]:
+    """The trace half of the arguments; the arrays are returned so they outlive the call."""
+    if (trace.pass_cell_offsets.shape[0] != trace.n_passes + 1 or trace.cell_offsets.shape[0] != trace.n_cells + 1
+            or trace.cell_tokens.shape[0] != trace.n_cells):
+        raise UserError("pass_cell_offsets, cell_offsets and cell_layer disagree on the number of passes or cells",
+                        "trace")
+    pass_cells = np.ascontiguousarray(trace.pass_cell_offsets, dtype=np.int64)
+    cell_offsets = np.ascontiguousarray(trace.cell_offsets, dtype=np.int64)
+    layer, layer32 = _index_array(trace.cell_layer)
+    expert, expert32 = _index_array(trace.expert)
+    args = ReplayArgs(
+        n_passes=trace.n_passes, n_cells=trace.n_cells, n_accesses=trace.n_accesses,
+        n_experts=trace.meta.n_experts, pass_cell_offsets=pass_cells.ctypes.data,
+        cell_offsets=cell_offsets.ctypes.data, cell_layer=layer.ctypes.data, layer_is_int32=layer32,
+        expert=expert.ctypes.data, expert_is_int32=expert32, sequential=int(sequential),
+        n_objects=trace.n_objects,
+    )
+    return args, [pass_cells, cell_offsets, layer, expert]
+
+
+def _check(rc: int, args: ReplayArgs, trace: Trace) -> None:
+    if rc == 0:
+        return
+    if rc == -7:
+        what = ("pass_cell_offsets and cell_offsets must run from 0 to the cell and access counts"
+                if args.error_index < 0 else f"offsets decrease at index {args.error_index}")
+        raise UserError(what, "trace")
+    if rc == -2:
+        raise UserError(f"access {args.error_index}: object id outside 0..{trace.n_objects - 1} "
+                        f"(layer or expert id out of range)", "trace")
+    if rc == -1:
+        raise MemoryError("compiled replay: out of memory")
+    raise RuntimeError(f"compiled replay failed: {_ERRORS.get(rc, rc)}")
+
+
+def event_requests(trace: Trace) -> tuple[int, np.ndarray]:
+    """Requests of an event-mode replay and their cell offsets, without building the stream.
+
+    When no cell repeats an object (one token per cell, or distinct experts across tokens) the
+    offsets are the trace's own `cell_offsets`, shared rather than copied. O(accesses).
+    """
+    lib = _lib()
+    args, keep = _trace_args(trace, sequential=False)
+    n = lib.moesim_event_requests(ctypes.byref(args), None)
+    _check(n if n < 0 else 0, args, trace)
+    if n == trace.n_accesses:
+        return n, keep[1]
+    offsets = np.empty(trace.n_cells + 1, dtype=np.int64)
+    filled = lib.moesim_event_requests(ctypes.byref(args), ctypes.c_void_p(offsets.ctypes.data))
+    _check(filled if filled < 0 else 0, args, trace)
+    return n, offsets
+
+
+def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_requests: int,
+           record_victims: bool = False, lfu_decay: float = 1.0, belady_bypass: bool = False) -> KernelRun:
+    """Replay every pass of `trace` through `core` with the compiled policy `policy`.
+
+    The core must be fresh (pins installed, nothing served); afterwards its state, used bytes,
+    eviction and bypass counters and pass index are those the reference replay leaves.
+    O(requests + objects) time; memory: the outcome arrays plus O(objects).
+    """
+    lib = _lib()
+    if ctypes.sizeof(ReplayArgs) != lib.moesim_replay_struct_size():
+        raise RuntimeError("compiled replay: argument layout differs from replay.c")
+    if any(s not in (ABSENT, RESIDENT) for s in set(core.state)):
+        raise RuntimeError("compiled replay needs a core with no object in flight")
+    args, keep = _trace_args(trace, sequential)
+    n_obj, n_part = trace.n_objects, len(core.capacity)
+    state = np.frombuffer(core.state, dtype=np.uint8)  # views: the kernel writes the core's own bytes
+    pinned = np.frombuffer(core.pinned, dtype=np.uint8)
+    seen = np.frombuffer(core.seen, dtype=np.uint8)
+    evicted = np.asarray(core.evicted_in_pass, dtype=np.int64)
+    used = np.asarray(core.used, dtype=np.int64)
+    sizes = np.asarray(core.object_bytes, dtype=np.int64)
+    partition_of = np.asarray(core.partition_of, dtype=np.int64)
+    capacity = np.asarray(core.capacity, dtype=np.int64)
+    outcomes = np.empty(n_requests, dtype=np.int8)
+    bypassed = np.zeros(n_requests, dtype=np.bool_)  # calloc'd: untouched pages cost no memory
+    victims_cap = max(n_requests, 1) if record_victims else 0
+    victim_req = np.empty(victims_cap, dtype=np.int64)
+    victim_obj = np.empty(victims_cap, dtype=np.int64)
+    order_obj = np.empty(max(n_obj, 1), dtype=np.int64)
+    order_count = np.zeros(n_part, dtype=np.int64)
+    order_queue = np.empty(max(n_obj, 1), dtype=np.uint8)
+    order_key = np.empty(max(n_obj, 1), dtype=np.float64)
+    order_stamp = np.empty(max(n_obj, 1), dtype=np.int64)
+    clock = np.zeros(n_part, dtype=np.int64)
+    args.n_partitions, args.n_requests, args.victims_cap = n_part, n_requests, victims_cap
+    args.policy, args.belady_bypass, args.lfu_decay = policy, int(belady_bypass), float(lfu_decay)
+    arrays = {
+        "object_bytes": sizes, "partition_of": partition_of, "capacity": capacity, "state": state, "pinned": pinned,
+        "seen": seen, "evicted_in_pass": evicted, "used": used, "outcomes": outcomes, "bypassed": bypassed,
+        "victim_request": victim_req, "victim_obj": victim_obj, "order_obj": order_obj, "order_count": order_count,
+        "order_queue": order_queue, "order_key": order_key, "order_stamp": order_stamp, "clock": clock,
+    }
+    for name, array in arrays.items():
+        setattr(args, name, array.ctypes.data)
+    rc = lib.moesim_count_replay(ctypes.byref(args))  # `keep` holds the trace arrays until here
+    _check(rc, args, trace)
+    core.evicted_in_pass[:] = evicted.tolist()
+    core.used[:] = used.tolist()
+    core.pass_index = trace.n_passes - 1
+    core.counters.evictions += args.evictions
+    core.counters.bypasses += args.bypasses
+    victims = None
+    if record_victims:
+        n = args.n_victims
+        victims = list(zip(victim_req[:n].tolist(), victim_obj[:n].tolist()))
+    return KernelRun(outcomes=outcomes, bypassed=bypassed, victims=victims, evictions=args.evictions,
+                     bypasses=args.bypasses, order_obj=order_obj, order_count=order_count, order_queue=order_queue,
+                     order_key=order_key, order_stamp=order_stamp, clock=clock, unit=args.unit)
