@@ -200,4 +200,3 @@ def _count_replay_reference(trace: Trace, config: ReplayConfig, spec: PolicySpec
                        counters=core.counters, victims=victims_log, capacities=list(core.capacity), core=core)
 
 
-_profile_counts = profile_counts  # the planner's name for it (moesim.sim.plan)
