@@ -9,6 +9,8 @@ engine and the real-GPU executor. A policy must not import from `moesim.sim` or 
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, Protocol
 
@@ -58,7 +60,7 @@ class PolicyContext:
     ghost-list bounds (ARC) and pin budgets (static-hot) are shares of it."""
 
 
-class EvictionPolicy:
+class EvictionPolicy(abc.ABC):
     """Orders resident objects for eviction. Subclasses register with `@register("name")`.
 
     The core calls, for objects in this policy's partition:
@@ -84,22 +86,25 @@ class EvictionPolicy:
     def on_pass_begin(self, pass_index: int, now: float) -> None:
         pass
 
+    @abc.abstractmethod
     def on_insert(self, obj: int, now: float, prefetch: bool) -> None:
-        raise NotImplementedError
+        """Keep the policy's order in step with the core."""
 
+    @abc.abstractmethod
     def on_access(self, obj: int, now: float) -> None:
-        raise NotImplementedError
+        """Keep the policy's order in step with the core."""
 
+    @abc.abstractmethod
     def on_evict(self, obj: int) -> None:
-        raise NotImplementedError
+        """Keep the policy's order in step with the core."""
 
+    @abc.abstractmethod
     def victim(self, eligible: Callable[[int], bool]) -> int | None:
         """The first object in eviction order for which `eligible` is true, or None.
 
         None with eligible candidates left refuses the admission under way (Belady's bypass
         decides there, where it can see which residents are eligible); the core counts a bypass.
         """
-        raise NotImplementedError
 
     def admit(self, obj: int, prefetch: bool = False) -> bool:
         """Room must be made for `obj`; return False to refuse it (it is then streamed, not cached).
