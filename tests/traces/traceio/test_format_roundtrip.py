@@ -92,7 +92,7 @@ def random_traces(draw):
             used = draw(st.integers(0, n_tok))
             per_token = []
             for _ in range(used):
-                k = fixed_k or draw(st.integers(1, 3))
+                k = fixed_k or draw(st.integers(1, min(3, n_experts)))  # k distinct experts must exist
                 per_token.append(draw(st.lists(st.integers(0, n_experts - 1), min_size=k, max_size=k, unique=True)))
             cell_w = [[draw(st.floats(0, 1, width=16)) for _ in row] for row in per_token] if weights else None
             cells.append((layer, per_token, cell_w) if weights else (layer, per_token))
