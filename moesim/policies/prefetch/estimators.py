@@ -76,7 +76,8 @@ class MarkovChain:
         last = self._last
         if last is not None and last[0] == pass_index and last[1] == layer - 1 and experts.size:
             prev = last[2]
-            self.pair[layer - 1][np.ix_(prev, experts)] += 1
+            # distinct ids on both sides, so fancy-index += counts every pair once (np.ix_ costs more)
+            self.pair[layer - 1][prev[:, None], experts] += 1
             self.source[layer - 1, prev] += 1
         self._last = (pass_index, layer, experts)
 

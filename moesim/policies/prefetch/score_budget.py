@@ -70,6 +70,8 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
             else LayerFrequency(ctx.n_layers, ctx.n_experts) if source == "frequency" else None
         )
         self._bytes = np.asarray(ctx.object_bytes, dtype=np.float64)
+        # no candidate can cost less than this: a smaller budget proposes nothing (checked before scoring)
+        self._min_bytes = float(self._bytes.min()) if self._bytes.size else 0.0
 
     def observe(self, pass_index: int, cell: int, layer: int, routed: np.ndarray) -> None:
         experts = distinct_in_order(routed) - layer * self.ctx.n_experts
@@ -109,8 +111,10 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
         return all_objs[order], all_probs[order]
 
     def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
-        out = RequestList(view.resident)
         budget = float(view.link_bytes_per_s) * float(view.compute_window_s)
+        if budget < self._min_bytes:
+            return []  # the first candidate that is not present would already exceed the budget
+        out = RequestList(view.resident)
         spent = 0.0
         objs, probs = self.candidates(view)
         for obj, prob in zip(objs.tolist(), probs.tolist()):
