@@ -25,6 +25,12 @@ MAX_MARKOV_ENTRIES = 1 << 27
 """Transition-table size limit (int32 entries, 512 MiB): experts, not token-indexed rows."""
 
 
+def _add_counts(table: np.ndarray, flat_index: np.ndarray) -> None:
+    """table.flat[i] += (occurrences of i in flat_index); a bincount beats np.add.at on thousands of ids."""
+    if flat_index.size:
+        table += np.bincount(flat_index, minlength=table.size).reshape(table.shape).astype(table.dtype)
+
+
 class LayerFrequency:
     """Per layer, the number of cells seen and, per expert, the number of cells that used it."""
 
@@ -48,8 +54,8 @@ class LayerFrequency:
         cell_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
         local = np.concatenate(arrays) - layers[cell_of] * n_experts
         keys = np.unique(cell_of * n_experts + local)
-        np.add.at(self.cells, layers, 1)
-        np.add.at(self.used, (layers[keys // n_experts], keys % n_experts), 1)
+        _add_counts(self.cells, layers)
+        _add_counts(self.used, layers[keys // n_experts] * n_experts + keys % n_experts)
 
     def probability(self, layer: int) -> np.ndarray:
         """f_layer(y) for every expert y (zeros before the layer's first cell)."""
@@ -120,9 +126,9 @@ class MarkovChain:
         count = np.bincount(ucell, minlength=n)
         start = np.concatenate(([0], np.cumsum(count)[:-1]))
         freq = self.frequency
-        np.add.at(freq.cells, layers[first:], 1)
+        _add_counts(freq.cells, layers[first:])
         counted = ucell >= first
-        np.add.at(freq.used, (layers[ucell[counted]], uexp[counted]), 1)
+        _add_counts(freq.used, layers[ucell[counted]] * n_experts + uexp[counted])
         # cell i links to cell i-1: same pass, next layer, and i has experts
         linked = np.zeros(n + 1, dtype=bool)
         linked[1:n] = (passes[1:] == passes[:-1]) & (layers[1:] == layers[:-1] + 1) & (count[1:] > 0)
@@ -134,9 +140,9 @@ class MarkovChain:
             xs = start[ucell[ys] - 1] + within
             src_layer = layers[ucell[ys]] - 1
             flat = (src_layer * n_experts + uexp[xs]) * n_experts + uexp[ys]
-            np.add.at(self.pair.reshape(-1), flat, 1)
+            _add_counts(self.pair, flat)
         xs = np.flatnonzero(linked[ucell + 1])
-        np.add.at(self.source, (layers[ucell[xs]], uexp[xs]), 1)
+        _add_counts(self.source, layers[ucell[xs]] * n_experts + uexp[xs])
         self._last = (int(passes[-1]), int(layers[-1]), uexp[ucell == n - 1])
 
     def transition_rows(self, layer: int, sources: np.ndarray) -> np.ndarray:
