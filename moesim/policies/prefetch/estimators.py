@@ -25,6 +25,12 @@ MAX_MARKOV_ENTRIES = 1 << 27
 """Transition-table size limit (int32 entries, 512 MiB): experts, not token-indexed rows."""
 
 
+def _add_counts(table: np.ndarray, flat_index: np.ndarray) -> None:
+    """table.flat[i] += (occurrences of i in flat_index); a bincount beats np.add.at on thousands of ids."""
+    if flat_index.size:
+        table += np.bincount(flat_index, minlength=table.size).reshape(table.shape).astype(table.dtype)
+
+
 class LayerFrequency:
     """Per layer, the number of cells seen and, per expert, the number of cells that used it."""
 
@@ -36,6 +42,20 @@ class LayerFrequency:
         """Count one cell of `layer` that used the distinct local expert ids `experts`."""
         self.cells[layer] += 1
         self.used[layer, experts] += 1
+
+    def observe_many(self, cells: list[tuple[int, np.ndarray]]) -> None:
+        """Same counts as observe() on each (layer, routed object ids), duplicates counted once per cell."""
+        if not cells:
+            return
+        n, n_experts = len(cells), self.used.shape[1]
+        layers = np.fromiter((c[0] for c in cells), dtype=np.int64, count=n)
+        arrays = [np.asarray(c[1], dtype=np.int64).reshape(-1) for c in cells]
+        sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n)
+        cell_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
+        local = np.concatenate(arrays) - layers[cell_of] * n_experts
+        keys = np.unique(cell_of * n_experts + local)
+        _add_counts(self.cells, layers)
+        _add_counts(self.used, layers[keys // n_experts] * n_experts + keys % n_experts)
 
     def probability(self, layer: int) -> np.ndarray:
         """f_layer(y) for every expert y (zeros before the layer's first cell)."""
@@ -76,9 +96,54 @@ class MarkovChain:
         last = self._last
         if last is not None and last[0] == pass_index and last[1] == layer - 1 and experts.size:
             prev = last[2]
-            self.pair[layer - 1][np.ix_(prev, experts)] += 1
+            # distinct ids on both sides, so fancy-index += counts every pair once (np.ix_ costs more)
+            self.pair[layer - 1][prev[:, None], experts] += 1
             self.source[layer - 1, prev] += 1
         self._last = (pass_index, layer, experts)
+
+    def observe_many(self, cells: list[tuple[int, int, np.ndarray]]) -> None:
+        """Same counts as observe() on each (pass_index, layer, routed object ids) in order, in one pass.
+
+        Counting is order-free within a cell, so per-cell distinct ids come from one np.unique and
+        the consecutive-cell pairs from one cross product; only the link to the last cell carries
+        over. A policy that reads the estimate rarely (score-budget) batches its cells this way.
+        """
+        if not cells:
+            return
+        n_experts = self.n_experts
+        head = [] if self._last is None else [(self._last[0], self._last[1], self._last[1] * n_experts + self._last[2])]
+        first = len(head)  # a carried-over last cell links the batch but is not counted again
+        rows = head + cells
+        n = len(rows)
+        passes = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        layers = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+        arrays = [np.asarray(r[2], dtype=np.int64).reshape(-1) for r in rows]
+        sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n)
+        cell_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
+        local = np.concatenate(arrays) - layers[cell_of] * n_experts
+        keys = np.unique(cell_of * n_experts + local)  # distinct per cell, cells in order
+        ucell, uexp = keys // n_experts, keys % n_experts
+        count = np.bincount(ucell, minlength=n)
+        start = np.concatenate(([0], np.cumsum(count)[:-1]))
+        freq = self.frequency
+        _add_counts(freq.cells, layers[first:])
+        counted = ucell >= first
+        _add_counts(freq.used, layers[ucell[counted]] * n_experts + uexp[counted])
+        # cell i links to cell i-1: same pass, next layer, and i has experts
+        linked = np.zeros(n + 1, dtype=bool)
+        linked[1:n] = (passes[1:] == passes[:-1]) & (layers[1:] == layers[:-1] + 1) & (count[1:] > 0)
+        ys = np.flatnonzero(linked[ucell])
+        reps = count[ucell[ys] - 1]
+        ys = np.repeat(ys, reps)
+        if ys.size:
+            within = np.arange(ys.size, dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
+            xs = start[ucell[ys] - 1] + within
+            src_layer = layers[ucell[ys]] - 1
+            flat = (src_layer * n_experts + uexp[xs]) * n_experts + uexp[ys]
+            _add_counts(self.pair, flat)
+        xs = np.flatnonzero(linked[ucell + 1])
+        _add_counts(self.source, layers[ucell[xs]] * n_experts + uexp[xs])
+        self._last = (int(passes[-1]), int(layers[-1]), uexp[ucell == n - 1])
 
     def transition_rows(self, layer: int, sources: np.ndarray) -> np.ndarray:
         """P(y at layer+1 | x at layer) for every x in `sources` (rows) and every y (columns)."""

@@ -14,6 +14,8 @@ from moesim.policies.prefetch.ranking import RequestList, distinct_in_order, tar
 from moesim.policies.registry import register
 
 SOURCES = ("auto", "recorded", "markov", "frequency")
+PENDING_LIMIT = 4096
+"""Cells queued for the online estimate before they are counted anyway (bounds the queue's memory)."""
 
 
 @register("score-budget", kind="prefetch")
@@ -69,14 +71,25 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
             self._chain.frequency if self._chain is not None
             else LayerFrequency(ctx.n_layers, ctx.n_experts) if source == "frequency" else None
         )
+        self._pending: list[tuple[int, int, np.ndarray]] = []
         self._bytes = np.asarray(ctx.object_bytes, dtype=np.float64)
+        # no candidate can cost less than this: a smaller budget proposes nothing (checked before scoring)
+        self._min_bytes = float(self._bytes.min()) if self._bytes.size else 0.0
 
     def observe(self, pass_index: int, cell: int, layer: int, routed: np.ndarray) -> None:
-        experts = distinct_in_order(routed) - layer * self.ctx.n_experts
+        # the estimate is read only by windows that fit an object (few of them in decode), so cells
+        # are queued and counted in one batch when it is read; the counts are the same
+        if self._chain is not None or self._freq is not None:
+            self._pending.append((pass_index, layer, np.array(routed, dtype=np.int64)))
+            if len(self._pending) >= PENDING_LIMIT:
+                self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
         if self._chain is not None:
-            self._chain.observe(pass_index, layer, experts)
+            self._chain.observe_many(pending)
         elif self._freq is not None:
-            self._freq.observe(layer, experts)
+            self._freq.observe_many([(layer, routed) for _, layer, routed in pending])
 
     def candidates(self, view: PrefetchView) -> tuple[np.ndarray, np.ndarray]:
         """Every candidate object for the window with its probability, best first."""
@@ -91,6 +104,7 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
                 objs.append(o)
                 probs.append(p)
         else:
+            self._flush()
             layers = target_layers(view.layer, self.params.lookahead, self.ctx.n_layers)
             if self._chain is not None:
                 current = distinct_in_order(view.routed) - view.layer * n_experts
@@ -109,8 +123,10 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
         return all_objs[order], all_probs[order]
 
     def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
-        out = RequestList(view.resident)
         budget = float(view.link_bytes_per_s) * float(view.compute_window_s)
+        if budget < self._min_bytes:
+            return []  # the first candidate that is not present would already exceed the budget
+        out = RequestList(view.resident)
         spent = 0.0
         objs, probs = self.candidates(view)
         for obj, prob in zip(objs.tolist(), probs.tolist()):
