@@ -50,6 +50,10 @@ class Bounds:
     bandwidth: float = 0.0  # W, bytes/s
     partition_capacity: np.ndarray = field(default_factory=lambda: np.zeros(1))  # bytes per cache partition
     belady_cum: np.ndarray | None = None  # [passes + 1, partitions] cumulative Belady miss bytes (scaled)
+    belady_is_bound: bool = True
+    """False when some cell's objects do not fit its partition: the in-use rule then binds, MIN's
+    optimality argument (one request at a time, any resident evictable) no longer holds, and
+    Belady's misses are reported for information only (the time bounds then ignore them)."""
 
     @property
     def time_bound_s(self) -> float:
@@ -109,6 +113,7 @@ def compute_bounds(
         caps = np.asarray([float(capacity_bytes)])
     belady_misses = belady_bytes = belady_cum = None
     arrive = np.zeros(n_cells)
+    fits = _every_cell_fits(trace, stream, req_bytes, caps, scope)
     if belady_available():
         result = count_replay(trace, ReplayConfig(policy=BOUND_POLICY, capacity_bytes=int(capacity_bytes), scope=scope,
                                                   mode="event", seed=seed, layer_capacity=layer_capacity))
@@ -116,6 +121,7 @@ def compute_bounds(
         per_cell = np.bincount(stream.cell[miss], weights=req_bytes[miss], minlength=n_cells)
         belady_misses = int(miss.sum())
         belady_bytes = int(round(float(per_cell.sum()) / byte_scale)) if byte_scale > 0 else 0
+    if belady_available() and fits:
         arrive = np.cumsum(per_cell) / W
         part = trace.cell_layer.astype(np.int64) if scope == "layer" else np.zeros(n_cells, dtype=np.int64)
         n_part = caps.size
@@ -140,7 +146,17 @@ def compute_bounds(
     pass_min = np.maximum(pass_compute, min_fetch / W)
     return Bounds(belady_misses=belady_misses, belady_miss_bytes=belady_bytes, ideal_cell_end=ideal_end,
                   pass_min_duration=pass_min, valid=valid, bandwidth=W, partition_capacity=caps,
-                  belady_cum=belady_cum)
+                  belady_cum=belady_cum, belady_is_bound=fits)
+
+
+def _every_cell_fits(trace: Trace, stream: RequestStream, req_bytes: np.ndarray, caps: np.ndarray,
+                     scope: str) -> bool:
+    """True when every cell's distinct objects fit together in their partition."""
+    if stream.n_requests == 0:
+        return True
+    per_cell = np.bincount(stream.cell, weights=req_bytes, minlength=trace.n_cells)
+    cap = caps[trace.cell_layer.astype(np.int64)] if scope == "layer" else np.full(trace.n_cells, caps[0])
+    return bool(np.all(per_cell <= cap))
 
 
 def _first_use(stream: RequestStream, n_objects: int) -> np.ndarray:

@@ -376,6 +376,7 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
         summary["bounds"] = {
             "valid": bounds.valid,
             "belady_misses": bounds.belady_misses,
+            "belady_is_bound": bounds.belady_is_bound,
             "belady_miss_bytes": bounds.belady_miss_bytes,
             "misses_over_belady": _ratio(misses, bounds.belady_misses),
             "time_bound_s": bounds.time_bound_s,
