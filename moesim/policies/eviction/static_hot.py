@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.eviction.lru import LRU
 from moesim.policies.registry import register
 
 
 @register("static-hot")
-class StaticHot(EvictionPolicy):
+class StaticHot(LRU):
     """Pin the hottest objects of a profile in `share` of the capacity; LRU over the rest.
 
     - The profile is ctx.profile_counts: routed accesses per object over the first
@@ -40,10 +38,6 @@ class StaticHot(EvictionPolicy):
             if not 0.0 <= self.share <= 1.0:
                 raise UserError(f"share must be in [0, 1], got {self.share}", "policy static-hot")
 
-    def __init__(self, params: "StaticHot.Params", ctx: PolicyContext) -> None:
-        super().__init__(params, ctx)
-        self._order: OrderedDict[int, None] = OrderedDict()
-
     def pinned_objects(self) -> list[int]:
         ctx = self.ctx
         if ctx.profile_counts is None or ctx.capacity_bytes is None:
@@ -62,21 +56,3 @@ class StaticHot(EvictionPolicy):
                 pins.append(obj)
                 budget -= size
         return pins
-
-    def on_insert(self, obj: int, now: float, prefetch: bool) -> None:
-        self._order[obj] = None
-
-    def on_access(self, obj: int, now: float) -> None:
-        self._order.move_to_end(obj)
-
-    def on_evict(self, obj: int) -> None:
-        del self._order[obj]
-
-    def victim(self, eligible: Callable[[int], bool]) -> int | None:
-        for obj in self._order:
-            if eligible(obj):
-                return obj
-        return None
-
-    def tracked_objects(self) -> Iterable[int]:
-        return self._order
