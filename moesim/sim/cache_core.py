@@ -46,7 +46,6 @@ OUTCOME_NAMES = ("hit", "late_prefetch", "compulsory", "capacity", "collision")
 
 SCOPES = ("global", "layer")
 
-_NO_BYPASS: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,16 +123,10 @@ class CacheCore:
                 for layer in range(ctx.n_layers)
             ]
         self.used = [0] * len(self.capacity)
-        self._guard: set[int] = set()  # objects of the cell _serve_cell_single is serving
         self._eligible = self._make_eligible()
-        # hooks bound once per partition for serve_cell; admit only where a policy overrides it
-        self._on_access = [p.on_access for p in self.policies]
-        self._on_insert = [p.on_insert for p in self.policies]
-        self._on_evict = [p.on_evict for p in self.policies]
-        self._victim = [p.victim for p in self.policies]
-        self._admit = [None if type(p).admit is EvictionPolicy.admit else p.admit for p in self.policies]
-        if len(self.policies) == 1:
-            self.serve_cell = self._serve_cell_single  # type: ignore[method-assign]
+        self.eviction_log: list[int] | None = None
+        """When a list, every eviction is appended to it, including those of an admit() that then
+        fails half-way (admit() returns None and so cannot report them). Callers clear it."""
         self._install_pins()
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -188,14 +181,12 @@ class CacheCore:
         """The predicate handed to policy.victim(): resident and not in use by a cell.
 
         Pinned objects need no test here: they never enter a policy's order (check() asserts it).
-        `_guard` holds the cell the single-partition serve_cell is serving (empty otherwise).
         """
         state = self.state
         in_use = self.in_use
-        guard = self._guard
 
         def eligible(obj: int) -> bool:
-            return state[obj] == RESIDENT and not in_use[obj] and obj not in guard
+            return state[obj] == RESIDENT and not in_use[obj]
 
         return eligible
 
@@ -247,7 +238,8 @@ class CacheCore:
                 outcomes.append(MISS_COLLISION)
             else:
                 outcomes.append(MISS_CAPACITY)
-            seen[obj] = 1
+            if s != RESIDENT or not self.pinned[obj]:  # pinned objects are loaded, never demanded in
+                seen[obj] = 1
             if in_use[obj] < 255:
                 in_use[obj] += 1
         return outcomes
@@ -318,202 +310,26 @@ class CacheCore:
         """begin_cell, then admit and fill every miss, then end_cell: one cell with no clock.
 
         Returns the outcomes and the positions (in `objs`) of misses that could not be admitted.
-        With `victims_out`, appends (position, victim) for every eviction. The result is the one
-        the four protocol calls give when driven by hand (tests/sim check it for every policy);
-        the calls are inlined, and the policies' hooks bound once, because the count replay spends
-        most of its time here.
+        With `victims_out`, appends (position, victim) for every eviction. This is the reference
+        engine's step; the common policies run the compiled kernel (moesim/sim/fast) instead.
         """
-        state = self.state
-        in_use = self.in_use
-        seen = self.seen
-        pinned = self.pinned
-        partition_of = self.partition_of
-        on_access = self._on_access
-        prefetched_unused = self.prefetched_unused
-        evicted_in_pass = self.evicted_in_pass
-        pass_index = self.pass_index
-        outcomes = []
-        append = outcomes.append
-        missed = None
-        k = 0
-        for obj in objs:
-            s = state[obj]
-            if s == RESIDENT:
-                append(HIT)
-                seen[obj] = 1
-                if prefetched_unused[obj]:
-                    prefetched_unused[obj] = 0
-                    self.counters.prefetch_useful += 1
-                if not pinned[obj]:
-                    on_access[partition_of[obj]](obj, now)
-            elif s == IN_FLIGHT:
-                append(LATE)
-                seen[obj] = 1
-                if prefetched_unused[obj]:
-                    prefetched_unused[obj] = 0
-                    self.counters.prefetch_late += 1
-                on_access[partition_of[obj]](obj, now)
+        outcomes = self.begin_cell(objs, now)
+        bypassed: list[int] = []
+        if victims_out is not None and self.eviction_log is None:
+            self.eviction_log = []
+        log = self.eviction_log
+        for k, (obj, outcome) in enumerate(zip(objs, outcomes)):
+            if outcome < MISS_COMPULSORY:
+                continue
+            if log is not None:
+                log.clear()
+            if self.admit(obj, now) is None:
+                bypassed.append(k)
             else:
-                if missed is None:
-                    missed = [k]
-                else:
-                    missed.append(k)
-                if not seen[obj]:
-                    append(MISS_COMPULSORY)
-                    seen[obj] = 1
-                elif evicted_in_pass[obj] == pass_index:
-                    append(MISS_COLLISION)
-                else:
-                    append(MISS_CAPACITY)
-            if in_use[obj] < 255:
-                in_use[obj] += 1
-            k += 1
-        bypassed: Sequence[int] = _NO_BYPASS
-        if missed is not None:
-            sizes = self.object_bytes
-            capacity = self.capacity
-            used = self.used
-            eligible = self._eligible
-            counters = self.counters
-            for k in missed:
-                obj = objs[k]
-                part = partition_of[obj]
-                size = sizes[obj]
-                cap = capacity[part]
-                if used[part] + size > cap:
-                    admit = self._admit[part]
-                    refused = size > cap or (admit is not None and not admit(obj, False))
-                    victim_of = self._victim[part]
-                    on_evict = self._on_evict[part]
-                    while not refused and used[part] + size > cap:
-                        victim = victim_of(eligible)
-                        if victim is None:
-                            refused = True
-                            break
-                        # CacheCore._evict, inlined
-                        state[victim] = ABSENT
-                        used[part] -= sizes[victim]
-                        evicted_in_pass[victim] = pass_index
-                        counters.evictions += 1
-                        if prefetched_unused[victim]:
-                            prefetched_unused[victim] = 0
-                            counters.prefetch_wasted += 1
-                        on_evict(victim)
-                        if victims_out is not None:
-                            victims_out.append((k, victim))
-                    if refused:
-                        counters.bypasses += 1
-                        if bypassed is _NO_BYPASS:
-                            bypassed = []
-                        bypassed.append(k)  # type: ignore[union-attr]
-                        continue
-                used[part] += size
-                state[obj] = RESIDENT
-                self._on_insert[part](obj, now, False)
-        for obj in objs:
-            if in_use[obj]:
-                in_use[obj] -= 1
-        return outcomes, bypassed
-
-    def _serve_cell_single(self, objs: Sequence[int], now: float = 0.0,
-                           victims_out: list[tuple[int, int]] | None = None) -> tuple[list[int], Sequence[int]]:
-        """serve_cell for one partition (scope global): the same steps without partition look-ups.
-
-        Installed as `serve_cell` by __init__ when there is a single partition; tests compare both
-        against the protocol driven by hand. The cell's objects are protected through the guard set
-        the eligibility test reads, which costs less than counting them in and out of `in_use`.
-        """
-        state = self.state
-        seen = self.seen
-        pinned = self.pinned
-        on_access = self._on_access[0]
-        prefetched_unused = self.prefetched_unused
-        evicted_in_pass = self.evicted_in_pass
-        pass_index = self.pass_index
-        outcomes: list[int] = []
-        append = outcomes.append
-        missed = None
-        k = 0
-        for obj in objs:
-            s = state[obj]
-            if s == RESIDENT:
-                append(HIT)
-                if prefetched_unused[obj]:
-                    # the first demand for a prefetched object: from now on it counts as seen
-                    prefetched_unused[obj] = 0
-                    seen[obj] = 1
-                    self.counters.prefetch_useful += 1
-                if not pinned[obj]:
-                    on_access(obj, now)
-            elif s == IN_FLIGHT:
-                append(LATE)
-                seen[obj] = 1
-                if prefetched_unused[obj]:
-                    prefetched_unused[obj] = 0
-                    self.counters.prefetch_late += 1
-                on_access(obj, now)
-            else:
-                if missed is None:
-                    missed = [k]
-                else:
-                    missed.append(k)
-                if not seen[obj]:
-                    append(MISS_COMPULSORY)
-                    seen[obj] = 1
-                elif evicted_in_pass[obj] == pass_index:
-                    append(MISS_COLLISION)
-                else:
-                    append(MISS_CAPACITY)
-            k += 1
-        if missed is None:
-            return outcomes, _NO_BYPASS
-        guard = self._guard
-        guard.update(objs)
-        bypassed: Sequence[int] = _NO_BYPASS
-        sizes = self.object_bytes
-        cap = self.capacity[0]
-        used = self.used[0]
-        eligible = self._eligible
-        admit = self._admit[0]
-        victim_of = self._victim[0]
-        on_evict = self._on_evict[0]
-        on_insert = self._on_insert[0]
-        evictions = 0
-        for k in missed:
-            obj = objs[k]
-            size = sizes[obj]
-            if used + size > cap:
-                victim = None
-                if size <= cap and (admit is None or admit(obj, False)):
-                    while True:
-                        victim = victim_of(eligible)
-                        if victim is None:
-                            break
-                        # CacheCore._evict, inlined
-                        state[victim] = ABSENT
-                        used -= sizes[victim]
-                        evicted_in_pass[victim] = pass_index
-                        evictions += 1
-                        if prefetched_unused[victim]:
-                            prefetched_unused[victim] = 0
-                            self.counters.prefetch_wasted += 1
-                        on_evict(victim)
-                        if victims_out is not None:
-                            victims_out.append((k, victim))
-                        if used + size <= cap:
-                            break
-                if victim is None:
-                    self.counters.bypasses += 1
-                    if bypassed is _NO_BYPASS:
-                        bypassed = []
-                    bypassed.append(k)  # type: ignore[union-attr]
-                    continue
-            used += size
-            state[obj] = RESIDENT
-            on_insert(obj, now, False)
-        guard.clear()
-        self.used[0] = used
-        self.counters.evictions += evictions
+                self.fill(obj, now)
+            if victims_out is not None:
+                victims_out.extend((k, v) for v in log)
+        self.end_cell(objs, now)
         return outcomes, bypassed
 
     def _evict(self, victim: int, part: int, policy: EvictionPolicy) -> None:
@@ -524,6 +340,8 @@ class CacheCore:
         if self.prefetched_unused[victim]:
             self.prefetched_unused[victim] = 0
             self.counters.prefetch_wasted += 1
+        if self.eviction_log is not None:
+            self.eviction_log.append(victim)
         policy.on_evict(victim)
 
     def finish(self) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import operator
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -206,8 +205,10 @@ class Planner:
             self.dram = CacheCore(CoreConfig(capacity_bytes=topology.dram_cache_bytes), dram_spec.build,
                                   _plain_context(self.ctx))
             self.dram_spec = dram_spec
-        self._vram_log = _capture_victims(self.core)
-        self._dram_log = _capture_victims(self.dram) if self.dram is not None else []
+        self._vram_log = self.core.eviction_log = []
+        self._dram_log: list[int] = []
+        if self.dram is not None:
+            self.dram.eviction_log = self._dram_log
 
         # per-object state
         self.inbound = [-1] * n_obj  # last copy into VRAM
@@ -684,21 +685,6 @@ def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,
 
 
 _PRIORITY = operator.attrgetter("priority")
-
-
-def _capture_victims(core: CacheCore) -> list[int]:
-    """A list that records every eviction of `core` (admit() does not report victims when it fails
-    half-way); the planner clears it before each admission."""
-    log: list[int] = []
-    for policy in core.policies:
-        original = policy.on_evict
-
-        def on_evict(obj: int, _original: Callable[[int], None] = original) -> None:
-            log.append(obj)
-            _original(obj)
-
-        policy.on_evict = on_evict  # type: ignore[method-assign]
-    return log
 
 
 def _flatten(lists: dict[int, list[int]], n: int) -> tuple[np.ndarray, np.ndarray]:

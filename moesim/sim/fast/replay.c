@@ -422,7 +422,6 @@ static inline int classify(kern_t *k, int64_t req, int32_t obj) {
     replay_t *r = k->r;
     if (r->state[obj] == RESIDENT) {
         r->outcomes[req] = HIT;
-        if (r->n_partitions > 1) r->seen[obj] = 1;  /* the multi-partition serve_cell marks hits seen */
         if (!r->pinned[obj]) on_access(k, r->partition_of[obj], obj, req);
         return 0;
     }
