@@ -110,17 +110,18 @@ def prefetch_spec() -> str:
     return "score-budget" if "score-budget" in names else "oracle:lookahead=1"
 
 
-def run(accesses: int, capacity_share: float, prefetch: str | None = None, bounds: bool = False) -> dict[str, Any]:
+def run(accesses: int, capacity_share: float, prefetch: str | None = None, bounds: bool = False,
+        engine: str | None = None, trace: Trace | None = None) -> dict[str, Any]:
     from moesim.sim.timed_replay import TimedConfig, timed_replay
 
     t0 = time.perf_counter()
-    trace = olmoe_like_trace(accesses)
+    trace = trace if trace is not None else olmoe_like_trace(accesses)
     build_s = time.perf_counter() - t0
     prefetch = prefetch or prefetch_spec()
     config = TimedConfig(eviction="lru", prefetch=prefetch, capacity_bytes=int(trace.total_object_bytes() * capacity_share),
                          profile="bench-h100-sxm", bounds=bounds)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = timed_replay(trace, h100_like_profile(), config)
+    result = timed_replay(trace, h100_like_profile(), config, engine=engine)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = result.summary
     n_acc = trace.n_accesses
@@ -128,6 +129,7 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
     copies = s["engine"]["copies"]
     events = s["engine"]["events"]
     return {
+        "planner": result.plan.engine,
         "accesses": n_acc,
         "cells": trace.n_cells,
         "requests_to_cache": s["requests"],
@@ -159,8 +161,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--accesses", type=int, default=10_000_000)
     parser.add_argument("--capacity", type=float, default=0.25, help="share of the expert bytes")
     parser.add_argument("--prefetch", default=None)
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the Python planner's run (context only: the target is the default planner's)")
     args = parser.parse_args(argv)
-    out = run(args.accesses, args.capacity, args.prefetch)
+    trace = olmoe_like_trace(args.accesses)
+    out = run(args.accesses, args.capacity, args.prefetch, trace=trace)
+    if not args.no_reference:
+        ref = run(args.accesses, args.capacity, args.prefetch, engine="reference", trace=trace)
+        out["reference_planner_accesses_per_cpu_s"] = ref["accesses_per_cpu_s"]
+        out["same_result_as_reference_planner"] = ref["tpot_mean_s"] == out["tpot_mean_s"] and \
+            ref["copies"] == out["copies"] and ref["events"] == out["events"]
     out["target_accesses_per_s"] = TARGET
     # judged on CPU time: on a shared machine wall time also measures the neighbours
     out["result"] = "PASS" if out["accesses_per_cpu_s"] >= TARGET else "FAIL"

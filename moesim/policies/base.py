@@ -152,6 +152,18 @@ class PrefetchView:
     compute_window_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class ServedCells:
+    """Consecutive served cells first, first + 1, ...: cell first + i has pass pass_index[i], layer
+    layer[i] and routed object ids routed[offsets[i]:offsets[i + 1]] (offsets index `routed`)."""
+
+    first: int
+    pass_index: np.ndarray
+    layer: np.ndarray
+    offsets: np.ndarray
+    routed: np.ndarray
+
+
 class PrefetchPolicy:
     """Proposes objects to copy ahead of demand. Registered like eviction policies (kind "prefetch").
 
@@ -160,6 +172,10 @@ class PrefetchPolicy:
     trace's cell index (the oracles index the trace with it);
     `propose(view)` returns PrefetchRequests for later layers; the engine issues them while the
     link has room, demand copies first.
+    Two optional hooks let a planner skip the cells where nothing would be proposed (the compiled
+    planner runs those cells without Python): `quiet_cells` names them, and `observe_cells` then
+    receives the skipped cells' observations in one batch, before the next propose(). A policy
+    whose observe() reads nothing but its arguments may batch them; the default replays them.
     """
 
     name: ClassVar[str] = ""
@@ -174,3 +190,16 @@ class PrefetchPolicy:
 
     def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
         return []
+
+    def observe_cells(self, cells: ServedCells) -> None:
+        """observe() for each of `cells`, in order."""
+        offsets = cells.offsets.tolist()
+        for i, (p, layer) in enumerate(zip(cells.pass_index.tolist(), cells.layer.tolist())):
+            self.observe(p, cells.first + i, layer, cells.routed[offsets[i]:offsets[i + 1]])
+
+    def quiet_cells(self, link_bytes_per_s: float, compute_window_s: np.ndarray) -> np.ndarray | None:
+        """Per cell, True where propose() returns nothing whatever the cache holds; None: unknown.
+
+        `compute_window_s` is every cell's window (PrefetchView.compute_window_s) in cell order.
+        """
+        return None

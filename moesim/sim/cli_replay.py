@@ -101,7 +101,7 @@ def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, s
             if plan.scope == "layer":
                 weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
                 config = replace(config, layer_capacity=tuple(weights))
-            runs.append((timed_replay(plan.trace, profile, config), cap.text))
+            runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
     return runs
 
 
@@ -291,9 +291,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="write the result tables to this Parquet file (a folder for several timed runs)")
     add_timing_arguments(parser)
     parser.add_argument("--engine", choices=ENGINES, default=None,
-                        help="count-replay engine: fast (compiled; lru, fifo, static-hot, least-stale, lfu, belady), "
+                        help="replay engine: fast (compiled; lru, fifo, static-hot, least-stale, lfu, belady; "
+                             "timed runs: the same but belady, with --miss stall and no DRAM cache tier), "
                              "reference (Python; every policy) or auto (fast where it applies; the default, "
-                             "or $MOESIM_ENGINE); both give identical counts")
+                             "or $MOESIM_ENGINE); both give identical results")
     add_json_flag(parser)
 
 

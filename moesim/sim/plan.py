@@ -142,6 +142,7 @@ class Plan:
     waits: np.ndarray
     counters: CoreCounters
     dram_counters: dict[str, int] = field(default_factory=dict)
+    engine: str = "reference"  # which planner decided it ("fast": the compiled one); never saved
 
     @property
     def n_copies(self) -> int:
@@ -613,12 +614,35 @@ class Planner:
         return k
 
     # ---- the end ------------------------------------------------------------------------------
-    def plan_rest(self) -> Plan:
-        """Decide every remaining cell (the bulk path) and return the flat plan."""
+    def plan_rest(self, engine: str | None = None) -> Plan:
+        """Decide every remaining cell (the bulk path) and return the flat plan.
+
+        `engine` as count_replay's (None: $MOESIM_ENGINE, else "auto"): "fast" runs the compiled
+        planner (moesim.sim.fast.planner) where it covers the run, with the same decisions.
+        """
+        if self.plan_engine(engine) == "fast":
+            from moesim.sim.fast.planner import plan_rest_fast
+
+            return plan_rest_fast(self)
         step = self._step
         for c in range(self.next_cell, self.trace.n_cells):
             step(c)
         return self.finish()
+
+    def plan_engine(self, engine: str | None = None) -> str:
+        """"fast" or "reference": which planner plan_rest would run (UserError if "fast" cannot)."""
+        from moesim.sim.fast import requested_engine
+        from moesim.sim.fast.planner import why_not_fast_plan
+
+        wanted = requested_engine(engine)
+        if wanted == "reference":
+            return "reference"
+        reason = why_not_fast_plan(self)
+        if reason is None:
+            return "fast"
+        if wanted == "fast":
+            raise UserError(f"the fast engine cannot plan this: {reason}", "engine")
+        return "reference"
 
     def finish(self) -> Plan:
         """Close the run (unused prefetches count as wasted) and return the flat plan."""
@@ -679,9 +703,9 @@ class Planner:
 
 
 def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,
-               compute_window: np.ndarray | None = None) -> Plan:
+               compute_window: np.ndarray | None = None, engine: str | None = None) -> Plan:
     """Plan every cell of `trace` (the bulk path the timing engine uses)."""
-    return Planner(trace, topology, config, compute_window).plan_rest()
+    return Planner(trace, topology, config, compute_window).plan_rest(engine)
 
 
 _PRIORITY = operator.attrgetter("priority")

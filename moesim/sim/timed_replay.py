@@ -123,8 +123,12 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     return PlanSetup(planner, shape, topology, dense, expert_full)
 
 
-def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> TimedResult:
-    """Plan, time and bound one configuration. O(cells + copies) simpy work, O(requests) policy calls."""
+def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
+    """Plan, time and bound one configuration. O(cells + copies) simpy work, O(requests) policy calls.
+
+    `engine` picks the planner as count_replay's picks its replay (None: $MOESIM_ENGINE, else
+    "auto"); both planners make the same decisions, so results do not depend on it.
+    """
     setup = setup_planner(trace, profile, config)
     planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
                                                      setup.expert_full)
@@ -135,7 +139,7 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig) ->
     req_bytes = obj_bytes[stream.obj]
     req_params = params[stream.obj]
     n_cells = trace.n_cells
-    plan = planner.plan_rest()
+    plan = planner.plan_rest(engine)
 
     expert = expert_times(stream.cell, req_bytes, plan.gpu_tokens, req_params, n_cells, compute,
                           config.grouped_experts)

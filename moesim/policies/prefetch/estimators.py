@@ -47,12 +47,21 @@ class LayerFrequency:
         """Same counts as observe() on each (layer, routed object ids), duplicates counted once per cell."""
         if not cells:
             return
-        n, n_experts = len(cells), self.used.shape[1]
+        n = len(cells)
         layers = np.fromiter((c[0] for c in cells), dtype=np.int64, count=n)
         arrays = [np.asarray(c[1], dtype=np.int64).reshape(-1) for c in cells]
         sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n)
+        self.observe_arrays(layers, sizes, np.concatenate(arrays))
+
+    def observe_arrays(self, layers: np.ndarray, sizes: np.ndarray, routed: np.ndarray) -> None:
+        """observe_many() on cells given as arrays: cell i has layer layers[i] and the next sizes[i]
+        object ids of `routed`."""
+        n, n_experts = layers.shape[0], self.used.shape[1]
+        if n == 0:
+            return
+        layers = np.asarray(layers, dtype=np.int64)
         cell_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
-        local = np.concatenate(arrays) - layers[cell_of] * n_experts
+        local = np.asarray(routed, dtype=np.int64) - layers[cell_of] * n_experts
         keys = np.unique(cell_of * n_experts + local)
         _add_counts(self.cells, layers)
         _add_counts(self.used, layers[keys // n_experts] * n_experts + keys % n_experts)
@@ -110,17 +119,34 @@ class MarkovChain:
         """
         if not cells:
             return
-        n_experts = self.n_experts
-        head = [] if self._last is None else [(self._last[0], self._last[1], self._last[1] * n_experts + self._last[2])]
-        first = len(head)  # a carried-over last cell links the batch but is not counted again
-        rows = head + cells
-        n = len(rows)
-        passes = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        layers = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
-        arrays = [np.asarray(r[2], dtype=np.int64).reshape(-1) for r in rows]
+        n = len(cells)
+        passes = np.fromiter((r[0] for r in cells), dtype=np.int64, count=n)
+        layers = np.fromiter((r[1] for r in cells), dtype=np.int64, count=n)
+        arrays = [np.asarray(r[2], dtype=np.int64).reshape(-1) for r in cells]
         sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n)
+        self.observe_arrays(passes, layers, sizes, np.concatenate(arrays))
+
+    def observe_arrays(self, passes: np.ndarray, layers: np.ndarray, sizes: np.ndarray, routed: np.ndarray) -> None:
+        """observe_many() on cells given as arrays: cell i is (passes[i], layers[i], the next sizes[i]
+        object ids of `routed`)."""
+        if len(passes) == 0:
+            return
+        n_experts = self.n_experts
+        passes = np.asarray(passes, dtype=np.int64)
+        layers = np.asarray(layers, dtype=np.int64)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        routed = np.asarray(routed, dtype=np.int64)
+        first = 0
+        if self._last is not None:  # the carried-over last cell links the batch but is not counted again
+            first = 1
+            last = self._last
+            passes = np.concatenate(([last[0]], passes))
+            layers = np.concatenate(([last[1]], layers))
+            sizes = np.concatenate(([last[2].size], sizes))
+            routed = np.concatenate((last[1] * n_experts + np.asarray(last[2], dtype=np.int64), routed))
+        n = passes.shape[0]
         cell_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
-        local = np.concatenate(arrays) - layers[cell_of] * n_experts
+        local = routed - layers[cell_of] * n_experts
         keys = np.unique(cell_of * n_experts + local)  # distinct per cell, cells in order
         ucell, uexp = keys // n_experts, keys % n_experts
         count = np.bincount(ucell, minlength=n)

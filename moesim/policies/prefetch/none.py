@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from moesim.policies.base import PrefetchPolicy, PrefetchRequest, PrefetchView
+import numpy as np
+
+from moesim.policies.base import PrefetchPolicy, PrefetchRequest, PrefetchView, ServedCells
 from moesim.policies.registry import register
 
 
@@ -12,3 +14,9 @@ class NonePrefetch(PrefetchPolicy):
 
     def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
         return []
+
+    def observe_cells(self, cells: ServedCells) -> None:
+        pass
+
+    def quiet_cells(self, link_bytes_per_s: float, compute_window_s: np.ndarray) -> np.ndarray:
+        return np.ones(len(compute_window_s), dtype=bool)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.policies.base import PolicyContext, PrefetchPolicy, PrefetchRequest, PrefetchView
+from moesim.policies.base import PolicyContext, PrefetchPolicy, PrefetchRequest, PrefetchView, ServedCells
 from moesim.policies.prefetch.estimators import LayerFrequency, MarkovChain
 from moesim.policies.prefetch.recorded import has_scores, load_recorded
 from moesim.policies.prefetch.ranking import RequestList, distinct_in_order, target_layers
@@ -71,7 +71,8 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
             self._chain.frequency if self._chain is not None
             else LayerFrequency(ctx.n_layers, ctx.n_experts) if source == "frequency" else None
         )
-        self._pending: list[tuple[int, int, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, ...]] = []  # blocks of cells: passes, layers, sizes, routed ids
+        self._pending_cells = 0
         self._bytes = np.asarray(ctx.object_bytes, dtype=np.float64)
         # no candidate can cost less than this: a smaller budget proposes nothing (checked before scoring)
         self._min_bytes = float(self._bytes.min()) if self._bytes.size else 0.0
@@ -80,16 +81,35 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
         # the estimate is read only by windows that fit an object (few of them in decode), so cells
         # are queued and counted in one batch when it is read; the counts are the same
         if self._chain is not None or self._freq is not None:
-            self._pending.append((pass_index, layer, np.array(routed, dtype=np.int64)))
-            if len(self._pending) >= PENDING_LIMIT:
-                self._flush()
+            routed = np.array(routed, dtype=np.int64).reshape(-1)
+            self._queue(np.array([pass_index], dtype=np.int64), np.array([layer], dtype=np.int64),
+                        np.array([routed.size], dtype=np.int64), routed)
+
+    def observe_cells(self, cells: ServedCells) -> None:
+        if self._chain is not None or self._freq is not None:
+            offsets = np.asarray(cells.offsets, dtype=np.int64)
+            self._queue(np.asarray(cells.pass_index, dtype=np.int64), np.asarray(cells.layer, dtype=np.int64),
+                        np.diff(offsets), np.asarray(cells.routed[offsets[0]:offsets[-1]], dtype=np.int64))
+
+    def _queue(self, passes: np.ndarray, layers: np.ndarray, sizes: np.ndarray, routed: np.ndarray) -> None:
+        self._pending.append((passes, layers, sizes, routed))
+        self._pending_cells += passes.shape[0]
+        if self._pending_cells >= PENDING_LIMIT:
+            self._flush()
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_cells = self._pending, [], 0
+        if not pending:
+            return
+        passes, layers, sizes, routed = (np.concatenate([block[i] for block in pending]) for i in range(4))
         if self._chain is not None:
-            self._chain.observe_many(pending)
+            self._chain.observe_arrays(passes, layers, sizes, routed)
         elif self._freq is not None:
-            self._freq.observe_many([(layer, routed) for _, layer, routed in pending])
+            self._freq.observe_arrays(layers, sizes, routed)
+
+    def quiet_cells(self, link_bytes_per_s: float, compute_window_s: np.ndarray) -> np.ndarray:
+        # propose()'s first test, cell by cell: a budget below the smallest object proposes nothing
+        return float(link_bytes_per_s) * np.asarray(compute_window_s, dtype=np.float64) < self._min_bytes
 
     def candidates(self, view: PrefetchView) -> tuple[np.ndarray, np.ndarray]:
         """Every candidate object for the window with its probability, best first."""

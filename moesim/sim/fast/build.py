@@ -1,6 +1,7 @@
-"""Compile replay.c on first use and load it with ctypes; report why not when that cannot be done.
+"""Compile the kernels on first use and load them with ctypes; report why not when that cannot be done.
 
-The library is one C99 file with no Python headers, so any C compiler builds it in about a second.
+The library is one C99 translation unit with no Python headers (plan.c, which includes replay.c),
+so any C compiler builds it in about a second.
 It is cached under `$MOESIM_CACHE_DIR` (default `$XDG_CACHE_HOME/moesim` or `~/.cache/moesim`),
 named by a hash of the source, the compiler command and the platform, so an edited source or a
 different interpreter platform gets its own build; concurrent first uses race harmlessly (each
@@ -23,7 +24,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("replay.c")
+SOURCE = Path(__file__).with_name("plan.c")
+"""The file compiled; it includes INCLUDED (all of them are hashed into the library's name)."""
+INCLUDED = (Path(__file__).with_name("replay.c"),)
 ABI_VERSION = 1  # replay.c's moesim_abi_version()
 CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 120
@@ -68,8 +71,8 @@ def _compile(cmd: list[str], target: Path) -> str | None:
     except OSError as exc:
         return f"cannot write the compiled kernel to {target.parent} ({exc.strerror}); set MOESIM_CACHE_DIR"
     try:
-        proc = subprocess.run([*cmd, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
-                              timeout=COMPILE_TIMEOUT_S)
+        proc = subprocess.run([*cmd, *CFLAGS, "-I", str(INCLUDED[0].parent), "-o", tmp, str(SOURCE)],
+                              capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if proc.returncode != 0:
             first = (proc.stderr or proc.stdout).strip().splitlines()
             return f"{cmd[0]} failed on {SOURCE.name}: {first[0] if first else 'exit ' + str(proc.returncode)}"
@@ -88,7 +91,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     if cmd is None:
         return None, "no C compiler found (set CC)"
     try:
-        source = SOURCE.read_bytes()
+        source = b"\0".join(path.read_bytes() for path in (*INCLUDED, SOURCE))
     except OSError as exc:
         return None, f"kernel source missing ({exc})"
     try:
@@ -106,7 +109,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.moesim_abi_version.restype = ctypes.c_int64
     if lib.moesim_abi_version() != ABI_VERSION:
         return None, f"{path} has ABI {lib.moesim_abi_version()}, expected {ABI_VERSION}"
-    for name in ("moesim_count_replay", "moesim_event_requests", "moesim_replay_struct_size"):
+    for name in ("moesim_count_replay", "moesim_event_requests", "moesim_replay_struct_size", "moesim_plan_open",
+                 "moesim_plan_run", "moesim_plan_prefetch", "moesim_plan_close", "moesim_plan_struct_size"):
         getattr(lib, name).restype = ctypes.c_int64
     return lib, None
 

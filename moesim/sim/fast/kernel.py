@@ -147,47 +147,61 @@ def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_re
     if any(s not in (ABSENT, RESIDENT) for s in set(core.state)):
         raise RuntimeError("compiled replay needs a core with no object in flight")
     args, keep = _trace_args(trace, sequential)
-    n_obj, n_part = trace.n_objects, len(core.capacity)
-    state = np.frombuffer(core.state, dtype=np.uint8)  # views: the kernel writes the core's own bytes
-    pinned = np.frombuffer(core.pinned, dtype=np.uint8)
-    seen = np.frombuffer(core.seen, dtype=np.uint8)
-    evicted = np.asarray(core.evicted_in_pass, dtype=np.int64)
-    used = np.asarray(core.used, dtype=np.int64)
-    sizes = np.asarray(core.object_bytes, dtype=np.int64)
-    partition_of = np.asarray(core.partition_of, dtype=np.int64)
-    capacity = np.asarray(core.capacity, dtype=np.int64)
-    outcomes = np.empty(n_requests, dtype=np.int8)
-    bypassed = np.zeros(n_requests, dtype=np.bool_)  # calloc'd: untouched pages cost no memory
     victims_cap = max(n_requests, 1) if record_victims else 0
-    victim_req = np.empty(victims_cap, dtype=np.int64)
-    victim_obj = np.empty(victims_cap, dtype=np.int64)
-    order_obj = np.empty(max(n_obj, 1), dtype=np.int64)
-    order_count = np.zeros(n_part, dtype=np.int64)
-    order_queue = np.empty(max(n_obj, 1), dtype=np.uint8)
-    order_key = np.empty(max(n_obj, 1), dtype=np.float64)
-    order_stamp = np.empty(max(n_obj, 1), dtype=np.int64)
-    clock = np.zeros(n_part, dtype=np.int64)
-    args.n_partitions, args.n_requests, args.victims_cap = n_part, n_requests, victims_cap
+    arrays = core_arrays(args, core, n_requests, victims_cap)
     args.policy, args.belady_bypass, args.lfu_decay = policy, int(belady_bypass), float(lfu_decay)
-    arrays = {
-        "object_bytes": sizes, "partition_of": partition_of, "capacity": capacity, "state": state, "pinned": pinned,
-        "seen": seen, "evicted_in_pass": evicted, "used": used, "outcomes": outcomes, "bypassed": bypassed,
-        "victim_request": victim_req, "victim_obj": victim_obj, "order_obj": order_obj, "order_count": order_count,
-        "order_queue": order_queue, "order_key": order_key, "order_stamp": order_stamp, "clock": clock,
-    }
-    for name, array in arrays.items():
-        setattr(args, name, array.ctypes.data)
     rc = lib.moesim_count_replay(ctypes.byref(args))  # `keep` holds the trace arrays until here
     _check(rc, args, trace)
-    core.evicted_in_pass[:] = evicted.tolist()
-    core.used[:] = used.tolist()
-    core.pass_index = trace.n_passes - 1
-    core.counters.evictions += args.evictions
-    core.counters.bypasses += args.bypasses
     victims = None
     if record_victims:
         n = args.n_victims
-        victims = list(zip(victim_req[:n].tolist(), victim_obj[:n].tolist()))
-    return KernelRun(outcomes=outcomes, bypassed=bypassed, victims=victims, evictions=args.evictions,
-                     bypasses=args.bypasses, order_obj=order_obj, order_count=order_count, order_queue=order_queue,
-                     order_key=order_key, order_stamp=order_stamp, clock=clock, unit=args.unit)
+        victims = list(zip(arrays["victim_request"][:n].tolist(), arrays["victim_obj"][:n].tolist()))
+    return finish_core(core, args, arrays, trace.n_passes - 1, victims)
+
+
+def core_arrays(args: ReplayArgs, core: CacheCore, n_requests: int, victims_cap: int = 0) -> dict[str, np.ndarray]:
+    """Point `args` at the core's state (shared bytearrays, copied lists) and fresh output arrays.
+
+    The returned arrays must outlive the kernel's use of `args`.
+    """
+    n_obj, n_part = len(core.state), len(core.capacity)
+    arrays = {
+        # views: the kernel writes the core's own bytes
+        "state": np.frombuffer(core.state, dtype=np.uint8),
+        "pinned": np.frombuffer(core.pinned, dtype=np.uint8),
+        "seen": np.frombuffer(core.seen, dtype=np.uint8),
+        "evicted_in_pass": np.asarray(core.evicted_in_pass, dtype=np.int64),
+        "used": np.asarray(core.used, dtype=np.int64),
+        "object_bytes": np.asarray(core.object_bytes, dtype=np.int64),
+        "partition_of": np.asarray(core.partition_of, dtype=np.int64),
+        "capacity": np.asarray(core.capacity, dtype=np.int64),
+        "outcomes": np.empty(n_requests, dtype=np.int8),
+        "bypassed": np.zeros(n_requests, dtype=np.bool_),  # calloc'd: untouched pages cost no memory
+        "victim_request": np.empty(victims_cap, dtype=np.int64),
+        "victim_obj": np.empty(victims_cap, dtype=np.int64),
+        "order_obj": np.empty(max(n_obj, 1), dtype=np.int64),
+        "order_count": np.zeros(n_part, dtype=np.int64),
+        "order_queue": np.empty(max(n_obj, 1), dtype=np.uint8),
+        "order_key": np.empty(max(n_obj, 1), dtype=np.float64),
+        "order_stamp": np.empty(max(n_obj, 1), dtype=np.int64),
+        "clock": np.zeros(n_part, dtype=np.int64),
+    }
+    args.n_partitions, args.n_requests, args.victims_cap = n_part, n_requests, victims_cap
+    for name, array in arrays.items():
+        setattr(args, name, array.ctypes.data)
+    return arrays
+
+
+def finish_core(core: CacheCore, args: ReplayArgs, arrays: dict[str, np.ndarray], pass_index: int,
+                victims: list[tuple[int, int]] | None) -> KernelRun:
+    """Copy the kernel's list-held state back into the core; the run's outputs and final policy state."""
+    core.evicted_in_pass[:] = arrays["evicted_in_pass"].tolist()
+    core.used[:] = arrays["used"].tolist()
+    core.pass_index = pass_index
+    core.counters.evictions += args.evictions
+    core.counters.bypasses += args.bypasses
+    return KernelRun(outcomes=arrays["outcomes"], bypassed=arrays["bypassed"], victims=victims,
+                     evictions=args.evictions, bypasses=args.bypasses, order_obj=arrays["order_obj"],
+                     order_count=arrays["order_count"], order_queue=arrays["order_queue"],
+                     order_key=arrays["order_key"], order_stamp=arrays["order_stamp"], clock=arrays["clock"],
+                     unit=args.unit)

@@ -98,6 +98,10 @@ typedef struct {
     int32_t b_free;
     int64_t error;       /* set by a hook that cannot go on (checked after every unit) */
     int64_t *miss_req, *miss_obj;
+    /* the planner's extras (plan.c); NULL and 0 in a count replay */
+    uint8_t *prefetched_unused;  /* the core's: prefetched, not demanded yet */
+    int64_t *evict_log;          /* the victims of the admission under way */
+    int64_t n_log, prefetch_useful, prefetch_wasted;
 } kern_t;
 
 static inline int64_t load_index(const void *base, int64_t is32, int64_t i) {
@@ -422,7 +426,14 @@ static inline int classify(kern_t *k, int64_t req, int32_t obj) {
     replay_t *r = k->r;
     if (r->state[obj] == RESIDENT) {
         r->outcomes[req] = HIT;
-        if (!r->pinned[obj]) on_access(k, r->partition_of[obj], obj, req);
+        if (k->prefetched_unused && k->prefetched_unused[obj]) {
+            k->prefetched_unused[obj] = 0;
+            k->prefetch_useful++;
+        }
+        if (!r->pinned[obj]) {
+            on_access(k, r->partition_of[obj], obj, req);
+            r->seen[obj] = 1;  /* a prefetched object is seen by its first demand */
+        }
         return 0;
     }
     if (!r->seen[obj]) {
@@ -436,46 +447,65 @@ static inline int classify(kern_t *k, int64_t req, int32_t obj) {
     return 1;
 }
 
-/* CacheCore.serve_cell's admission of one missed request (evicting as needed, or bypassing). */
+/* CacheCore._evict: v leaves partition p (logged, and counted as wasted if it was an unused prefetch). */
+static void evict(kern_t *k, int64_t p, int64_t v, int64_t req) {
+    replay_t *r = k->r;
+    r->state[v] = ABSENT;
+    r->used[p] -= r->object_bytes[v];
+    r->evicted_in_pass[v] = k->pass;
+    r->evictions++;
+    on_evict(k, p, (int32_t)v);
+    if (k->prefetched_unused && k->prefetched_unused[v]) {
+        k->prefetched_unused[v] = 0;
+        k->prefetch_wasted++;
+    }
+    if (k->evict_log) k->evict_log[k->n_log++] = v;
+    if (r->victims_cap) {
+        if (r->n_victims >= r->victims_cap) {
+            k->error = ERR_VICTIMS;
+            return;
+        }
+        r->victim_request[r->n_victims] = req;
+        r->victim_obj[r->n_victims] = v;
+        r->n_victims++;
+    }
+}
+
+/* CacheCore.admit's loop: evict in policy order (protected objects skipped) until `size` more
+   bytes fit partition p. Returns 1 when they fit, 0 when they cannot; victims evicted before
+   that stay evicted. `req` >= 0 is the demand request being admitted (Belady's bypass test). */
+static int make_room(kern_t *k, int64_t p, int64_t size, int64_t req) {
+    replay_t *r = k->r;
+    int64_t cap = r->capacity[p];
+    if (r->used[p] + size <= cap) return 1;
+    if (size > cap) return 0;
+    /* Belady.admit arms the bypass test for the first victim only */
+    int pending = req >= 0 && r->policy == POL_BELADY && r->belady_bypass;
+    for (;;) {
+        int64_t v = victim(k, p);
+        if (v >= 0 && pending && (double)k->next_req[req] > -k->key[v]) v = -1;
+        pending = 0;
+        if (v < 0) return 0;
+        evict(k, p, v, req);
+        if (r->used[p] + size <= cap) return 1;
+    }
+}
+
+/* CacheCore.serve_cell's admission of one missed request (evicting as needed, or bypassing).
+   Returns 1 when the object was admitted. */
 static int admit(kern_t *k, int64_t req, int32_t obj) {
     replay_t *r = k->r;
     int64_t p = r->partition_of[obj];
-    int64_t size = r->object_bytes[obj], cap = r->capacity[p];
-    if (r->used[p] + size > cap) {
-        int ok = size <= cap;
-        /* Belady.admit arms the bypass test for the first victim only */
-        int pending = r->policy == POL_BELADY && r->belady_bypass;
-        while (ok) {
-            int64_t v = victim(k, p);
-            if (v >= 0 && pending && (double)k->next_req[req] > -k->key[v]) v = -1;
-            pending = 0;
-            if (v < 0) {
-                ok = 0;
-                break;
-            }
-            r->state[v] = ABSENT;
-            r->used[p] -= r->object_bytes[v];
-            r->evicted_in_pass[v] = k->pass;
-            r->evictions++;
-            on_evict(k, p, (int32_t)v);
-            if (r->victims_cap) {
-                if (r->n_victims >= r->victims_cap) return ERR_VICTIMS;
-                r->victim_request[r->n_victims] = req;
-                r->victim_obj[r->n_victims] = v;
-                r->n_victims++;
-            }
-            if (r->used[p] + size <= cap) break;
-        }
-        if (!ok) {
-            r->bypasses++;
-            r->bypassed[req] = 1;
-            return OK;
-        }
+    int64_t size = r->object_bytes[obj];
+    if (!make_room(k, p, size, req)) {
+        r->bypasses++;
+        r->bypassed[req] = 1;
+        return 0;
     }
     r->used[p] += size;
     r->state[obj] = RESIDENT;
     on_insert(k, p, obj, req);
-    return OK;
+    return 1;
 }
 
 /* next_req[i]: the next request for request i's object (NEVER if none); StreamFuture.next_request */
@@ -629,19 +659,13 @@ static void export_policy_state(kern_t *k) {
         if (!(ptr)) goto nomem;                                          \
     } while (0)
 
-/* The whole replay. The core's arrays must hold its state after pins were installed, with no
-   object in flight; clock[] the policies' clocks (0 for fresh ones). Returns 0 or an error. */
-int64_t moesim_count_replay(replay_t *r) {
-    kern_t kk;
-    kern_t *k = &kk;
-    int rc = OK;
-    memset(k, 0, sizeof(kk));
+/* Allocate and initialise the kernel's policy state for r (fresh policies: nothing tracked).
+   On failure everything allocated is freed by kern_close. */
+static int kern_open(kern_t *k, replay_t *r) {
+    memset(k, 0, sizeof(*k));
     k->r = r;
     k->pass = -1;
     if (r->policy < POL_LRU || r->policy > POL_BELADY) return ERR_POLICY;
-    if (r->sequential && r->n_requests != r->n_accesses) return ERR_REQUESTS;
-    rc = check_objects(r);
-    if (rc != OK) return rc;
     int64_t n = r->n_objects, np = r->n_partitions;
     k->pol = r->policy == POL_LFU && r->lfu_decay == 1.0 ? POL_LFU_COUNTS : r->policy;
     int lists = r->policy <= POL_LEAST_STALE || k->pol == POL_LFU_COUNTS;
@@ -698,9 +722,53 @@ int64_t moesim_count_replay(replay_t *r) {
     k->growth = r->policy == POL_LFU ? 1.0 / r->lfu_decay : 1.0;
     if (r->policy == POL_BELADY) {
         ALLOC(k->next_req, r->n_requests);
-        rc = fill_next_requests(k);
-        if (rc != OK) goto done;
+        return fill_next_requests(k);
     }
+    return OK;
+nomem:
+    return ERR_NOMEM;
+}
+
+static void kern_close(kern_t *k) {
+    free(k->guard);
+    free(k->miss_req);
+    free(k->miss_obj);
+    free(k->prev);
+    free(k->next);
+    free(k->head);
+    free(k->tail);
+    free(k->cur_pass);
+    free(k->heap);
+    free(k->hbase);
+    free(k->hsize);
+    free(k->pos);
+    free(k->key);
+    free(k->stamp);
+    free(k->aux);
+    free(k->next_req);
+    free(k->bucket_of);
+    free(k->b_prev);
+    free(k->b_next);
+    free(k->b_head);
+    free(k->b_tail);
+    free(k->b_count);
+    free(k->b_first);
+    free(k->evict_log);
+    memset(k, 0, sizeof(*k));
+}
+
+/* The whole replay. The core's arrays must hold its state after pins were installed, with no
+   object in flight; clock[] the policies' clocks (0 for fresh ones). Returns 0 or an error. */
+int64_t moesim_count_replay(replay_t *r) {
+    kern_t kk;
+    kern_t *k = &kk;
+    memset(k, 0, sizeof(kk));
+    if (r->policy < POL_LRU || r->policy > POL_BELADY) return ERR_POLICY;
+    if (r->sequential && r->n_requests != r->n_accesses) return ERR_REQUESTS;
+    int rc = check_objects(r);
+    if (rc != OK) return rc;
+    rc = kern_open(k, r);
+    if (rc != OK) goto done;
 
     int64_t req = 0;
     for (int64_t pass = 0; pass < r->n_passes; pass++) {
@@ -713,7 +781,7 @@ int64_t moesim_count_replay(replay_t *r) {
                 for (int64_t a = lo; a < hi; a++, req++) {
                     int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
                     k->guard[obj] = ++k->unit_id;
-                    if (classify(k, req, obj) && (rc = admit(k, req, obj)) != OK) goto done;
+                    if (classify(k, req, obj)) admit(k, req, obj);
                     if (k->error) {
                         rc = (int)k->error;
                         goto done;
@@ -738,8 +806,7 @@ int64_t moesim_count_replay(replay_t *r) {
                 }
                 req++;
             }
-            for (int64_t m = 0; m < misses; m++)
-                if ((rc = admit(k, k->miss_req[m], (int32_t)k->miss_obj[m])) != OK) goto done;
+            for (int64_t m = 0; m < misses; m++) admit(k, k->miss_req[m], (int32_t)k->miss_obj[m]);
             if (k->error) {
                 rc = (int)k->error;
                 goto done;
@@ -751,33 +818,8 @@ int64_t moesim_count_replay(replay_t *r) {
         goto done;
     }
     export_policy_state(k);
-    goto done;
-nomem:
-    rc = ERR_NOMEM;
 done:
-    free(k->guard);
-    free(k->miss_req);
-    free(k->miss_obj);
-    free(k->prev);
-    free(k->next);
-    free(k->head);
-    free(k->tail);
-    free(k->cur_pass);
-    free(k->heap);
-    free(k->hbase);
-    free(k->hsize);
-    free(k->pos);
-    free(k->key);
-    free(k->stamp);
-    free(k->aux);
-    free(k->next_req);
-    free(k->bucket_of);
-    free(k->b_prev);
-    free(k->b_next);
-    free(k->b_head);
-    free(k->b_tail);
-    free(k->b_count);
-    free(k->b_first);
+    kern_close(k);
     return rc;
 }
 
