@@ -47,3 +47,14 @@ def policy_state(policy):
     entries = sorted((o, heap.key[o], type(heap.key[o]).__name__, s) for o, s in heap.stamp.items())
     unit = getattr(policy, "_unit", None)
     return ("heap", entries, policy._clock, None if unit is None else (unit.unit, type(unit.unit).__name__))
+
+
+def assert_same_core(fast_core, ref_core):
+    """Two cores hold the same state: per-object bytes, evictions, used bytes, pass, policy state."""
+    for name in ("state", "seen", "pinned", "prefetched_unused", "in_use"):
+        assert bytes(getattr(fast_core, name)) == bytes(getattr(ref_core, name)), name
+    assert fast_core.evicted_in_pass == ref_core.evicted_in_pass
+    assert fast_core.used == ref_core.used
+    assert fast_core.pass_index == ref_core.pass_index
+    assert [policy_state(p) for p in fast_core.policies] == [policy_state(p) for p in ref_core.policies]
+    fast_core.check()

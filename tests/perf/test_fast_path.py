@@ -23,7 +23,7 @@ from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.requests import DeferredRequestStream, build_request_stream
 from moesim.traces.trace import simple_trace
 
-from fast_helpers import policy_state, sized_traces
+from fast_helpers import assert_same_core, sized_traces
 
 pytestmark = pytest.mark.skipif(build.library() is None,
                                 reason=f"compiled replay unavailable: {build.unavailable_reason()}")
@@ -46,14 +46,7 @@ def assert_same(fast_result, ref):
     assert fs.n_requests == rs.n_requests
     for name in ("cell_offsets", "obj", "cell", "access_request"):
         assert getattr(fs, name).tolist() == getattr(rs, name).tolist(), name
-    fc, rc = fast_result.core, ref.core
-    for name in ("state", "seen", "pinned", "prefetched_unused"):
-        assert bytes(getattr(fc, name)) == bytes(getattr(rc, name)), name
-    assert fc.evicted_in_pass == rc.evicted_in_pass
-    assert fc.used == rc.used
-    assert fc.pass_index == rc.pass_index
-    assert [policy_state(p) for p in fc.policies] == [policy_state(p) for p in rc.policies]
-    fc.check()
+    assert_same_core(fast_result.core, ref.core)
 
 
 def serve_more(core, cells, first_pass):

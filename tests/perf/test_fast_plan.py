@@ -24,7 +24,7 @@ from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.sim.topology import build_topology
 
-from fast_helpers import policy_state, sized_traces
+from fast_helpers import assert_same_core, sized_traces
 from timing_helpers import make_profile, random_trace
 
 pytestmark = pytest.mark.skipif(build.library() is None,
@@ -53,14 +53,7 @@ def assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan):
     assert fast_plan.n_setup_copies == ref_plan.n_setup_copies
     assert fast_plan.counters == ref_plan.counters
     assert fast_plan.dram_counters == ref_plan.dram_counters
-    fc, rc = fast_planner.core, ref_planner.core
-    for name in ("state", "seen", "pinned", "prefetched_unused", "in_use"):
-        assert bytes(getattr(fc, name)) == bytes(getattr(rc, name)), name
-    assert fc.evicted_in_pass == rc.evicted_in_pass
-    assert fc.used == rc.used
-    assert fc.pass_index == rc.pass_index
-    assert [policy_state(p) for p in fc.policies] == [policy_state(p) for p in rc.policies]
-    fc.check()
+    assert_same_core(fast_planner.core, ref_planner.core)
 
 
 @pytest.mark.parametrize("policy", PLAN_SPECS)
