@@ -54,6 +54,9 @@ def assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan):
     assert fast_plan.counters == ref_plan.counters
     assert fast_plan.dram_counters == ref_plan.dram_counters
     assert_same_core(fast_planner.core, ref_planner.core)
+    assert fast_planner.inbound == ref_planner.inbound
+    assert bytes(fast_planner.unwaited) == bytes(ref_planner.unwaited)
+    assert fast_planner.orphans == ref_planner.orphans
 
 
 @pytest.mark.parametrize("policy", PLAN_SPECS)

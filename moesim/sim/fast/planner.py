@@ -167,6 +167,8 @@ def plan_rest_fast(planner: Planner) -> Plan:
     counters.prefetch_bytes += args.prefetch_bytes
     core.finish()
     planner.next_cell = n_cells
+    planner.inbound[:] = per_object["inbound"].tolist()  # `unwaited` is shared; the lists are copies
+    planner.orphans = per_object["orphans"][: args.n_orphans].tolist()
     n = int(args.n_copies)
     a = out.arrays
     return Plan(
