@@ -42,18 +42,34 @@ class RequestStream:
 def build_request_stream(trace: Trace, mode: str = "event") -> RequestStream:
     if mode not in MODES:
         raise UserError(f"replay mode must be one of {', '.join(MODES)}, got {mode!r}", "replay")
-    objs = trace.object_ids()
-    access_cell = trace.access_cell()
-    n = objs.shape[0]
     if mode == "sequential":
         return RequestStream(
             mode=mode,
-            obj=objs,
-            cell=access_cell,
+            obj=trace.object_ids(),
+            cell=trace.access_cell(),
             cell_offsets=trace.cell_offsets.astype(np.int64),
-            access_request=np.arange(n, dtype=np.int64),
+            access_request=np.arange(trace.n_accesses, dtype=np.int64),
         )
-    # event mode: first occurrence of each (cell, obj), kept in access order
+    if trace.n_accesses and trace.n_objects < np.iinfo(np.int32).max:  # object_ids() is int32 then
+        from moesim.sim.fast import build
+
+        if build.library() is not None:  # the same arrays in one compiled pass
+            from moesim.sim.fast.kernel import event_stream
+
+            obj, cell, access_request, cell_offsets = event_stream(trace)
+            return RequestStream(mode, obj, cell, cell_offsets, access_request)
+    return event_stream_numpy(trace)
+
+
+def event_stream_numpy(trace: Trace) -> RequestStream:
+    """Event mode with numpy: first occurrence of each (cell, obj), kept in access order (a lexsort).
+
+    The path without a C compiler, and the reference the compiled pass is tested against.
+    """
+    objs = trace.object_ids()
+    access_cell = trace.access_cell()
+    mode = "event"
+    n = objs.shape[0]
     if n == 0:
         return RequestStream(mode, objs, access_cell, np.zeros(trace.n_cells + 1, np.int64), np.zeros(0, np.int64))
     order = np.lexsort((np.arange(n), objs, access_cell))

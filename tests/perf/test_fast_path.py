@@ -168,3 +168,15 @@ def test_offsets_out_of_order_are_a_user_error_not_a_crash():
     trace.cell_offsets[-1] = 99
     with pytest.raises(UserError, match="must run from 0"):
         count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=2), engine="fast")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(trace=sized_traces())
+def test_compiled_request_stream_equals_the_numpy_one(trace):
+    from moesim.sim.requests import event_stream_numpy
+
+    got, want = build_request_stream(trace, "event"), event_stream_numpy(trace)
+    for name in ("obj", "cell", "cell_offsets", "access_request"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype, name
+        assert a.tolist() == b.tolist(), name

@@ -133,6 +133,26 @@ def event_requests(trace: Trace) -> tuple[int, np.ndarray]:
     return n, offsets
 
 
+def event_stream(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """build_request_stream's event-mode arrays in one O(accesses) pass: per request its object
+    (int32) and cell (int32), per access its request (int64), and the requests' cell offsets."""
+    lib = _lib()
+    args, keep = _trace_args(trace, sequential=False)
+    n_acc = trace.n_accesses
+    obj = np.empty(n_acc, dtype=np.int32)
+    cell = np.empty(n_acc, dtype=np.int32)
+    access_request = np.empty(n_acc, dtype=np.int64)
+    offsets = np.empty(trace.n_cells + 1, dtype=np.int64)
+    n = lib.moesim_event_stream(ctypes.byref(args), ctypes.c_void_p(obj.ctypes.data),
+                                ctypes.c_void_p(cell.ctypes.data), ctypes.c_void_p(access_request.ctypes.data),
+                                ctypes.c_void_p(offsets.ctypes.data))
+    _check(n if n < 0 else 0, args, trace)
+    del keep
+    if n == n_acc:
+        return obj, cell, access_request, offsets
+    return obj[:n].copy(), cell[:n].copy(), access_request, offsets
+
+
 def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_requests: int,
            record_victims: bool = False, lfu_decay: float = 1.0, belady_bypass: bool = False) -> KernelRun:
     """Replay every pass of `trace` through `core` with the compiled policy `policy`.

@@ -618,6 +618,45 @@ int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
     return n;
 }
 
+/* The event-mode request stream (moesim.sim.requests.build_request_stream): every cell's distinct
+   objects in order of first appearance, each request's object and cell, every access's request and
+   the requests' cell offsets (n_cells + 1). The request arrays must hold n_accesses entries.
+   Returns the number of requests, or a negative error. */
+int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, int64_t *access_request,
+                            int64_t *req_cell_offsets) {
+    int rc = check_objects(r);
+    if (rc != OK) return rc;
+    size_t n_obj = (size_t)(r->n_objects > 0 ? r->n_objects : 1);
+    int64_t *mark = malloc(sizeof(int64_t) * n_obj);
+    int64_t *slot = malloc(sizeof(int64_t) * n_obj);
+    if (!mark || !slot) {
+        free(mark);
+        free(slot);
+        return ERR_NOMEM;
+    }
+    for (int64_t o = 0; o < r->n_objects; o++) mark[o] = -1;
+    int64_t n = 0;
+    req_cell_offsets[0] = 0;
+    for (int64_t c = 0; c < r->n_cells; c++) {
+        int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
+        for (int64_t a = r->cell_offsets[c]; a < r->cell_offsets[c + 1]; a++) {
+            int64_t obj = base + load_index(r->expert, r->expert_is_int32, a);
+            if (mark[obj] != c) {
+                mark[obj] = c;
+                slot[obj] = n;
+                req_obj[n] = (int32_t)obj;
+                req_cell[n] = (int32_t)c;
+                n++;
+            }
+            access_request[a] = slot[obj];
+        }
+        req_cell_offsets[c + 1] = n;
+    }
+    free(mark);
+    free(slot);
+    return n;
+}
+
 static void export_policy_state(kern_t *k) {
     replay_t *r = k->r;
     int64_t out = 0;
