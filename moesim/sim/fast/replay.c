@@ -593,13 +593,22 @@ static int check_objects(replay_t *r) {
     return OK;
 }
 
-/* Requests of event-mode replay: the distinct objects of every cell. Fills req_cell_offsets
-   (n_cells + 1) when it is not NULL. Returns the number of requests, or a negative error. */
-int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
+/* The event-mode request stream (moesim.sim.requests.build_request_stream): every cell's distinct
+   objects in order of first appearance. Fills, where not NULL, each request's object and cell,
+   every access's request (those arrays must hold n_accesses entries) and the requests' cell
+   offsets (n_cells + 1). Returns the number of requests, or a negative error. */
+int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, int64_t *access_request,
+                            int64_t *req_cell_offsets) {
     int rc = check_objects(r);
     if (rc != OK) return rc;
-    int64_t *mark = malloc(sizeof(int64_t) * (size_t)(r->n_objects > 0 ? r->n_objects : 1));
-    if (!mark) return ERR_NOMEM;
+    size_t n_obj = (size_t)(r->n_objects > 0 ? r->n_objects : 1);
+    int64_t *mark = malloc(sizeof(int64_t) * n_obj);
+    int64_t *slot = access_request ? malloc(sizeof(int64_t) * n_obj) : NULL;
+    if (!mark || (access_request && !slot)) {
+        free(mark);
+        free(slot);
+        return ERR_NOMEM;
+    }
     for (int64_t o = 0; o < r->n_objects; o++) mark[o] = -1;
     int64_t n = 0;
     if (req_cell_offsets) req_cell_offsets[0] = 0;
@@ -609,52 +618,23 @@ int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
             int64_t obj = base + load_index(r->expert, r->expert_is_int32, a);
             if (mark[obj] != c) {
                 mark[obj] = c;
+                if (slot) slot[obj] = n;
+                if (req_obj) req_obj[n] = (int32_t)obj;
+                if (req_cell) req_cell[n] = (int32_t)c;
                 n++;
             }
+            if (access_request) access_request[a] = slot[obj];
         }
         if (req_cell_offsets) req_cell_offsets[c + 1] = n;
     }
     free(mark);
+    free(slot);
     return n;
 }
 
-/* The event-mode request stream (moesim.sim.requests.build_request_stream): every cell's distinct
-   objects in order of first appearance, each request's object and cell, every access's request and
-   the requests' cell offsets (n_cells + 1). The request arrays must hold n_accesses entries.
-   Returns the number of requests, or a negative error. */
-int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, int64_t *access_request,
-                            int64_t *req_cell_offsets) {
-    int rc = check_objects(r);
-    if (rc != OK) return rc;
-    size_t n_obj = (size_t)(r->n_objects > 0 ? r->n_objects : 1);
-    int64_t *mark = malloc(sizeof(int64_t) * n_obj);
-    int64_t *slot = malloc(sizeof(int64_t) * n_obj);
-    if (!mark || !slot) {
-        free(mark);
-        free(slot);
-        return ERR_NOMEM;
-    }
-    for (int64_t o = 0; o < r->n_objects; o++) mark[o] = -1;
-    int64_t n = 0;
-    req_cell_offsets[0] = 0;
-    for (int64_t c = 0; c < r->n_cells; c++) {
-        int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
-        for (int64_t a = r->cell_offsets[c]; a < r->cell_offsets[c + 1]; a++) {
-            int64_t obj = base + load_index(r->expert, r->expert_is_int32, a);
-            if (mark[obj] != c) {
-                mark[obj] = c;
-                slot[obj] = n;
-                req_obj[n] = (int32_t)obj;
-                req_cell[n] = (int32_t)c;
-                n++;
-            }
-            access_request[a] = slot[obj];
-        }
-        req_cell_offsets[c + 1] = n;
-    }
-    free(mark);
-    free(slot);
-    return n;
+/* The number of event-mode requests, and their cell offsets when req_cell_offsets is not NULL. */
+int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
+    return moesim_event_stream(r, NULL, NULL, NULL, req_cell_offsets);
 }
 
 static void export_policy_state(kern_t *k) {
