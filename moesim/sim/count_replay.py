@@ -173,17 +173,7 @@ def _count_replay_reference(trace: Trace, config: ReplayConfig, spec: PolicySpec
             elif lo == hi:
                 continue
             else:
-                # event mode, the common case: one protection unit per cell
-                if future is not None:
-                    future.position = hi - 1
-                outs, missed = serve(obj_list[lo:hi], 0.0, cell_victims)
-                extend(outs)
-                if missed:
-                    bypassed[[lo + k for k in missed]] = True
-                if cell_victims:
-                    victims_log.extend((lo + k, v) for k, v in cell_victims)  # type: ignore[union-attr]
-                    cell_victims.clear()
-                continue
+                units = ((lo, hi),)  # event mode: one protection unit per cell
             for a, b in units:
                 if future is not None:
                     future.position = b - 1

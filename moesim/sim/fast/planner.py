@@ -122,7 +122,7 @@ def plan_rest_fast(planner: Planner) -> Plan:
     args.r = replay_args
     arrays = core_arrays(args.r, core, n_req)
     args.r.policy, args.r.lfu_decay = policy.code, policy.lfu_decay
-    cell_pass = np.ascontiguousarray(trace.cell_pass(), dtype=np.int64)
+    cell_pass = np.asarray(planner.cell_pass, dtype=np.int64)  # the planner's own table
     per_object = {
         "prefetched_unused": np.frombuffer(core.prefetched_unused, dtype=np.uint8),
         "inbound": np.asarray(planner.inbound, dtype=np.int64),
@@ -195,10 +195,11 @@ def _drive(planner: Planner, lib: ctypes.CDLL, args: PlanArgs, out: _Outputs, ca
     n_cells, n_req = trace.n_cells, stream.n_requests
     window = planner.compute_window
     windows = np.zeros(n_cells) if window is None else window
-    quiet = prefetcher.quiet_cells(planner.link_bytes_per_s, windows) if planner.prefetch_on else None
-    active = np.arange(n_cells) if quiet is None else np.flatnonzero(~np.asarray(quiet, dtype=bool))
     if not planner.prefetch_on:
-        active = active[:0]
+        active = np.zeros(0, dtype=np.int64)
+    else:
+        quiet = prefetcher.quiet_cells(planner.link_bytes_per_s, windows)
+        active = np.arange(n_cells) if quiet is None else np.flatnonzero(~np.asarray(quiet, dtype=bool))
     req_offsets = stream.cell_offsets
     layers = trace.cell_layer
     window_list = windows.tolist() if window is not None else None
