@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.sim.cli_replay",
     "moesim.reports.cli_reports",
     "moesim.sweeps.cli_sweep",
+    "moesim.advise.cli_advise",
     "moesim.kernels.cli_gpu",
     "moesim.traces.cli_record",
 )

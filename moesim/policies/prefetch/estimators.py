@@ -26,9 +26,15 @@ MAX_MARKOV_ENTRIES = 1 << 27
 
 
 def _add_counts(table: np.ndarray, flat_index: np.ndarray) -> None:
-    """table.flat[i] += (occurrences of i in flat_index); a bincount beats np.add.at on thousands of ids."""
+    """table.flat[i] += (occurrences of i in flat_index).
+
+    Only the touched entries are written: a full-table bincount per cell made a Markov table of
+    48 x 128 x 128 entries cost 0.5 ms per cell (score-budget on a phone trace: 20 s of 21)."""
     if flat_index.size:
-        table += np.bincount(flat_index, minlength=table.size).reshape(table.shape).astype(table.dtype)
+        assert table.flags.c_contiguous
+        idx, counts = np.unique(flat_index, return_counts=True)
+        flat = table.reshape(-1)  # a view of the contiguous table
+        flat[idx] += counts.astype(table.dtype)
 
 
 class LayerFrequency:

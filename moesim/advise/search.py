@@ -1,0 +1,239 @@
+"""The search: bound every group of configurations, time the promising ones, stop on the budget.
+
+    outcome = search_machine(machine, workload, objective="tpot", deadline=time.monotonic() + 30)
+
+Order (deterministic): the baseline first (LRU, no prefetch, stall, at the largest cache); then
+groups of configurations that share a time bound (moesim/advise/space.py `bound_key`
+dimensions) from the lowest bound up, each group's configurations in table order. Before a
+configuration is timed its bound is compared with the best value timed so far: a configuration
+whose bound is not below the best cannot win, and is skipped (`pruned`). The bound is
+moesim/sim/bounds.py's, valid for every lossless policy that runs experts on the device; for
+configurations whose miss handler avoids copies (cpu) it does not hold, and they are never pruned.
+When the deadline passes, the configurations not yet reached are listed as `not_reached`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from moesim.advise.space import BASELINE, DIMENSIONS, Candidate, Dimension, Machine, enumerate_space
+from moesim.advise.workload import Workload
+from moesim.hw_profiles.loader import apply_overrides
+from moesim.policies.registry import lookup, parse_spec
+from moesim.sim.bounds import compute_bounds
+from moesim.sim.timed_replay import TimedConfig, setup_planner, timed_replay
+
+OBJECTIVES = ("tpot", "ttft", "throughput", "energy")
+"""Each objective as a value to minimise: tpot_s, ttft_s, seconds per output token (1 / tokens/s), J/token."""
+
+
+@dataclass
+class Evaluation:
+    """One timed configuration: its metrics, bound and memory."""
+
+    candidate: Candidate
+    metrics: dict[str, float]  # objective name -> value to minimise, plus display metrics
+    summary: dict[str, Any]
+    bound: dict[str, float]  # objective -> lower bound (0 where none holds)
+    vram_bytes: int
+    dram_bytes: int
+    config: TimedConfig
+    seconds: float  # wall time this evaluation took
+
+
+@dataclass
+class MachineOutcome:
+    machine: Machine
+    evaluations: list[Evaluation]
+    pruned: list[tuple[Candidate, float]]  # (candidate, its bound)
+    not_reached: list[Candidate]
+    total: int
+    objective: str
+    baseline: Evaluation | None
+    group_bounds: dict[tuple[str, ...], dict[str, float]]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def best(self, objective: str) -> Evaluation | None:
+        timed = [e for e in self.evaluations if math.isfinite(e.metrics[objective])]
+        return min(timed, key=lambda e: (e.metrics[objective], e.candidate.index)) if timed else None
+
+
+def timed_config(machine: Machine, workload: Workload, candidate: Candidate) -> TimedConfig:
+    fields = candidate.config_fields()
+    return TimedConfig(profile=machine.name, profile_overrides=candidate.profile_set(),
+                       model=workload.model if workload.spec is not None else None, **fields)
+
+
+def resolved_profile(machine: Machine, candidate: Candidate) -> Any:
+    overrides = candidate.profile_set()
+    return apply_overrides(machine.profile, overrides) if overrides else machine.profile
+
+
+def objective_values(summary: dict[str, Any]) -> dict[str, float]:
+    """Values to minimise, from a timed summary."""
+    tokens = _output_tokens(summary)
+    total = float(summary["time"]["total_s"])
+    link_bytes = sum(float(link["bytes"]) for link in summary["links"].values())
+    return {
+        "tpot": _nan_inf(summary["tpot_s"]["mean"]),
+        "ttft": _nan_inf(summary["ttft_s"]["mean"]),
+        "throughput": total / tokens if tokens else math.inf,
+        "energy": float(summary["energy_j"]["total"]) / tokens if tokens else math.inf,
+        "bytes_per_token": link_bytes / tokens if tokens else math.inf,
+    }
+
+
+def _output_tokens(summary: dict[str, Any]) -> float:
+    tps = float(summary.get("tokens_per_s") or 0.0)
+    return tps * float(summary["time"]["total_s"])
+
+
+def _nan_inf(value: Any) -> float:
+    v = float(value) if value is not None else math.nan
+    return v if math.isfinite(v) else math.inf
+
+
+def group_bound(machine: Machine, workload: Workload, candidate: Candidate) -> dict[str, float]:
+    """Lower bounds of the candidate's group per objective (bounds.py; 0 where none is derived).
+
+    The per-request TTFT/TPOT bounds are the ones every timed result reports beside itself
+    (moesim/sim/timed_result.py builds them from the same Bounds), so pruning and the report agree.
+    """
+    from moesim.sim.timed_result import _request_table  # the timed results' own bound columns
+
+    config = dataclasses.replace(timed_config(machine, workload, candidate), eviction="lru", prefetch="none",
+                                 miss="stall")
+    profile = resolved_profile(machine, candidate)
+    setup = setup_planner(workload.trace, profile, config)
+    b = compute_bounds(workload.trace, setup.planner.stream, setup.topology, setup.dense, setup.expert_full,
+                       config.capacity_bytes, config.scope, config.layer_capacity, config.seed)
+    trace = workload.trace
+    zeros = np.zeros(trace.n_cells)
+    requests = _request_table(trace, zeros, zeros, b)
+    tokens = float(requests["output_tokens"].sum()) if len(requests) else 0.0
+    return {
+        "tpot": _mean_or_zero(requests["tpot_bound_s"]) if len(requests) else 0.0,
+        "ttft": _mean_or_zero(requests["ttft_bound_s"]) if len(requests) else 0.0,
+        "throughput": b.time_bound_s / tokens if tokens else 0.0,
+        "energy": 0.0,  # no energy bound is derived: energy is never pruned
+    }
+
+
+def _mean_or_zero(values: Any) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else 0.0
+
+
+def bounds_hold(candidate: Candidate) -> bool:
+    miss = candidate.config_fields().get("miss", "stall")
+    handler = lookup(parse_spec(miss, "miss").name, "miss").cls
+    return bool(getattr(handler, "bounds_hold", True))
+
+
+def _group_order(members: list[Candidate], done: list[Evaluation], objective: str,
+                 skip: Candidate) -> Iterator[Candidate]:
+    """A group's configurations, most promising first: every eviction policy with the other policy
+    dimensions at their defaults (cheap to time), then the rest ordered by how well their eviction
+    policy did alone (ties and untimed ones in table order). The second phase is ordered lazily,
+    once the first has been timed (`done` is the live list of evaluations)."""
+    first = [c for c in members if c is not skip and _defaults_beyond_eviction(c)]
+    rest = [c for c in members if c is not skip and not _defaults_beyond_eviction(c)]
+    yield from first
+    alone: dict[str, float] = {}
+    for ev in done:
+        if _defaults_beyond_eviction(ev.candidate) and ev.candidate.group_key() == members[0].group_key():
+            alone[ev.candidate.labels().get("eviction", "")] = ev.metrics[objective]
+    yield from sorted(rest, key=lambda c: (alone.get(c.labels().get("eviction", ""), math.inf), c.index))
+
+
+def _defaults_beyond_eviction(candidate: Candidate) -> bool:
+    labels = candidate.labels()
+    return all(labels.get(k, v) == v for k, v in BASELINE.items() if k != "eviction")
+
+
+def _expected_cost(candidate: Candidate, done: list[Evaluation]) -> float:
+    """Seconds the candidate will likely take: the slowest timed run with the same prefetch policy
+    (prefetchers dominate the cost), else the slowest so far. Starting a run that would overrun the
+    deadline breaks the budget, since a run cannot be interrupted."""
+    prefetch = candidate.labels().get("prefetch")
+    same = [e.seconds for e in done if e.candidate.labels().get("prefetch") == prefetch]
+    pool = same or [e.seconds for e in done]
+    return max(pool) if pool else 0.0
+
+
+def evaluate(machine: Machine, workload: Workload, candidate: Candidate, bound: dict[str, float]) -> Evaluation:
+    start = time.perf_counter()
+    config = timed_config(machine, workload, candidate)
+    result = timed_replay(workload.trace, resolved_profile(machine, candidate), config)
+    summary = result.summary
+    metrics = objective_values(summary)
+    metrics["decode_bytes_per_token"] = decode_bytes_per_token(result)
+    return Evaluation(candidate, metrics, summary, bound, candidate.vram_bytes(workload),
+                      candidate.dram_bytes(), config, time.perf_counter() - start)
+
+
+def decode_bytes_per_token(result: Any) -> float:
+    """Bytes every link moved during decode passes, per decoded token (steady state: no cold load)."""
+    cells = result.cells
+    decode = cells["phase"] == "decode"
+    tokens = float(cells.loc[decode].groupby("pass")["tokens"].max().sum()) if decode.any() else 0.0
+    columns = [c for c in cells.columns if c.startswith("bytes_")]
+    moved = float(cells.loc[decode, columns].to_numpy().sum()) if columns else 0.0
+    return moved / tokens if tokens else math.inf
+
+
+def search_machine(machine: Machine, workload: Workload, objective: str = "tpot", deadline: float = math.inf,
+                   prune: bool = True, dimensions: Sequence[Dimension] = DIMENSIONS,
+                   on_step: Callable[[str], None] | None = None) -> MachineOutcome:
+    """Search one machine. `prune=False` with no deadline is the brute-force sweep of the same space."""
+    started = time.perf_counter()
+    candidates = enumerate_space(machine, workload, dimensions)
+    notes: list[str] = []
+    if not candidates:
+        notes.append("nothing fits: the model's dense weights and KV cache leave no room, or DRAM cannot hold "
+                     "the experts and the profile has no SSD")
+        return MachineOutcome(machine, [], [], [], 0, objective, None, {}, 0.0, notes)
+    groups: dict[tuple[str, ...], list[Candidate]] = {}
+    for cand in candidates:
+        groups.setdefault(cand.group_key(dimensions), []).append(cand)
+    bounds = {key: group_bound(machine, workload, members[0]) for key, members in groups.items()}
+    baseline = next((c for c in candidates if c.is_baseline()), candidates[0])
+    order = sorted(groups, key=lambda k: (bounds[k][objective], groups[k][0].index))
+    evaluations: list[Evaluation] = []
+    pruned: list[tuple[Candidate, float]] = []
+    not_reached: list[Candidate] = []
+    state = {"best": math.inf, "stopped": False}
+
+    def visit(cand: Candidate) -> Evaluation | None:
+        valid = bounds_hold(cand)
+        bound = bounds[cand.group_key(dimensions)] if valid else {k: 0.0 for k in OBJECTIVES}
+        if prune and bound[objective] >= state["best"]:
+            pruned.append((cand, bound[objective]))
+            if on_step:
+                on_step("pruned")
+            return None
+        if state["stopped"] or (cand is not baseline and time.monotonic() + _expected_cost(cand, evaluations) > deadline):
+            state["stopped"] = True
+            not_reached.append(cand)
+            return None
+        ev = evaluate(machine, workload, cand, bound)
+        evaluations.append(ev)
+        state["best"] = min(state["best"], ev.metrics[objective])
+        if on_step:
+            on_step("timed")
+        return ev
+
+    base_eval = visit(baseline)
+    for key in order:
+        for cand in _group_order(groups[key], evaluations, objective, baseline):
+            visit(cand)
+    return MachineOutcome(machine, evaluations, pruned, not_reached, len(candidates), objective, base_eval,
+                          bounds, time.perf_counter() - started, notes)
