@@ -172,8 +172,12 @@ def latency_frame(runs: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
         for comp, col in (("compute", "compute_s"), ("cpu_wait", "cpu_wait_s"), ("stall", "stall_s")):
             rows.append({"label": r["label"], "component": comp, "seconds": r[col], "bound_s": bound})
         for _, link in links[links["run_id"] == r["run_id"]].iterrows():
-            rows.append({"label": r["label"], "component": f"copy {link['link']}", "seconds": link["busy_s"],
-                         "bound_s": bound})
+            # busy time per copy engine / queue slot: summed over N of them it exceeds the wall time
+            util = link.get("utilization")
+            per_engine = (float(util) * float(r["total_s"]) if util is not None and pd.notna(util)
+                          and pd.notna(r["total_s"]) else link["busy_s"])
+            rows.append({"label": r["label"], "component": f"copy {link['link']}", "seconds": per_engine,
+                         "bound_s": bound, "utilization": util})
     return pd.DataFrame(rows)
 
 

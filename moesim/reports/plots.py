@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 KIND_COLOURS = {
     "dense": "#9e9e9e",
@@ -26,6 +26,36 @@ KIND_COLOURS = {
 }
 COMPONENT_COLOURS = {"compute": "#1f77b4", "cpu_wait": "#9467bd", "stall": "#d62728"}
 LINK_COLOURS = ["#ff7f0e", "#2ca02c", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+# What a person calls each link of a hardware profile (moesim/sim/topology.py names them).
+LINK_NAMES = {
+    "h2d": "host DRAM -> GPU (PCIe)",
+    "d2h": "GPU -> host DRAM (PCIe)",
+    "c2c": "host DRAM -> GPU (NVLink-C2C)",
+    "ssd_h": "SSD -> host DRAM",
+    "ssd_d": "flash/SSD -> device memory",
+}
+MIN_TICK_RATIO = 1.35  # log-axis ticks closer than this factor would print on top of each other
+
+
+def link_name(link: str) -> str:
+    """'flash/SSD -> device memory (ssd_d)': the plain name first, the profile's key after it."""
+    return f"{LINK_NAMES[link]} ({link})" if link in LINK_NAMES else link
+
+
+def lane_name(lane: str) -> str:
+    """Timeline lanes are '<link> engine N' or '<link> queue'; name the link plainly."""
+    head, _, rest = lane.partition(" ")
+    return f"{LINK_NAMES[head]}: {rest}" if head in LINK_NAMES and rest else lane
+
+
+def spaced_ticks(values: Sequence[float], min_ratio: float = MIN_TICK_RATIO) -> list[float]:
+    """The data's own x values as ticks, skipping any within `min_ratio` of the last one kept
+    (a log axis's default minor labels collide: '0.9%1%', '8%9%10%')."""
+    kept: list[float] = []
+    for v in sorted({float(x) for x in values if x > 0}):
+        if not kept or v / kept[-1] >= min_ratio:
+            kept.append(v)
+    return kept
 
 
 def new_figure(width: float = 7.0, height: float = 4.0) -> Figure:
@@ -84,12 +114,15 @@ def plot_miss_ratio_curves(df: pd.DataFrame, x: str = "capacity_share", y: str =
             label = f"{policy} (bound)" if offline else policy
             ax.plot(g[x].astype(float), 100 * g[y].astype(float), label=label, **style)
         values = part[x].astype(float)
-        if len(values) and values.min() > 0 and values.max() / values.min() >= 10:
+        log = bool(len(values) and values.min() > 0 and values.max() / values.min() >= 10)
+        if log:
             ax.set_xscale("log")
         if x == "capacity_share":
             share = FuncFormatter(lambda v, _: f"{100 * v:.3g}%")
+            # ticks at the capacities that were run, spaced so that labels never touch
+            ax.set_xticks(spaced_ticks(values) if log else sorted(set(values)))
             ax.xaxis.set_major_formatter(share)
-            ax.xaxis.set_minor_formatter(share)
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(axis="x", which="both", labelsize=8)
             ax.set_xlabel("cache capacity (share of all routed expert bytes)")
         else:
@@ -128,41 +161,58 @@ def plot_miss_breakdown(df: pd.DataFrame) -> Figure:
 # ---- latency breakdown -------------------------------------------------------------------------
 def plot_latency_breakdown(df: pd.DataFrame) -> Figure:
     """Per label, where the time went: a stacked bar of compute / CPU wait / stall (the run's wall
-    time) beside a stacked bar of copy-engine busy time per link (it overlaps compute), with the
-    time bound marked as a black line across both.
+    time) beside one bar per link of how long that link was busy, with the time bound as a black line.
 
-    Columns: label, component ("compute", "cpu_wait", "stall", or "copy <link>"), seconds, bound_s.
+    A link with N copy engines or queue slots can be busy N x the wall time when busy time is summed
+    over them; the right bars show busy time per engine or slot (utilisation x wall time), so they
+    never exceed the left bar, and print the utilisation above them.
+
+    Columns: label, component ("compute", "cpu_wait", "stall", or "copy <link>"), seconds, bound_s;
+    optional utilization (for "copy" rows: busy share of N engines x wall time).
     """
     _require(df, ["label", "component", "seconds", "bound_s"], "latency breakdown")
     labels = list(dict.fromkeys(df["label"].astype(str)))
-    fig = new_figure(max(6.0, 1.1 * len(labels) + 2), 4.5)
+    fig = new_figure(max(6.0, 1.1 * len(labels) + 2), 4.8)
     ax = fig.subplots()
-    width = 0.38
     links = sorted({c for c in df["component"] if str(c).startswith("copy ")})
+    n_bars = 1 + len(links)
+    width = 0.8 / n_bars
     link_colour = {c: LINK_COLOURS[i % len(LINK_COLOURS)] for i, c in enumerate(links)}
     shown: set[str] = set()
     for i, label in enumerate(labels):
         part = df[df["label"].astype(str) == label]
-        for offset, comps in ((-width / 2, ["compute", "cpu_wait", "stall"]), (width / 2, links)):
-            bottom = 0.0
-            for comp in comps:
-                sec = float(part.loc[part["component"] == comp, "seconds"].sum())
-                if sec <= 0:
-                    continue
-                colour = COMPONENT_COLOURS.get(comp) or link_colour[comp]
-                ax.bar(i + offset, sec * 1e3, width, bottom=bottom * 1e3, color=colour,
-                       label=None if comp in shown else comp)
-                shown.add(comp)
-                bottom += sec
+        left = i - 0.4 + width / 2
+        bottom = 0.0
+        for comp in ("compute", "cpu_wait", "stall"):
+            sec = float(part.loc[part["component"] == comp, "seconds"].sum())
+            if sec <= 0:
+                continue
+            ax.bar(left, sec * 1e3, width, bottom=bottom * 1e3, color=COMPONENT_COLOURS[comp],
+                   label=None if comp in shown else comp)
+            shown.add(comp)
+            bottom += sec
+        for j, comp in enumerate(links, start=1):
+            rows = part[part["component"] == comp]
+            sec = float(rows["seconds"].sum())
+            if sec <= 0:
+                continue
+            name = f"{link_name(comp[len('copy '):])} busy"
+            ax.bar(left + j * width, sec * 1e3, width, color=link_colour[comp], label=None if name in shown else name)
+            shown.add(name)
+            if "utilization" in rows.columns and rows["utilization"].notna().any():
+                util = float(rows["utilization"].dropna().iloc[0])
+                ax.annotate(f"{100 * util:.0f}%", (left + j * width, sec * 1e3), ha="center", va="bottom",
+                            fontsize=7, xytext=(0, 2), textcoords="offset points")
         bound = part["bound_s"].astype(float).dropna()
         if len(bound):
-            ax.hlines(float(bound.iloc[0]) * 1e3, i - width, i + width, colors="black", linewidth=2,
+            ax.hlines(float(bound.iloc[0]) * 1e3, i - 0.4, i + 0.4, colors="black", linewidth=2,
                       label=None if "time bound" in shown else "time bound")
             shown.add("time bound")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("time (ms): wall time | copy busy time")
-    ax.set_title("latency breakdown (left bar: wall time; right bar: copies, overlapping compute)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("time (ms)")
+    ax.set_title("latency breakdown: wall time (stacked) | each link's busy time per engine or queue slot "
+                 "(% = utilisation)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
@@ -190,13 +240,15 @@ def plot_timeline(df: pd.DataFrame) -> Figure:
         starts = df[df["lane"] == "compute"].groupby("pass")["start_s"].min()
         for s in starts.iloc[1:]:
             ax.axvline((float(s) - t0) * 1e3, color="black", linewidth=0.5, alpha=0.4)
-    ax.set_yticks(range(len(lanes)), lanes)
+    ax.set_yticks(range(len(lanes)), [lane_name(str(lane)) for lane in lanes])
     ax.invert_yaxis()
     ax.set_xlabel("time from window start (ms)")
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, ncol=len(unique), loc="upper right")
-    ax.set_title("timeline: compute stream and copies")
+    # above the plot, not over the bars it explains
+    ax.legend(unique.values(), unique.keys(), fontsize=8, ncol=len(unique), loc="lower right",
+              bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title("timeline: compute stream and copies", loc="left")
     return fig
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from moesim.atomic_io import write_text_atomic
 from moesim.reports import frames, plots
+from moesim.reports.answer_first import answer_lines
 from moesim.reports.ranking import ranking_table
 from moesim.reports.tables import ResultSet
 
@@ -56,6 +57,8 @@ class Report:
     failed: pd.DataFrame
     runs: pd.DataFrame
     figures: list[Figure] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)  # what the report opens with (answer_first.py)
+    warnings: list[str] = field(default_factory=list)  # shown right under the answer, before any table
 
 
 # ---- building ----------------------------------------------------------------------------------
@@ -76,7 +79,10 @@ def detect_axes(runs: pd.DataFrame) -> WhatIfAxes | None:
     return WhatIfAxes(axes[0], axes[1])
 
 
-def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes | None = None) -> Report:
+def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes | None = None,
+          warnings: Sequence[str] = ()) -> Report:
+    """`warnings` the caller knows and the runs do not show (e.g. "synthetic trace") open the report
+    beside the ones found in the runs (late prefetches, offline or lossy winners)."""
     runs = results.runs
     ok = frames.ok_runs(runs)
     failed = runs[runs["status"] != "ok"]
@@ -98,8 +104,9 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
     if (ok["lossy"]).any():
         notes.append("lossy miss handling (low-bit fetch, dropped experts) changes the model's output: "
                      "those runs are marked lossy")
+    answer, found = answer_lines(runs)
     report = Report(title=title, summary=summary, notes=notes, ranking=ranking_table(runs), failed=failed,
-                    runs=frames.reading_order(runs))
+                    runs=frames.reading_order(runs), answer=answer, warnings=list(warnings) + found)
     if ok.empty:
         return report
 
@@ -117,8 +124,10 @@ def build(results: ResultSet, title: str = "moesim report", whatif: WhatIfAxes |
     if len(latency):
         _, fixed = frames.comparable_slice(timed)
         _figure(report, "latency", "Latency breakdown",
-                "Per run: compute, CPU wait and stall (the wall time, left bar) and copy-engine busy time per "
-                "link (right bar, overlapping compute); the black line is the time bound."
+                "Per run: compute, CPU wait and stall stacked (the wall time, left bar) and, per link, how long "
+                "it was busy (right bars). A link's busy time is per copy engine or queue slot (utilisation x "
+                "wall time), printed as a percentage: summed over its engines or slots it could exceed the "
+                "wall time, because they copy at once while compute runs. The black line is the time bound."
                 + (f" Shown: {', '.join(fixed)}." if fixed else ""),
                 lambda: plots.plot_latency_breakdown(latency))
     if len(results.timeline):
@@ -209,12 +218,16 @@ th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowr
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.note{color:#8a5300;font-size:.9em}
+#answer{background:#f5f9ff;border:1px solid #cfe0f5;padding:.2em 1em .6em;border-radius:4px}
+#answer h2{border:none;margin-top:.6em}.warn li{color:#8a5300}
 """
 
 
 def to_html(report: Report) -> str:
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    parts.append(answer_html(report.answer, report.warnings))
+    parts.append("<h2>About these runs</h2>")
     parts += [f"<p>{html.escape(s)}</p>" for s in report.summary]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in report.notes]
     if len(report.ranking):
@@ -235,8 +248,19 @@ def to_html(report: Report) -> str:
     return "\n".join(parts)
 
 
+def answer_html(answer: Sequence[str], warnings: Sequence[str]) -> str:
+    """The summary every report opens with: the answer, then the warnings, before any table."""
+    items = "".join(f"<li>{html.escape(a)}</li>" for a in answer)
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return ("<section id='answer'><h2>Answer</h2>" + (f"<ul>{items}</ul>" if items else "")
+            + (f"<ul class='warn'>{warn}</ul>" if warn else "") + "</section>")
+
+
 def to_markdown(report: Report) -> str:
-    lines = [f"# {report.title}", ""]
+    lines = [f"# {report.title}", "", "## Answer", ""]
+    lines += [f"- {a}" for a in report.answer]
+    lines += [f"- warning: {w}" for w in report.warnings]
+    lines += ["", "## About these runs", ""]
     lines += [f"- {s}" for s in report.summary]
     lines += [f"- note: {n}" for n in report.notes]
     if len(report.ranking):
@@ -253,9 +277,10 @@ def to_markdown(report: Report) -> str:
 
 
 def write_report(results: ResultSet, html_path: str | os.PathLike[str], md_path: str | os.PathLike[str] | None = None,
-                 title: str = "moesim report", whatif: WhatIfAxes | None = None) -> Report:
+                 title: str = "moesim report", whatif: WhatIfAxes | None = None,
+                 warnings: Sequence[str] = ()) -> Report:
     """Build the report of `results` and write it as HTML (and Markdown), atomically."""
-    report = build(results, title, whatif)
+    report = build(results, title, whatif, warnings)
     write_text_atomic(html_path, to_html(report))
     if md_path is not None:
         write_text_atomic(md_path, to_markdown(report))

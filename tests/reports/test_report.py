@@ -155,7 +155,8 @@ def test_plot_inputs_from_tables(count_results):
     assert set(mrc["policy"]) == {"lru", "toy-fifo"} and sorted(set(mrc["capacity_share"])) == [0.1, 0.3, 0.6]
     lat = latency_frame(timed_like().runs, timed_like().links)
     assert sorted(lat["component"]) == ["compute", "copy h2d", "cpu_wait", "stall"]
-    assert lat.set_index("component").loc["copy h2d", "seconds"] == pytest.approx(0.006)
+    # busy time per copy engine: utilisation 0.4 x wall time 0.014 s (not the 0.006 s summed over engines)
+    assert lat.set_index("component").loc["copy h2d", "seconds"] == pytest.approx(0.4 * 0.014)
     assert (lat["bound_s"] == 0.011).all()
 
 
