@@ -96,6 +96,23 @@ def test_chromium_loads_every_figure_and_nothing_overflows(tmp_path):
     assert np.asarray(pixels).std() > 0.05
 
 
+@pytest.fixture
+def small_advise_answer():
+    """An advise answer for a toy workload on two machines (moesim/advise, no CLI)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "advise"))
+    from advise_helpers import machine, workload, zipf_trace
+
+    from moesim.advise.answer import build_answer
+    from moesim.advise.search import search_machine
+
+    trace = zipf_trace(seed=4)
+    w = workload(trace)
+    outcomes = [search_machine(machine(p, 0.4, trace), w, "tpot") for p in ("rtx4090", "phone-oneplus-15r")]
+    return build_answer(w, outcomes, "tpot", 60.0, 1.0)
+
+
 @needs_chromium
 def test_chromium_renders_the_advise_report(tmp_path, small_advise_answer):
     from moesim.advise.report import write_advise_report
