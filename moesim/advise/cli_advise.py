@@ -22,7 +22,9 @@ RESERVE_SHARE = 0.1
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("advise", help="search cache/offload configurations for a model on one or more "
                                              "machines and print the best, with the baseline and the bound")
-    p.add_argument("--model", required=True, help="catalog name (moesim models list) or the model's own file")
+    p.add_argument("--model", default=None,
+                   help="catalog name (moesim models list) or the model's own file; may be left out with --trace "
+                        "(the trace's own sizes are used)")
     p.add_argument("--profile", action="append", required=True, metavar="P",
                    help="hardware profile name or YAML path (repeat for several machines)")
     p.add_argument("--trace", default=None, help="routing trace (path or bundled:NAME); default: a bundled trace "

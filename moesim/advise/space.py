@@ -12,6 +12,7 @@ combination of them and prunes every configuration of a combination at once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -153,11 +154,32 @@ def _miss(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> li
     return out
 
 
+def _timed_field(name: str) -> bool:
+    """Whether the timing engine has this run option (the clock of issue #13 adds overlap and placement)."""
+    from moesim.sim.timed_replay import TimedConfig
+
+    return name in {f.name for f in dataclasses.fields(TimedConfig)}
+
+
+OVERLAP_MODES = ("expert", "layer")
+
+
+def _overlap(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
+    """Per-expert pipelining (an expert runs once its bytes land) or a per-layer barrier."""
+    if not _timed_field("overlap"):
+        return [Choice("overlap", "layer")]  # this clock models only the per-layer barrier
+    if _all_resident(chosen):  # nothing is copied after the start: both modes time the same
+        return [Choice("overlap", OVERLAP_MODES[0], config=(("overlap", OVERLAP_MODES[0]),))]
+    return [Choice("overlap", mode, config=(("overlap", mode),)) for mode in OVERLAP_MODES]
+
+
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("home", "where experts live off the compute device (host DRAM, or SSD/flash with a DRAM cache)",
               _home, bound_key=True),
     Dimension("capacity", "GPU expert cache: the largest that fits beside dense weights and KV cache, and smaller",
               _capacity, bound_key=True),
+    Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer)",
+              _overlap, bound_key=True),
     Dimension("eviction", "which cached expert makes room", _eviction),
     Dimension("prefetch", "which experts are copied ahead of their layer", _prefetch),
     Dimension("miss", "a miss stalls for the copy, or runs the expert on the CPU", _miss),

@@ -61,8 +61,12 @@ def load_spec(model: str) -> ModelSpec:
     return load_model(model)
 
 
-def resolve_workload(model: str, trace: str | None = None, prompt: int | None = None, decode: int | None = None,
+def resolve_workload(model: str | None, trace: str | None = None, prompt: int | None = None, decode: int | None = None,
                      batch: int | None = None, seed: int = 0) -> Workload:
+    if model is None:
+        if not trace:
+            raise UserError("give --model (a catalog name or model file), or --trace with its own sizes", "--model")
+        return _trace_only(trace, prompt, decode, batch)
     spec = load_spec(model)
     name = spec.name
     warnings: list[str] = []
@@ -90,6 +94,20 @@ def resolve_workload(model: str, trace: str | None = None, prompt: int | None = 
         kv = 0
         warnings.append("KV cache size unknown for this model (no attention shapes): not counted in VRAM")
     return Workload(name, spec, loaded, label, synthetic, p, d, b, dense, kv, warnings)
+
+
+def _trace_only(path: str, prompt: int | None, decode: int | None, batch: int | None) -> Workload:
+    """No model named: the trace's own expert and dense bytes, compute estimated from them (bf16 assumed)."""
+    from moesim.traces.io import load_trace
+
+    loaded = load_trace(path)
+    warnings = ["no --model: compute is estimated from the trace's own bytes; embeddings, LM head and KV cache "
+                "are not counted in VRAM"]
+    if _shape_differs(loaded, prompt, decode, batch):
+        warnings.append("--prompt/--decode/--batch are ignored with --trace: the trace's own requests replay")
+    p, d, b = _lengths(loaded)
+    dense = int(sum(loaded.meta.dense_bytes)) if loaded.meta.dense_bytes else 0
+    return Workload(loaded.meta.model or path, None, loaded, path, False, p, d, b, dense, 0, warnings)
 
 
 def _shape_differs(trace: Trace, prompt: int | None, decode: int | None, batch: int | None) -> bool:
