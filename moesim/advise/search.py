@@ -108,6 +108,9 @@ def group_bound(machine: Machine, workload: Workload, candidate: Candidate) -> d
     """
     from moesim.sim.timed_result import _request_table  # the timed results' own bound columns
 
+    if candidate.config_fields().get("placement", "gpu") != "gpu":
+        return {k: 0.0 for k in OBJECTIVES}  # bounds.py assumes every expert runs on the device
+
     config = dataclasses.replace(timed_config(machine, workload, candidate), eviction="lru", prefetch="none",
                                  miss="stall")
     profile = resolved_profile(machine, candidate)

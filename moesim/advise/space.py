@@ -69,14 +69,48 @@ class Dimension:
     bound_key: bool = False
 
 
-def _cache_room(machine: Machine, workload: Workload) -> int:
+def _device_experts(workload: Workload, chosen: dict[str, Choice]) -> int:
+    """Bytes of the experts that run on the device (all but those a static placement keeps on the CPU)."""
+    placement = chosen.get("placement")
+    placed = int(placement.fact("placed_bytes", 0)) if placement is not None else 0
+    return max(workload.expert_bytes - placed, 0)
+
+
+def _cache_room(machine: Machine, workload: Workload, chosen: dict[str, Choice] | None = None) -> int:
     """Bytes left for the expert cache on the compute device after dense weights and KV cache."""
     vram = machine.profile.tier("vram")
     usable = int(vram.usable) if vram is not None else machine.vram_free
     room = min(machine.vram_free, usable) - workload.dense_bytes - workload.kv_bytes
     if machine.cache_max is not None:
         room = min(room, machine.cache_max)
-    return max(min(room, workload.expert_bytes), 0)
+    return max(min(room, _device_experts(workload, chosen or {})), 0)
+
+
+def _layer_expert_bytes(workload: Workload) -> list[int]:
+    meta = workload.trace.meta
+    return [int(b) * int(meta.n_experts) for b in meta.object_bytes]
+
+
+def _placement(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
+    """Static placements: every expert on the device (through the cache), the first N layers' experts on
+    the CPU (llama.cpp --n-cpu-moe N, N the fewest layers that make the rest fit, and 2N), or all on the
+    CPU (KTransformers). Needs a clock with CPU expert execution and a host CPU in the profile."""
+    gpu = Choice("placement", "gpu", config=(("placement", "gpu"),) if _timed_field("placement") else ())
+    if not (_timed_field("placement") and machine.host_link and machine.has_cpu):
+        return [gpu]
+    out = [gpu]
+    per_layer = _layer_expert_bytes(workload)
+    room = _cache_room(machine, workload)
+    n_layers = len(per_layer)
+    fit = next((n for n in range(n_layers + 1) if sum(per_layer[n:]) <= room), n_layers)
+    for n in sorted({fit, 2 * fit}):
+        if 0 < n < n_layers:
+            placed = sum(per_layer[:n])
+            out.append(Choice("placement", f"cpu-layers:n={n}", config=(("placement", f"cpu-layers:n={n}"),),
+                              dram_bytes=0, facts=(("placed_bytes", placed), ("cpu_layers", n))))
+    out.append(Choice("placement", "cpu-all", config=(("placement", "cpu-all"),),
+                      facts=(("placed_bytes", workload.expert_bytes), ("cpu_all", True))))
+    return out
 
 
 def _home(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
@@ -102,7 +136,11 @@ CAPACITY_SHARES = (1.0, 0.5, 0.25)
 
 def _capacity(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
     """The largest expert cache that fits, and smaller ones (a smaller cache can save energy)."""
-    room = _cache_room(machine, workload)
+    room = _cache_room(machine, workload, chosen)
+    device = _device_experts(workload, chosen)
+    if device == 0:  # every expert runs on the CPU: no expert cache on the device
+        return [Choice("capacity", "none (experts on the CPU)", config=(("capacity_bytes", 0),),
+                       facts=(("capacity_bytes", 0), ("all_resident", True)))]
     out: list[Choice] = []
     seen: set[int] = set()
     for share in CAPACITY_SHARES:
@@ -110,7 +148,7 @@ def _capacity(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -
         if nbytes <= 0 or nbytes in seen:
             continue
         seen.add(nbytes)
-        everything = nbytes >= workload.expert_bytes
+        everything = nbytes >= device
         label = f"all experts ({format_bytes(nbytes)})" if everything else format_bytes(nbytes)
         out.append(Choice("capacity", label, config=(("capacity_bytes", nbytes),), vram_bytes=nbytes,
                           facts=(("capacity_bytes", nbytes), ("all_resident", everything))))
@@ -176,6 +214,8 @@ def _overlap(machine: Machine, workload: Workload, chosen: dict[str, Choice]) ->
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("home", "where experts live off the compute device (host DRAM, or SSD/flash with a DRAM cache)",
               _home, bound_key=True),
+    Dimension("placement", "static expert placement: all on the device, the first N layers' experts on the CPU, or all",
+              _placement, bound_key=True),
     Dimension("capacity", "GPU expert cache: the largest that fits beside dense weights and KV cache, and smaller",
               _capacity, bound_key=True),
     Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer)",
