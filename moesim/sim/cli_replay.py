@@ -111,28 +111,34 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
         raise UserError("--layer-weights needs --scope layer", "replay")
     if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"):
         raise UserError("--prefetch and --miss need the timing engine: add --profile NAME", "replay")
-    events_path = getattr(args, "trace_events", None)
-    if events_path and not is_timed(args):
-        raise UserError("needs the timing engine: add --profile NAME", "--trace-events")
     plan = _plan(args, specs)
     if is_timed(args):
         runs = _timed_runs(plan, args)
-        if events_path:
-            if len(runs) != 1:
-                raise UserError(f"exports one run; this command made {len(runs)} (give one policy and one "
-                                "capacity)", "--trace-events")
-            from moesim.sim.trace_events import write_trace_events
-
-            write_trace_events(runs[0][0], events_path)
+        _export_trace_events(args, runs)
         if args.out:
             _save_timed(runs, args.out)
     else:
+        if getattr(args, "trace_events", None):
+            raise UserError("needs the timing engine: add --profile NAME", "--trace-events")
         runs = _count_runs(plan)
         if args.out:
             from moesim.sim.results import save_count_results
 
             save_count_results(runs, args.out, trace_source=plan.trace_source)
     return plan, runs
+
+
+def _export_trace_events(args: argparse.Namespace, runs: list[tuple[Any, str]]) -> None:
+    """--trace-events FILE: the one timed run's timeline as Chrome trace-event JSON."""
+    path = getattr(args, "trace_events", None)
+    if not path:
+        return
+    if len(runs) != 1:
+        raise UserError(f"exports one run; this command made {len(runs)} (give one policy and one capacity)",
+                        "--trace-events")
+    from moesim.sim.trace_events import write_trace_events
+
+    write_trace_events(runs[0][0], path)
 
 
 def _save_timed(runs: list[tuple[Any, str]], out: str) -> None:
