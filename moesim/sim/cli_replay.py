@@ -305,6 +305,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="count hits and misses only (no timing, even with --profile)")
     parser.add_argument("--out", default=None,
                         help="write the result tables to this Parquet file (a folder for several timed runs)")
+    parser.add_argument("--trace-events", default=None, metavar="FILE",
+                        help="with a profile: write the timed run's timeline as Chrome trace-event JSON (Perfetto)")
     add_timing_arguments(parser)
     parser.add_argument("--engine", choices=ENGINES, default=None,
                         help="replay engine: fast (compiled; lru, fifo, static-hot, least-stale, lfu, belady; "

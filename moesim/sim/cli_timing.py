@@ -36,12 +36,6 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--miss", default="stall", help="miss handling: stall, cpu, lowbit:bits=4, drop (default: stall)")
     group.add_argument("--model", default=None,
                        help="model catalog name for FLOPs and dense sizes (default: the trace's own model)")
-    add_trace_events_argument(group)
-
-
-def add_trace_events_argument(group: Any) -> None:
-    group.add_argument("--trace-events", default=None, metavar="FILE",
-                       help="write the timed run's timeline as Chrome trace-event JSON (open in Perfetto)")
 
 
 def resolve_profile(name: str | None, overrides: Sequence[str] = ()) -> HardwareProfile:
