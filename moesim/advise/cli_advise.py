@@ -89,6 +89,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if args.out:
         _check_out(args.out)
     workload = resolve_workload(args.model, args.trace, args.prompt, args.decode, args.batch)
+    prepare_s = time.monotonic() - started  # a synthetic trace's first routing fit is cached for later runs
     machines = [_machine(name, resolve_profile(name), vram_free, dram_free, cache_max) for name in args.profile]
     totals = [len(enumerate_space(m, workload)) for m in machines]
     outcomes = []
@@ -103,6 +104,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
             progress.finish_machine(totals[i])
             outcomes.append(outcome)
     answer = build_answer(workload, outcomes, args.objective, budget, time.monotonic() - started)
+    answer["prepare_s"] = round(prepare_s, 2)
     if args.trace_events:
         _write_trace_events(args.trace_events, outcomes, workload)
     if args.out:

@@ -57,7 +57,9 @@ def render_text(answer: dict[str, Any]) -> str:
         lines.append("")
         lines.extend(_machine_lines(m, answer["objective"]))
     lines.append("")
-    lines.append(f"searched in {answer['elapsed_s']:.1f} s (budget {answer['budget_s']:.0f} s). "
+    prepared = answer.get("prepare_s")
+    lines.append(f"answered in {answer['elapsed_s']:.1f} s (budget {answer['budget_s']:.0f} s"
+                 + (f"; {prepared:.1f} s of it preparing the trace" if prepared is not None else "") + "). "
                  "Times are moesim's predictions for this trace; TTFT starts from an empty expert cache.")
     return "\n".join(lines)
 
