@@ -15,6 +15,7 @@ When the deadline passes, the configurations not yet reached are listed as `not_
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -101,24 +102,30 @@ def _nan_inf(value: Any) -> float:
 
 
 def group_bound(machine: Machine, workload: Workload, candidate: Candidate) -> dict[str, float]:
-    """Lower bounds of the candidate's group per objective (bounds.py; 0 where none is derived).
+    """Lower bounds of the candidate's group per objective.
 
-    The per-request TTFT/TPOT bounds are the ones every timed result reports beside itself
+    bounds.py's time bound where it holds (every expert runs on the device, lossless); where it does
+    not (a placement or miss handler that runs experts on the CPU) the weaker bound that the device's
+    non-expert work runs serially whatever happens to the experts (`non_expert_bound`). The
+    per-request TTFT/TPOT bounds are the ones every timed result reports beside itself
     (moesim/sim/timed_result.py builds them from the same Bounds), so pruning and the report agree.
     """
     from moesim.sim.timed_result import _request_table  # the timed results' own bound columns
-
-    if candidate.config_fields().get("placement", "gpu") != "gpu":
-        return {k: 0.0 for k in OBJECTIVES}  # bounds.py assumes every expert runs on the device
 
     config = dataclasses.replace(timed_config(machine, workload, candidate), eviction="lru", prefetch="none",
                                  miss="stall")
     profile = resolved_profile(machine, candidate)
     setup = setup_planner(workload.trace, profile, config)
-    b = compute_bounds(workload.trace, setup.planner.stream, setup.topology, setup.dense, setup.expert_full,
-                       config.capacity_bytes, config.scope, config.layer_capacity, config.seed)
     trace = workload.trace
     zeros = np.zeros(trace.n_cells)
+    if not bounds_hold(candidate) or candidate.config_fields().get("placement", "gpu") != "gpu":
+        return non_expert_bound(trace, setup.dense)
+    extra = {}
+    if "pipelined" in inspect.signature(compute_bounds).parameters:  # clocks with per-expert overlap
+        overlap = getattr(config, "overlap", None) or getattr(profile, "overlap", "layer")
+        extra["pipelined"] = overlap == "expert"
+    b = compute_bounds(trace, setup.planner.stream, setup.topology, setup.dense, setup.expert_full,
+                       config.capacity_bytes, config.scope, config.layer_capacity, config.seed, **extra)
     requests = _request_table(trace, zeros, zeros, b)
     tokens = float(requests["output_tokens"].sum()) if len(requests) else 0.0
     return {
@@ -126,6 +133,28 @@ def group_bound(machine: Machine, workload: Workload, candidate: Candidate) -> d
         "ttft": _mean_or_zero(requests["ttft_bound_s"]) if len(requests) else 0.0,
         "throughput": b.time_bound_s / tokens if tokens else 0.0,
         "energy": 0.0,  # no energy bound is derived: energy is never pruned
+    }
+
+
+def non_expert_bound(trace: Any, dense: np.ndarray) -> dict[str, float]:
+    """Bounds from the device's non-expert work alone (attention, norms, router: `dense` per cell),
+    which runs on the device in cell order wherever the experts run: an interval of passes lasts at
+    least the sum of its cells' non-expert times."""
+    from moesim.sim.bounds import Bounds
+    from moesim.sim.timed_result import _request_table
+
+    prefix = np.concatenate(([0.0], np.cumsum(dense)))
+    per_pass = np.diff(prefix[trace.pass_cell_offsets])
+    b = Bounds(belady_misses=None, belady_miss_bytes=None, ideal_cell_end=np.cumsum(dense),
+               pass_min_duration=per_pass, valid=False)
+    zeros = np.zeros(trace.n_cells)
+    requests = _request_table(trace, zeros, zeros, b)
+    tokens = float(requests["output_tokens"].sum()) if len(requests) else 0.0
+    return {
+        "tpot": _mean_or_zero(requests["tpot_bound_s"]) if len(requests) else 0.0,
+        "ttft": _mean_or_zero(requests["ttft_bound_s"]) if len(requests) else 0.0,
+        "throughput": b.time_bound_s / tokens if tokens else 0.0,
+        "energy": 0.0,
     }
 
 
@@ -160,6 +189,10 @@ def _group_order(members: list[Candidate], done: list[Evaluation], objective: st
 def _defaults_beyond_eviction(candidate: Candidate) -> bool:
     labels = candidate.labels()
     return all(labels.get(k, v) == v for k, v in BASELINE.items() if k != "eviction")
+
+
+def _bound_key(candidate: Candidate, dimensions: Sequence[Dimension]) -> tuple[Any, ...]:
+    return candidate.group_key(dimensions) + (bounds_hold(candidate),)
 
 
 def _expected_cost(candidate: Candidate, done: list[Evaluation]) -> float:
@@ -207,17 +240,21 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
     groups: dict[tuple[str, ...], list[Candidate]] = {}
     for cand in candidates:
         groups.setdefault(cand.group_key(dimensions), []).append(cand)
-    bounds = {key: group_bound(machine, workload, members[0]) for key, members in groups.items()}
+    # one bound per group, and one more per group for its members whose experts may run on the CPU
+    bounds: dict[tuple[Any, ...], dict[str, float]] = {}
+    for cand in candidates:
+        key = _bound_key(cand, dimensions)
+        if key not in bounds:
+            bounds[key] = group_bound(machine, workload, cand)
     baseline = next((c for c in candidates if c.is_baseline()), candidates[0])
-    order = sorted(groups, key=lambda k: (bounds[k][objective], groups[k][0].index))
+    order = sorted(groups, key=lambda k: (bounds[_bound_key(groups[k][0], dimensions)][objective], groups[k][0].index))
     evaluations: list[Evaluation] = []
     pruned: list[tuple[Candidate, float]] = []
     not_reached: list[Candidate] = []
     state = {"best": math.inf, "stopped": False}
 
     def visit(cand: Candidate) -> Evaluation | None:
-        valid = bounds_hold(cand)
-        bound = bounds[cand.group_key(dimensions)] if valid else {k: 0.0 for k in OBJECTIVES}
+        bound = bounds[_bound_key(cand, dimensions)]
         if prune and bound[objective] >= state["best"]:
             pruned.append((cand, bound[objective]))
             if on_step:
@@ -239,4 +276,4 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
         for cand in _group_order(groups[key], evaluations, objective, baseline):
             visit(cand)
     return MachineOutcome(machine, evaluations, pruned, not_reached, len(candidates), objective, base_eval,
-                          bounds, time.perf_counter() - started, notes)
+                          {k[:-1]: v for k, v in bounds.items() if k[-1]}, time.perf_counter() - started, notes)

@@ -206,8 +206,6 @@ def _overlap(machine: Machine, workload: Workload, chosen: dict[str, Choice]) ->
     """Per-expert pipelining (an expert runs once its bytes land) or a per-layer barrier."""
     if not _timed_field("overlap"):
         return [Choice("overlap", "layer")]  # this clock models only the per-layer barrier
-    if _all_resident(chosen):  # nothing is copied after the start: both modes time the same
-        return [Choice("overlap", OVERLAP_MODES[0], config=(("overlap", OVERLAP_MODES[0]),))]
     return [Choice("overlap", mode, config=(("overlap", mode),)) for mode in OVERLAP_MODES]
 
 
