@@ -191,6 +191,15 @@ def _defaults_beyond_eviction(candidate: Candidate) -> bool:
     return all(labels.get(k, v) == v for k, v in BASELINE.items() if k != "eviction")
 
 
+def _baseline(candidates: list[Candidate], machine: Machine) -> Candidate:
+    """LRU, no prefetch, stall, at the largest cache, with the profile's own overlap mode (its engine's
+    default) where the clock has one: what a user gets without changing anything."""
+    plain = [c for c in candidates if c.is_baseline()]
+    default = getattr(machine.profile, "overlap", None)
+    own = [c for c in plain if c.labels().get("overlap", default) == default]
+    return (own or plain or candidates)[0]
+
+
 def _bound_key(candidate: Candidate, dimensions: Sequence[Dimension]) -> tuple[Any, ...]:
     return candidate.group_key(dimensions) + (bounds_hold(candidate),)
 
@@ -246,7 +255,7 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
         key = _bound_key(cand, dimensions)
         if key not in bounds:
             bounds[key] = group_bound(machine, workload, cand)
-    baseline = next((c for c in candidates if c.is_baseline()), candidates[0])
+    baseline = _baseline(candidates, machine)
     order = sorted(groups, key=lambda k: (bounds[_bound_key(groups[k][0], dimensions)][objective], groups[k][0].index))
     evaluations: list[Evaluation] = []
     pruned: list[tuple[Candidate, float]] = []
