@@ -42,13 +42,33 @@ def _shapes_for(model: str | None) -> tuple[Any, int]:
     return ExpertShapes.from_model_spec(spec, n_layers=1), int(spec.top_k)
 
 
+def _device_index(text: str) -> int | None:
+    """None for "cpu"; the CUDA index for "N", "cuda" or "cuda:N"; UserError otherwise."""
+    text = str(text).strip().lower()
+    if text == "cpu":
+        return None
+    if text == "cuda":
+        return 0
+    try:
+        return int(text.split(":", 1)[1] if text.startswith("cuda:") else text)
+    except ValueError:
+        raise UserError(f"expects cpu, cuda, cuda:N or N, got {text!r}", "--device") from None
+
+
 def _run_calibrate(args: argparse.Namespace) -> int:
     from moesim.kernels.device import require_cuda
 
-    require_cuda("calibrate", args.device)
     out = Path(args.out)
     if out.is_dir():
         raise UserError("is a directory; give the profile file to write, e.g. my-gpu.yaml", str(out))
+    index = _device_index(args.device)
+    if index is None:
+        return _run_calibrate_cpu(args, out)
+    if not args.base:
+        raise UserError("a GPU calibration needs --base (the catalog profile whose unmeasured values it keeps)",
+                        "--base")
+    require_cuda("calibrate", index)
+    args.device = index
     base = load_base_profile(args.base)
     shapes, top_k = _shapes_for(args.model)
     from moesim.kernels.calibrate import CalibrateConfig, calibrate, write_outputs
@@ -77,16 +97,49 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_calibrate_cpu(args: argparse.Namespace, out: Path) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("calibrate --device cpu needs torch (pip install 'moesim[gpu]')") from None
+    from moesim.kernels.calibrate import write_outputs
+    from moesim.kernels.cpu_calibrate import CpuCalibrateConfig, base_cpu_profile, calibrate_cpu
+
+    overrides: dict[str, Any] = {}
+    if args.trials is not None:
+        if args.trials < 1:
+            raise UserError(f"must be at least 1, got {args.trials}", "--trials")
+        overrides["trials"] = args.trials
+    if args.read_dir is not None:
+        if not Path(args.read_dir).is_dir():
+            raise UserError("is not a directory", "--read-dir")
+        overrides["directory"] = args.read_dir
+    if args.max_size is not None:
+        overrides["file_bytes"] = int(parse_quantity(args.max_size, "bytes", "--max-size"))
+    config = CpuCalibrateConfig.tiny(**overrides) if args.quick else CpuCalibrateConfig(**overrides)
+    base = load_base_profile(args.base) if args.base else base_cpu_profile()
+    result = calibrate_cpu(config)
+    paths = write_outputs(result, base, out, args.name or out.stem)
+    summary = {**paths, "env": result.env.to_dict(),
+               "measured": {m.path: {"value": m.value, "detail": m.detail} for m in result.measured},
+               "note": result.report.get("note", "")}
+    emit(args, summary, _render_calibrate)
+    return 0
+
+
 def _render_calibrate(summary: dict[str, Any]) -> str:
     from moesim.kernels.profile_yaml import format_quantity
 
     kinds = {"bandwidth": "bandwidth", "pageable_bandwidth": "bandwidth", "memory_bandwidth": "bandwidth",
-             "latency": "time", "launch_overhead": "time", "capacity": "bytes"}
+             "latency": "time", "launch_overhead": "time", "capacity": "bytes", "read_bandwidth": "bandwidth",
+             "cpu_memory_bandwidth": "bandwidth", "peak_flops": "flops", "cpu_flops": "flops"}
     lines = [f"profile: {summary['profile']}", f"report:  {summary['report']}", f"raw:     {summary['raw']}"]
     for path, entry in summary["measured"].items():
         kind = kinds.get(path.rsplit(".", 1)[-1])
         value = format_quantity(entry["value"], kind, 4) if kind else str(entry["value"])
         lines.append(f"  {path:32s} {value}")
+    if summary.get("note"):
+        lines.append(f"note: {summary['note']}")
     return "\n".join(lines)
 
 
@@ -96,16 +149,19 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
         description="Run microbenchmarks on the CUDA device and write a hardware profile YAML whose measured "
                     "values carry their provenance; other values come from --base. Writes <out>.calibration.json "
                     "(fits, residuals, derates, kernel table) and <out>.calibration.csv (raw timings) beside it.")
-    p.add_argument("--base", required=True, help="profile (catalog name or YAML) to copy unmeasured values from, "
-                                                 "e.g. h100-sxm")
+    p.add_argument("--base", help="profile (catalog name or YAML) to copy unmeasured values from, e.g. h100-sxm "
+                                  "(required on a GPU; on --device cpu a CPU skeleton is the default)")
     p.add_argument("--out", required=True, help="profile YAML to write")
     p.add_argument("--name", help="profile name (default: the output file's stem)")
     p.add_argument("--model", help="catalog model whose expert shape the kernel benchmark uses "
                                    "(default: OLMoE-1B-7B's 2048 x 1024, 64 experts, top-8)")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
-    p.add_argument("--quick", action="store_true", help="fewer sizes, trials and histogram points")
+    p.add_argument("--device", default="0", help="CUDA device index (default 0), or cpu: this machine's CPU as "
+                                                  "the device (DRAM cache, experts in a file read with O_DIRECT)")
+    p.add_argument("--quick", action="store_true", help="fewer sizes, trials and histogram points (cpu: seconds)")
+    p.add_argument("--read-dir", help="cpu: directory for the file-read benchmark (default: the temp directory)")
     p.add_argument("--trials", type=int, help="repetitions per point (default 5, quick 3)")
-    p.add_argument("--max-size", help="largest copy in the sweep, e.g. 256MiB (default 1GiB, quick 256MiB)")
+    p.add_argument("--max-size", help="largest copy in the sweep, e.g. 256MiB (default 1GiB, quick 256MiB); "
+                                             "cpu: size of the file-read test file")
     add_json_flag(p)
     p.set_defaults(func=_run_calibrate)
 
