@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.reports.cli_reports",
     "moesim.sweeps.cli_sweep",
     "moesim.kernels.cli_gpu",
+    "moesim.harness.cli_harness",
     "moesim.traces.cli_record",
 )
 
