@@ -192,6 +192,14 @@ def _run_validate(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # tiny CPU checks: thread-pool wake-ups would cost more than the math
     trace = load_trace_arg(args.trace)
     profile = resolve_profile(args.profile, args.profile_set)
+    on_cpu = device == "cpu"
+    if args.dtype is None:
+        args.dtype = "fp32" if on_cpu else "bf16"
+    if args.prefetch is None:  # the CPU executor reads synchronously: prefetch would not overlap there
+        args.prefetch = "none" if on_cpu else "none,oracle"
+    backend = args.backend
+    if backend == "auto" and on_cpu:
+        backend = "cpu"  # the operator `calibrate --device cpu` timed
     policies = tuple(spec.label() for spec in parse_spec_list(args.policies, "eviction"))
     prefetches = tuple(spec.label() for spec in parse_spec_list(args.prefetch, "prefetch"))
     if not policies or not prefetches:
@@ -200,6 +208,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise UserError(f"must be at least 1, got {args.repeat}", "--repeat")
     shapes = None
+    harness_model = trace.meta.extra.get("harness_model") if isinstance(trace.meta.extra, dict) else None
+    if args.expert_shape is None and harness_model:  # a trace the reference harness recorded names its shapes
+        args.expert_shape = f"{harness_model['hidden']}x{harness_model['inter']}"
+        if args.dtype != harness_model.get("dtype", args.dtype):
+            raise UserError(f"the trace's harness model has {harness_model['dtype']} weights, --dtype says "
+                            f"{args.dtype}", "--dtype")
     if args.expert_shape:
         try:
             hidden, inter = (int(v) for v in args.expert_shape.lower().split("x"))
@@ -212,7 +226,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     config = ValidateConfig(
         policies=policies, capacities=tuple(parse_capacity_list(args.capacity, trace)), prefetches=prefetches,
         scope=args.scope, miss=args.miss, model=args.model, dtype=args.dtype, device=device, seed=args.seed,
-        backend=args.backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile,
+        backend=backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile,
         repeats=args.repeat)
 
     def progress(text: str) -> None:
@@ -258,17 +272,21 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
                                                     "or a catalog name)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="profile_set",
                    help="override a profile field (repeatable)")
-    p.add_argument("--policies", default="lru,least-stale,belady", help="comma list of eviction policy specs")
+    p.add_argument("--policies", default="lru,lfu,belady", help="comma list of eviction policy specs (default: "
+                                                               "three whose decisions differ)")
     p.add_argument("--capacity", default="5%,25%", help='comma list of capacities ("5%%", "4000MiB", "51slots")')
-    p.add_argument("--prefetch", default="none,oracle", help="comma list of prefetch policy specs")
+    p.add_argument("--prefetch", help="comma list of prefetch policy specs (default none,oracle; cpu: none)")
     p.add_argument("--scope", choices=("global", "layer"), default="global", help="cache scope")
     p.add_argument("--miss", default="stall", help="miss handling: stall (default) or cpu")
     p.add_argument("--model", help="catalog model for expert shapes, FLOPs and dense sizes (default: the trace's)")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="expert weight dtype")
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (counts only: timings mean nothing)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="expert weight dtype (default bf16; cpu: fp32)")
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (with a `calibrate --device cpu` profile and "
+                                                     "no prefetch, step times are measured on the CPU; otherwise "
+                                                     "counts only)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, activations and randomised policies")
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
-                   help="expert kernel: the Triton grouped kernel or the torch reference (auto: triton on CUDA)")
+    p.add_argument("--backend", choices=("auto", "triton", "torch", "cpu"), default="auto",
+                   help="expert kernel: the Triton grouped kernel, the torch reference, or the calibrated CPU "
+                        "operator (auto: triton on CUDA, cpu on the CPU)")
     p.add_argument("--expert-shape", metavar="HIDDENxINTER",
                    help="override the model's expert shape (tiny shapes for CPU runs; moved bytes then differ "
                         "from the trace's)")

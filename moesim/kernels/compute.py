@@ -26,12 +26,15 @@ from moesim.kernels.reference import moe_reference, pool_weights
 from moesim.kernels.slot_pool import SlotPool
 from moesim.kernels.streams import CellTimer, CopyStream
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "cpu")
+"""cpu: the calibrated CPU operator (moesim/kernels/cpu_expert.py), chosen by the executor on the CPU device."""
 
 
 def pick_backend(device: torch.device, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError("backend cpu runs on the CPU device only")
     if backend != "auto":
         return backend
     if device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
