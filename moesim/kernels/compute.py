@@ -99,10 +99,11 @@ def compute_cell(
     if timer is not None:
         timer.start(("compute", key))
     if chosen == "triton":
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         if kernel_config is None and pool.device.type == "cuda":
-            kernel_config = default_config(ids_host.size / max(1, len(experts)))
+            kernel_config = default_config(ids_host.size / max(1, len(experts)), device_smem_limit(pool.device),
+                                           pool.pool.element_size())
         y = grouped_swiglu(x, ids, weights, pool.pool, table, shapes.hidden, shapes.inter, config=kernel_config)
     else:
         weights_of = pool_weights(pool.pool, table, shapes.hidden, shapes.inter)

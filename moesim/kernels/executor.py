@@ -354,7 +354,7 @@ class _Run:
 
     def _warm_up(self) -> None:
         """JIT-compile the kernel's tile configs, create the cuBLAS handle and the copy stream's first use."""
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         table = torch.full((self.shapes.n_experts,), -1, dtype=torch.int32, device=self.dev)
         for tokens in (1, 32, 128):
@@ -364,7 +364,7 @@ class _Run:
             w = torch.ones((n, self.top_k), dtype=torch.float32, device=self.dev)
             if self.backend == "triton":
                 grouped_swiglu(self.x_dev[:n], ids, w, self.vram.pool, table, self.shapes.hidden, self.shapes.inter,
-                               config=default_config(tokens))
+                               config=default_config(tokens, device_smem_limit(self.dev), self.shapes.itemsize))
             for dense_w in self.dense_w[:1]:
                 _ = self.x_dev[:n] @ dense_w
         self.copies.copy(self.vram.pool[0, :16], self.store.buffer(self.store.objects[0])[:16])
