@@ -227,7 +227,7 @@ def _run_validate(args: argparse.Namespace) -> int:
         policies=policies, capacities=tuple(parse_capacity_list(args.capacity, trace)), prefetches=prefetches,
         scope=args.scope, miss=args.miss, model=args.model, dtype=args.dtype, device=device, seed=args.seed,
         backend=backend, telemetry=not args.no_telemetry, shapes_override=shapes, profile_source=args.profile,
-        repeats=args.repeat)
+        repeats=args.repeat, routing_sync=args.routing_sync)
 
     def progress(text: str) -> None:
         print(f"validate: {text}", file=sys.stderr, flush=True)
@@ -293,6 +293,10 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="rounds over the whole grid (interleaved); step times "
                                                           "are medians over rounds, the spread is reported")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample NVML")
+    p.add_argument("--routing-sync", action="store_true",
+                   help="model the device-to-host routing read on both sides: the executor runs a router and reads "
+                        "its top-k on the host before each cell's copies; the simulator adds two launches and the "
+                        "d2h latency before each gate")
     p.add_argument("--out", required=True, help="directory for the Parquet tables, summary.json and report.html")
     add_json_flag(p)
     p.set_defaults(func=_run_validate)

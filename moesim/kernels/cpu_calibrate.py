@@ -11,9 +11,11 @@ simulator needs no new routes. Benchmarks (each point `trials` times, median and
     a ring larger than the last-level cache, fitted to t = overhead + bytes / bandwidth + FLOPs /
     rate: its overhead is the profile's per-kernel `launch_overhead`, its byte rate
     `memory_bandwidth`, the best GEMM rate `peak_flops`;
-  - file reads with O_DIRECT by request size at queue depth 1 (fitted to latency + bytes /
-    bandwidth: link ssd_d) and at queue depths 2..N with threads (the curve goes to the report;
-    the profile keeps queue_depth 1, the one-reader case the executor and the harness run).
+  - file reads with O_DIRECT by request size (4 KiB..32 MiB, at least `read_bytes` per reader and
+    trial, so large requests see the drive's sustained rate rather than a burst) at queue depth 1
+    (fitted to latency + bytes / bandwidth: link ssd_d) and at queue depths 2..N with threads (the
+    curve goes to the report; the profile keeps queue_depth 1, the one-reader case the executor and
+    the harness run).
 Where the filesystem refuses O_DIRECT, reads are buffered after dropping the page cache and every
 value measured from them says so. Nothing is fitted to a validation run. Imports torch.
 """
@@ -56,9 +58,11 @@ class CpuCalibrateConfig:
     gemm_tokens: tuple[int, ...] = (1, 4, 16, 64, 256)
     ring_bytes: int = 192 * MiB  # weights cycled per point: beyond a 48 MiB last-level cache
     memory_bytes: int = 256 * MiB
-    read_sizes: tuple[int, ...] = tuple(4 * KiB * 4**i for i in range(7))  # 4 KiB .. 16 MiB
+    read_sizes: tuple[int, ...] = tuple(4 * KiB * 2**i for i in range(14))  # 4 KiB .. 32 MiB
+    read_bytes: int = 16 * MiB  # bytes each reader moves per trial at large sizes (at least 3 reads)
+    read_trials: int = 3
     queue_depths: tuple[int, ...] = (1, 2, 4)
-    file_bytes: int = 256 * MiB
+    file_bytes: int = 512 * MiB
     directory: str | None = None  # where the read-test file goes (default: the system temp dir)
     seed: int = 0
 
@@ -66,7 +70,8 @@ class CpuCalibrateConfig:
     def tiny(cls, **kwargs: Any) -> "CpuCalibrateConfig":
         base: dict[str, Any] = dict(trials=3, hidden=128, inter=64, expert_sizes=((64, 32), (128, 64), (256, 128)),
                                     tokens=(1, 4), gemm_tokens=(1, 16), ring_bytes=8 * MiB, memory_bytes=16 * MiB,
-                                    read_sizes=(4 * KiB, 64 * KiB, 1 * MiB), queue_depths=(1, 2), file_bytes=8 * MiB)
+                                    read_sizes=(4 * KiB, 64 * KiB, 1 * MiB), queue_depths=(1, 2), file_bytes=8 * MiB,
+                                    read_bytes=2 * MiB)
         base.update(kwargs)
         return cls(**base)
 
@@ -273,11 +278,11 @@ class CpuCalibrator:
                 sweep_sizes, sweep_times, curve = [], [], []
                 for qd in cfg.queue_depths:
                     for req in cfg.read_sizes:
-                        per_thread = max(2, min(64, (8 * MiB) // req))
+                        per_thread = max(3, min(64, cfg.read_bytes // req))
                         offsets = [rng.integers(0, (size - req) // ALIGN, per_thread) * ALIGN for _ in range(qd)]
                         bufs = [memoryview(aligned_buffer(req)) for _ in range(qd)]
                         trials = []
-                        for _ in range(cfg.trials):
+                        for _ in range(min(cfg.trials, cfg.read_trials)):
                             elapsed = _parallel_reads(files[:qd], bufs, offsets, req)
                             trials.append(elapsed)
                         s = Spread.of(trials)

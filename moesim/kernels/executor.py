@@ -296,6 +296,11 @@ class _Run:
         self.outputs: list[np.ndarray] | None = [] if keep_outputs else None
         self.checked = 0
         self.routing, self.groups = self._align_routing()
+        self.router_w = None
+        if config.routing_sync:  # the routing itself still comes from the trace: decisions stay the plan's
+            rng = np.random.default_rng([int(seed), 1 << 28])
+            w = rng.standard_normal((shapes.hidden, shapes.n_experts), dtype=np.float32) / np.sqrt(shapes.hidden)
+            self.router_w = torch.from_numpy(w).to(dev, self.dtype)
 
     def _align_routing(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[list[tuple]]]:
         """Per cell, before the timed loop: top-k ids and gate weights [T, K] and, for the CPU operator,
@@ -382,6 +387,8 @@ class _Run:
         start = clock.record()
         if self.dense_w and tokens and self.dense_cols[layer]:
             _ = x @ self.dense_w[layer % len(self.dense_w)][:, : self.dense_cols[layer]]
+        if self.router_w is not None and tokens:  # routing_sync: the host reads a router's top-k (a real sync)
+            torch.topk(x @ self.router_w, self.top_k, dim=-1).indices.cpu()
         gate = clock.record()
         for cp in plan.copies:
             self._issue(cp, gate, c)

@@ -52,6 +52,7 @@ class ValidateConfig:
     profile_source: str = ""
     repeats: int = 1  # interleaved rounds over the grid; per-step medians (gpu_method.md §1: A/B/A/B)
     ssd_dir: str | None = None  # where the expert file goes when the profile puts experts on SSD (default: temp)
+    routing_sync: bool = False  # both sides: the host reads each cell's routing from the device before its copies
 
     def combinations(self) -> list[tuple[str, Capacity, str]]:
         return list(itertools.product(self.policies, self.capacities, self.prefetches))
@@ -89,7 +90,8 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     sims: list[Any] = [None] * len(combos)
     timed_of = [TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
                             scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
-                            seed=config.seed, bounds=False, grouped_experts=config.backend != "cpu")
+                            seed=config.seed, bounds=False, grouped_experts=config.backend != "cpu",
+                            routing_sync=config.routing_sync)
                 for policy, cap, prefetch in combos]
     try:
         for round_ in range(max(config.repeats, 1)):  # rounds outside: drift spreads over every run alike
