@@ -157,3 +157,58 @@ def test_tile_configs_fit_the_devices_shared_memory():
     assert default_config(256, 232448, 2) == prefill  # an H100's 227 KB: unchanged
     tiny = fit_shared_memory(prefill, 1, 2)
     assert tiny.num_stages == 1 and tiny.block_k == 32 and tiny.block_n == 32  # shrinks as far as it can
+
+
+def test_ssd_store_reads_its_file_with_o_direct(tmp_path):
+    from moesim.kernels.host_store import HostExpertStore
+    from moesim.kernels.shapes import ExpertShapes
+    from moesim.kernels.ssd_store import SsdExpertStore
+
+    shapes = ExpertShapes(hidden=40, inter=24, n_layers=2, n_experts=3, dtype="fp32")  # 11520 B: not 4 KiB aligned
+    store = HostExpertStore(shapes, seed=3, pin=False)
+    ssd = SsdExpertStore(store, tmp_path)
+    assert ssd.stride % 4096 == 0 and ssd.mode in ("o_direct", "buffered")
+    for obj in (0, 4, 5):
+        dst = torch.empty(shapes.elems, dtype=torch.float32)
+        assert ssd.read_into(obj, dst) == shapes.expert_bytes
+        assert torch.equal(dst, store.buffer(obj))
+    ssd.close()
+
+
+def test_routing_sync_costs_two_launches_and_the_d2h_latency_per_cell():
+    from moesim.hw_profiles.loader import load_profile as load
+    from moesim.sim.timed_replay import TimedConfig, routing_sync_seconds, timed_replay
+    from moesim.traces.synthetic import generate
+    from moesim.traces.synth_config import SynthConfig
+
+    profile = load("h100-pcie")
+    assert routing_sync_seconds(profile) == 2 * profile.compute.launch_overhead + profile.links["d2h"].latency
+    trace = generate(SynthConfig(n_layers=3, n_experts=8, top_k=2, n_requests=1, object_bytes=(1 << 20,), seed=1))
+    base = TimedConfig(eviction="lru", capacity_bytes=6 << 20, bounds=False)
+    plain = timed_replay(trace, profile, base)
+    synced = timed_replay(trace, profile, TimedConfig(**{**base.__dict__, "routing_sync": True}))
+    assert synced.summary["misses"] == plain.summary["misses"]
+    extra = synced.summary["time"]["dense_s"] - plain.summary["time"]["dense_s"]
+    assert extra == pytest.approx(trace.n_cells * routing_sync_seconds(profile), rel=1e-9)
+    assert "routing_sync" not in base.to_dict() and TimedConfig(routing_sync=True).to_dict()["routing_sync"]
+
+
+def test_executor_with_routing_sync_keeps_the_plans_decisions():
+    from moesim.hw_profiles.loader import load_profile as load
+    from moesim.kernels.decision_log import DecisionLog
+    from moesim.kernels.executor import execute
+    from moesim.kernels.shapes import ExpertShapes
+    from moesim.sim.timed_replay import TimedConfig, timed_replay
+    from moesim.traces.synthetic import generate
+    from moesim.traces.synth_config import SynthConfig
+
+    from moesim.traces.synth_config import LengthDist
+
+    trace = generate(SynthConfig(n_layers=2, n_experts=6, top_k=2, n_requests=1, object_bytes=(3 * 32 * 16 * 4,),
+                                 prefill=LengthDist.parse("4", 1), decode=LengthDist.parse("10", 0), seed=2))
+    profile = load("h100-pcie")
+    config = TimedConfig(eviction="lru", capacity_bytes=3 * 3 * 32 * 16 * 4, routing_sync=True, bounds=False)
+    shapes = ExpertShapes(32, 16, 2, 6, "fp32")
+    result = execute(trace, profile, config, device="cpu", shapes_override=shapes, backend="torch", dtype="fp32",
+                     telemetry=False)
+    assert result.decisions.first_difference(DecisionLog.from_plan(timed_replay(trace, profile, config).plan)) is None
