@@ -107,9 +107,11 @@ if [ "$DEVICE" != cpu ] && grep -q '^test-gpu:' "$ROOT/Makefile" 2>/dev/null; th
 fi
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
-"$PY" - "$OUT" "$DEVICE" "$DATE" "$LOAD_START" "$LOAD_END" "${CMDS[@]}" <<'EOF'
+"$PY" - "$OUT" "$DEVICE" "$DATE" "$LOAD_START" "$LOAD_END" "$ROOT" "$PY" "${CMDS[@]}" <<'EOF'
 import json, sys
-out, device, date, load_start, load_end, *commands = sys.argv[1:]
+out, device, date, load_start, load_end, root, py, *commands = sys.argv[1:]
+# as a reader would type them: repository-relative paths, "python" for the interpreter
+commands = [c.replace(root + "/", "").replace(py + " ", "python ", 1) for c in commands]
 name = "cpu"
 if device != "cpu":
     import torch

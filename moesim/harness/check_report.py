@@ -39,6 +39,8 @@ def render(out: Path) -> str:
              f"Written by scripts/gpu_check.sh on {env.get('date', '?')} ({env.get('device', '?')}: "
              f"{env.get('device_name', '?')}); load average at start {env.get('load_start', '?')}, at end "
              f"{env.get('load_end', '?')}.", ""]
+    if env.get("note"):
+        lines += [f"Note: {env['note']}", ""]
     timings = out / "timings.tsv"
     if timings.is_file():
         lines += ["| step | seconds | exit |", "|---|---|---|"]
