@@ -5,7 +5,8 @@ residual, RMSNorm, a softmax router with top-k (OLMoE keeps the raw softmax weig
 SwiGLU experts and a residual. Embedding and LM head are small (`vocab`); decoding is greedy, so
 the routing a run produces depends on the model's own activations, as in a real decoder.
 Expert weights are NOT held here: moesim/harness/offload.py fetches them per (layer, expert).
-No moesim planner, cache core or policy is imported anywhere in moesim/harness.
+The harness's run (model.py, offload.py, run.py) imports no moesim planner, cache core or policy;
+only moesim/harness/predict.py, the moesim side of the comparison, runs the simulator.
 """
 
 from __future__ import annotations

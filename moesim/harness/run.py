@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moesim.harness.model import DenseWeights, HarnessModel, KVCache, attention_and_router
+from moesim.harness.model import DenseWeights, HarnessModel, KVCache, attention_and_router, rms_norm
 from moesim.harness.offload import ExpertFile, Fetcher, LruCache, SlotBuffers
 from moesim.kernels.cpu_expert import swiglu_experts
 from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, build_trace
@@ -130,7 +130,7 @@ def _run(model: HarnessModel, workload: Workload, capacity: int, store: ExpertFi
                 for key in COUNT_KEYS:
                     row[key] += getattr(outcome, key)
                 cells.append((layer, ids.tolist(), weights.tolist()))
-            logits_out = rms_norm_last(x) @ dense.head
+            logits_out = rms_norm(x) @ dense.head
             next_token = int(torch.argmax(logits_out[-1]).item())
             row["step_s"] = time.perf_counter() - t0
             for key in COUNT_KEYS:
@@ -155,12 +155,6 @@ def _run(model: HarnessModel, workload: Workload, capacity: int, store: ExpertFi
                       read_mode=store.file.mode if dev.type == "cpu" else "pinned-host",
                       read_note=store.file.note if dev.type == "cpu" else "",
                       info={"store_built": store.built, "store_path": str(store.path)})
-
-
-def rms_norm_last(x: torch.Tensor) -> torch.Tensor:
-    from moesim.harness.model import rms_norm
-
-    return rms_norm(x)
 
 
 def _warm_up(model: HarnessModel, dense: DenseWeights, dev: torch.device, prompt_len: int) -> None:

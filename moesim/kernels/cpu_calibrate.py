@@ -227,6 +227,7 @@ class CpuCalibrator:
 
         torch = self.torch
         byte_col, flop_col, time_col = [], [], []
+        self._tokens_col: list[int] = []
         for h, i in self.cfg.expert_sizes:
             nbytes = 3 * h * i * 4
             ring = max(2, int(self.cfg.ring_bytes // nbytes))
@@ -247,6 +248,7 @@ class CpuCalibrator:
                 flops = 2.0 * t * 3 * h * i
                 byte_col.append(nbytes)
                 flop_col.append(flops)
+                self._tokens_col.append(t)
                 time_col.append(s.median)
                 self.out.rows.append({"bench": "expert", "hidden": h, "inter": i, "tokens": t, "bytes": nbytes,
                                       "flops": flops, "median_s": s.median, "p10_s": s.p10, "p90_s": s.p90})
@@ -261,6 +263,14 @@ class CpuCalibrator:
         if fit.bandwidth_Bps:
             self.out.measured.append(Measured("compute.memory_bandwidth", round_sig(fit.bandwidth_Bps), "bandwidth",
                                               f"weight bytes per second: {where}"))
+        else:  # noise left the fit no byte term: the single-token rate at the largest size, said as such
+            t1 = [(b, t) for b, f, t, tok in zip(byte_col, flop_col, time_col, self._tokens_col) if tok == min(
+                self.cfg.tokens)]
+            b, t = max(t1)
+            self.out.measured.append(Measured(
+                "compute.memory_bandwidth", round_sig(b / t), "bandwidth",
+                f"the fit found no byte term ({where}); bytes / time of one expert of {format_bytes(b)} on "
+                f"{min(self.cfg.tokens)} token(s) instead"))
 
     # ---- file reads ----------------------------------------------------------------------------
     def file_reads(self) -> None:

@@ -168,3 +168,19 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys):
     rc = main(["harness", "--preset", "tiny", "--profile", "h100-sxm", "--capacity", "many", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1 and "--capacity" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_harness_run_imports_nothing_of_moesims_decisions():
+    """Independence: the modules that run the harness never import the planner, cache core, policies or executor."""
+    import ast
+    from pathlib import Path
+
+    import moesim.harness as pkg
+
+    for name in ("model.py", "offload.py", "run.py"):
+        tree = ast.parse((Path(pkg.__file__).parent / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        for module in imported:
+            assert not module.startswith(("moesim.sim", "moesim.policies", "moesim.kernels.executor",
+                                          "moesim.kernels.slot_pool", "moesim.kernels.compute")), (name, module)

@@ -212,3 +212,17 @@ def test_executor_with_routing_sync_keeps_the_plans_decisions():
     result = execute(trace, profile, config, device="cpu", shapes_override=shapes, backend="torch", dtype="fp32",
                      telemetry=False)
     assert result.decisions.first_difference(DecisionLog.from_plan(timed_replay(trace, profile, config).plan)) is None
+
+
+def test_calibrate_cpu_without_a_fitted_byte_term_measures_the_rate_directly(monkeypatch):
+    import moesim.kernels.cpu_calibrate as cc
+    from moesim.kernels.fitting import KernelFit
+
+    monkeypatch.setattr(cc, "fit_kernel_times", lambda b, f, t: KernelFit(1e-6, None, 1e9, np.zeros(len(t)), 0.0))
+    cal = cc.CpuCalibrator(cc.CpuCalibrateConfig.tiny(expert_sizes=((64, 32), (128, 64)), tokens=(1, 4)))
+    cal.expert_operator()
+    m = {x.path: x for x in cal.out.measured}
+    largest = 3 * 128 * 64 * 4
+    row = next(r for r in cal.out.rows if r["bench"] == "expert" and r["bytes"] == largest and r["tokens"] == 1)
+    assert m["compute.memory_bandwidth"].value == pytest.approx(largest / row["median_s"], rel=1e-3)
+    assert "no byte term" in m["compute.memory_bandwidth"].detail
