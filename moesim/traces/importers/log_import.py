@@ -183,9 +183,15 @@ def rows_to_trace(collected: Collected, options: Options, columns: dict[str, str
     routes = group_rows(rows, rule, phases, skip_passes)
     names = None
     if collected.request_ids is not None:
-        names = [""] * len(collected.request_ids)
-        for text, i in collected.request_ids.items():
-            names[i] = text
+        # number the requests that are left (after --skip passes) 0.. by first appearance
+        by_code = {i: text for text, i in collected.request_ids.items()}
+        codes, first = np.unique(routes.request, return_index=True)
+        kept = codes[np.argsort(first, kind="stable")]
+        remap = np.zeros(int(codes.max()) + 1, dtype=np.int64)
+        remap[kept] = np.arange(kept.size)
+        routes.request = remap[routes.request]
+        names = [by_code[int(c)] for c in kept]
+        collected.request_ids = {text: i for i, text in enumerate(names)}
     if per_layer_files and len(paths) > 1:
         check_aligned(routes, names)
     where = rows.files[0]

@@ -10,8 +10,9 @@ Rules (`--pass-by`, generic importers' option `pass_by`):
 
     prompt          (default) a request's prompt tokens are one prefill pass, each decode token
                     its own pass; the phase comes from a column, --option prompt_len or
-                    --option phase, else every token is decode (one token per pass)
-    token           one pass per (request, position)
+                    --option phase, else every token is decode (one token per pass); passes
+                    run request by request (by request id), in position order
+    token           one pass per (request, position), in that order
     column:NAME     rows with the same value of column NAME are one pass (a step or batch id);
                     passes run in the order of the values
     reset:NAME      a batch index that restarts: a new pass starts wherever NAME does not
@@ -129,14 +130,27 @@ def running_count(*keys: np.ndarray) -> np.ndarray:
     return out
 
 
+def dense_rank(*keys: np.ndarray) -> np.ndarray:
+    """0.. by the sorted order of the key tuples (equal tuples share a number)."""
+    order = np.lexsort(tuple(reversed(keys)))
+    new = np.zeros(order.shape[0], dtype=bool)
+    if order.shape[0]:
+        new[0] = True
+    for key in keys:
+        k = key[order]
+        new[1:] |= k[1:] != k[:-1]
+    out = np.empty(order.shape[0], dtype=np.int64)
+    out[order] = np.cumsum(new) - 1
+    return out
+
+
 def _pass_ids(rows: LogRows, rule: PassRule, position: np.ndarray, prefill_row: np.ndarray) -> np.ndarray:
     """Pass index per row, 0.. in execution order."""
-    if rule.kind == "token":
-        return first_appearance_ids(rows.request, position)[0]
-    if rule.kind == "prompt":
-        # a prompt token's pass is its request's prefill; a decode token's pass is its own
-        key = np.where(prefill_row, -1, position)
-        return first_appearance_ids(rows.request, key)[0]
+    if rule.kind in ("token", "prompt"):
+        # a decode token's pass is its own; with the prompt rule a prompt token's pass is its
+        # request's prefill (key -1). Passes run request by request, each in position order.
+        key = np.where(prefill_row, -1, position) if rule.kind == "prompt" else position
+        return dense_rank(rows.request, key)
     assert rows.rule_key is not None
     if rule.kind == "column":
         return np.unique(rows.rule_key, return_inverse=True)[1].reshape(-1).astype(np.int64)
