@@ -15,7 +15,7 @@ object `{"records": [...], ...}`:
 
 One pass per forward_pass_id (`--pass-by column:forward_pass_id`), layers that hold no tokens are
 left out (their numbers kept in meta.layer_ids), one rank kept (the lowest unless --option rank=N).
-A `forward_mode` field (prefill / extend / decode), when present, gives the phase; otherwise the
+A `forward_mode` field (prefill / extend / decode), when every record has one, gives the phase; otherwise the
 first pass of more than one token is prefill. The records name no request: one sequence, positions
 counted in order. No sizes: `--option model=...` or `--option expert_bytes=...`.
 """
@@ -88,7 +88,7 @@ def load(path: Path, options: Options) -> Trace:
     if not files:
         raise UserError(f"no routed tokens in the records of rank {rank}", str(paths[0]))
     columns = {"layer": "layer", "experts": "experts", "pass": "forward_pass_id"}
-    if any("forward_mode" in f.frame.columns for f in files):
+    if all("forward_mode" in f.frame.columns and f.frame["forward_mode"].notna().all() for f in files):
         columns["phase"] = "forward_mode"
     rule, _, _ = pass_options(options, columns)
     collected = frames_to_rows(files, [FileFacts() for _ in files], columns, options, rule)
