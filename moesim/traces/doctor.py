@@ -156,6 +156,11 @@ def _phase_fit(trace: Trace) -> Finding | None:
                        f"request (a prompt marked decode?): give the phase with --map phase=COLUMN, --option "
                        f"prompt_len=N or --option phase=prefill")
     prefill = trace.pass_phase == PREFILL
+    if not prefill.any() and trace.n_passes > 1 and (tokens == 1).all() and (trace.token_position == 0).any():
+        return Finding("phase-fit",
+                       f"all {trace.n_passes} passes hold one token and none is prefill, although requests start "
+                       f"at position 0: each prompt was split into one-token passes (the log gives no phase); "
+                       f"pass --option prompt_len=N or --map phase=COLUMN so that a prompt is one prefill pass")
     lone = prefill & (tokens == 1)
     if int(prefill.sum()) >= 3 and lone.sum() * 2 > prefill.sum():
         return Finding("phase-fit",

@@ -154,6 +154,26 @@ def pass_options(options: Options, columns: dict[str, str]) -> tuple[PassRule, P
     return rule, phases, options.int("skip_passes", 0) or 0
 
 
+def check_single_rows(routes: Routes, request_names: list[str] | None) -> None:
+    """A token whose expert lists sit on several rows of one layer and pass is a position that repeats."""
+    counts = np.diff(routes.expert_offsets)
+    pass_id = np.cumsum(routes.new_pass) - 1
+    group, _ = first_appearance_ids(pass_id, routes.request, routes.position, routes.layer)
+    seen = np.zeros(group.shape[0], dtype=bool)
+    order = np.argsort(group, kind="stable")
+    seen[order[1:]] = group[order[1:]] == group[order[:-1]]
+    repeat = np.flatnonzero(seen & (counts > 1))
+    if not repeat.size:
+        return
+    r = int(repeat[0])
+    req = int(routes.request[r])
+    where = f"{routes.files[int(routes.source[r])]}: line {int(routes.line[r])}" if routes.files else "line"
+    raise UserError(f"request {request_names[req] if request_names else req} position {int(routes.position[r])} "
+                    f"at layer {int(routes.layer[r])} has a second row of experts in the same pass: positions repeat "
+                    f"(a batch index that restarts?); pass --pass-by reset:COLUMN (or column:COLUMN), and leave "
+                    f"position out of --map so positions are counted per request", where)
+
+
 def check_aligned(routes: Routes, request_names: list[str] | None) -> None:
     """Files that each hold one layer must hold the same tokens in the same passes."""
     assert routes.source is not None and routes.files is not None
@@ -192,6 +212,7 @@ def rows_to_trace(collected: Collected, options: Options, columns: dict[str, str
         routes.request = remap[routes.request]
         names = [by_code[int(c)] for c in kept]
         collected.request_ids = {text: i for i, text in enumerate(names)}
+    check_single_rows(routes, names)
     if per_layer_files and len(paths) > 1:
         check_aligned(routes, names)
     where = rows.files[0]
