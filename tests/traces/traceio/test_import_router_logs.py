@@ -4,6 +4,7 @@ phases and layers against hand-counted values; the doctor's warnings and the ref
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,7 @@ def test_layer_major_log_without_phase_is_one_pass_per_token_never_one_access_pe
     assert tokens_per_pass(trace) == [1] * 5  # not 10 one-layer passes, as row order would give
     assert np.diff(trace.pass_cell_offsets).tolist() == [2] * 5
     assert trace.pass_phase.tolist() == [DECODE] * 5
+    assert [f.code for f in diagnose(trace)] == ["placeholder-sizes", "phase-fit"]  # the prompt is not grouped
     same = load_trace(path, format="generic", column_map=LAYER_MAJOR_MAP, pass_by="token")
     for name in ("pass_phase", "pass_token_offsets", "pass_cell_offsets", "cell_layer", "expert", "token_position"):
         assert np.array_equal(getattr(same, name), getattr(trace, name)), name
@@ -313,3 +315,44 @@ def test_convert_refuses_an_out_name_that_is_not_parquet(tmp_path, capsys):
     assert main(["traces", "convert", str(path), "--out", str(tmp_path / "x.csv")]) == 1
     assert "--out: moesim writes traces as Parquet; name the file .parquet, not 'x.csv'" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+# ---- the README walk-throughs ("Importing router logs"), on the files they name ------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "router_logs"
+
+
+def test_readme_walkthrough_layer_major(tmp_path, capsys):
+    log = EXAMPLES / "layer_major.jsonl"
+    flags = ["--map", "request=problem_id,position=token_idx,weights=gating_probs"]
+    assert main(["traces", "validate", str(log), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "valid (12 passes, 24 cells, 48 routed accesses); the trace doctor warns (2)" in out
+    assert "phase-fit: all 12 passes hold one token and none is prefill" in out
+    assert main(["traces", "convert", str(log), "--out", str(tmp_path / "lm.parquet"), *flags,
+                 "--option", "prompt_len=3", "--option", "expert_bytes=4 MiB"]) == 0
+    trace = load_trace(tmp_path / "lm.parquet")
+    # hand count: two problems, each one 3-token prefill then three decode tokens
+    assert tokens_per_pass(trace) == [3, 1, 1, 1, 3, 1, 1, 1]
+    assert trace.pass_phase.tolist() == [PREFILL, DECODE, DECODE, DECODE] * 2
+    assert trace.meta.provenance["request_ids"] == {"gsm8k-0017": 0, "gsm8k-0042": 1}
+    assert diagnose(trace) == []
+
+
+def test_readme_walkthrough_batched_per_layer_files(tmp_path, capsys):
+    pattern = str(EXAMPLES / "batched" / "moe_layer*.jsonl")
+    flags = ["--layer-from-filename", "moe_layer{layer}", "--map", "request=req_id"]
+    assert main(["traces", "info", pattern, *flags]) == 1
+    assert "pass --pass-by reset:COLUMN" in capsys.readouterr().err
+    assert main(["traces", "validate", pattern, *flags, "--pass-by", "reset:token"]) == 0
+    assert "warm-up: the first pass holds 16 tokens" in capsys.readouterr().out
+    assert main(["traces", "convert", pattern, *flags, "--pass-by", "reset:token", "--skip", "passes:1",
+                 "--out", str(tmp_path / "b.parquet")]) == 0
+    trace = load_trace(tmp_path / "b.parquet")
+    # hand count from the files: batches of 7 (r1 x3, r2 x4: prefill), 2, 2, 5 (r1, r2, r3's 3-token
+    # prompt: prefill), 3, 2 and 1 tokens after the 16-token warm-up
+    assert tokens_per_pass(trace) == [7, 2, 2, 5, 3, 2, 1]
+    assert trace.pass_phase.tolist() == [PREFILL, DECODE, DECODE, PREFILL, DECODE, DECODE, DECODE]
+    assert trace.meta.provenance["request_ids"] == {"r1": 0, "r2": 1, "r3": 2}
+    assert (trace.meta.layer_ids, trace.meta.object_bytes) == ([0, 8], [4 * 2**20] * 2)
+    assert diagnose(trace) == []
