@@ -73,8 +73,8 @@ def load(path: Path, options: Options) -> Trace:
         column_map["request"] = "__request__"
     columns = resolve_columns(first, column_map, str(paths[0]), required=("layer", "experts"))
     rule, _, _ = pass_options(options, columns)
-    if rule.kind == "reset" and columns.get("position") == rule.column and "position" not in column_map:
-        del columns["position"]  # a batch index that restarts is not a position: count positions instead
+    if rule.column is not None and columns.get("position") == rule.column and "position" not in column_map:
+        del columns["position"]  # a step or batch index names the pass, not the position: count positions
     collected = frames_to_rows(files, facts, columns, options, rule)
     shown = {k: v for k, v in columns.items() if not v.startswith("__")}
     return rows_to_trace(collected, options, columns, meta_line, NAME, paths, per_layer_files=per_layer,

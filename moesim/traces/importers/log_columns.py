@@ -16,7 +16,8 @@ Fields and the column names recognised without a map (CLI --map FIELD=COLUMN nam
 Filters (CLI --skip, --where, --drop, --range) run before grouping, in that order:
 `skip_rows` drops each file's first N rows; `where COL=VALUE` keeps rows whose COL equals VALUE
 (several: all must hold); `drop COL=VALUE` drops them; `range COL=LO:HI` keeps LO <= COL <= HI
-(either side may be empty).
+(or LO..HI; either side may be empty; numbers, or ISO times such as
+2026-05-01T10:00:00..2026-05-01T11:00:00 for a column of times).
 """
 
 from __future__ import annotations
@@ -132,18 +133,41 @@ def filter_mask(frame: pd.DataFrame, where: Any, drop: Any, ranges: Any) -> np.n
     for col, value in _pairs(drop, "--drop") if drop else []:
         keep &= ~_equals(_column(frame, col, "--drop"), value)
     for col, span in _pairs(ranges, "--range") if ranges else []:
-        lo_text, sep, hi_text = span.partition(":")
-        if not sep:
-            raise UserError(f"expected COLUMN=LO:HI, got {col}={span}", "--range")
-        values = pd.to_numeric(_column(frame, col, "--range"), errors="coerce").to_numpy(dtype=np.float64)
-        try:
-            if lo_text.strip():
-                keep &= values >= float(lo_text)
-            if hi_text.strip():
-                keep &= values <= float(hi_text)
-        except ValueError:
-            raise UserError(f"bounds must be numbers, got {span!r}", "--range") from None
+        if ".." in span:
+            lo_text, _, hi_text = span.partition("..")
+        elif span.count(":") == 1:
+            lo_text, _, hi_text = span.partition(":")
+        else:
+            raise UserError(f"expected COLUMN=LO:HI or COLUMN=LO..HI (times need ..), got {col}={span}", "--range")
+        series = _column(frame, col, "--range")
+        values, lo, hi = _comparable(series, lo_text.strip(), hi_text.strip(), f"{col}={span}")
+        if lo is not None:
+            keep &= values >= lo
+        if hi is not None:
+            keep &= values <= hi
     return keep
+
+
+def _comparable(series: pd.Series, lo: str, hi: str, text: str) -> tuple[np.ndarray, Any, Any]:
+    """Numbers, or timestamps (ISO text such as 2026-05-01T12:00:00) when the column is not numeric."""
+    numbers = pd.to_numeric(series, errors="coerce")
+    if numbers.notna().any() or not len(series):
+        try:
+            return (numbers.to_numpy(dtype=np.float64, na_value=np.nan),
+                    float(lo) if lo else None, float(hi) if hi else None)
+        except ValueError:
+            raise UserError(f"bounds must be numbers, got {text!r}", "--range") from None
+    try:
+        times = pd.to_datetime(series, errors="coerce", utc=True)
+        lo_t = pd.Timestamp(lo, tz="UTC") if lo else None
+        hi_t = pd.Timestamp(hi, tz="UTC") if hi else None
+    except (ValueError, TypeError):
+        raise UserError(f"bounds must be numbers or times, got {text!r}", "--range") from None
+    if times.isna().all():
+        raise UserError(f"column values are neither numbers nor times ({text!r})", "--range")
+    ns = times.dt.as_unit("ns").astype("int64").to_numpy()
+    ns = np.where(times.isna().to_numpy(), np.iinfo(np.int64).min, ns)
+    return ns, None if lo_t is None else lo_t.value, None if hi_t is None else hi_t.value
 
 
 # ---- typed columns ---------------------------------------------------------------------------

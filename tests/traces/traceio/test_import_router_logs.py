@@ -356,3 +356,18 @@ def test_readme_walkthrough_batched_per_layer_files(tmp_path, capsys):
     assert trace.meta.provenance["request_ids"] == {"r1": 0, "r2": 1, "r3": 2}
     assert (trace.meta.layer_ids, trace.meta.object_bytes) == ([0, 8], [4 * 2**20] * 2)
     assert diagnose(trace) == []
+
+
+def test_a_step_column_names_the_pass_and_a_time_range_keeps_rows(tmp_path):
+    (tmp_path / "s.csv").write_text(
+        "request,step,layer,experts,ts\n"
+        "a,0,0,1;2,2026-05-01T10:00:00\na,0,0,2;3,2026-05-01T10:00:00\n"
+        "a,1,0,3;0,2026-05-01T10:00:05\na,2,0,0;1,2026-05-01T10:00:09\n")
+    trace = load_trace(tmp_path / "s.csv", pass_by="column:step")
+    # step names the pass, so it is not taken for the position: positions are counted 0..3
+    assert tokens_per_pass(trace) == [2, 1, 1] and trace.token_position.tolist() == [0, 1, 2, 3]
+    assert trace.pass_phase.tolist() == [PREFILL, DECODE, DECODE]
+    kept = load_trace(tmp_path / "s.csv", pass_by="column:step", range="ts=2026-05-01T10:00:00..2026-05-01T10:00:06")
+    assert tokens_per_pass(kept) == [2, 1]
+    with pytest.raises(UserError, match=r"--range: expected COLUMN=LO:HI or COLUMN=LO..HI"):
+        load_trace(tmp_path / "s.csv", range="ts=10:00:00")
