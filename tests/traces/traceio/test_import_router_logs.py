@@ -371,3 +371,11 @@ def test_a_step_column_names_the_pass_and_a_time_range_keeps_rows(tmp_path):
     assert tokens_per_pass(kept) == [2, 1]
     with pytest.raises(UserError, match=r"--range: expected COLUMN=LO:HI or COLUMN=LO..HI"):
         load_trace(tmp_path / "s.csv", range="ts=10:00:00")
+
+
+def test_whatif_takes_the_trace_input_flags(tmp_path, capsys):
+    path = layer_major_jsonl(tmp_path)
+    assert main(["whatif", "--trace", str(path), "--map", LAYER_MAJOR_MAP, "--option", "prompt_len=3",
+                 "--option", "expert_bytes=1 MiB", "--vary", "capacity=25%,50%", "--policies", "lru",
+                 "--out", str(tmp_path / "wi"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == 4  # lru and the belady bound at two capacities
