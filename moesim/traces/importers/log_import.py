@@ -196,7 +196,8 @@ def check_aligned(routes: Routes, request_names: list[str] | None) -> None:
 
 
 def rows_to_trace(collected: Collected, options: Options, columns: dict[str, str], meta_line: dict[str, Any],
-                  fmt: str, paths: list[Path], per_layer_files: bool = False, more_provenance: dict[str, Any] | None = None,
+                  fmt: str, paths: list[Path], per_layer_files: bool = False,
+                  more_provenance: dict[str, Any] | None = None,
                   lossy: str | None = None) -> Trace:
     rows = collected.rows
     rule, phases, skip_passes = pass_options(options, columns)
@@ -231,7 +232,8 @@ def rows_to_trace(collected: Collected, options: Options, columns: dict[str, str
     sizes, size_note = object_bytes_for(options, meta_line, model, n_layers, n_experts, layer_ids, line_where, extra)
     dense = None
     if meta_line.get("dense_bytes") is not None:
-        dense = sizes_per_layer(meta_line["dense_bytes"], n_layers, layer_ids, f"{line_where}: meta field 'dense_bytes'")
+        dense = sizes_per_layer(meta_line["dense_bytes"], n_layers, layer_ids,
+                                f"{line_where}: meta field 'dense_bytes'")
     if "_unknown" in meta_line:
         extra["meta_line"] = meta_line["_unknown"]
     if lossy:
@@ -322,7 +324,8 @@ def sizes_per_layer(value: Any, n_layers: int, layer_ids: list[int] | None, wher
 
 
 def object_bytes_for(options: Options, meta_line: dict[str, Any], model: str | None, n_layers: int, n_experts: int,
-                     layer_ids: list[int] | None, line_where: str, extra: dict[str, Any]) -> tuple[list[int], str | None]:
+                     layer_ids: list[int] | None, line_where: str,
+                     extra: dict[str, Any]) -> tuple[list[int], str | None]:
     if options.has("expert_bytes"):
         given = sizes_per_layer(options.raw("expert_bytes"), n_layers, layer_ids, "--option expert_bytes")
         if "expert_bytes" in meta_line and given != sizes_per_layer(

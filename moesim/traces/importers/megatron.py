@@ -31,7 +31,8 @@ from moesim.traces.importers.options import Options
 from moesim.traces.trace import Trace
 
 NAME = "megatron"
-SUMMARY = "Megatron-Core router trace JSONL (step, stage, layer, rank, num_tokens, topk, top_indices); one file per rank"
+SUMMARY = ("Megatron-Core router trace JSONL (step, stage, layer, rank, num_tokens, topk, top_indices); "
+           "one file per rank")
 OPTIONS = {
     "stage": "keep records of this stage (default: the first stage in the file, e.g. pre_dispatch)",
     "rank": "keep records of this rank (default: the lowest rank; tensor-parallel ranks repeat the same tokens)",

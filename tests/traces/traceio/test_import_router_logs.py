@@ -161,7 +161,8 @@ def test_one_file_per_request(tmp_path):
         rows = ["position,layer,experts,phase"]
         for p in range(prompt + 1):
             for layer in (0, 1):
-                rows.append(f"{p},{layer},{(p + layer) % 4};{(p + layer + 1) % 4},{'prefill' if p < prompt else 'decode'}")
+                phase = "prefill" if p < prompt else "decode"
+                rows.append(f"{p},{layer},{(p + layer) % 4};{(p + layer + 1) % 4},{phase}")
         (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
     trace = load_trace(tmp_path / "req_*.csv", format="generic")
     assert tokens_per_pass(trace) == [2, 1, 3, 1]
