@@ -6,9 +6,10 @@ layer are merged, in file order). Field names, filters and request ids: log_colu
 form passes and phases whatever their order (--pass-by): pass_rules.py.
 
 Input: one file, a folder of them, or a wildcard ('logs/moe_layer*.jsonl'). Several files are
-one trace: one file per layer (the layer from `--layer-from-filename 'moe_layer{layer}'`, a layer
-column, or each file's meta line `layer`), whose rows must name the same tokens, or one file per
-request (`request_from_filename`, else each file is its own request when no request column says).
+one trace: one file per layer (the layer from `--layer-from-filename 'moe_layer{layer}'`, each
+file's meta line `layer`, or a layer column holding one layer per file), whose rows must name the
+same tokens, or one file per request (`request_from_filename`, else each file is its own request
+when no request column says).
 
 JSONL may start with a meta line, an object without the experts field, carrying n_layers,
 n_experts, top_k, expert_bytes (bytes, or text with a unit, one value or one per layer),
@@ -61,7 +62,7 @@ def load(path: Path, options: Options) -> Trace:
     files = [read_log(p, experts_keys) for p in paths]
     meta_line = _merged_meta(files)
     facts = _file_facts(files, options)
-    per_layer = any(f.layer is not None for f in facts)
+    per_layer = any(f.layer is not None for f in facts) or _one_layer_each(files, column_map)
     if len(files) > 1 and not per_layer and "request" not in column_map and not any(
             f.request is not None for f in facts) and not any(n in files[0].frame.columns for n in FIELDS["request"]):
         facts = [FileFacts(request=f.name) for f in files]  # one file per request
@@ -79,6 +80,23 @@ def load(path: Path, options: Options) -> Trace:
     shown = {k: v for k, v in columns.items() if not v.startswith("__")}
     return rows_to_trace(collected, options, columns, meta_line, NAME, paths, per_layer_files=per_layer,
                          more_provenance={"column_map": {k: shown[k] for k in sorted(shown)}})
+
+
+def _one_layer_each(files: list, column_map: dict[str, str]) -> bool:
+    """Several files whose layer columns each hold one layer, a different one per file."""
+    if len(files) < 2:
+        return False
+    names = (column_map["layer"],) if "layer" in column_map else FIELDS["layer"]
+    layers = []
+    for f in files:
+        column = next((n for n in names if n in f.frame.columns), None)
+        if column is None:
+            return False
+        values = f.frame[column].dropna().unique()
+        if len(values) != 1:
+            return False
+        layers.append(str(values[0]))
+    return len(set(layers)) == len(layers)
 
 
 def _merged_meta(files: list) -> dict[str, Any]:

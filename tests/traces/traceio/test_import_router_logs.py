@@ -380,3 +380,15 @@ def test_whatif_takes_the_trace_input_flags(tmp_path, capsys):
                  "--option", "expert_bytes=1 MiB", "--vary", "capacity=25%,50%", "--policies", "lru",
                  "--out", str(tmp_path / "wi"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"] == 4  # lru and the belady bound at two capacities
+
+
+def test_files_whose_layer_column_holds_one_layer_each_are_per_layer_files(tmp_path):
+    for layer in (0, 4):
+        rows = ["req,slot,layer,experts"] + [f"{r},{s},{layer},{(s + layer) % 4};{(s + layer + 1) % 4}"
+                                              for r, s in (("a", 0), ("a", 1), ("a", 0), ("b", 1), ("a", 0))]
+        (tmp_path / f"l{layer}.csv").write_text("\n".join(rows) + "\n")
+    trace = load_trace(tmp_path, format="generic", column_map="request=req", pass_by="reset:slot")
+    # passes: [a, a] (a's 2-token prompt), [a, b] (b joins with one token), [a]
+    assert tokens_per_pass(trace) == [2, 2, 1] and trace.meta.layer_ids == [0, 4]
+    assert trace.token_request.tolist() == [0, 0, 0, 1, 0] and trace.token_position.tolist() == [0, 1, 2, 0, 3]
+    assert trace.pass_phase.tolist() == [PREFILL, DECODE, DECODE]
