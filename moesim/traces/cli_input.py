@@ -38,7 +38,7 @@ def add_trace_input_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="router logs: keep only these rows")
     group.add_argument("--drop", action="append", metavar="COLUMN=VALUE", help="router logs: drop these rows")
     group.add_argument("--range", action="append", metavar="COLUMN=LO:HI",
-                       help="router logs: keep rows with LO <= COLUMN <= HI (a step or time range)")
+                       help="router logs: keep rows with LO <= COLUMN <= HI (a step range; LO..HI for ISO times)")
     group.add_argument("--layer-from-filename", dest="layer_from_filename", metavar="PATTERN",
                        help="router logs, one file per layer: the layer in each name, e.g. 'moe_layer{layer}'")
 

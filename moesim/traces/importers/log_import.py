@@ -37,7 +37,8 @@ ROW_OPTIONS = {
     "skip_passes": "drop the first N passes, e.g. a warm-up (the CLI's --skip passes:N)",
     "where": "keep rows whose COLUMN equals VALUE: COLUMN=VALUE (the CLI's --where, repeatable)",
     "drop": "drop rows whose COLUMN equals VALUE: COLUMN=VALUE (the CLI's --drop, repeatable)",
-    "range": "keep rows with LO <= COLUMN <= HI: COLUMN=LO:HI (the CLI's --range, repeatable)",
+    "range": "keep rows with LO <= COLUMN <= HI: COLUMN=LO:HI, or COLUMN=LO..HI for times (the CLI's --range, "
+             "repeatable)",
     "layer_from_filename": "one file per layer: the layer in each file's name, e.g. 'moe_layer{layer}'",
     "request_from_filename": "one file per request: the request in each file's name, e.g. 'req{request}'",
     "layer_ids": "the model layer numbers the log holds, comma-separated (default: meta line, else the layers "
