@@ -190,7 +190,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device, "validate"))
     if device == "cpu":
         torch.set_num_threads(1)  # tiny CPU checks: thread-pool wake-ups would cost more than the math
-    trace = load_trace_arg(args.trace)
+    trace = load_trace_arg(args.trace, args)
     profile = resolve_profile(args.profile, args.profile_set)
     on_cpu = device == "cpu"
     if args.dtype is None:
@@ -268,6 +268,9 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
                     "bias, p50/p99 errors, the policy ranking, H2D throughput and NVML bytes are reported. Writes "
                     "runs/steps/rankings Parquet, summary.json and report.html to --out.")
     p.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
+    from moesim.traces.cli_input import add_trace_input_flags
+
+    add_trace_input_flags(p)
     p.add_argument("--profile", required=True, help="hardware profile (a calibrated YAML from `moesim calibrate`, "
                                                     "or a catalog name)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="profile_set",
