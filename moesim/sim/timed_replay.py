@@ -51,6 +51,7 @@ class TimedConfig:
     grouped_experts: bool = True
     bounds: bool = True
     cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
+    routing_sync: bool = False  # the host reads each cell's routing from the device before issuing its copies
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -77,6 +78,7 @@ class TimedConfig:
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
             "cancel_unstarted": self.cancel_unstarted,
+            **({"routing_sync": True} if self.routing_sync else {}),  # only when set: older results stay as they were
         }
 
     def label(self) -> str:
@@ -113,6 +115,8 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     topology = build_topology(profile, trace.total_object_bytes())
     _check_capacity(profile, config)
     dense = dense_times(trace, shape, profile.compute)
+    if config.routing_sync:
+        dense = dense + routing_sync_seconds(profile)
     planner = Planner(trace, topology, config.plan_config())
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
@@ -175,6 +179,13 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
                                 valid=handler.bounds_hold)
     return build_result(config, profile, plan, times, engine, duration, bounds, shape.source)
+
+
+def routing_sync_seconds(profile: HardwareProfile) -> float:
+    """What reading a cell's routing on the host adds before its gate: the router and top-k launches and
+    one small device-to-host copy (the d2h link's latency; none on unified memory or the CPU device)."""
+    link = profile.link("d2h") or profile.link("c2c")
+    return 2.0 * profile.compute.launch_overhead + (link.latency if link is not None else 0.0)
 
 
 def _check_capacity(profile: HardwareProfile, config: TimedConfig) -> None:
