@@ -269,10 +269,13 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
             if on_step:
                 on_step("pruned")
             return None
-        if state["stopped"] or (cand is not baseline and time.monotonic() + _expected_cost(cand, evaluations) > deadline):
-            state["stopped"] = True
-            not_reached.append(cand)
-            return None
+        if cand is not baseline:
+            now = time.monotonic()
+            state["stopped"] = state["stopped"] or now > deadline
+            # past the deadline, or a run that would overrun it (a cheaper one after it may still fit)
+            if state["stopped"] or now + _expected_cost(cand, evaluations) > deadline:
+                not_reached.append(cand)
+                return None
         ev = evaluate(machine, workload, cand, bound)
         evaluations.append(ev)
         state["best"] = min(state["best"], ev.metrics[objective])
