@@ -56,12 +56,27 @@ def render_text(answer: dict[str, Any]) -> str:
     for m in answer["machines"]:
         lines.append("")
         lines.extend(_machine_lines(m, answer["objective"]))
+    ranked = machine_ranking(answer)
+    if len(ranked) > 1:
+        lines.append("")
+        lines.append(f"machines by best {OBJECTIVE_LABELS[answer['objective']]}: "
+                     + ", ".join(f"{name} {value}" for name, value in ranked))
     lines.append("")
     prepared = answer.get("prepare_s")
     lines.append(f"answered in {answer['elapsed_s']:.1f} s (budget {answer['budget_s']:.0f} s"
                  + (f"; {prepared:.1f} s of it preparing the trace" if prepared is not None else "") + "). "
                  "Times are moesim's predictions for this trace; TTFT starts from an empty expert cache.")
     return "\n".join(lines)
+
+
+def machine_ranking(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    """(profile, best value) from the best machine to the worst: the "what to buy" line."""
+    objective = answer["objective"]
+    key = {"tpot": "tpot_s", "ttft": "ttft_s", "throughput": "tokens_per_s", "energy": "energy_per_token_j"}[objective]
+    rows = [(m["profile"], m["best"][objective]) for m in answer["machines"]
+            if objective in m["best"] and m["best"][objective].get(key) is not None]
+    rows.sort(key=lambda r: -r[1][key] if objective == "throughput" else r[1][key])
+    return [(name, headline(row, objective)) for name, row in rows]
 
 
 def _machine_lines(m: dict[str, Any], objective: str) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from moesim.advise.answer import OBJECTIVE_LABELS
-from moesim.advise.render import describe_config, headline, ms, ratio
+from moesim.advise.render import describe_config, headline, machine_ranking, ms, ratio
 from moesim.atomic_io import write_text_atomic
 from moesim.reports import plots
 from moesim.reports.render import CSS, answer_html
@@ -56,6 +56,9 @@ def summary_lines(answer: dict[str, Any]) -> tuple[list[str], list[str]]:
             text += f"; {opt['engine']}: {opt['options']}"
         lines.append(text)
         warnings += [f"{m['profile']}: {w}" for w in m["warnings"]]
+    ranked = machine_ranking(answer)
+    if len(ranked) > 1:
+        lines.append(f"machines by best {OBJECTIVE_LABELS[objective]}: " + ", ".join(f"{n} {v}" for n, v in ranked))
     if answer["synthetic_trace"] and not any("synthetic" in w for w in warnings):
         warnings.append("synthetic trace")
     return lines, warnings
