@@ -224,11 +224,18 @@ class HardwareProfile:
 
     def __post_init__(self) -> None:
         links = {}
+        tiers = dict(self.tiers)
         for name, link in self.links.items():
             if not link.src and name in LEGACY_LINK_ENDS:
-                link = replace(link, src=LEGACY_LINK_ENDS[name][0], dst=LEGACY_LINK_ENDS[name][1])
+                src, dst = LEGACY_LINK_ENDS[name]
+                if name == "ssd_h" and "dram" not in tiers and not {"h2d", "c2c"} & set(self.links):
+                    dst = "vram"  # pre-graph unified memory: the SSD link fed the cache tier
+                link = replace(link, src=src, dst=dst)
+                for end in (link.src, link.dst):  # pre-graph code: host DRAM without a tier holds everything
+                    tiers.setdefault(end, Memory(end, float("inf")))
             links[name] = link
         object.__setattr__(self, "links", links)
+        object.__setattr__(self, "tiers", tiers)
         if not self.processors:
             if self.compute is None:
                 raise ValueError(f"profile {self.name}: give processors or compute")

@@ -131,7 +131,7 @@ def compute_bounds(
         belady_cum = np.vstack([np.zeros((1, n_part)), np.cumsum(per, axis=0)])
         # slots are full size: a fetch into a freed slot moves at least byte_scale of it
         caps = caps * byte_scale
-    if topology.home == "ssd" and topology.dram_cache_bytes is not None:
+    if topology.far and topology.stage is not None:
         first = _first_use(stream, trace.n_objects)
         per_cell = np.bincount(stream.cell[first], weights=req_bytes[first], minlength=n_cells)
         arrive = np.maximum(arrive, np.cumsum(per_cell) / topology.ssd_bandwidth())

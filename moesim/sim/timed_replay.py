@@ -22,11 +22,14 @@ from moesim.hw_profiles.profile import HardwareProfile
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
 from moesim.sim.cost_model import ModelShape, cpu_times, dense_times, expert_times, resolve_model_shape
-from moesim.sim.engine import simulate
+from moesim.sim.engine import Pipelined, simulate
+from moesim.sim.expert_compute import per_expert_times, wait_compute
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
-from moesim.sim.topology import ROUTE_HOST, SERVER_HOST, SERVER_SSD, Topology, build_topology
+from moesim.sim.topology import Topology, build_topology
 from moesim.traces.trace import Trace
+
+OVERLAP_MODES = ("layer", "expert")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class TimedConfig:
     grouped_experts: bool = True
     bounds: bool = True
     cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
+    overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
+    io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
+    storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -77,6 +83,9 @@ class TimedConfig:
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
             "cancel_unstarted": self.cancel_unstarted,
+            "overlap": self.overlap,
+            "io_lanes": self.io_lanes,
+            "storage_reads": self.storage_reads,
         }
 
     def label(self) -> str:
@@ -110,7 +119,7 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     for their decisions to agree.
     """
     shape = resolve_model_shape(trace, config.model)
-    topology = build_topology(profile, trace.total_object_bytes())
+    topology = build_topology(profile, trace.total_object_bytes(), config.io_lanes, config.storage_reads)
     _check_capacity(profile, config)
     dense = dense_times(trace, shape, profile.compute)
     planner = Planner(trace, topology, config.plan_config())
@@ -153,20 +162,26 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     activation = cpu_token_count * shape.activation_bytes_per_token()
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():
-        out_link = profile.link(topology.d2h_link) if topology.d2h_link else None
-        in_link = profile.link(topology.host_link) if topology.host_link else None
         has = cpu_token_count > 0
-        move_out = out_link.copy_time(activation, profile.pageable) if out_link else 0.0
-        move_in = in_link.copy_time(activation, profile.pageable) if in_link else 0.0
-        cpu_path = np.where(has, cpu_compute + move_out + move_in, 0.0)
+        cpu_path = np.where(has, cpu_compute + topology.activation_time(activation, profile.pageable), 0.0)
+    overlap = config.overlap or profile.overlap
+    if overlap not in OVERLAP_MODES:
+        raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
+    pipelined = None
+    if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
+        per_req = per_expert_times(req_bytes, plan.gpu_tokens, req_params, profile.device)
+        expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
+        waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, stream.cell, stream.obj, per_req,
+                              trace.n_objects)
+        pipelined = Pipelined(waited, expert, cpu_path)
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
     expert_eff = np.maximum(expert, cpu_path)
     pre_gate = dense + np.concatenate(([0.0], expert_eff[:-1])) if n_cells else np.zeros(0)
-    duration = topology.copy_durations(plan.copy_route, plan.copy_bytes)
-    server = np.where(plan.copy_route == ROUTE_HOST, SERVER_HOST, SERVER_SSD)
-    engine = simulate(plan, duration, server, pre_gate, (topology.host_engines, topology.ssd_slots))
+    server = np.asarray(topology.route_server, dtype=np.int64)[plan.copy_route]
+    engine = simulate(plan, server, pre_gate, topology.servers, pipelined)
+    duration = engine.copy_end - engine.copy_start  # seconds each copy held its slot (NaN: cancelled)
 
     bounds = None
     if config.bounds:
