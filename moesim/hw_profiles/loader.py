@@ -24,6 +24,7 @@ from moesim.hw_profiles import legacy
 from moesim.hw_profiles.document import profile_to_document, profile_to_yaml, profile_values  # noqa: F401 (re-exported)
 from moesim.hw_profiles.profile import (
     DTYPES,
+    LEGACY_LINK_ENDS,
     HardwareProfile,
     Link,
     Memory,
@@ -375,6 +376,8 @@ def _apply(profile: HardwareProfile, changes: Sequence[tuple[str, str, str | Non
         if spec is None:
             raise UserError(_unknown_path_message(given, profile), where)
         parts = path.split(".")
+        if parts[0] == "links" and parts[1] not in doc.setdefault("links", {}) and parts[1] in LEGACY_LINK_ENDS:
+            doc["links"][parts[1]] = dict(zip(("from", "to"), LEGACY_LINK_ENDS[parts[1]]))  # a named link's ends
         node = doc
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -34,6 +34,24 @@ LEGACY_LINK_ENDS: dict[str, tuple[str, str]] = {
     "c2c": ("dram", "vram"),
 }
 STORAGE_KINDS = ("ssd", "flash", "nvme", "storage", "disk")
+# Pre-graph value paths and where they live now ({device}: the expert processor).
+LEGACY_PATHS = {
+    "compute.peak_flops": "processors.{device}.peak_flops.bf16",
+    "compute.memory_bandwidth": "processors.{device}.memory_bandwidth",
+    "compute.launch_overhead": "processors.{device}.kernel_overhead",
+    "compute.cpu_flops": "processors.cpu.peak_flops.fp32",
+    "compute.cpu_memory_bandwidth": "processors.cpu.memory_bandwidth",
+}
+
+
+def translate_path(path: str, device: str) -> str:
+    """A pre-graph path ("tiers.ssd.queue_depth", "compute.peak_flops") in the graph schema."""
+    if path in LEGACY_PATHS:
+        return LEGACY_PATHS[path].format(device=device)
+    parts = path.split(".")
+    if len(parts) == 3 and parts[0] == "tiers":
+        return f"memories.{parts[1]}.{parts[2]}"
+    return path
 DTYPES = ("bf16", "fp16", "fp8", "int8", "int4", "fp32")
 
 
@@ -240,6 +258,7 @@ class HardwareProfile:
             if self.compute is None:
                 raise ValueError(f"profile {self.name}: give processors or compute")
             object.__setattr__(self, "processors", _processors_from_compute(self.compute, self.tiers))
+            object.__setattr__(self, "provenance", {translate_path(k, "gpu"): v for k, v in self.provenance.items()})
         if self.expert_processor is None:
             devices = [p.name for p in self.processors.values() if p.kind in ("gpu", "npu")]
             object.__setattr__(self, "expert_processor", (devices or list(self.processors))[0])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.hw_profiles.profile import DTYPES
+from moesim.hw_profiles.profile import DTYPES, LEGACY_PATHS
+from moesim.hw_profiles.profile import translate_path as legacy_translate
 
 COUNT = "count"  # a plain integer (copy engines, read lanes): no unit
 TEXT = "text"  # a word or name (kinds, memory names, duplex)
@@ -96,24 +97,9 @@ SI_UNITS = {
     COUNT: "count",
 }
 
-# Pre-graph override paths and where they live now ({device}: the expert processor).
-LEGACY_PATHS = {
-    "compute.peak_flops": "processors.{device}.peak_flops.bf16",
-    "compute.memory_bandwidth": "processors.{device}.memory_bandwidth",
-    "compute.launch_overhead": "processors.{device}.kernel_overhead",
-    "compute.cpu_flops": "processors.cpu.peak_flops.fp32",
-    "compute.cpu_memory_bandwidth": "processors.cpu.memory_bandwidth",
-}
-
-
 def translate_path(path: str, device: str) -> str:
-    """A pre-graph path ("tiers.ssd.queue_depth", "compute.peak_flops") in the graph schema."""
-    if path in LEGACY_PATHS:
-        return LEGACY_PATHS[path].format(device=device)
-    parts = path.split(".")
-    if len(parts) == 3 and parts[0] == "tiers":
-        return f"memories.{parts[1]}." + ("read_lanes" if parts[2] == "queue_depth" else parts[2])
-    return path
+    """A pre-graph path in the graph schema ("tiers.ssd.queue_depth" keeps its meaning as memories.ssd.queue_depth)."""
+    return legacy_translate(path, device)
 
 
 def field_spec(path: str) -> FieldSpec | None:
