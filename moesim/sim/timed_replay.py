@@ -193,9 +193,9 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
 
 
 def _check_capacity(profile: HardwareProfile, config: TimedConfig) -> None:
-    vram = profile.tier("vram")
+    vram = profile.tier(profile.device.memory)
     if config.capacity_bytes < 0:
         raise UserError(f"capacity must be non-negative, got {config.capacity_bytes}", "capacity")
     if vram is not None and config.capacity_bytes > vram.usable:
         raise UserError(f"{config.capacity_bytes} bytes exceed the profile's usable vram ({vram.usable:.0f} bytes); "
-                        "lower the capacity or raise tiers.vram.capacity with --set", f"profile {profile.name}")
+                        f"lower the capacity or raise memories.{profile.device.memory}.capacity with --set", f"profile {profile.name}")
