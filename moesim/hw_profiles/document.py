@@ -20,7 +20,7 @@ from moesim.hw_profiles.schema import (
     TOP_TEXT,
     FieldSpec,
 )
-from moesim.units import format_bytes, format_quantity
+from moesim.units import format_quantity
 
 _LINK_ATTR = {k: {"from": "src", "to": "dst"}.get(k, k) for k in LINK_FIELDS}
 
@@ -92,7 +92,7 @@ def profile_to_document(profile: HardwareProfile) -> dict[str, Any]:
         if mem.throughput is not None and mem.read_bandwidth is None:
             doc["memories"][name]["throughput"] = {
                 "provenance": _fallback_provenance(profile, f"memories.{name}.throughput"),
-                "points": [[format_bytes(p.request_size), p.queue_depth, format_quantity(p.bandwidth, "bandwidth")]
+                "points": [[format_quantity(p.request_size, "bytes"), p.queue_depth, format_quantity(p.bandwidth, "bandwidth")]
                            for p in mem.throughput.points]}
     return doc
 

@@ -44,6 +44,7 @@ from moesim.hw_profiles.schema import (
     SI_UNITS,
     TEXT,
     TOP_TEXT,
+    LEGACY_PATHS,
     FieldSpec,
     field_spec,
     translate_path,
@@ -398,6 +399,7 @@ def _apply(profile: HardwareProfile, changes: Sequence[tuple[str, str, str | Non
 
 def _unknown_path_message(path: str, profile: HardwareProfile) -> str:
     known = value_paths(tuple(profile.tiers), tuple(profile.processors), tuple(profile.links)) + list(TEXT_FIELDS)
+    known += list(LEGACY_PATHS)
     close = difflib.get_close_matches(path, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else " (paths look like links.h2d.bandwidth, memories.vram.capacity)"
     return f"unknown profile field {path!r}{hint}"

@@ -129,4 +129,4 @@ def value_paths(memories: tuple[str, ...] = ("vram", "dram", "ssd"), processors:
     paths += [f"links.{link}.{f}" for link in links for f in LINK_FIELDS]
     paths += [f"power.{f}" for f in POWER_FIELDS]
     paths += [f"power.joules_per_byte.{link}" for link in links]
-    return paths + list(LEGACY_PATHS)
+    return paths

@@ -144,7 +144,7 @@ class Topology:
         return (out.copy_time(nbytes, pageable) if out else 0.0) + (back.copy_time(nbytes, pageable) if back else 0.0)
 
 
-def _directions(profile: HardwareProfile, reads: str) -> dict[tuple[str, str], Link]:
+def link_directions(profile: HardwareProfile, reads: str) -> dict[tuple[str, str], Link]:
     """(src, dst) -> the link that carries it (the widest, if several), under the storage-read mode."""
     mems = profile.tiers
     has_page_cache = any(m.is_page_cache for m in mems.values())
@@ -180,7 +180,7 @@ def _width(profile: HardwareProfile, link: Link, src: str, dst: str) -> float:
 
 def widest_paths(profile: HardwareProfile, target: str, reads: str) -> dict[str, list[str]]:
     """Memory -> its widest path to `target` (list of memories, home first), for every memory reaching it."""
-    edges = _directions(profile, reads)
+    edges = link_directions(profile, reads)
     into: dict[str, list[str]] = {}
     for src, dst in edges:
         into.setdefault(dst, []).append(src)
@@ -224,7 +224,7 @@ def build_topology(profile: HardwareProfile, total_object_bytes: int, io_lanes: 
     if not candidates:
         raise UserError(f"no link into the cache tier {target!r} (the memory processor "
                         f"{profile.expert_processor!r} reads) from any other memory", where)
-    edges = _directions(profile, reads)
+    edges = link_directions(profile, reads)
     order = sorted(candidates, key=lambda m: (-_path_width(profile, edges, paths[m]), len(paths[m]), m))
     fits = [m for m in order if mems[m].usable >= total_object_bytes]
     home = fits[0] if fits else max(order, key=lambda m: (mems[m].usable, -order.index(m)))
