@@ -5,10 +5,12 @@ Processes and resources (docs/metrics.md, "Engine"):
   copies are issued: demand misses and the prefetches it proposed), a stall until every copy it
   must wait for has landed (its demand copies; a prefetch copy not yet landed is a late prefetch),
   then its expert part (device experts, or the host-CPU path when longer);
-- copy servers (CopyServer): the host link (h2d or c2c) with one slot per copy engine, and the SSD
-  queue with one slot per queue-depth slot. A free slot starts an arriving copy at once; queued
-  demand copies go before queued prefetch copies (FIFO within each class); a copy holds its slot for
-  its precomputed duration (latency + bytes / bandwidth);
+- link servers (moesim.sim.link_server.FluidServer): one per link direction the routes use, with
+  `slots` transfers in flight (copy engines, or storage read lanes) that share the link's aggregate
+  rate (processor sharing); queued demand copies go before queued prefetch copies (FIFO within each
+  class); a transfer waits its latency, then flows at aggregate(n) / n;
+- overlap: per-layer barrier (the stall lasts until the last waited copy lands), or per-expert
+  pipelining (`Pipelined`: each expert runs as soon as its own bytes land, in arrival order);
 - a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
   reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy is still queued
   or running waits for it (write-after-write), or, with the plan's `cancel_unstarted`, cancels it
