@@ -265,3 +265,35 @@ def test_pipelined_stall_is_never_more_than_the_barrier_stall():
         assert layer.plan.copy_obj.tolist() == expert.plan.copy_obj.tolist()
         # one grouped kernel vs one per expert have the same roofline here (no launch cost)
         assert expert.summary["time"]["total_s"] <= layer.summary["time"]["total_s"] + 1e-12
+
+
+def test_a_full_duplex_link_carries_the_reverse_direction_and_a_simplex_one_does_not():
+    """nvlink declared vram -> peer: full duplex still reaches vram from the peer (at
+    reverse_bandwidth 4 GB/s: the same 760 us as the forward declaration); simplex does not, so
+    the experts live in host DRAM behind h2d (3 x (10 + 1000) us)."""
+    profile = load_profile(str(DATA / "peer-gpu.yaml"))
+    link = profile.links["nvlink"]
+    flipped = dataclasses.replace(link, src="vram", dst="peer", bandwidth=1e9, reverse_bandwidth=4e9)
+    full = dataclasses.replace(profile, links={**profile.links, "nvlink": flipped})
+    simplex = dataclasses.replace(profile, links={**profile.links, "nvlink": dataclasses.replace(flipped, duplex="simplex")})
+    trace = _trace([[[0, 1, 2]]])
+    a = timed_replay(trace, full, TimedConfig(capacity_bytes=8 * MB))
+    assert a.summary["topology"]["home"] == "peer"
+    assert a.cells["stall_s"].iloc[0] == pytest.approx(760 * US, abs=1e-12)
+    b = timed_replay(trace, simplex, TimedConfig(capacity_bytes=8 * MB))
+    assert b.summary["topology"]["home"] == "dram"
+    assert b.cells["stall_s"].iloc[0] == pytest.approx(3030 * US, abs=1e-12)
+
+
+def test_io_lanes_and_read_lanes_override_agree():
+    """The run option and a profile override set the same thing: reads in flight out of storage."""
+    trace = _trace([[[0, 1, 2, 3]]], n_experts=8)
+    from moesim.hw_profiles.loader import apply_overrides
+
+    phone = load_profile("phone-oneplus-15r")
+    by_option = timed_replay(trace, phone, TimedConfig(capacity_bytes=8 * MB, io_lanes=2))
+    by_profile = timed_replay(trace, apply_overrides(phone, ["memories.ssd.read_lanes=2"]),
+                              TimedConfig(capacity_bytes=8 * MB))
+    assert by_option.summary["time"]["total_s"] == by_profile.summary["time"]["total_s"]
+    with pytest.raises(Exception, match="io lanes"):
+        timed_replay(trace, phone, TimedConfig(capacity_bytes=8 * MB, io_lanes=0))
