@@ -54,7 +54,9 @@ def _entries(profile: HardwareProfile) -> list[tuple[str, FieldSpec, Any]]:
             present.append((path, spec, value))
             continue
         if path.endswith(".read_lanes") and path not in profile.provenance:
-            continue  # derived from queue_depth
+            mem = profile.tiers[path.split(".")[1]]
+            if mem.queue_depth == value:
+                continue  # derived from queue_depth
         stated = path in profile.provenance or spec.kind == COUNT
         if not stated or (path.endswith(".copy_engines") and value == 1 and path not in profile.provenance):
             continue  # a default the file did not state (reserved 0, one copy engine)
