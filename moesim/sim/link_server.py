@@ -4,9 +4,11 @@
 demand class first, FIFO within a class. A started transfer first waits the server's per-transfer
 latency (it holds its slot, moves no bytes), then its bytes flow: with n transfers flowing, each
 gets aggregate(n) / n bytes/s (moesim.sim.topology.LinkServer.shares), recomputed whenever one
-starts or ends. A transfer's completion is one simpy Timeout; when its rate changes, a new Timeout
-is scheduled and the old one, now stale, is ignored (a version number per transfer). A server with
-one slot, or whose per-transfer share does not change with n, schedules exactly one event per copy.
+starts or ends. As all flowing transfers get the same share, the server keeps one simpy Timeout,
+for the transfer with the fewest bytes left; a start or an end schedules a new one and the old one,
+now stale, is ignored (a version number per server). A server with one slot, or whose
+per-transfer share does not change with n, schedules exactly one event per copy (plus none for
+the latency).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Callable
 import simpy
 
 from moesim.sim.topology import LinkServer
+
+TIE_S = 1e-12  # transfers within a picosecond of the earliest end together (equal copies started together)
 
 
 class FluidServer:
@@ -34,8 +38,9 @@ class FluidServer:
         self.cancelled: bytearray | None = None
         self.started: bytearray | None = None
         self.start_t: list[float] | None = None
-        # flowing transfers: k -> [bytes left, rate, time of last update, version]
+        # flowing transfers: k -> [bytes left, rate, time of last update]
         self.flowing: dict[int, list[Any]] = {}
+        self.version = 0
         self.simple = self.free == 1 or len(set(self.shares[1:])) == 1
 
     def submit(self, k: int, prefetch: bool) -> None:
@@ -64,7 +69,7 @@ class FluidServer:
 
     def _begin(self, k: int) -> None:
         self._advance()
-        self.flowing[k] = [float(self.nbytes[k]), 0.0, self.env.now, 0]
+        self.flowing[k] = [float(self.nbytes[k]), 0.0, self.env.now]
         self._reschedule()
 
     def _advance(self) -> None:
@@ -74,24 +79,29 @@ class FluidServer:
             state[2] = now
 
     def _reschedule(self) -> None:
-        share = self.shares[len(self.flowing)] if self.flowing else 0.0
-        for k, state in self.flowing.items():
-            if state[1] == share:
-                continue  # its pending Timeout still ends at the right time
+        """Every flowing transfer gets the same share, so only the one with the fewest bytes left
+        can end next: one Timeout per server for it; earlier ones are stale (version)."""
+        self.version += 1
+        if not self.flowing:
+            return
+        share = self.shares[len(self.flowing)]
+        for state in self.flowing.values():
             state[1] = share
-            state[3] += 1
-            event = simpy.events.Timeout(self.env, max(state[0], 0.0) / share, (k, state[3]))
-            event.callbacks.append(self._finish_fluid)
+        left = min(state[0] for state in self.flowing.values())
+        event = simpy.events.Timeout(self.env, max(left, 0.0) / share, self.version)
+        event.callbacks.append(self._finish_fluid)
 
     def _finish_fluid(self, event: simpy.events.Timeout) -> None:
-        k, version = event._value
-        state = self.flowing.get(k)
-        if state is None or state[3] != version:
-            return  # stale: the rate changed after this Timeout was scheduled
+        if event._value != self.version:
+            return  # stale: a transfer started or ended after this Timeout was scheduled
         self._advance()
-        del self.flowing[k]
+        share = self.shares[len(self.flowing)]
+        ended = [k for k, state in self.flowing.items() if state[0] <= share * TIE_S]
+        for k in ended:
+            del self.flowing[k]
         self._reschedule()
-        self._done(k)
+        for k in ended:
+            self._done(k)
 
     def _finish_simple(self, event: simpy.events.Timeout) -> None:
         self._done(event._value)
