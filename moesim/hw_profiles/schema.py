@@ -103,8 +103,11 @@ def translate_path(path: str, device: str) -> str:
 
 
 def field_spec(path: str) -> FieldSpec | None:
-    """The spec of a dotted value path ("links.h2d.bandwidth"), or None if there is no such value."""
-    parts = path.split(".")
+    """The spec of a dotted value path ("links.h2d.bandwidth"), or None if there is no such value.
+
+    Pre-graph paths ("tiers.vram.capacity", "compute.peak_flops") have the spec of their translation.
+    """
+    parts = translate_path(path, "gpu").split(".")
     if len(parts) == 3 and parts[0] == "memories":
         return MEMORY_FIELDS.get(parts[2])
     if len(parts) == 3 and parts[0] == "processors":

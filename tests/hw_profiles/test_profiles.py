@@ -213,7 +213,9 @@ def test_every_schema_path_is_overridable() -> None:
     for path in value_paths():
         spec = field_spec(path)
         assert spec is not None
-    assert field_spec("links.h2d") is None and field_spec("tiers.hbm.capacity") is None  # pre-graph: translated first
+    assert field_spec("links.h2d") is None and field_spec("memories.vram.capacity_") is None
+    assert field_spec("tiers.vram.capacity").kind == "bytes"  # type: ignore[union-attr]  # pre-graph paths
+    assert field_spec("compute.peak_flops").kind == "flops"  # type: ignore[union-attr]
     assert field_spec("links.h2d.copy_engines").kind == COUNT  # type: ignore[union-attr]
 
 
