@@ -134,6 +134,8 @@ class Memory:
     request_size: float | None = None  # storage: bytes per read request the device is sent
     read_lanes: int | None = None  # storage: reads in flight by default (an engine's io threads)
     throughput: StorageCurve | None = None  # storage: bytes/s by request size and queue depth
+    requests_per_read: int | None = None  # storage: requests each read keeps in flight (a read split into
+    # request_size pieces submitted together, e.g. an O_DIRECT pread the kernel splits); default 1
 
     def __post_init__(self) -> None:
         if not self.kind:

@@ -38,6 +38,8 @@ MEMORY_FIELDS: dict[str, FieldSpec] = {
     "request_size": FieldSpec("bytes", help="storage: bytes per request the device is sent (where the curve is read)"),
     "read_lanes": FieldSpec(COUNT, help="storage: reads in flight by default (io threads); run option io_lanes overrides"),
     "queue_depth": FieldSpec(COUNT, help="storage, with read_bandwidth: reads in flight needed to reach it (linear below)"),
+    "requests_per_read": FieldSpec(COUNT, help="storage: request_size requests each read keeps in flight (default 1); "
+                                              "the device's queue depth is reads in flight x this"),
 }
 # `throughput` (storage curve) is read apart: points of [request size, queue depth, bandwidth].
 STORAGE_POINT_KINDS = ("bytes", COUNT, "bandwidth")

@@ -138,6 +138,9 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     `engine` picks the planner as count_replay's picks its replay (None: $MOESIM_ENGINE, else
     "auto"); both planners make the same decisions, so results do not depend on it.
     """
+    overlap = config.overlap or profile.overlap
+    if overlap not in OVERLAP_MODES:
+        raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
     setup = setup_planner(trace, profile, config)
     planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
                                                      setup.expert_full)
@@ -164,9 +167,6 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     if on_cpu.any():
         has = cpu_token_count > 0
         cpu_path = np.where(has, cpu_compute + topology.activation_time(activation, profile.pageable), 0.0)
-    overlap = config.overlap or profile.overlap
-    if overlap not in OVERLAP_MODES:
-        raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
     pipelined = None
     if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
         per_req = per_expert_times(req_bytes, plan.gpu_tokens, req_params, profile.device)
@@ -180,6 +180,8 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     expert_eff = np.maximum(expert, cpu_path)
     pre_gate = dense + np.concatenate(([0.0], expert_eff[:-1])) if n_cells else np.zeros(0)
     server = np.asarray(topology.route_server, dtype=np.int64)[plan.copy_route]
+    if (server < 0).any():  # the planner used a route role the topology did not resolve: a bug, not input
+        raise RuntimeError(f"copies on unresolved route roles {sorted(set(plan.copy_route[server < 0].tolist()))}")
     engine = simulate(plan, server, pre_gate, topology.servers, pipelined)
     duration = engine.copy_end - engine.copy_start  # seconds each copy held its slot (NaN: cancelled)
 

@@ -15,7 +15,8 @@ Rules (docs/metrics.md, "Tiers and routes"):
   staging cache, or where the CPU reads far objects from), DIRECT (far home -> target).
 A server is one link direction (full duplex: one per direction; half duplex: both share one):
 `slots` transfers in flight (copy engines, or read lanes out of storage) share aggregate(n); each
-transfer first waits the link's latency (plus the storage read latency).
+transfer first waits the link's latency (plus the storage read latency). Out of storage,
+aggregate(n) = min(link bandwidth, curve(request_size, n x requests_per_read)).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class LinkServer:
     bandwidth: float  # the link's ceiling, bytes/s (pageable where the profile says so)
     curve: StorageCurve | None = None  # storage read throughput (reads out of a storage memory)
     request_size: float = float(1 << 20)
+    requests_per_read: int = 1  # the device sees n x this requests with n reads in flight
     shares: tuple[float, ...] = field(default=(), compare=False)  # per-transfer bytes/s with n in flight
 
     def __post_init__(self) -> None:
@@ -56,7 +58,7 @@ class LinkServer:
             return 0.0
         if self.curve is None:
             return self.bandwidth
-        return min(self.bandwidth, self.curve.bandwidth(self.request_size, n))
+        return min(self.bandwidth, self.curve.bandwidth(self.request_size, n * self.requests_per_read))
 
     def peak(self) -> float:
         """The most bytes/s the server moves (any number of transfers in flight up to its slots)."""
@@ -282,5 +284,5 @@ def _server(profile: HardwareProfile, link: Link, src: str, dst: str, io_lanes: 
         lanes = io_lanes or mem.read_lanes or link.copy_engines
         size = link.request_size or mem.request_size or float(1 << 20)
         return LinkServer(link.name, src, dst, int(lanes), link.latency + (mem.latency or 0.0), bw, mem.throughput,
-                          float(size))
+                          float(size), int(mem.requests_per_read or 1))
     return LinkServer(link.name, src, dst, int(link.copy_engines), link.latency, bw)

@@ -297,3 +297,17 @@ def test_io_lanes_and_read_lanes_override_agree():
     assert by_option.summary["time"]["total_s"] == by_profile.summary["time"]["total_s"]
     with pytest.raises(Exception, match="io lanes"):
         timed_replay(trace, phone, TimedConfig(capacity_bytes=8 * MB, io_lanes=0))
+
+
+def test_reads_split_into_requests_deepen_the_device_queue():
+    """requests_per_read 2: two lanes present 4 requests of 1 MiB to the device: the test SSD's
+    curve at depth 4 is 2 + 2 x 2/6 = 2.667 GB/s (at depth 2: 2 GB/s), and the link caps at 8."""
+    from moesim.hw_profiles.loader import apply_overrides
+
+    profile = load_profile(str(DATA / "page-cache.yaml"))
+    split = apply_overrides(profile, ["memories.ssd.requests_per_read=2"])
+    assert build_topology(profile, 10 * MB).servers[0].aggregate(2) == pytest.approx(2e9)
+    assert build_topology(split, 10 * MB).servers[0].aggregate(2) == pytest.approx(2e9 + 2e9 * 2 / 6)
+    trace = _trace([[[0, 1]]])
+    result = timed_replay(trace, split, TimedConfig(capacity_bytes=8 * MB))
+    assert result.cells["stall_s"].iloc[0] == pytest.approx(2 * MB / (2e9 + 2e9 * 2 / 6), rel=1e-9)
