@@ -1,6 +1,7 @@
 """Benchmark: timed-replay throughput (routed accesses per second) with prefetch on.
 
     python -m bench.timed_replay [--accesses 10000000] [--capacity 0.25] [--prefetch SPEC]
+                                 [--copy-engines N] [--overlap layer|expert]
 
 Workload: an OLMoE-1B-7B-shaped synthetic trace (16 layers x 64 experts, top-8, 12 MiB bf16 experts,
 34 MB of attention weights per layer), requests served one at a time: a 512-token prefill pass, then
@@ -11,7 +12,10 @@ Profile: H100 SXM-like (3.0 TB/s HBM, 800 TFLOP/s, PCIe Gen5 53 GB/s, 7 us per c
 score-budget when registered, else oracle:lookahead=1. Capacity: 25 % of the expert bytes.
 Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off) by wall
 clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
-none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others).
+none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
+for the default profile (one copy engine). With --copy-engines 2 the engines share the link (a
+processor-sharing server): every start or end of a copy reschedules the server's next completion,
+so it costs more events per copy.
 """
 
 from __future__ import annotations
