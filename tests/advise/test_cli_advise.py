@@ -39,7 +39,10 @@ def test_answer_per_machine_within_memory(advised):
         assert best["vram_bytes"] <= min(3 * GiB, usable)
         assert m["baseline"]["config"]["eviction"] == "lru" and m["baseline"]["config"]["prefetch"] == "none"
         assert best["tpot_s"] <= m["baseline"]["tpot_s"]
-        assert best["tpot_s"] >= best["tpot_bound_s"] * (1 - 1e-9)
+        if best["tpot_bound_s"] is None:  # bounds.py does not hold where experts run on the CPU
+            assert best["config"].get("miss") == "cpu" or best["config"].get("placement", "gpu") != "gpu"
+        else:
+            assert best["tpot_s"] >= best["tpot_bound_s"] * (1 - 1e-9)
         assert m["searched"]["timed"] == len(m["runs"]) >= 1
         assert all(r["tpot_s"] >= best["tpot_s"] for r in m["runs"])
 
