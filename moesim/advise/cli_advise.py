@@ -16,7 +16,7 @@ from moesim.cli import add_json_flag, emit
 from moesim.errors import UserError
 
 DEFAULT_BUDGET = "60s"
-RESERVE_SHARE = 0.1
+RESERVE_SHARE = 0.15
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
