@@ -16,6 +16,7 @@ import sys
 import traceback
 from typing import Any, Callable, Sequence
 
+from moesim.atomic_io import clear_inputs, note_input
 from moesim.errors import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, UserError
 
 # Modules that add subcommands, in the order `moesim --help` lists them.
@@ -87,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        _note_inputs(args)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_OK if not argv else EXIT_USER_ERROR
@@ -100,10 +102,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except MemoryError as exc:  # an input that declares more than this machine holds
+        print(f"moesim: error: not enough memory for this input ({_short(exc)}); use a smaller one", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # a path the user gave that a reader did not check first: still one line naming it
+        print(f"moesim: error: {exc.filename or '?'}: {exc.strerror or _short(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception:  # a bug in moesim, not the user's mistake
         traceback.print_exc()
         print("moesim: internal error (a bug in moesim; please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+    finally:
+        clear_inputs()
+
+
+# Options that name what a command writes; every other option or argument naming an existing file
+# is an input, and the output guard (moesim.atomic_io) refuses to replace it.
+OUTPUT_OPTIONS = ("out", "md")
+
+
+def _note_inputs(args: argparse.Namespace) -> None:
+    clear_inputs()
+    for name, value in vars(args).items():
+        if name in OUTPUT_OPTIONS:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item and len(item) < 4096 and "\x00" not in item:
+                note_input(item)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
 
 
 def run() -> None:

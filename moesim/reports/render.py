@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from moesim.atomic_io import write_text_atomic
+from moesim.atomic_io import write_texts_atomic
+from moesim.errors import UserError
 from moesim.reports import frames, plots
 from moesim.reports.ranking import ranking_table
 from moesim.reports.tables import ResultSet
@@ -256,7 +257,12 @@ def write_report(results: ResultSet, html_path: str | os.PathLike[str], md_path:
                  title: str = "moesim report", whatif: WhatIfAxes | None = None) -> Report:
     """Build the report of `results` and write it as HTML (and Markdown), atomically."""
     report = build(results, title, whatif)
-    write_text_atomic(html_path, to_html(report))
+    files = {os.fspath(html_path): to_html(report)}
+    where = {os.fspath(html_path): "--out"}
     if md_path is not None:
-        write_text_atomic(md_path, to_markdown(report))
+        if os.path.realpath(md_path) == os.path.realpath(html_path):
+            raise UserError(f"{md_path} is also the --out file: give two different paths", "--md")
+        files[os.fspath(md_path)] = to_markdown(report)
+        where[os.fspath(md_path)] = "--md"
+    write_texts_atomic(files, where)  # one unit: never a new HTML beside an old Markdown
     return report
