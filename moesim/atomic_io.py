@@ -51,7 +51,7 @@ def check_output(target: str | os.PathLike[str], where: str | None = None, repla
     """The output-path guard: UserError (naming `where`, else the path) unless `target` can be
     written as a new or replaced plain file that is not one of this command's inputs."""
     target = Path(target)
-    label = where or str(target)
+    label = where  # None: the message itself names the path
     if target.is_dir():
         raise UserError(f"{target} is a directory; give a file name", label)
     if target.exists() and not target.is_file():
@@ -117,14 +117,14 @@ def remove_stale_tmp(target: Path) -> int:
     return removed
 
 
-def _mkdir(folder: Path, label: str) -> None:
+def _mkdir(folder: Path, label: str | None) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the folder {folder} ({exc.strerror or exc})", label) from None
 
 
-def _new_tmp(target: Path, label: str) -> Path:
+def _new_tmp(target: Path, label: str | None) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
     except OSError as exc:
@@ -133,7 +133,7 @@ def _new_tmp(target: Path, label: str) -> Path:
     return Path(tmp)
 
 
-def _publish(tmp_path: Path, target: Path, label: str) -> None:
+def _publish(tmp_path: Path, target: Path, label: str | None) -> None:
     # mkstemp creates 0600 files; give the result the permissions a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
@@ -154,7 +154,7 @@ def atomic_path(target: str | os.PathLike[str], where: str | None = None, replac
     killed writer's leftovers (a sweep cleans its runs/ folder once, under its lock).
     """
     target = check_output(target, where, replace_input)
-    label = where or str(target)
+    label = where
     _mkdir(target.parent, label)
     if clean_stale:
         remove_stale_tmp(target)
@@ -183,17 +183,18 @@ def write_texts_atomic(files: Mapping[str | os.PathLike[str], str], where: Mappi
     when all are whole are they renamed into place (a report's HTML and Markdown never mismatch).
     Two of them naming one path is a UserError."""
     where = dict(where or {})
-    targets: list[tuple[Path, str, str]] = []
-    seen: dict[str, str] = {}
+    targets: list[tuple[Path, str | None, str]] = []
+    seen: dict[str, str | None] = {}
     for path, text in files.items():
-        label = where.get(os.fspath(path)) or os.fspath(path)
+        label = where.get(os.fspath(path))
         target = check_output(path, label)
         key = os.path.realpath(target)
         if key in seen:
-            raise UserError(f"{target} is also the output of {seen[key]}: give two different paths", label)
+            raise UserError(f"{target} is also the output of {seen[key] or 'another file'}: give two different paths",
+                            label)
         seen[key] = label
         targets.append((target, label, text))
-    temps: list[tuple[Path, Path, str]] = []
+    temps: list[tuple[Path, Path, str | None]] = []
     try:
         for target, label, text in targets:
             _mkdir(target.parent, label)

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.limits import BYTES_PER_OBJECT, check_memory
+from moesim.units import MAX_BYTES
 
 PREFILL = 0
 DECODE = 1
@@ -278,6 +280,12 @@ class Trace:
             raise UserError(f"object_bytes has {len(m.object_bytes)} entries for {m.n_layers} layers", where)
         if any(int(b) <= 0 for b in m.object_bytes):
             raise UserError("object_bytes must be positive for every layer", where)
+        if any(int(b) > MAX_BYTES for b in m.object_bytes):
+            raise UserError("object_bytes: an expert of more than 1 EiB is not a real size", where)
+        if m.dense_bytes is not None and any(not 0 <= int(b) <= MAX_BYTES for b in m.dense_bytes):
+            raise UserError("dense_bytes must be between 0 and 1 EiB for every layer", where)
+        check_memory(m.n_layers * m.n_experts * BYTES_PER_OBJECT,
+                     f"n_layers x n_experts = {m.n_layers:,} x {m.n_experts:,} objects", where)
         if m.top_k is not None and m.top_k <= 0:
             raise UserError(f"top_k must be positive (got {m.top_k})", where)
         n_p, n_c, n_a = self.n_passes, self.n_cells, self.n_accesses
