@@ -112,6 +112,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     trace = _load(args, args.trace)  # loading validates; any problem is a UserError (exit 1)
+    if trace.n_passes == 0:  # a valid container, but nothing to replay: validate says so
+        from moesim.errors import UserError
+
+        raise UserError("holds no passes (no rows): nothing to replay", args.trace)
     data = {"trace": args.trace, "valid": True, "passes": trace.n_passes, "cells": trace.n_cells,
             "routed_accesses": trace.n_accesses}
     emit(args, data, lambda d: f"{d['trace']}: valid ({d['passes']} passes, {d['cells']} cells, "

@@ -22,7 +22,7 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.limits import BYTES_PER_OBJECT, check_memory
-from moesim.units import MAX_BYTES
+from moesim.units import MAX_BYTES, show
 
 PREFILL = 0
 DECODE = 1
@@ -274,6 +274,8 @@ class Trace:
     def validate(self, where: str = "trace") -> None:
         """Check every structural invariant; raise UserError naming the first violation."""
         m = self.meta
+        if m.kind not in (KIND_MOE, KIND_TOL):
+            raise UserError(f"metadata: kind {show(m.kind)} is not {KIND_MOE!r} or {KIND_TOL!r}", where)
         if m.n_layers <= 0 or m.n_experts <= 0:
             raise UserError(f"n_layers and n_experts must be positive (got {m.n_layers}, {m.n_experts})", where)
         if len(m.object_bytes) != m.n_layers:
@@ -312,6 +314,11 @@ class Trace:
                 raise UserError(f"access {i}: expert id {int(self.expert[i])} outside 0..{m.n_experts - 1}", where)
         if self.weight is not None and self.weight.shape[0] != n_a:
             raise UserError("weight must have one entry per access", where)
+        if self.weight is not None and n_a:
+            bad = np.flatnonzero(~(self.weight >= 0))  # negative or NaN: a gate weight is a probability
+            if bad.size:
+                i = int(bad[0])
+                raise UserError(f"access {i}: gate weight {float(self.weight[i])} is negative or not a number", where)
         for name, arr in self.annotations.items():
             if arr.shape[0] != n_a:
                 raise UserError(f"annotation {name!r} must have one entry per access", where)
