@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from moesim.atomic_io import clear_inputs, note_input
+from moesim.safe_text import terminal_text
 from moesim.errors import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, UserError
 
 # Modules that add subcommands, in the order `moesim --help` lists them.
@@ -66,9 +67,9 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, data: Any, render_text: Callable[[Any], str] | None = None) -> None:
     """Print `data` as JSON when --json was given, else as text via `render_text` (or JSON)."""
     if getattr(args, "json", False) or render_text is None:
-        print(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+        print(json.dumps(data, indent=2, sort_keys=True, default=_json_default))  # JSON escapes controls
     else:
-        print(render_text(data))
+        print(terminal_text(render_text(data)))
 
 
 def _json_default(value: Any) -> Any:
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
         return int(result or EXIT_OK)
     except UserError as exc:
-        print(f"moesim: error: {exc}", file=sys.stderr)
+        print(f"moesim: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("moesim: interrupted", file=sys.stderr)
@@ -130,6 +131,12 @@ def _note_inputs(args: argparse.Namespace) -> None:
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(item, str) and item and len(item) < 4096 and "\x00" not in item:
                 note_input(item)
+
+
+def _one_line(text: str) -> str:
+    """An error as the one line the CLI promises: controls escaped, at most 2,000 characters."""
+    text = terminal_text(text.replace("\r", " ").replace("\n", " "))
+    return text if len(text) <= 2000 else text[:2000] + "..."
 
 
 def _short(exc: BaseException) -> str:

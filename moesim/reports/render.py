@@ -18,6 +18,7 @@ import pandas as pd
 
 from moesim.atomic_io import write_texts_atomic
 from moesim.errors import UserError
+from moesim.safe_text import markdown_cell, markdown_line
 from moesim.reports import frames, plots
 from moesim.reports.ranking import ranking_table
 from moesim.reports.tables import ResultSet
@@ -194,8 +195,8 @@ def _md_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
     cols, rows = table_rows(df, columns)
     if not cols:
         return ""
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(markdown_cell(v) for v in r) + " |" for r in rows]
     if len(df) > MAX_TABLE_ROWS:
         lines.append(f"\n{len(df) - MAX_TABLE_ROWS} more rows not shown.")
     return "\n".join(lines)
@@ -237,9 +238,9 @@ def to_html(report: Report) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    lines = [f"# {report.title}", ""]
-    lines += [f"- {s}" for s in report.summary]
-    lines += [f"- note: {n}" for n in report.notes]
+    lines = [f"# {markdown_line(report.title)}", ""]
+    lines += [f"- {markdown_line(s)}" for s in report.summary]
+    lines += [f"- note: {markdown_line(n)}" for n in report.notes]
     if len(report.ranking):
         lines += ["", "## Policy ranking and distance to the bounds", "", _md_table(report.ranking,
                                                                                    list(report.ranking.columns))]
