@@ -87,8 +87,9 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     """Parse YAML `text` whose root must be a mapping; `where` names the file in errors."""
     if len(text) > MAX_TEXT_BYTES:
         raise UserError(f"is {len(text):,} characters; a configuration file is at most {MAX_TEXT_BYTES:,}", where)
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)
         node = loader.get_single_node()
         if node is None:
             data = None
@@ -103,7 +104,8 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     except (ValueError, TypeError, RecursionError, OverflowError) as exc:  # e.g. a timestamp PyYAML cannot build
         raise UserError(f"not valid YAML ({str(exc)[:200]})", where) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise UserError(f"expected a mapping at the top level, got {type(data).__name__}", where)
     return data

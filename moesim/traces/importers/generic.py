@@ -95,6 +95,9 @@ def parse_column_map(text: Any) -> dict[str, str]:
             raise UserError(f"unknown field {key!r}; fields: {', '.join(FIELDS)}, ann_<name>", "--map")
         if field in out:
             raise UserError(f"field {field!r} is mapped twice", "--map")
+        twin = next((f for f, c in out.items() if c == value), None)
+        if twin is not None:  # one column cannot be two fields: one of them would be read wrong
+            raise UserError(f"fields {twin!r} and {field!r} both read column {value!r}", "--map")
         out[field] = value
     return out
 
