@@ -61,11 +61,14 @@ class TraceSource:
 
         if self.kind == "object":
             return self.ref
-        if self.kind == "file":
-            return bindings.load_trace_file(self.ref, where)
-        if self.kind == "synthetic":
-            return bindings.synthetic_trace(dict(self.args), where)
-        return bindings.factory_trace(self.ref, dict(self.args), where)
+        try:
+            if self.kind == "file":
+                return bindings.load_trace_file(self.ref, where)
+            if self.kind == "synthetic":
+                return bindings.synthetic_trace(dict(self.args), where)
+            return bindings.factory_trace(self.ref, dict(self.args), where)
+        except UserError as exc:  # name the spec file and key, whatever the loader named
+            raise (exc if (exc.where or "").startswith(where) else exc.located(where)) from None
 
 
 @dataclass(frozen=True)
