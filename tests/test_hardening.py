@@ -392,3 +392,29 @@ def test_numbers_from_users_are_range_checked():
         check_seed(2**64, "s")
     assert len(show("9" * 5000)) < 80 and len(show(10**5000)) < 80
     assert np.isfinite(parse_quantity("80 GiB", "bytes"))
+
+
+def test_a_long_pass_is_read_a_few_cells_at_a_time(tmp_path, monkeypatch):
+    """The 60 M-row one-pass file needed the whole pass decoded at once; now a pass is cut where a
+    cell ends and the next chunk carries its phase and tokens (bench.hardening_memory measures the
+    memory). One prefill of 500 tokens x 4 layers x top-2: cells of 1,000 rows."""
+    from moesim.traces import parquet_read
+    from moesim.traces.io import save_trace
+    from moesim.traces.parquet_codec import read_trace
+    from moesim.traces.synthetic import SynthConfig, generate
+
+    trace = generate(SynthConfig(n_layers=4, n_experts=16, top_k=2).with_settings(
+        ["prefill=fixed:500", "decode=fixed:0", "n_requests=1", "weights=true"]))
+    assert trace.n_passes == 1 and trace.n_accesses == 4000
+    path = tmp_path / "one-pass.parquet"
+    save_trace(trace, path)
+    sizes = []
+    real = parquet_read.ChunkDecoder
+
+    def recording(table, *args, **kwargs):
+        sizes.append(table.num_rows)
+        return real(table, *args, **kwargs)
+    monkeypatch.setattr(parquet_read, "ChunkDecoder", recording)
+    loaded = read_trace(path, batch_rows=64)
+    assert loaded.content_hash() == trace.content_hash()
+    assert len(sizes) >= 4 and max(sizes) <= 1000 + 64 * parquet_read.SPLIT_BATCHES

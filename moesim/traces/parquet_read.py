@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moesim.errors import UserError
+from moesim.limits import check_memory
 from moesim.traces.parquet_checks import Check, CheckFailed, CheckSkipped
 from moesim.traces.parquet_chunk import ChunkDecoder, FileState, PassCarry, Piece, PieceAccesses
 from moesim.traces.parquet_layout import ANNOTATION_PREFIX, BASE_COLUMNS, PREDICTION_PREFIX
@@ -34,6 +35,7 @@ from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 BATCH_ROWS = 1 << 16
 # A pass is cut at a cell boundary once its rows pass this many batches (~40 MB of working set).
 SPLIT_BATCHES = 4
+CHUNK_BYTES_PER_ROW = 150  # a chunk's decoding working set per row (parquet_chunk's module docstring)
 
 ARROW_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError, EOFError)
 
@@ -64,6 +66,10 @@ def read_rows(path: Path, meta: TraceMeta, widths: dict[str, Any], where: str,
     previous_pass: int | None = None
     carry: PassCarry | None = None
     for row0, table, open_end in _whole_pass_chunks(batches, SPLIT_BATCHES * batch_rows):
+        # only a single cell longer than the split size makes a chunk this large: refuse it rather
+        # than run out of memory half-way (moesim.limits)
+        check_memory(table.num_rows * CHUNK_BYTES_PER_ROW, f"decoding one cell of {table.num_rows:,} rows",
+                     f"{where}: row {row0}")
         decoder = ChunkDecoder(table, row0, previous_pass, state, carry, open_end)
         _decode_into(assembler, decoder)
         previous_pass = decoder.last_pass
