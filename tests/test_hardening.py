@@ -418,3 +418,15 @@ def test_a_long_pass_is_read_a_few_cells_at_a_time(tmp_path, monkeypatch):
     loaded = read_trace(path, batch_rows=64)
     assert loaded.content_hash() == trace.content_hash()
     assert len(sizes) >= 4 and max(sizes) <= 1000 + 64 * parquet_read.SPLIT_BATCHES
+
+
+def test_nan_weights_and_zero_experts_have_plain_messages(trace, tmp_path, capsys):
+    import pyarrow as pa
+
+    log = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"request": [0, 0], "position": [0, 0], "layer": [0, 1], "experts": [[1, 2], [0, 3]],
+                             "weights": [[float("nan"), 0.5], [0.5, 0.5]]}), log)
+    line = fails(["traces", "validate", log], capsys, "field 'weights': nan is not a finite number")
+    assert "np.float64" not in line
+    fails(["traces", "validate", with_metadata(trace, tmp_path / "z.parquet", n_experts=0)], capsys,
+          "n_layers and n_experts must be at least 1")

@@ -333,7 +333,7 @@ def _check_numbers(values: np.ndarray, row_of: np.ndarray, field: str, lines: np
     if idx.size:
         i = int(idx[0])
         kind = "an integer" if integer else "a finite number"
-        raise UserError(f"field '{field}': {values[i]!r} is not {kind}",
+        raise UserError(f"field '{field}': {float(values[i])!r} is not {kind}",
                         f"{where}: {line_word} {int(lines[row_of[i]])}")
 
 
