@@ -65,7 +65,7 @@ def parse_count(text: object, where: str, minimum: int = 0, maximum: int = 2**62
         stripped = text.strip()
         match = re.fullmatch(rf"{_NUMBER}\s*(?P<suffix>[kKMGT]?)", stripped) if len(stripped) <= 64 else None
         if match is None:
-            raise UserError(f"cannot read {show(text)} as a whole number (e.g. 500, 10M, 2e6)", where)
+            raise UserError(f"cannot read {show(text)} as a count (a whole number such as 500, 10M, 2e6)", where)
         number = _DECIMAL_CONTEXT.multiply(decimal.Decimal(match.group("num")),
                                            decimal.Decimal(repr(DECIMAL[match.group("suffix")])))
         if not number.is_finite() or number != number.to_integral_value():
