@@ -6,7 +6,7 @@ over record batches, they are regrouped into chunks that end where a pass ends (
 about a pass, its tokens and cells can be checked inside a chunk: parquet_chunk), and each
 chunk's accesses are copied into arrays sized for the whole file. A pass longer than
 SPLIT_BATCHES batches is cut where a cell ends: the chunk that goes on with it gets the pass's
-phase and token table (parquet_chunk.PassCarry), so one 60 M-row prefill costs one chunk's
+phase and token table (parquet_carry.PassCarry), so one 60 M-row prefill costs one chunk's
 working set, not 9 GB. Peak memory is the trace, one chunk's working set (about SPLIT_BATCHES x
 BATCH_ROWS rows; more only for a single cell longer than that) and one Parquet row group. Errors
 are the ones a whole-file read reports (see parquet_checks).
@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from moesim.errors import UserError
 from moesim.limits import check_memory
 from moesim.traces.parquet_checks import Check, CheckFailed, CheckSkipped
-from moesim.traces.parquet_chunk import ChunkDecoder, FileState, PassCarry, Piece, PieceAccesses
+from moesim.traces.parquet_carry import PassCarry
+from moesim.traces.parquet_chunk import ChunkDecoder, FileState, Piece, PieceAccesses
 from moesim.traces.parquet_layout import ANNOTATION_PREFIX, BASE_COLUMNS, PREDICTION_PREFIX
 from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 
