@@ -19,18 +19,28 @@ from typing import Iterator, Mapping
 
 from moesim.errors import UserError
 
-# Files the running command reads: (device, inode) -> the name it was given as. The CLI clears it
-# per command (moesim.cli.main); readers and the CLI's argument scan add to it.
+# Files the running command reads: (device, inode) -> the name it was given as. Only while a CLI
+# command runs (moesim.cli.main calls begin_command/end_command): in a notebook, reading a result
+# and later rewriting it is the user's plan, not a mistake.
 _INPUTS: dict[tuple[int, int], str] = {}
+_COMMAND = {"active": False}
 TMP_SUFFIX = ".tmp"
 
 
-def clear_inputs() -> None:
+def begin_command() -> None:
     _INPUTS.clear()
+    _COMMAND["active"] = True
+
+
+def end_command() -> None:
+    _INPUTS.clear()
+    _COMMAND["active"] = False
 
 
 def note_input(path: str | os.PathLike[str]) -> None:
     """Remember that this command reads the file `path`: no output may replace it."""
+    if not _COMMAND["active"]:
+        return
     try:
         st = os.stat(path)
     except (OSError, ValueError):

@@ -16,7 +16,7 @@ import sys
 import traceback
 from typing import Any, Callable, Sequence
 
-from moesim.atomic_io import clear_inputs, note_input
+from moesim.atomic_io import begin_command, end_command, note_input
 from moesim.safe_text import terminal_text
 from moesim.errors import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, UserError
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("moesim: internal error (a bug in moesim; please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
     finally:
-        clear_inputs()
+        end_command()
 
 
 # Options that name what a command writes; every other option or argument naming an existing file
@@ -124,7 +124,7 @@ OUTPUT_OPTIONS = ("out", "md")
 
 
 def _note_inputs(args: argparse.Namespace) -> None:
-    clear_inputs()
+    begin_command()
     for name, value in vars(args).items():
         if name in OUTPUT_OPTIONS:
             continue

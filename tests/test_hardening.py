@@ -430,3 +430,19 @@ def test_nan_weights_and_zero_experts_have_plain_messages(trace, tmp_path, capsy
     assert "np.float64" not in line
     fails(["traces", "validate", with_metadata(trace, tmp_path / "z.parquet", n_experts=0)], capsys,
           "n_layers and n_experts must be at least 1")
+
+
+def test_outside_a_command_reading_a_file_does_not_forbid_rewriting_it(tmp_path):
+    """In a notebook, report(dir) then sweep(spec, dir) again is the plan, not a mistake."""
+    path = tmp_path / "x.parquet"
+    path.write_text("x")
+    atomic_io.note_input(path)
+    atomic_io.check_output(path)  # no command running: nothing noted
+    atomic_io.begin_command()
+    try:
+        atomic_io.note_input(path)
+        with pytest.raises(UserError, match="also an input"):
+            atomic_io.check_output(path)
+    finally:
+        atomic_io.end_command()
+    atomic_io.check_output(path)
