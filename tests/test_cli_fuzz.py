@@ -31,7 +31,7 @@ NOTE = "moesim: note:"
 ERROR = "moesim: error: "
 # what an error line must name: an option, a file, a row/line/field/key, or a setting
 LOCATED = re.compile(r"--[a-z]|\.(parquet|csv|jsonl|yaml|html|md)\b|/|\brow\b|\bline\b|field|: (seed|capacit"
-                     r"|traces|eviction|profiles|imports|seeds|n_|count|value|object_bytes)|spec|synth|sweep|"
+                     r"|traces|eviction|profiles|imports|seeds|n_|count|value|object_bytes)|spec|synth|sweep|policy|"
                      r"capacity|layer|expert")
 
 
@@ -207,7 +207,19 @@ def trace_file(draw, world: dict[str, Path], work: Path) -> str:
 @st.composite
 def command(draw, world: dict[str, Path], work: Path) -> list[str]:
     name = draw(st.sampled_from(["info", "validate", "convert", "synth", "replay", "report", "sweep", "sweep-table",
-                                 "whatif", "profiles", "info-format"]))
+                                 "whatif", "profiles", "info-format", "stats", "compare", "synth-tol", "fit"]))
+    if name == "stats":
+        return ["traces", "stats", draw(trace_file(world, work)), "--k", draw(numbers)]
+    if name == "fit":  # a good trace only: fitting one takes seconds; the bad files are the others' job
+        return ["traces", "fit", str(world["trace"]), "--seed", draw(numbers), "--out",
+                draw(_path_choice(world, "yaml", work, str(world["trace"])))]
+    if name == "compare":
+        return ["compare", "--trace", draw(trace_file(world, work)), "--policies",
+                draw(st.sampled_from(["lru,fifo", "lru", "nosuch", "lfu:decay=" + draw(numbers)])),
+                "--capacity", ",".join(draw(st.lists(capacities, min_size=1, max_size=3)))]
+    if name == "synth-tol":
+        return ["traces", "synth-tol", "--zipf", draw(numbers), "--layers", draw(numbers), "--row-bytes",
+                draw(capacities), "--vocab", draw(numbers), "--out", draw(_path_choice(world, "parquet", work))]
     if name in ("info", "validate"):
         return ["traces", name, draw(trace_file(world, work))]
     if name == "info-format":
