@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import traceback
 from typing import Any, Callable, Sequence
@@ -39,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage mistakes as UserError (exit 1) instead of exiting 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message, self.prog)
+        # argparse quotes a bad value whole ("invalid int value: '999...'"): cut long ones
+        raise UserError(re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message), self.prog)
 
 
 def build_parser() -> argparse.ArgumentParser:

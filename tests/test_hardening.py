@@ -446,3 +446,8 @@ def test_outside_a_command_reading_a_file_does_not_forbid_rewriting_it(tmp_path)
     finally:
         atomic_io.end_command()
     atomic_io.check_output(path)
+
+
+def test_a_huge_value_is_not_echoed_whole_by_argument_errors(trace, capsys):
+    line = fails(["replay", "--trace", trace, "--capacity", "5%", "--seed", "9" * 5000], capsys, "--seed")
+    assert len(line) < 200
