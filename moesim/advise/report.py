@@ -17,7 +17,7 @@ import pandas as pd
 
 from moesim.advise.answer import OBJECTIVE_LABELS
 from moesim.advise.render import describe_config, headline, machine_ranking, ms, ratio
-from moesim.atomic_io import write_text_atomic
+from moesim.atomic_io import write_texts_atomic
 from moesim.reports import plots
 from moesim.reports.render import CSS, answer_html
 from moesim.units import format_bytes
@@ -120,8 +120,9 @@ def write_advise_report(answer: dict[str, Any], out: str | Path) -> dict[str, An
     runs = runs_frame(answer)
     figures = [(f"{m['profile']}: fastest configurations", plots.png_bytes(machine_figure(m, answer["objective"])))
                for m in answer["machines"] if m["runs"]]
-    write_text_atomic(folder / "advise.json", json.dumps(answer, indent=2, sort_keys=True, default=float) + "\n")
-    write_text_atomic(folder / "runs.csv", runs.to_csv(index=False))
-    write_text_atomic(folder / "advise.html", to_html(answer, figures, runs))
+    # one unit: never a new report beside an old answer
+    write_texts_atomic({folder / "advise.json": json.dumps(answer, indent=2, sort_keys=True, default=float) + "\n",
+                        folder / "runs.csv": runs.to_csv(index=False),
+                        folder / "advise.html": to_html(answer, figures, runs)})
     return {"html": str(folder / "advise.html"), "json": str(folder / "advise.json"),
             "csv": str(folder / "runs.csv"), "figures": len(figures)}

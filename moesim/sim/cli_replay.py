@@ -83,6 +83,20 @@ def _count_runs(plan: ReplayPlan) -> list[tuple[CountResult, str]]:
     return runs
 
 
+def check_model_shape(trace: Any, model: str, where: str = "--model") -> None:
+    """Refuse a catalog model whose shape is not the trace's: its FLOPs and dense sizes would time
+    a different network than the one the trace routed through."""
+    from moesim.traces.catalog import load_model
+
+    spec = load_model(model)
+    meta = trace.meta
+    if spec.n_routed_experts != meta.n_experts or spec.n_moe_layers != meta.n_layers \
+            or (meta.top_k is not None and spec.top_k != meta.top_k):
+        raise UserError(f"{spec.name} has {spec.n_moe_layers} MoE layers x {spec.n_routed_experts} experts, top-"
+                        f"{spec.top_k}; the trace has {meta.n_layers} x {meta.n_experts}, top-{meta.top_k}: its "
+                        "FLOPs and sizes would time another model (leave --model out to use the trace's own)", where)
+
+
 def is_timed(args: argparse.Namespace) -> bool:
     """Timing runs when a hardware profile is named and --count-only is not given."""
     return bool(getattr(args, "profile", None)) and not args.count_only
@@ -106,7 +120,8 @@ def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, s
             config = timed_config_from_args(args, cap.bytes, eviction=spec.label())
             if plan.scope == "layer":
                 weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
-                config = replace(config, layer_capacity=tuple(weights))
+                if weights is not None:  # None: the core splits the capacity evenly over layers
+                    config = replace(config, layer_capacity=tuple(weights))
             runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
     return runs
 
@@ -117,7 +132,14 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
         raise UserError("--layer-weights needs --scope layer", "replay")
     if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"):
         raise UserError("--prefetch and --miss need the timing engine: add --profile NAME", "replay")
+    if getattr(args, "profile_set", None) and not getattr(args, "profile", None):
+        raise UserError("--set changes a field of a hardware profile: add --profile NAME", "--set")
+    if getattr(args, "model", None) and not is_timed(args):
+        raise UserError("--model sets FLOPs and dense sizes for timing: add --profile NAME (without "
+                        "--count-only)", "--model")
     plan = _plan(args, specs)
+    if getattr(args, "model", None):
+        check_model_shape(plan.trace, args.model)
     if is_timed(args):
         runs = _timed_runs(plan, args)
         _export_trace_events(args, runs)
