@@ -74,6 +74,38 @@ def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
     return ModelShape(params, dense, tuple(float(b) for b in dense), hidden, "trace object bytes (bf16 assumed)")
 
 
+def resolve_model_spec(trace: Trace, model: str | None = None) -> tuple[ModelSpec | None, tuple[str, ...] | None]:
+    """The spec timing uses: `model` (catalog name, model YAML, Hugging Face config.json or GGUF file),
+    else the trace's meta.model when the catalog knows it under some spelling. Returns the spec and,
+    from a GGUF file, the expert storage format of each trace layer (None otherwise).
+
+    An explicit `model` that cannot be loaded is the user's mistake (UserError); an unknown
+    meta.model falls back to the trace's own object bytes, assuming bf16.
+    """
+    from moesim.traces.model_files import load_model_any, load_model_guess
+
+    if model:
+        loaded = load_model_any(model, "--model")
+        return loaded.spec, _formats_for_trace(loaded, trace)
+    if trace.meta.model:
+        loaded = load_model_guess(trace.meta.model)
+        if loaded is not None:
+            return loaded.spec, _formats_for_trace(loaded, trace)
+    return None, None
+
+
+def _formats_for_trace(loaded: object, trace: Trace) -> tuple[str, ...] | None:
+    per_layer = getattr(loaded, "expert_formats", None)
+    if not per_layer:
+        return None
+    spec = loaded.spec  # type: ignore[attr-defined]
+    if trace.meta.n_layers == spec.n_moe_layers:
+        return tuple(per_layer[m] for m in spec.moe_layers)
+    if trace.meta.n_layers == spec.n_layers:
+        return tuple(per_layer[m] if m in spec.moe_layers else spec.default_dtype for m in range(spec.n_layers))
+    return None
+
+
 def dense_times(trace: Trace, shape: ModelShape, compute: Compute) -> np.ndarray:
     """Attention and other non-expert work of every cell, seconds."""
     layer = trace.cell_layer.astype(np.int64)

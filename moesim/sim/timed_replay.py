@@ -19,9 +19,11 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.policies.placement import parse_placement
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
-from moesim.sim.cost_model import ModelShape, cpu_times, dense_times, expert_times, resolve_model_shape
+from moesim.sim.compute import ComputeModel, compute_model, expert_cell_times, non_expert_cell_times
+from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import simulate
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
@@ -51,12 +53,15 @@ class TimedConfig:
     grouped_experts: bool = True
     bounds: bool = True
     cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
+    placement: str = "gpu"  # where routed experts run: a placement policy spec ("gpu", "cpu-layers:n=4", "cpu-all")
+    framework: str | None = None  # kernel counts per operator ("eager", "cuda-graphs", "llama.cpp"); None: the profile's
+    kernel_table: str | None = None  # a `moesim calibrate` JSON report whose measured expert-kernel times replace the roofline
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
                           capacity_bytes=int(self.capacity_bytes), scope=self.scope,
                           layer_capacity=self.layer_capacity, seed=self.seed, dram_eviction=self.dram_eviction,
-                          cancel_unstarted=self.cancel_unstarted)
+                          cancel_unstarted=self.cancel_unstarted, placement=self.placement)
 
     def to_dict(self) -> dict[str, Any]:
         """Resolved: policy specs in canonical form with all their parameters."""
@@ -77,6 +82,9 @@ class TimedConfig:
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
             "cancel_unstarted": self.cancel_unstarted,
+            "placement": parse_placement(self.placement).to_dict(),
+            "framework": self.framework,
+            "kernel_table": self.kernel_table,
         }
 
     def label(self) -> str:
@@ -88,6 +96,9 @@ class TimedConfig:
         miss = parse_spec(self.miss, "miss")
         if miss.name != "stall":
             parts.append("miss=" + miss.label())
+        placement = parse_placement(self.placement)
+        if placement.name != "gpu":
+            parts.append("place=" + placement.label())
         return " ".join(parts)
 
 
@@ -96,10 +107,12 @@ class PlanSetup:
     """A Planner with the static inputs its decisions read (shared by the simulator and the executor)."""
 
     planner: Planner
-    shape: ModelShape
+    compute: ComputeModel
     topology: Topology
-    dense: np.ndarray  # seconds per cell
+    dense: np.ndarray  # seconds per cell (non-expert work: pre + post)
     expert_full: np.ndarray  # seconds per cell with every routed expert on the device
+    pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
+    post: np.ndarray  # after them (shared experts, dense FFN, LM head)
 
 
 def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> PlanSetup:
@@ -109,18 +122,22 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     is the one input a prefetcher reads besides the cache state, so both layers must get it from here
     for their decisions to agree.
     """
-    shape = resolve_model_shape(trace, config.model)
+    spec, formats = resolve_model_spec(trace, config.model)
+    model = compute_model(trace, profile, spec, config.framework, config.kernel_table, formats)
     topology = build_topology(profile, trace.total_object_bytes())
     _check_capacity(profile, config)
-    dense = dense_times(trace, shape, profile.compute)
+    non_expert = non_expert_cell_times(trace, model)
+    pre, post = non_expert.pre, non_expert.post
+    dense = pre + post
     planner = Planner(trace, topology, config.plan_config())
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
-    params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
-    expert_full = expert_times(stream.cell, obj_bytes[stream.obj], planner.req_tokens_arr, params[stream.obj],
-                               trace.n_cells, profile.compute, config.grouped_experts)
-    planner.compute_window = expert_full + np.append(dense[1:], 0.0)
-    return PlanSetup(planner, shape, topology, dense, expert_full)
+    req_layer = trace.object_layer_array()[stream.obj]
+    expert_full = expert_cell_times(model, stream.cell, req_layer, obj_bytes[stream.obj], planner.req_tokens_arr,
+                                    trace.n_cells, "gpu", config.grouped_experts)
+    # from this cell's gate to the next one's: its experts, its post part, the next cell's pre part
+    planner.compute_window = expert_full + post + np.append(pre[1:], 0.0)
+    return PlanSetup(planner, model, topology, dense, expert_full, pre, post)
 
 
 def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
@@ -130,27 +147,27 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     "auto"); both planners make the same decisions, so results do not depend on it.
     """
     setup = setup_planner(trace, profile, config)
-    planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
+    planner, model, topology, dense, expert_full = (setup.planner, setup.compute, setup.topology, setup.dense,
                                                      setup.expert_full)
-    compute = profile.compute
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
-    params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
     req_bytes = obj_bytes[stream.obj]
-    req_params = params[stream.obj]
+    req_layer = trace.object_layer_array()[stream.obj]
     n_cells = trace.n_cells
     plan = planner.plan_rest(engine)
 
-    expert = expert_times(stream.cell, req_bytes, plan.gpu_tokens, req_params, n_cells, compute,
-                          config.grouped_experts)
+    expert = expert_cell_times(model, stream.cell, req_layer, req_bytes, plan.gpu_tokens, n_cells, "gpu",
+                               config.grouped_experts)
     on_cpu = plan.cpu_tokens > 0
-    cpu_compute = cpu_times(stream.cell[on_cpu], req_bytes[on_cpu], plan.cpu_tokens[on_cpu], req_params[on_cpu],
-                            n_cells, compute, f"profile {profile.name}")
+    cpu_compute = np.zeros(n_cells)
+    if on_cpu.any():  # the CPU reads these experts from host DRAM itself: no copy to the GPU
+        cpu_compute = expert_cell_times(model, stream.cell[on_cpu], req_layer[on_cpu], req_bytes[on_cpu],
+                                        plan.cpu_tokens[on_cpu], n_cells, "cpu", config.grouped_experts)
     # a token whose experts run on the CPU sends its activation once and gets one combined result
     # back; without per-token detail that is min(expert-token pairs on the CPU, tokens in the cell)
     cpu_token_count = np.minimum(np.bincount(stream.cell[on_cpu], weights=plan.cpu_tokens[on_cpu],
                                              minlength=n_cells), trace.cell_tokens)
-    activation = cpu_token_count * shape.activation_bytes_per_token()
+    activation = cpu_token_count * model.activation_bytes_per_token()
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():
         out_link = profile.link(topology.d2h_link) if topology.d2h_link else None
@@ -162,8 +179,9 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
-    expert_eff = np.maximum(expert, cpu_path)
-    pre_gate = dense + np.concatenate(([0.0], expert_eff[:-1])) if n_cells else np.zeros(0)
+    expert_eff = np.maximum(expert, cpu_path)  # the CPU and GPU parts of a cell run in parallel
+    # from cell c-1's stall end to cell c's gate: c-1's experts and post part, then c's pre part
+    pre_gate = setup.pre + np.concatenate(([0.0], (expert_eff + setup.post)[:-1])) if n_cells else np.zeros(0)
     duration = topology.copy_durations(plan.copy_route, plan.copy_bytes)
     server = np.where(plan.copy_route == ROUTE_HOST, SERVER_HOST, SERVER_SSD)
     engine = simulate(plan, duration, server, pre_gate, (topology.host_engines, topology.ssd_slots))
@@ -174,7 +192,7 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         bounds = compute_bounds(trace, stream, topology, dense, expert_full, config.capacity_bytes, config.scope,
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
                                 valid=handler.bounds_hold)
-    return build_result(config, profile, plan, times, engine, duration, bounds, shape.source)
+    return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
 
 
 def _check_capacity(profile: HardwareProfile, config: TimedConfig) -> None:
