@@ -1,6 +1,6 @@
 """Timing options for `moesim replay` / `moesim compare` (wired in by moesim/sim/cli_replay.py).
 
-    add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model
+    add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model, --placement, ...
     run_timed(args, trace, capacity_bytes)  one timed replay -> JSON-ready summary
     timed_table(summaries)                  compare: one row per run ranked by TPOT then TTFT, bounds as rows
 
@@ -35,7 +35,15 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
                        help="prefetch policy spec, e.g. none, oracle:lookahead=1 (default: none)")
     group.add_argument("--miss", default="stall", help="miss handling: stall, cpu, lowbit:bits=4, drop (default: stall)")
     group.add_argument("--model", default=None,
-                       help="model catalog name for FLOPs and dense sizes (default: the trace's own model)")
+                       help="model for operator shapes and FLOPs: a catalog name (moesim models list), a model "
+                            "YAML, a Hugging Face config.json or a GGUF file (default: the trace's own model)")
+    group.add_argument("--placement", default="gpu",
+                       help="where routed experts run: gpu, cpu-layers:N (llama.cpp --n-cpu-moe N: the first N "
+                            "layers' experts on the CPU), cpu-all (KTransformers) (default: gpu)")
+    group.add_argument("--framework", default=None,
+                       help="kernel counts per operator: fused, eager, cuda-graphs, llama.cpp (default: the profile's)")
+    group.add_argument("--kernel-table", default=None, metavar="REPORT_JSON",
+                       help="a `moesim calibrate` report whose measured expert-kernel times replace the roofline")
 
 
 def resolve_profile(name: str | None, overrides: Sequence[str] = ()) -> HardwareProfile:
@@ -65,6 +73,9 @@ def timed_config_from_args(args: argparse.Namespace, capacity_bytes: int, evicti
         profile_overrides=tuple(getattr(args, "profile_set", None) or ()),
         model=getattr(args, "model", None),
         seed=int(getattr(args, "seed", 0) or 0),
+        placement=getattr(args, "placement", None) or "gpu",
+        framework=getattr(args, "framework", None),
+        kernel_table=getattr(args, "kernel_table", None),
     )
 
 

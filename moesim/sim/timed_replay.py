@@ -191,7 +191,7 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         handler = planner.handler
         bounds = compute_bounds(trace, stream, topology, dense, expert_full, config.capacity_bytes, config.scope,
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
-                                valid=handler.bounds_hold)
+                                valid=handler.bounds_hold and planner.placed is None)
     return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
 
 
