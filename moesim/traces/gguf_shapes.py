@@ -93,7 +93,7 @@ def model_from_gguf(path: str | Path) -> LoadedModel:
         "n_layers": n_layers,
         "hidden_size": hidden,
         "vocab_size": int(vocab),
-        "tie_word_embeddings": "output.weight" not in tensors and bool(tensors),
+        "tie_word_embeddings": "output.weight" not in tensors and "token_embd.weight" in tensors,
         "moe_layers": {"first": lead} if lead else "all",
     }
     experts: dict[str, Any] = {"routed": routed, "top_k": int(key("expert_used_count", 1)), "intermediate_size": moe_inter}

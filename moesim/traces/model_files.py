@@ -105,7 +105,7 @@ def hf_config_to_mapping(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     if not routed:
         raise UserError("not a mixture-of-experts config (no num_experts / num_local_experts / n_routed_experts)", where)
     top_k = int(cfg.get("num_experts_per_tok") or cfg.get("num_experts_per_token") or cfg.get("moe_topk") or 0)
-    moe_inter = int(cfg.get("moe_intermediate_size") or cfg.get("intermediate_size_mlp") or cfg["intermediate_size"])
+    moe_inter = int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"])
     if mtype in ("mixtral", "gpt_oss"):
         moe_inter = int(cfg["intermediate_size"])
     doc: dict[str, Any] = {
