@@ -8,7 +8,9 @@ the trace's object bytes), run for t tokens:
     grouped cell: T_c = max(sum B / bw, sum flops / peak + sum dequant / vector_peak)
                         + kernels("experts_grouped") x P.kernel_overhead      (barrier mode: one call)
 F_tok = 2 x matrix weights (+ biases) per token (ModelSpec.expert_flops_per_token). Weights are read
-once per kernel call whatever the token count, and dequantised once as they are read. Rows with 0
+once per kernel call whatever the token count, and dequantised once as they are read, at the
+processor's elementwise ("fp32") rate; a processor with no such figure has an effective matrix rate
+with dequantisation folded in, and pays no separate term. Rows with 0
 tokens on P (run elsewhere, dropped) cost nothing. Where the profile carries a measured kernel
 table for this expert shape (moesim/sim/compute/kernel_table.py), its time replaces the roofline
 part on the GPU.
@@ -42,6 +44,12 @@ class ExpertCosts:
         return np.asarray([formats.dequant_ops(f) if formats.known(f) else 0.0 for f in self.formats])
 
 
+def _per_op(proc: Processor) -> float:
+    """Seconds per dequantisation op: 1 / the elementwise rate, 0 where it is folded into the matrix rate."""
+    rate = vector_peak(proc)
+    return 1.0 / rate if rate else 0.0
+
+
 def _launch(proc: Processor, framework: str, operator: str) -> float:
     return kernels(framework, operator) * proc.kernel_overhead * LAUNCH_FACTOR.get(framework, 1.0)
 
@@ -59,7 +67,7 @@ def expert_request_times(
     layer = req_layer.astype(np.int64)
     tokens = req_tokens.astype(np.float64)
     compute = tokens * costs.flops_per_token[layer] / costs.layer_peak(proc)[layer] \
-        + costs.params[layer] * costs.layer_dequant()[layer] / vector_peak(proc)
+        + costs.params[layer] * costs.layer_dequant()[layer] * _per_op(proc)
     roof = np.maximum(req_bytes.astype(np.float64) / proc.memory_bandwidth, compute)
     if table is not None:
         roof = table.times(np.ones_like(tokens), tokens)
@@ -91,7 +99,7 @@ def grouped_cell_times(
                      minlength=n_cells)
     deq = np.bincount(cells, weights=costs.params[layer] * costs.layer_dequant()[layer], minlength=n_cells)
     active = np.bincount(cells, minlength=n_cells).astype(np.float64)
-    roof = np.maximum(nbytes / proc.memory_bandwidth, mm + deq / vector_peak(proc))
+    roof = np.maximum(nbytes / proc.memory_bandwidth, mm + deq * _per_op(proc))
     if table is not None:
         total_tokens = np.bincount(cells, weights=tokens, minlength=n_cells)
         roof = np.where(active > 0, table.times(active, total_tokens / np.maximum(active, 1.0)), 0.0)

@@ -126,6 +126,9 @@ def peak(proc: Processor, dtype: str) -> float:
     return float(max(proc.peak_flops.values()))
 
 
-def vector_peak(proc: Processor) -> float:
-    """FLOP/s for elementwise work (dequantisation, softmax): fp32 where given, else the matrix bf16 rate."""
-    return float(proc.peak_flops.get("fp32") or peak(proc, "bf16"))
+def vector_peak(proc: Processor) -> float | None:
+    """FLOP/s for elementwise work (dequantisation): the processor's "fp32" figure. None where it has none:
+    its matrix rate is then an effective one (fitted, or a single datasheet figure) and dequantisation
+    is taken as folded into it rather than charged twice."""
+    value = proc.peak_flops.get("fp32")
+    return float(value) if value else None

@@ -5,7 +5,8 @@ dense FFN, norms), the KV-cache bytes one context position stores, the attention
 context position) pair and the window; per trace layer the routed expert's parameters and storage
 format. A trace's own sizes win (DESIGN.md): expert bytes are the trace's object bytes, and where
 the trace gives dense bytes per layer the dense operators' bytes are scaled so they sum to it (a
-GGUF file's mixed quantisation, say). Trace layers map to model layers by `meta.layer_ids`, else
+GGUF file's mixed quantisation, say), and the embedding and LM head bytes by the traced layers'
+mean ratio (a file is quantised as a whole). Trace layers map to model layers by `meta.layer_ids`, else
 one to one when the counts agree, else onto the model's MoE layers in order; model layers no trace
 cell stands for (DeepSeek's dense first layers) are charged to the next traced cell.
 """
@@ -111,6 +112,8 @@ def operator_shapes(trace: Trace, spec: ModelSpec, expert_formats: tuple[str, ..
         for t, m in enumerate(to_model.tolist()):
             if dense_p[m] > 0 and meta_dense[t] > 0:
                 scale[m] = float(meta_dense[t]) / (dense_p[m] * bpp)
+    # embeddings and LM head: stored like the rest of the file (the traced layers' mean ratio)
+    head_scale = float(np.mean(scale[to_model])) if to_model.size else 1.0
     expert_params = np.full(trace.meta.n_layers, float(spec.expert_params()))
     if expert_formats is None:
         expert_formats = tuple(_format_from_bytes(int(b), spec) for b in trace.meta.object_bytes)
@@ -135,9 +138,9 @@ def operator_shapes(trace: Trace, spec: ModelSpec, expert_formats: tuple[str, ..
         expert_flops_per_token=np.full(trace.meta.n_layers, float(spec.expert_flops_per_token())),
         expert_format=tuple(expert_formats),
         vocab=spec.vocab_size,
-        embedding_bytes_per_token=h * bpp,
+        embedding_bytes_per_token=h * bpp * head_scale,
         lm_head_params=spec.vocab_size * h,
-        lm_head_bytes=spec.vocab_size * h * bpp,
+        lm_head_bytes=spec.vocab_size * h * bpp * head_scale,
         dense_dtype=dense_dtype if formats.known(dense_dtype) else "bf16",
         source=f"model spec {spec.name}" + (" (tied embeddings)" if tied else ""),
     )
