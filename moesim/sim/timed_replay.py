@@ -114,6 +114,11 @@ class PlanSetup:
     pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
     post: np.ndarray  # after them (shared experts, dense FFN, LM head)
 
+    @property
+    def shape(self) -> ComputeModel:
+        """The model figures (`dense_bytes` per trace layer, ...) the real-GPU executor sizes its dense work by."""
+        return self.compute
+
 
 def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> PlanSetup:
     """The planner both the simulator and the real-GPU executor drive, with the same budget window.

@@ -46,7 +46,7 @@ class ComputeModel:
     framework: str
     table: KernelTable | None
     hidden_size: int
-    dense_bytes: np.ndarray  # per trace layer (legacy path)
+    dense_bytes: tuple[int, ...]  # per trace layer: the trace's meta.dense_bytes, else the spec's
     source: str
     profile_name: str = ""
 
@@ -78,13 +78,15 @@ def compute_model(trace: Trace, profile: Any, spec: ModelSpec | None, framework:
     n_layers = trace.meta.n_layers
     obj_bytes = np.asarray(trace.meta.object_bytes, dtype=np.float64)
     meta_dense = trace.meta.dense_bytes
-    dense = np.asarray(meta_dense if meta_dense else [0] * n_layers, dtype=np.float64)
+    dense = tuple(int(b) for b in meta_dense) if meta_dense else (0,) * n_layers
     if spec is not None:
         shapes = operator_shapes(trace, spec, expert_formats)
         experts = ExpertCosts(shapes.expert_params, shapes.expert_flops_per_token, shapes.expert_format,
                               spec.hidden_size, spec.moe_intermediate_size)
         hidden = spec.hidden_size
         source = source or f"model spec {spec.name}"
+        if not meta_dense:
+            dense = tuple(spec.dense_bytes_of_layer(int(m)) for m in shapes.trace_to_model)
     else:
         shapes = None
         params = np.maximum(obj_bytes // 2, 1)
@@ -115,7 +117,7 @@ def non_expert_cell_times(trace: Trace, model: ComputeModel) -> NonExpertTimes:
         return non_expert_times(trace, model.shapes, model.device, model.framework)
     layer = trace.cell_layer.astype(np.int64)
     tokens = trace.cell_tokens.astype(np.float64)
-    dbytes = model.dense_bytes[layer] if model.dense_bytes.size else np.zeros(trace.n_cells)
+    dbytes = np.asarray(model.dense_bytes, dtype=np.float64)[layer] if model.dense_bytes else np.zeros(trace.n_cells)
     pre = roofline(dbytes, dbytes * tokens, model.device, "bf16") + overhead(model.device, model.framework, "attention")
     return NonExpertTimes(pre=pre, post=np.zeros(trace.n_cells), by_operator={"dense": pre})
 
