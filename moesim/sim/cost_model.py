@@ -1,4 +1,7 @@
-"""Compute time of every cell from the model's shape and the profile's roofline (no clock, no policy).
+"""The legacy per-cell roofline (kept for callers), and the model-spec resolver timing uses.
+
+Timed replay now times cells operator by operator (moesim/sim/compute/, docs/metrics.md "Compute");
+`resolve_model_spec` below picks the spec it uses. The functions after it are the former model:
 
 Per cell (one pass at one layer), with T tokens (docs/metrics.md, "Compute"):
   dense  = max(dense_bytes / memory_bandwidth, T * dense_flops_per_token / peak_flops) + launch_overhead

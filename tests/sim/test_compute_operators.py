@@ -191,3 +191,23 @@ def test_legacy_profile_becomes_gpu_and_cpu_processors() -> None:
     assert (cpu.peak_flops["fp32"], cpu.memory_bandwidth) == (5e10, 6e9)
     with pytest.raises(UserError, match="cpu_flops"):
         compute_model(tiny_trace([0]), make_profile(), None).processor("cpu")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(1, 64), st.integers(1_000, 50_000)), min_size=1, max_size=8),
+       st.sampled_from(["bf16", "q4_K", "q8_0", "mxfp4"]))
+def test_grouped_cell_lies_between_its_longest_request_and_their_sum(rows, fmt) -> None:
+    """max(sum bytes, sum compute) is at least each request's max(bytes, compute) and at most their sum."""
+    trace = tiny_trace([0])
+    p = proc(bw=1e9, flops=1e10, fp32=5e9)
+    model = compute_model(trace, _Profile(p), tiny_spec(), expert_formats=(fmt, fmt))
+    layer = np.array([r[0] for r in rows])
+    tokens = np.array([r[1] for r in rows])
+    nbytes = np.array([r[2] for r in rows])
+    per = expert_request_times(model, layer, nbytes, tokens, "gpu")
+    cell = expert_cell_times(model, np.zeros(len(rows), dtype=np.int64), layer, nbytes, tokens, 1, "gpu")[0]
+    assert per.max() * (1 - 1e-12) <= cell <= per.sum() * (1 + 1e-12)
