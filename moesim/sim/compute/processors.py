@@ -21,19 +21,23 @@ from typing import Any
 from moesim.errors import UserError
 
 
-@dataclass(frozen=True)
-class Processor:
-    """Local stand-in with the fields of moesim.hw_profiles.profile.Processor (the hardware graph's)."""
+try:  # the hardware graph's processor (moesim/hw_profiles/profile.py), where that has landed
+    from moesim.hw_profiles.profile import Processor
+except ImportError:  # until then a local stand-in with the same fields
 
-    name: str
-    kind: str  # "gpu" | "cpu" | "npu"
-    memory: str  # the memory it reads weights from ("vram", "dram", ...)
-    peak_flops: dict[str, float] = field(default_factory=dict)  # FLOP/s by dtype
-    memory_bandwidth: float = 0.0  # achieved bytes/s reading `memory`
-    kernel_overhead: float = 0.0  # seconds per kernel/op under the profile's framework
-    cores: int | None = None
-    active_watts: float | None = None
-    idle_watts: float | None = None
+    @dataclass(frozen=True)
+    class Processor:  # type: ignore[no-redef]
+        """Stand-in with the fields of moesim.hw_profiles.profile.Processor (the hardware graph's)."""
+
+        name: str
+        kind: str  # "gpu" | "cpu" | "npu"
+        memory: str  # the memory it reads weights from ("vram", "dram", ...)
+        peak_flops: dict[str, float] = field(default_factory=dict)  # FLOP/s by dtype
+        memory_bandwidth: float = 0.0  # achieved bytes/s reading `memory`
+        kernel_overhead: float = 0.0  # seconds per kernel/op under the profile's framework
+        cores: int | None = None
+        active_watts: float | None = None
+        idle_watts: float | None = None
 
 
 # Kernels (launches, graph nodes, thread barriers) per operator and framework. "experts_grouped" is
