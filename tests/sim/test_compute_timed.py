@@ -136,3 +136,35 @@ def test_cpu_miss_and_cpu_placement_run_on_every_shipped_profile_with_a_cpu(name
     for config in (TimedConfig(capacity_bytes=3 * MB, miss="cpu"), TimedConfig(capacity_bytes=3 * MB, placement="cpu-all")):
         result = timed_replay(trace, profile, config)
         assert (result.cells["cpu_s"] > 0).any()
+
+
+def test_placed_experts_are_never_prefetched_and_the_fast_planner_declines() -> None:
+    """With an oracle prefetcher, layer 0's experts (on the CPU) are never copied; the compiled planner
+    has no placement, so "fast" is refused in one line and "auto" falls back to the reference planner."""
+    from moesim.errors import UserError
+    from moesim.sim.plan import PlanConfig, Planner
+    from moesim.sim.topology import build_topology
+
+    trace = hand_trace()
+    profile = hand_profile(cpu_flops=1e12, cpu_bw=1e10)
+    result = timed_replay(trace, profile, TimedConfig(capacity_bytes=3 * MB, placement="cpu-layers:1",
+                                                      prefetch="oracle:lookahead=2"))
+    assert not np.isin(result.plan.copy_obj, [0, 1, 2, 3]).any()
+    planner = Planner(trace, build_topology(profile, trace.total_object_bytes()),
+                      PlanConfig(capacity_bytes=3 * MB, placement="cpu-all"))
+    with pytest.raises(UserError, match="placement has no compiled planner"):
+        planner.plan_engine("fast")
+    assert planner.plan_engine("auto") == "reference"
+
+
+def test_placement_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from moesim.cli import main
+
+    base = ["replay", "--trace", "bundled:qwen", "--capacity", "2000MiB", "--profile", "h100-pcie"]
+    assert main(base + ["--placement", "cpu-layers:n=-1"]) == 1
+    assert main(base + ["--placement", "disk"]) == 1
+    assert main(base + ["--placement", "cpu-all"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert "n must be >= 0" in err[0] and "unknown placement policy 'disk'" in err[1]
+    assert "needs a cpu processor" in err[2]
