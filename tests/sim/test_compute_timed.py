@@ -168,3 +168,29 @@ def test_placement_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -
     assert len(err) == 3
     assert "n must be >= 0" in err[0] and "unknown placement policy 'disk'" in err[1]
     assert "needs a cpu processor" in err[2]
+
+
+def test_olmoe_prefill_flops_by_hand_through_timed_replay() -> None:
+    """OLMoE-1B-7B (https://huggingface.co/allenai/OLMoE-1B-7B-0924/blob/main/config.json: hidden 2048,
+    16 heads of 128 with 16 kv heads, 64 experts of 1024, top-8, vocab 50304), a 128-token prompt at
+    positions 0..127, every token routed to experts 0-7, at 1 TFLOP/s and 1 PB/s (compute bound).
+    Per layer:
+      attention: 2 x (4 x 2048 x 2048) x 128 = 4,294,967,296 FLOPs for q/k/v/o
+                 + 128 x 129 / 2 = 8256 (query, position) pairs x 4 x 16 x 128 = 67,633,152
+                 = 4.362600448 ms
+      router:    2 x 64 x 2048 x 128 = 33,554,432 -> 0.033554432 ms
+      experts:   8 experts x 128 tokens x 2 x 3 x 2048 x 1024 = 12,884,901,888 -> 12.884901888 ms
+    LM head once (one sequence, one logits row): 2 x 50304 x 2048 = 206,045,184 -> 0.206045184 ms;
+    embedding rows 128 x 2048 x 2 B = 524,288 B at 1 PB/s -> 0.524288 ns (no FLOPs).
+    Compute in all: 16 x 17.281056768 + 0.206045184 + 0.000000524288 = 276.702953996288 ms."""
+    meta = TraceMeta(n_layers=16, n_experts=64, top_k=8, object_bytes=[3 * 2048 * 1024 * 2] * 16, model="olmoe-1b-7b")
+    cells = [(layer, [list(range(8))] * 128) for layer in range(16)]
+    trace = build_trace(meta, [{"phase": PREFILL, "tokens": [(0, i) for i in range(128)], "cells": cells}])
+    profile = make_profile(peak_flops=1e12, memory_bandwidth=1e15, launch=0.0, host_bw=1e18)
+    cells_out = timed_replay(trace, profile, TimedConfig(capacity_bytes=2 * 10**9)).cells
+    assert cells_out["expert_s"].tolist() == pytest.approx([12.884901888e-3] * 16, rel=1e-12)
+    dense = [4.362600448e-3 + 0.033554432e-3] * 16
+    dense[-1] += 0.206045184e-3
+    dense[0] += 524288 / 1e15
+    assert cells_out["dense_s"].tolist() == pytest.approx(dense, rel=1e-12)
+    assert float((cells_out["dense_s"] + cells_out["expert_s"]).sum()) == pytest.approx(276.702953996288e-3, rel=1e-12)
