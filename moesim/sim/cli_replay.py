@@ -95,13 +95,16 @@ def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, s
                         "or add --count-only", "--replay")
     profile = resolve_profile(args.profile, tuple(args.profile_set or ()))
     runs = []
+    # --placement may list several (compare where experts run): one run each
+    placements = [p.strip() for p in (getattr(args, "placement", None) or "gpu").split(",") if p.strip()] or ["gpu"]
     for spec in plan.specs:
         for cap in plan.capacities:
-            config = timed_config_from_args(args, cap.bytes, eviction=spec.label())
-            if plan.scope == "layer":
-                weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
-                config = replace(config, layer_capacity=tuple(weights))
-            runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
+            for placement in placements:
+                config = replace(timed_config_from_args(args, cap.bytes, eviction=spec.label()), placement=placement)
+                if plan.scope == "layer":
+                    weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
+                    config = replace(config, layer_capacity=tuple(weights))
+                runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
     return runs
 
 
@@ -109,8 +112,9 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
     """Resolve the arguments, then run the count replay or the timed one."""
     if args.layer_weights is not None and args.scope != "layer":
         raise UserError("--layer-weights needs --scope layer", "replay")
-    if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"):
-        raise UserError("--prefetch and --miss need the timing engine: add --profile NAME", "replay")
+    if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"
+                                or (getattr(args, "placement", None) or "gpu") != "gpu"):
+        raise UserError("--prefetch, --miss and --placement need the timing engine: add --profile NAME", "replay")
     plan = _plan(args, specs)
     if is_timed(args):
         runs = _timed_runs(plan, args)

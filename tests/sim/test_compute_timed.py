@@ -194,3 +194,25 @@ def test_olmoe_prefill_flops_by_hand_through_timed_replay() -> None:
     dense[0] += 524288 / 1e15
     assert cells_out["dense_s"].tolist() == pytest.approx(dense, rel=1e-12)
     assert float((cells_out["dense_s"] + cells_out["expert_s"]).sum()) == pytest.approx(276.702953996288e-3, rel=1e-12)
+
+
+def test_compare_runs_each_listed_placement(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--placement gpu,cpu-layers:24,cpu-all`: one timed run per placement, labelled; cpu-all copies
+    no expert, and the CPU placements run CPU time that the gpu run has none of."""
+    import json
+
+    from moesim.cli import main
+
+    argv = ["compare", "--trace", "bundled:qwen", "--policies", "lru", "--capacity", "2000MiB",
+            "--profile", "h100-pcie", "--set", "compute.cpu_flops=2 TFLOP/s",
+            "--set", "compute.cpu_memory_bandwidth=200 GB/s", "--placement", "gpu,cpu-layers:24,cpu-all", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    runs = {r["label"]: r for r in out["runs"]}
+    assert [r["label"] for r in out["runs"]][:3] == ["lru", "lru place=cpu-layers:n=24", "lru place=cpu-all"]
+    gpu, half, cpu = runs["lru"], runs["lru place=cpu-layers:n=24"], runs["lru place=cpu-all"]
+    assert gpu["time"]["cpu_s"] == 0 and half["time"]["cpu_s"] > 0 and cpu["time"]["cpu_s"] > half["time"]["cpu_s"]
+    assert cpu["misses"] == 0 and cpu["links"]["h2d"]["bytes"] == cpu["links"]["d2h"]["bytes"]  # activations only
+    assert half["misses"] < gpu["misses"]  # the cache serves half the layers
+    assert main(["replay", "--trace", "bundled:qwen", "--capacity", "2000MiB", "--placement", "cpu-all"]) == 1
+    assert "need the timing engine" in capsys.readouterr().err
