@@ -78,6 +78,10 @@ def test_placement_first_layer_on_the_cpu_by_hand() -> None:
     assert result.plan.outcomes.tolist() == [PLACED, PLACED, 2, 2, PLACED, PLACED, 0, 2]
     assert result.summary["misses"] == 3
     assert result.summary["bounds"]["valid"] is False
+    from moesim.sim.cli_timing import timed_table
+
+    row = timed_table([result.summary]).iloc[0]  # the compare table claims no distance to a bound that does not hold
+    assert row["tpot_over_bound"] is None or np.isnan(row["tpot_over_bound"])
 
 
 def test_cpu_time_is_the_larger_of_bytes_over_bandwidth_and_flops_over_peak() -> None:
