@@ -211,3 +211,18 @@ def test_grouped_cell_lies_between_its_longest_request_and_their_sum(rows, fmt) 
     per = expert_request_times(model, layer, nbytes, tokens, "gpu")
     cell = expert_cell_times(model, np.zeros(len(rows), dtype=np.int64), layer, nbytes, tokens, 1, "gpu")[0]
     assert per.max() * (1 - 1e-12) <= cell <= per.sum() * (1 + 1e-12)
+
+
+def test_dequantisation_is_folded_in_where_the_matmul_runs_at_the_fp32_rate() -> None:
+    """A CPU with only an fp32 figure (llama.cpp's integer dot products; a fitted effective rate): the
+    q8_0 expert of the dequantisation test costs its matmul only, 3 x 12288 / 1 GFLOP/s = 36.864 us."""
+    cpu = Processor("cpu", "cpu", "dram", {"fp32": 1e9}, 1e12, 0.0)
+    trace = tiny_trace([0])
+    model = compute_model(trace, _Profile(cpu), tiny_spec(), expert_formats=("q8_0", "q8_0"))
+    t = expert_request_times(model, np.array([0]), np.array([6528]), np.array([3]), "cpu")
+    assert t[0] == pytest.approx(36.864 * US, rel=1e-12)
+    # profiles spell eager PyTorch "pytorch-eager": 5 kernels per expert at 2 us
+    eager = compute_model(trace, _Profile(cpu, framework="pytorch-eager"), tiny_spec(), expert_formats=("q8_0", "q8_0"))
+    assert eager.framework == "eager"
+    t2 = expert_request_times(eager, np.array([0]), np.array([6528]), np.array([3]), "cpu")
+    assert t2[0] == pytest.approx(36.864 * US, rel=1e-12)  # kernel_overhead 0 on this cpu

@@ -62,12 +62,17 @@ FRAMEWORKS: dict[str, dict[str, int]] = {
                   "embedding": 1, "lm_head": 3},
 }
 DEFAULT_FRAMEWORK = "fused"
+# other spellings profiles use (moesim/hw_profiles/data/*.yaml `framework:`)
+FRAMEWORK_ALIASES = {"pytorch-eager": "eager", "pytorch": "eager", "transformers": "eager",
+                     "pytorch-cuda-graphs": "cuda-graphs", "cudagraphs": "cuda-graphs", "vllm": "cuda-graphs",
+                     "sglang": "cuda-graphs", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ggml": "llama.cpp"}
 LAUNCH_FACTOR = {"cuda-graphs": 0.0}  # frameworks whose kernels cost no per-kernel host time
 
 
 def framework_of(profile: Any, override: str | None = None) -> str:
     """The framework whose kernel counts apply: `override`, else profile.framework, else "fused"."""
     name = override or getattr(profile, "framework", None) or DEFAULT_FRAMEWORK
+    name = FRAMEWORK_ALIASES.get(name.lower(), name)
     if name not in FRAMEWORKS:
         raise UserError(f"unknown framework {name!r}; known: {', '.join(FRAMEWORKS)}", "framework")
     return name
@@ -119,20 +124,27 @@ def cpu_processor(profile: Any, where: str) -> Processor:
                     "compute.cpu_memory_bandwidth, or processors.cpu)", where)
 
 
-def peak(proc: Processor, dtype: str) -> float:
-    """FLOP/s of `proc` for matrix work in `dtype`: that dtype's figure, else bf16, fp16, fp32, else the best."""
+def matrix_key(proc: Processor, dtype: str) -> str:
+    """The peak_flops key a matmul in `dtype` runs at: that dtype's, else bf16, fp16, fp32, else the best."""
     for key in (dtype, "bf16", "fp16", "fp32"):
-        value = proc.peak_flops.get(key)
-        if value:
-            return float(value)
+        if proc.peak_flops.get(key):
+            return key
     if not proc.peak_flops:
         raise UserError(f"processor {proc.name} has no peak_flops", "profile")
-    return float(max(proc.peak_flops.values()))
+    return max(proc.peak_flops, key=lambda k: proc.peak_flops[k])
 
 
-def vector_peak(proc: Processor) -> float | None:
-    """FLOP/s for elementwise work (dequantisation): the processor's "fp32" figure. None where it has none:
-    its matrix rate is then an effective one (fitted, or a single datasheet figure) and dequantisation
-    is taken as folded into it rather than charged twice."""
+def peak(proc: Processor, dtype: str) -> float:
+    """FLOP/s of `proc` for matrix work in `dtype` (see matrix_key)."""
+    return float(proc.peak_flops[matrix_key(proc, dtype)])
+
+
+def dequant_rate(proc: Processor, dtype: str) -> float | None:
+    """FLOP/s of the elementwise dequantisation beside a matmul in `dtype`: the "fp32" figure where the
+    matmul runs at another (tensor-core, AMX) rate. None where the matmul itself runs at the fp32 rate
+    (llama.cpp's integer dot products, effective fitted rates) or there is no fp32 figure: unpacking
+    is then part of that rate and is not charged twice."""
     value = proc.peak_flops.get("fp32")
-    return float(value) if value else None
+    if not value or matrix_key(proc, dtype) == "fp32":
+        return None
+    return float(value)
