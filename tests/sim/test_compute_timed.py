@@ -167,11 +167,16 @@ def test_placement_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -
     base = ["replay", "--trace", "bundled:qwen", "--capacity", "2000MiB", "--profile", "h100-pcie"]
     assert main(base + ["--placement", "cpu-layers:n=-1"]) == 1
     assert main(base + ["--placement", "disk"]) == 1
-    assert main(base + ["--placement", "cpu-all"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3
+    assert len(err) == 2
     assert "n must be >= 0" in err[0] and "unknown placement policy 'disk'" in err[1]
-    assert "needs a cpu processor" in err[2]
+
+
+def test_cpu_placement_without_a_cpu_is_one_line_naming_the_profile() -> None:
+    from moesim.errors import UserError
+
+    with pytest.raises(UserError, match="profile test: running experts on the CPU needs a cpu processor"):
+        timed_replay(hand_trace(), make_profile(), TimedConfig(capacity_bytes=3 * MB, placement="cpu-all"))
 
 
 def test_olmoe_prefill_flops_by_hand_through_timed_replay() -> None:
