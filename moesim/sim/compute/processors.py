@@ -105,6 +105,9 @@ def processors_of(profile: Any) -> dict[str, Processor]:
 def device_processor(profile: Any) -> Processor:
     """The processor that reads the cache tier (the GPU, or the NPU/SoC of a unified-memory profile)."""
     procs = processors_of(profile)
+    chosen = getattr(profile, "expert_processor", None)  # the hardware graph names it
+    if chosen in procs:
+        return procs[chosen]
     for name in ("gpu", "npu"):
         if name in procs:
             return procs[name]
