@@ -56,6 +56,7 @@ class TimedConfig:
     placement: str = "gpu"  # where routed experts run: a placement policy spec ("gpu", "cpu-layers:n=4", "cpu-all")
     framework: str | None = None  # kernel counts per operator ("eager", "cuda-graphs", "llama.cpp"); None: the profile's
     kernel_table: str | None = None  # a `moesim calibrate` JSON report whose measured expert-kernel times replace the roofline
+    routing_sync: bool = False  # the host reads each cell's routing from the device before issuing its copies
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -85,6 +86,7 @@ class TimedConfig:
             "placement": parse_placement(self.placement).to_dict(),
             "framework": self.framework,
             "kernel_table": self.kernel_table,
+            **({"routing_sync": True} if self.routing_sync else {}),  # only when set: older results stay as they were
         }
 
     def label(self) -> str:
@@ -133,6 +135,8 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     _check_capacity(profile, config)
     non_expert = non_expert_cell_times(trace, model)
     pre, post = non_expert.pre, non_expert.post
+    if config.routing_sync:  # the host reads the cell's routing before it can issue copies
+        pre = pre + routing_sync_seconds(profile)
     dense = pre + post
     planner = Planner(trace, topology, config.plan_config())
     stream = planner.stream
@@ -198,6 +202,13 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
                                 valid=handler.bounds_hold and planner.placed is None)
     return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
+
+
+def routing_sync_seconds(profile: HardwareProfile) -> float:
+    """What reading a cell's routing on the host adds before its gate: the router and top-k launches and
+    one small device-to-host copy (the d2h link's latency; none on unified memory or the CPU device)."""
+    link = profile.link("d2h") or profile.link("c2c")
+    return 2.0 * profile.compute.launch_overhead + (link.latency if link is not None else 0.0)
 
 
 def _check_capacity(profile: HardwareProfile, config: TimedConfig) -> None:

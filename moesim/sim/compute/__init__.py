@@ -9,7 +9,8 @@ Modules: processors (the profile's processors, framework kernel counts), formats
 dequantisation per storage format), shapes (operator shapes per layer), context (attention's
 query/position counts), operators (non-expert roofline per operator), experts (routed experts),
 kernel_table (measured kernel times). Without a model spec, the non-expert part is the legacy
-per-layer roofline over the trace's dense bytes and experts are taken as bf16 (params = bytes / 2).
+per-layer roofline over the trace's dense bytes (2 FLOPs per dense parameter) and experts are taken
+at the trace's meta.extra["weight_dtype"] width, else bf16 (params = bytes / 2).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ComputeModel:
     dense_bytes: tuple[int, ...]  # per trace layer: the trace's meta.dense_bytes, else the spec's
     source: str
     profile_name: str = ""
+    dense_flops_per_byte: float = 1.0  # legacy path: 2 FLOPs per dense parameter of this many bytes
 
     def processor(self, name: str) -> Processor:
         if name in ("gpu", "device"):
@@ -77,6 +79,7 @@ def compute_model(trace: Trace, profile: Any, spec: ModelSpec | None, framework:
     fw = framework_of(profile, framework)
     n_layers = trace.meta.n_layers
     obj_bytes = np.asarray(trace.meta.object_bytes, dtype=np.float64)
+    flops_per_byte = 1.0
     meta_dense = trace.meta.dense_bytes
     dense = tuple(int(b) for b in meta_dense) if meta_dense else (0,) * n_layers
     if spec is not None:
@@ -89,17 +92,23 @@ def compute_model(trace: Trace, profile: Any, spec: ModelSpec | None, framework:
             dense = tuple(spec.dense_bytes_of_layer(int(m)) for m in shapes.trace_to_model)
     else:
         shapes = None
-        params = np.maximum(obj_bytes // 2, 1)
-        experts = ExpertCosts(params, 2.0 * params, ("bf16",) * n_layers)
+        # a trace that states its weights' dtype (meta.extra["weight_dtype"], e.g. the fp32 reference
+        # harness) is read at that width; otherwise bf16 is assumed
+        dtype = str(trace.meta.extra.get("weight_dtype", "bf16"))
+        width = {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype, 2)
+        fmt = dtype if dtype in ("fp32", "fp16", "bf16") else "bf16"
+        params = np.maximum(obj_bytes // width, 1)
+        experts = ExpertCosts(params, 2.0 * params, (fmt,) * n_layers)
         hidden = int(np.sqrt(params.max() / 3)) if n_layers else 0  # square-ish SwiGLU guess
-        source = "trace object bytes (bf16 assumed)"
+        source = f"trace object bytes ({fmt} " + ("from the trace)" if "weight_dtype" in trace.meta.extra else "assumed)")
+        flops_per_byte = 2.0 / width
     table = load_kernel_table(kernel_table) if isinstance(kernel_table, str) else kernel_table
     if table is None:
         table = _profile_table(profile)
     if table is not None and not table.matches(experts.hidden, experts.intermediate):
         table = None  # measured for another expert shape: the roofline stands
     return ComputeModel(spec, shapes, experts, device, procs, fw, table, hidden, dense, source,
-                        getattr(profile, "name", ""))
+                        getattr(profile, "name", ""), flops_per_byte)
 
 
 def _profile_table(profile: Any) -> KernelTable | None:
@@ -118,7 +127,8 @@ def non_expert_cell_times(trace: Trace, model: ComputeModel) -> NonExpertTimes:
     layer = trace.cell_layer.astype(np.int64)
     tokens = trace.cell_tokens.astype(np.float64)
     dbytes = np.asarray(model.dense_bytes, dtype=np.float64)[layer] if model.dense_bytes else np.zeros(trace.n_cells)
-    pre = roofline(dbytes, dbytes * tokens, model.device, "bf16") + overhead(model.device, model.framework, "attention")
+    flops = dbytes * model.dense_flops_per_byte * tokens  # 2 FLOPs per dense parameter
+    pre = roofline(dbytes, flops, model.device, "bf16") + overhead(model.device, model.framework, "attention")
     return NonExpertTimes(pre=pre, post=np.zeros(trace.n_cells), by_operator={"dense": pre})
 
 
