@@ -258,7 +258,7 @@ class _Run:
         self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda) if store is None else store
         topo = self.topology
         self.own_ssd = ssd_store is None
-        self.ssd = (ssd_store or SsdExpertStore(self.store, ssd_dir)) if topo.home == "ssd" else None
+        self.ssd = (ssd_store or SsdExpertStore(self.store, ssd_dir)) if topo.far else None
         sizes = [int(b) for b in trace.meta.object_bytes]
         self.dram: SlotPool | None = None
         if topo.dram_cache_bytes is not None:
@@ -443,7 +443,7 @@ class _Run:
 
     def _host_views(self, obj: int) -> tuple[torch.Tensor, ...]:
         """Host weights of obj where the plan put them: read from SSD this cell, the DRAM tier, or the host store."""
-        if obj in self.dram_staged or self.topology.home == "ssd":
+        if obj in self.dram_staged or self.topology.far:
             return unpack(self._dram_buffer(obj), self.shapes)
         return self.store.views(obj)
 
