@@ -91,6 +91,17 @@ def _layer_expert_bytes(workload: Workload) -> list[int]:
     return [int(b) * int(meta.n_experts) for b in meta.object_bytes]
 
 
+def _model_layers(workload: Workload) -> list[int]:
+    """The model layer index of each trace layer (trace meta.layer_ids, else the spec's MoE layers)."""
+    meta = workload.trace.meta
+    if meta.layer_ids:
+        return [int(x) for x in meta.layer_ids]
+    spec = workload.spec
+    if spec is not None and len(spec.moe_layers) == meta.n_layers:
+        return list(spec.moe_layers)
+    return list(range(meta.n_layers))
+
+
 def _placement(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
     """Static placements: every expert on the device (through the cache), the first N layers' experts on
     the CPU (llama.cpp --n-cpu-moe N, N the fewest layers that make the rest fit, and 2N), or all on the
@@ -103,11 +114,14 @@ def _placement(machine: Machine, workload: Workload, chosen: dict[str, Choice]) 
     room = _cache_room(machine, workload)
     n_layers = len(per_layer)
     fit = next((n for n in range(n_layers + 1) if sum(per_layer[n:]) <= room), n_layers)
-    for n in sorted({fit, 2 * fit}):
+    model_layer = _model_layers(workload)
+    for n in sorted({fit, (fit + n_layers) // 2}):
         if 0 < n < n_layers:
             placed = sum(per_layer[:n])
-            out.append(Choice("placement", f"cpu-layers:n={n}", config=(("placement", f"cpu-layers:n={n}"),),
-                              dram_bytes=0, facts=(("placed_bytes", placed), ("cpu_layers", n))))
+            first_n = model_layer[n - 1] + 1  # --n-cpu-moe counts the model's layers, dense ones included
+            out.append(Choice("placement", f"cpu-layers:n={first_n}",
+                              config=(("placement", f"cpu-layers:n={first_n}"),),
+                              dram_bytes=0, facts=(("placed_bytes", placed), ("cpu_layers", first_n))))
     out.append(Choice("placement", "cpu-all", config=(("placement", "cpu-all"),),
                       facts=(("placed_bytes", workload.expert_bytes), ("cpu_all", True))))
     return out

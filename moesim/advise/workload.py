@@ -55,10 +55,10 @@ class Workload:
 
 
 def load_spec(model: str) -> ModelSpec:
-    """A catalog name or a model file (YAML; config.json / GGUF where the catalog reads them)."""
-    from moesim.traces.catalog import load_model
+    """A catalog name, a model YAML, a Hugging Face config.json or a GGUF file (moesim/traces/model_files.py)."""
+    from moesim.traces.model_files import load_model_any
 
-    return load_model(model)
+    return load_model_any(model, "--model").spec
 
 
 def resolve_workload(model: str | None, trace: str | None = None, prompt: int | None = None, decode: int | None = None,
@@ -89,7 +89,7 @@ def resolve_workload(model: str | None, trace: str | None = None, prompt: int | 
         warnings.append(f"the trace routes top-{loaded.meta.top_k} (the recording engine's setting), "
                         f"the model top-{spec.top_k}")
     dense = dense_weight_bytes(spec, loaded)
-    kv = kv_cache_bytes(model, spec, p + d, b)
+    kv = kv_cache_bytes(model, spec, p + d, b)  # positions held at the end of the request
     if kv is None:
         kv = 0
         warnings.append("KV cache size unknown for this model (no attention shapes): not counted in VRAM")
@@ -204,22 +204,19 @@ def dense_weight_bytes(spec: ModelSpec, trace: Trace) -> int:
 
 
 def kv_cache_bytes(model: str, spec: ModelSpec, tokens: int, batch: int) -> int | None:
-    """f16 K and V for every layer and token: GQA kv_heads x head_dim x 2; MLA its latent + rope key."""
-    from moesim.traces.catalog import model_path
-    from moesim.yaml_io import read_yaml_mapping
-
-    try:
-        path = Path(model) if Path(model).suffix in (".yaml", ".yml") else model_path(spec.name)
-        attention = read_yaml_mapping(path).get("attention") or {}
-    except (UserError, OSError):
+    """f16 K and V of every layer for `tokens` positions x `batch` sequences: GQA kv heads x head width x 2
+    per layer (a windowed layer keeps only its window), MLA its cached latent plus the rope key."""
+    if spec.attention_kind == "mla" and spec.kv_lora_rank:
+        per_token = spec.n_layers * (spec.kv_lora_rank + spec.qk_rope_head_dim)
+        return int(per_token * tokens * batch * KV_DTYPE_BYTES)
+    if not (spec.n_kv_heads and spec.head_dim):
         return None
-    if attention.get("kind") == "gqa" and attention.get("kv_heads") and attention.get("head_dim"):
-        per_token_layer = 2 * int(attention["kv_heads"]) * int(attention["head_dim"])
-    elif attention.get("kind") == "mla" and attention.get("kv_lora_rank"):
-        per_token_layer = int(attention["kv_lora_rank"]) + int(attention.get("qk_rope_head_dim") or 0)
-    else:
-        return None
-    return int(per_token_layer * spec.n_layers * tokens * batch * KV_DTYPE_BYTES)
+    total = 0
+    for layer in range(spec.n_layers):
+        window = spec.window_of_layer(layer)
+        kept = min(tokens, window) if window else tokens
+        total += 2 * spec.kv_heads_of_layer(layer) * spec.head_dim_of_layer(layer) * kept
+    return int(total * batch * KV_DTYPE_BYTES)
 
 
 def replace_trace(workload: Workload, trace: Trace, label: str) -> Workload:
