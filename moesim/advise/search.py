@@ -2,15 +2,16 @@
 
     outcome = search_machine(machine, workload, objective="tpot", deadline=time.monotonic() + 30)
 
-Order (deterministic): the baseline first (LRU, no prefetch, stall, at the largest cache); then
-groups of configurations that share a time bound (moesim/advise/space.py `bound_key`
-dimensions) from the lowest bound up, each group's configurations in table order. Before a
-configuration is timed its bound is compared with the best value timed so far: a configuration
-whose bound is not below the best cannot win, and is skipped (`pruned`). The bound is
-moesim/sim/bounds.py's, valid for every lossless policy that runs experts on the device; for
-configurations whose miss handler avoids copies (cpu) it does not hold, and they are never pruned.
-When the deadline passes, the configurations not yet reached are listed as `not_reached`.
-"""
+Order (deterministic): the baseline first (LRU, no prefetch, stall, largest cache, the profile's
+overlap); then, breadth first over groups of configurations that share a time bound
+(moesim/advise/space.py `bound_key` dimensions), every group's cheap configurations (each eviction
+policy with no prefetch), then every group's others (prefetchers, miss handling), those whose
+eviction policy did best alone first. Groups with a bounds.py bound come first, lowest bound first.
+Before a configuration is timed its bound is compared with the best value timed so far: one whose
+bound is not below the best cannot win and is skipped (`pruned`). The bound is moesim/sim/bounds.py's
+where it holds (lossless, every expert on the device); where experts may run on the CPU (a
+placement, miss handling "cpu") it is the weaker bound of the device's non-expert work alone.
+A run the time left cannot fit is skipped, and all are once the deadline passes (`not_reached`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -170,20 +171,16 @@ def bounds_hold(candidate: Candidate) -> bool:
     return bool(getattr(handler, "bounds_hold", True))
 
 
-def _group_order(members: list[Candidate], done: list[Evaluation], objective: str,
-                 skip: Candidate) -> Iterator[Candidate]:
-    """A group's configurations, most promising first: every eviction policy with the other policy
-    dimensions at their defaults (cheap to time), then the rest ordered by how well their eviction
-    policy did alone (ties and untimed ones in table order). The second phase is ordered lazily,
-    once the first has been timed (`done` is the live list of evaluations)."""
-    first = [c for c in members if c is not skip and _defaults_beyond_eviction(c)]
-    rest = [c for c in members if c is not skip and not _defaults_beyond_eviction(c)]
-    yield from first
+def _rest_order(members: list[Candidate], done: list[Evaluation], objective: str) -> list[Candidate]:
+    """A group's remaining configurations (prefetch or miss handling changed), those whose eviction
+    policy did best alone first; ties and untimed ones in table order."""
+    rest = [c for c in members if not _defaults_beyond_eviction(c)]
     alone: dict[str, float] = {}
+    key = members[0].group_key() if members else ()
     for ev in done:
-        if _defaults_beyond_eviction(ev.candidate) and ev.candidate.group_key() == members[0].group_key():
+        if _defaults_beyond_eviction(ev.candidate) and ev.candidate.group_key() == key:
             alone[ev.candidate.labels().get("eviction", "")] = ev.metrics[objective]
-    yield from sorted(rest, key=lambda c: (alone.get(c.labels().get("eviction", ""), math.inf), c.index))
+    return sorted(rest, key=lambda c: (alone.get(c.labels().get("eviction", ""), math.inf), c.index))
 
 
 def _defaults_beyond_eviction(candidate: Candidate) -> bool:
@@ -256,7 +253,14 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
         if key not in bounds:
             bounds[key] = group_bound(machine, workload, cand)
     baseline = _baseline(candidates, machine)
-    order = sorted(groups, key=lambda k: (bounds[_bound_key(groups[k][0], dimensions)][objective], groups[k][0].index))
+    # groups with a bounds.py bound first, lowest bound first; then those only the weaker non-expert
+    # bound covers (experts placed on the CPU), in table order
+    def group_rank(key: tuple[str, ...]) -> tuple[Any, ...]:
+        first = groups[key][0]
+        strong = bounds_hold(first) and first.config_fields().get("placement", "gpu") == "gpu"
+        return (0, bounds[_bound_key(first, dimensions)][objective], first.index) if strong else (1, first.index)
+
+    order = sorted(groups, key=group_rank)
     evaluations: list[Evaluation] = []
     pruned: list[tuple[Candidate, float]] = []
     not_reached: list[Candidate] = []
@@ -284,8 +288,14 @@ def search_machine(machine: Machine, workload: Workload, objective: str = "tpot"
         return ev
 
     base_eval = visit(baseline)
+    # breadth first: every group's cheap configurations (each eviction policy, other policies at their
+    # defaults) before any group's prefetchers, so that a tight budget still sees every placement
     for key in order:
-        for cand in _group_order(groups[key], evaluations, objective, baseline):
+        for cand in groups[key]:
+            if cand is not baseline and _defaults_beyond_eviction(cand):
+                visit(cand)
+    for key in order:
+        for cand in _rest_order(groups[key], evaluations, objective):
             visit(cand)
     return MachineOutcome(machine, evaluations, pruned, not_reached, len(candidates), objective, base_eval,
                           {k[:-1]: v for k, v in bounds.items() if k[-1]}, time.perf_counter() - started, notes)
