@@ -150,6 +150,10 @@ CAPACITY_SHARES = (1.0, 0.5, 0.25)
 
 def _capacity(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
     """The largest expert cache that fits, and smaller ones (a smaller cache can save energy)."""
+    vram = machine.profile.tier("vram")
+    free = min(machine.vram_free, int(vram.usable) if vram is not None else machine.vram_free)
+    if free < workload.dense_bytes + workload.kv_bytes:
+        return []  # the dense weights and KV cache alone do not fit: nothing does
     room = _cache_room(machine, workload, chosen)
     device = _device_experts(workload, chosen)
     if device == 0:  # every expert runs on the CPU: no expert cache on the device
