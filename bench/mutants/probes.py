@@ -35,6 +35,7 @@ class Probe:
     mutated: str
     tests: tuple[str, ...]
     description: str
+    env: tuple[tuple[str, str], ...] = ()  # extra environment; "{tmp}" is a scratch folder beside the copy
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,12 @@ def load_probes(path: Path = PROBES_FILE) -> list[Probe]:
             raise SystemExit(f"{path}: probe {raw['name']}: name used twice")
         seen.add(raw["name"])
         tests = raw["tests"] if isinstance(raw["tests"], list) else [raw["tests"]]
+        env = raw.get("env") or {}
+        if not isinstance(env, dict):
+            raise SystemExit(f"{path}: probe {raw['name']}: env must be a mapping")
         probes.append(Probe(str(raw["name"]), str(raw["file"]), str(raw["original"]), str(raw["mutated"]),
-                            tuple(str(t) for t in tests), str(raw["description"]).strip()))
+                            tuple(str(t) for t in tests), str(raw["description"]).strip(),
+                            tuple((str(k), str(v)) for k, v in env.items())))
     return probes
 
 
@@ -104,7 +109,9 @@ def run_probe(probe: Probe, root: Path, python: str = sys.executable, timeout: f
     try:
         cmd = [python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header", "-rN", *probe.tests]
         try:
-            proc = subprocess.run(cmd, cwd=root, env=copy_env(root), capture_output=True, text=True, timeout=timeout)
+            env = copy_env(root)
+            env.update({k: v.replace("{tmp}", str(root.parent / "scratch")) for k, v in probe.env})
+            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return Verdict(probe.name, "killed", f"tests timed out after {timeout:.0f} s", time.perf_counter() - start)
     finally:
