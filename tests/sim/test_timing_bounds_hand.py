@@ -68,3 +68,124 @@ def test_low_bit_fetches_scale_the_bytes_the_bound_counts():
     assert b.ideal_cell_end.tolist() == pytest.approx([507 * US, 1007 * US, 1257 * US, 1507 * US], abs=1e-12)
     assert b.pass_min_duration.tolist() == pytest.approx([250 * US, 250 * US], abs=1e-12)
 
+
+
+def _two_layer_trace(passes):
+    from moesim.traces.trace import simple_trace
+
+    trace = simple_trace(passes, n_layers=2, n_experts=4, object_bytes=MB)
+    trace.meta.dense_bytes = [2 * MB, 2 * MB]
+    trace.meta.model = None
+    return trace
+
+
+# 2 layers, top-1: layer 0 alternates objects 0 1 0 1, layer 1 stays on object 4. Every cell computes
+# 7 us dense + 6 us for its one expert = 13 us.
+LAYER_PASSES = [[[0], [0]], [[1], [0]], [[0], [0]], [[1], [0]]]
+CELL_ENDS_IF_3_MISSES = (1006, 2006, 3006, 3019, 3032, 3045, 3058, 3071)
+
+
+def test_layer_scope_bounds_by_hand():
+    """Scope "layer", 3 MB + 1 byte: each partition holds 1,500,000 bytes (the floor of half): one object.
+    MIN per layer: layer 0 sees 0 1 0 1 and keeps 0 (bypassing 1): 3 misses; layer 1 misses 4 once.
+    Per cell [1, 1, 1, 0, 0, 0, 1, 0] MB, landing by A = [1, 2, 3, 3, 3, 3, 4, 4] ms;
+    E = max(E_prev + 13, A + 6) = [1006, 2006, 3006, 3019, 3032, 3045, 4006, 4019] us.
+    Globally 3 objects fit: 3 misses, and E's last misses land at 3 ms.
+    Intervals: passes 0-3, layer 0 fetches 3 MB with 1.5 MB of room, layer 1 1 MB (under its room,
+    which layer 0 cannot borrow): 1.5 MB = 1500 us; passes 1-3: 2 MB - 1.5 MB: 500 us."""
+    trace = _two_layer_trace(LAYER_PASSES)
+    config = TimedConfig(eviction="lru", capacity_bytes=3 * MB + 1, scope="layer")
+    b = timed_replay(trace, hand_profile(), config).bounds
+    assert b.belady_misses == 4 and b.belady_is_bound
+    assert b.ideal_cell_end.tolist() == pytest.approx(
+        [e * US for e in (1006, 2006, 3006, 3019, 3032, 3045, 4006, 4019)], abs=1e-12)
+    assert b.partition_capacity.tolist() == [1_500_000, 1_500_000]
+    assert b.pass_min_duration.tolist() == pytest.approx([26 * US] * 4, abs=1e-12)
+    assert b.interval_bound(0, 3) == pytest.approx(1500 * US, abs=1e-12)
+    assert b.interval_bound(1, 3) == pytest.approx(500 * US, abs=1e-12)
+    assert b.interval_bound(3, 2) == 0.0  # an empty interval
+
+    glob = timed_replay(trace, hand_profile(), TimedConfig(eviction="lru", capacity_bytes=3 * MB + 1)).bounds
+    assert glob.belady_misses == 3
+    assert glob.ideal_cell_end.tolist() == pytest.approx([e * US for e in CELL_ENDS_IF_3_MISSES], abs=1e-12)
+
+
+def test_layer_scope_with_explicit_partitions_by_hand():
+    """layer_capacity (2 MB, 1 MB): layer 0 keeps 0 and 1 (2 misses), layer 1 misses once: 3 MB, per cell
+    [1, 1, 1, 0, 0, 0, 0, 0] MB, the global case's E. (Halves of 3 MB would give layer 0 one object.)"""
+    trace = _two_layer_trace(LAYER_PASSES)
+    config = TimedConfig(eviction="lru", capacity_bytes=3 * MB, scope="layer", layer_capacity=(2 * MB, MB))
+    b = timed_replay(trace, hand_profile(), config).bounds
+    assert b.belady_misses == 3
+    assert b.partition_capacity.tolist() == [2 * MB, MB]
+    assert b.ideal_cell_end.tolist() == pytest.approx([e * US for e in CELL_ENDS_IF_3_MISSES], abs=1e-12)
+
+
+def test_a_cell_that_does_not_fit_its_partition_drops_belady_from_the_time_bound():
+    """Scope "layer", 2 MB + 1 byte (1,000,000 bytes per layer). Pass 0 routes layer 0 to experts 0 and 1
+    (2 MB: more than its partition) and has no layer-1 cell; pass 1 routes 0 and 5.
+    MIN's argument fails (the in-use rule binds), so E is the compute alone: 7 + 7 = 14 us for the
+    2-expert cell (2 MB read at 1 TB/s + 5 us), then + 13, + 13 = [14, 27, 40] us.
+    Per pass: layer 0 needs 2 MB with 1,000,000 bytes of room: 1,000,000 bytes = 1000 us; layer 1 is
+    under its room, which no other layer may borrow. Globally 2 MB fit: pass 0's minimum would be compute."""
+    trace = _two_layer_trace([[[0, 1], None], [[0], [1]]])
+    b = timed_replay(trace, hand_profile(), TimedConfig(eviction="lru", capacity_bytes=2 * MB + 1,
+                                                        scope="layer")).bounds
+    assert not b.belady_is_bound and b.belady_misses is not None
+    assert b.ideal_cell_end.tolist() == pytest.approx([14 * US, 27 * US, 40 * US], abs=1e-12)
+    assert b.pass_min_duration.tolist() == pytest.approx([1000 * US, 26 * US], abs=1e-12)
+    assert b.belady_cum is None
+
+
+def test_per_pass_minimum_counts_each_pass_own_objects():
+    """One layer, capacity 0: every pass must fetch its object (1000 us > 13 us of compute), also when
+    passes outnumber objects: passes route 1, 1, 0 (objects 1, 1, 0)."""
+    from moesim.traces.trace import simple_trace
+
+    trace = simple_trace([[[1]], [[1]], [[0]]], n_layers=1, n_experts=2, object_bytes=MB)
+    trace.meta.dense_bytes = [2 * MB]
+    trace.meta.model = None
+    b = timed_replay(trace, hand_profile(), TimedConfig(eviction="lru", capacity_bytes=0)).bounds
+    assert not b.belady_is_bound  # a 1 MB object does not fit in 0 bytes
+    assert b.pass_min_duration.tolist() == pytest.approx([1000 * US] * 3, abs=1e-12)
+    one = simple_trace([[[1]]], n_layers=1, n_experts=2, object_bytes=MB)
+    one.meta.dense_bytes = [2 * MB]
+    one.meta.model = None
+    b1 = timed_replay(one, hand_profile(), TimedConfig(eviction="lru", capacity_bytes=0)).bounds
+    assert not b1.belady_is_bound and b1.pass_min_duration.tolist() == pytest.approx([1000 * US], abs=1e-12)
+
+
+def test_low_bit_interval_bound_scales_the_resident_room_too():
+    """lowbit:bits=4 on the hand trace: MIN fetches 6 x 0.25 MB over passes 0-1; the 3 MB cache could
+    hold at most 3 x 0.25 MB of what was fetched before, so >= 0.75 MB = 750 us (per-pass: 500 us)."""
+    _, b = _bounds(miss="lowbit:bits=4")
+    assert b.interval_bound(0, 1) == pytest.approx(750 * US, abs=1e-12)
+
+
+def test_belady_available_follows_the_registry(monkeypatch):
+    from moesim.errors import UserError
+    from moesim.sim import bounds
+
+    assert bounds.belady_available()
+
+    def missing(name, kind):
+        raise UserError(f"no {kind} policy {name}", "policy")
+
+    monkeypatch.setattr(bounds, "lookup", missing)
+    assert not bounds.belady_available()
+
+
+def test_ssd_first_use_bound_with_trailing_cells_that_reuse():
+    """The SSD case with a third pass reusing [0, 1] and [5, 7]: no first use in its cells, so the SSD
+    arrivals stay at 12000 us; MIN misses 7 MB in all (A over h2d <= 7000 us, below the SSD's).
+    E = max(E_prev + 14, arrival + 7) = [4007, 8007, 10007, 12007, 12021, 12035] us."""
+    from moesim.traces.trace import simple_trace
+
+    trace = simple_trace([[[0, 1], [0, 1]], [[0, 2], [1, 3]], [[0, 1], [1, 3]]], n_layers=2, n_experts=4,
+                         object_bytes=MB, top_k=2)
+    trace.meta.dense_bytes = [2 * MB, 2 * MB]
+    trace.meta.model = None
+    result = timed_replay(trace, hand_profile(dram=4 * MB, ssd_bw=0.5e9), TimedConfig(eviction="lru",
+                                                                                       capacity_bytes=3 * MB))
+    assert result.bounds.ideal_cell_end.tolist() == pytest.approx(
+        [e * US for e in (4007, 8007, 10007, 12007, 12021, 12035)], abs=1e-12)
