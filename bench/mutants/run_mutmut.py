@@ -91,8 +91,11 @@ def mutant_diffs(root: Path, module: str) -> dict[str, str]:
 
     path = root / "mutants" / module
     text = path.read_text()
-    funcs = {node.name: ast.get_source_segment(text, node) or ""
-             for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    lines = text.splitlines()
+    funcs = {}
+    for node in ast.walk(ast.parse(text)):  # module-level functions and methods
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            funcs[node.name] = "\n".join(lines[node.lineno - 1 : node.end_lineno])
     prefix = module[: -len(".py")].replace("/", ".") + "."
     out = {}
     for name, body in funcs.items():

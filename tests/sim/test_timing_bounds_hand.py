@@ -17,7 +17,9 @@ import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 
-from timing_helpers import MB, US, hand_profile, hand_trace
+from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+
+from timing_helpers import MB, US, hand_profile, hand_trace, make_profile
 
 
 def _bounds(profile=None, **config):
@@ -122,19 +124,67 @@ def test_layer_scope_with_explicit_partitions_by_hand():
 
 
 def test_a_cell_that_does_not_fit_its_partition_drops_belady_from_the_time_bound():
-    """Scope "layer", 2 MB + 1 byte (1,000,000 bytes per layer). Pass 0 routes layer 0 to experts 0 and 1
-    (2 MB: more than its partition) and has no layer-1 cell; pass 1 routes 0 and 5.
-    MIN's argument fails (the in-use rule binds), so E is the compute alone: 7 + 7 = 14 us for the
-    2-expert cell (2 MB read at 1 TB/s + 5 us), then + 13, + 13 = [14, 27, 40] us.
-    Per pass: layer 0 needs 2 MB with 1,000,000 bytes of room: 1,000,000 bytes = 1000 us; layer 1 is
-    under its room, which no other layer may borrow. Globally 2 MB fit: pass 0's minimum would be compute."""
-    trace = _two_layer_trace([[[0, 1], None], [[0], [1]]])
+    """Scope "layer", 2 MB + 1 byte (1,000,000 bytes per layer). Pass 0 routes objects 0 and 5 (one per
+    layer); pass 1 routes layer 0 to experts 0 and 1 (2 MB: more than its partition) and has no layer-1 cell.
+    MIN's argument fails (the in-use rule binds), so E is the compute alone: 13, 13, then 7 + 7 = 14 us
+    for the 2-expert cell (2 MB read at 1 TB/s + 5 us): [13, 26, 40] us.
+    Per pass: pass 1's layer 0 needs 2 MB with 1,000,000 bytes of room: 1000 us; layer 1's unused room
+    cannot be borrowed (globally 2 MB fit, and pass 1's minimum would be its 14 us of compute)."""
+    trace = _two_layer_trace([[[0], [1]], [[0, 1], None]])
     b = timed_replay(trace, hand_profile(), TimedConfig(eviction="lru", capacity_bytes=2 * MB + 1,
                                                         scope="layer")).bounds
     assert not b.belady_is_bound and b.belady_misses is not None
-    assert b.ideal_cell_end.tolist() == pytest.approx([14 * US, 27 * US, 40 * US], abs=1e-12)
-    assert b.pass_min_duration.tolist() == pytest.approx([1000 * US, 26 * US], abs=1e-12)
+    assert b.ideal_cell_end.tolist() == pytest.approx([13 * US, 26 * US, 40 * US], abs=1e-12)
+    assert b.pass_min_duration.tolist() == pytest.approx([26 * US, 1000 * US], abs=1e-12)
     assert b.belady_cum is None
+
+
+def test_uneven_partitions_decide_what_fits_and_what_each_pass_must_fetch():
+    """layer_capacity (2 MB, 1 MB). Pass 0: layer 0 -> 0 and 1 (fits its 2 MB), layer 1 -> 0; pass 1:
+    layer 0 -> 0, layer 1 -> 1 and 2 (2 MB: does not fit layer 1's 1 MB, though it would fit layer 0's).
+    Per pass: pass 0 fits both partitions: its compute, 14 + 13 = 27 us; pass 1's layer 1 must fetch
+    2 MB - 1 MB: 1000 us. (Even halves of 3 MB would make pass 0 fetch 0.5 MB.)"""
+    trace = _two_layer_trace([[[0, 1], [0]], [[0], [1, 2]]])
+    config = TimedConfig(eviction="lru", capacity_bytes=3 * MB, scope="layer", layer_capacity=(2 * MB, MB))
+    b = timed_replay(trace, hand_profile(), config).bounds
+    assert not b.belady_is_bound
+    assert b.pass_min_duration.tolist() == pytest.approx([27 * US, 1000 * US], abs=1e-12)
+
+
+def _one_layer(passes, top_k=1):
+    meta = TraceMeta(n_layers=1, n_experts=2, top_k=top_k, object_bytes=[MB], dense_bytes=[2 * MB], model=None)
+    return build_trace(meta, passes)
+
+
+def test_bounds_of_a_trace_with_a_pass_that_routes_nothing():
+    """Default test profile (1 GB/s, HBM 1 TB/s, no launch cost): pass 0 routes one token to object 0
+    (2 us dense + 1 us expert), pass 1 has a token but no cell. Capacity 1 object: MIN misses once,
+    E = 1000 + 1 = 1001 us; pass minima: 3 us and 0; passes 0-1 must fetch 1 MB - 1 MB: 3 us."""
+    trace = _one_layer([{"phase": PREFILL, "tokens": [(0, 0)], "cells": [(0, [[0]])]},
+                        {"phase": DECODE, "tokens": [(0, 1)], "cells": []}])
+    b = timed_replay(trace, make_profile(), TimedConfig(eviction="lru", capacity_bytes=MB)).bounds
+    assert b.belady_is_bound and b.belady_misses == 1
+    assert b.ideal_cell_end.tolist() == pytest.approx([1001 * US], abs=1e-12)
+    assert b.pass_min_duration.tolist() == pytest.approx([3 * US, 0.0], abs=1e-12)
+    assert b.interval_bound(0, 1) == pytest.approx(3 * US, abs=1e-12)
+
+
+def test_bounds_of_a_cell_whose_token_routes_to_no_expert():
+    """Cells [0], [1], [] (the last token routed nowhere): capacity 1 object, every cell fits; MIN misses
+    0 and 1: A = [1000, 2000, 2000] us, E = [1001, 2001, 2003] us (the empty cell computes 2 us dense)."""
+    trace = _one_layer([{"phase": PREFILL, "tokens": [(0, 0)], "cells": [(0, [[0]])]},
+                        {"phase": DECODE, "tokens": [(0, 1)], "cells": [(0, [[1]])]},
+                        {"phase": DECODE, "tokens": [(0, 2)], "cells": [(0, [[]])]}], top_k=None)
+    b = timed_replay(trace, make_profile(), TimedConfig(eviction="lru", capacity_bytes=MB)).bounds
+    assert b.belady_is_bound and b.belady_misses == 2
+    assert b.ideal_cell_end.tolist() == pytest.approx([1001 * US, 2001 * US, 2003 * US], abs=1e-12)
+    assert b.pass_min_duration.tolist() == pytest.approx([3 * US, 3 * US, 2 * US], abs=1e-12)
+
+
+def test_bounds_of_an_empty_trace_are_zero():
+    b = timed_replay(_one_layer([]), make_profile(), TimedConfig(eviction="lru", capacity_bytes=MB)).bounds
+    assert b.ideal_cell_end.size == 0 and b.pass_min_duration.size == 0
+    assert b.time_bound_s == 0.0 and b.belady_is_bound and b.belady_misses == 0
 
 
 def test_per_pass_minimum_counts_each_pass_own_objects():
