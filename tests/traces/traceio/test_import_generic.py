@@ -96,6 +96,20 @@ def test_two_prompts_back_to_back_are_two_prefill_passes(tmp_path):
     assert trace.expert.tolist()[8:16] == [2, 3, 2, 3, 2, 3, 2, 3]
 
 
+
+def test_a_batched_pass_keeps_two_requests_at_the_same_position_apart(tmp_path):
+    """A pass column groups a batched decode step: requests 0 and 1 both at position 3 are two tokens
+    of one pass (one cell per layer with 2 tokens), not one token routed to 4 experts."""
+    lines = ["pass,request,position,layer,experts,phase"]
+    for layer in range(2):
+        lines += [f"0,0,3,{layer},0 1,decode", f"0,1,3,{layer},2 3,decode"]
+    (tmp_path / "batch.csv").write_text("\n".join(lines) + "\n")
+    trace = load_trace(tmp_path / "batch.csv", n_experts=4)
+    assert trace.n_passes == 1 and trace.meta.top_k == 2
+    assert trace.token_request.tolist() == [0, 1] and trace.token_position.tolist() == [3, 3]
+    assert trace.cell_tokens.tolist() == [2, 2]
+    assert trace.expert.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+
 def test_decode_steps_of_one_request_are_one_pass_each(tmp_path):
     """Without a pass column, a decode row at a new position starts a new pass: three steps, three passes."""
     lines = ["request,position,layer,experts,phase"] + [f"0,{pos},0,{pos % 4},decode" for pos in (5, 6, 7)]
