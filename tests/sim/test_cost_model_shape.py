@@ -58,9 +58,14 @@ def test_unknown_trace_model_falls_back_to_the_trace_bytes():
 
 
 def test_a_model_the_caller_names_must_exist():
+    """The catalog's own one-line error passes through unchanged."""
+    from moesim.traces.catalog import load_model
+
     with pytest.raises(UserError) as err:
         resolve_model_shape(_trace(), "no-such-model")
-    assert "no-such-model" in str(err.value)
+    with pytest.raises(UserError) as direct:
+        load_model("no-such-model")
+    assert "no-such-model" in str(err.value) and str(err.value) == str(direct.value)
 
 
 def test_a_catalog_failure_on_a_named_model_is_one_user_error(monkeypatch):
@@ -97,13 +102,14 @@ def test_cpu_handler_needs_both_cpu_figures(cpu_flops, cpu_bw):
 
 
 def test_cpu_time_lands_only_in_the_cells_that_run_experts_on_the_cpu():
-    """cpu:max_tokens=1, capacity 4 objects. Cell 0 (1 token -> 0, 1) runs both on the CPU: 2 MB at
-    10 GB/s = 200 us plus 10.816 us of activations each way (test_timing_miss_handling's figures);
-    cell 1 (2 tokens -> 2, 3 each) fetches 2 and 3; cell 2 (1 token -> 2, 3) hits both: no CPU time."""
-    trace = simple_trace([[[0, 1]], [[2, 3, 2, 3]], [[2, 3]]], n_layers=1, n_experts=4, object_bytes=MB, top_k=2,
-                         phases=[DECODE, PREFILL, DECODE])
+    """cpu:max_tokens=1, capacity 4 objects. Cells 0 and 1 (1 token -> 0, 1) run both on the CPU (never
+    admitted): 2 MB at 10 GB/s = 200 us plus 10.816 us of activations each way (test_timing_miss_handling's
+    figures); cell 2 (2 tokens -> 2, 3 each) fetches 2 and 3; cell 3 (1 token -> 2, 3) hits both."""
+    trace = simple_trace([[[0, 1]], [[0, 1]], [[2, 3, 2, 3]], [[2, 3]]], n_layers=1, n_experts=4, object_bytes=MB,
+                         top_k=2, phases=[DECODE, DECODE, PREFILL, DECODE])
     trace.meta.model = None
     result = timed_replay(trace, hand_profile(cpu_flops=1e12, cpu_bw=1e10),
                           TimedConfig(miss="cpu:max_tokens=1", capacity_bytes=4 * MB))
-    assert result.cells["cpu_s"].tolist() == pytest.approx([(200 + 2 * 10.816) * US, 0.0, 0.0], abs=1e-12)
-    assert result.cells["hits"].tolist() == [0, 0, 2]
+    cpu = (200 + 2 * 10.816) * US
+    assert result.cells["cpu_s"].tolist() == pytest.approx([cpu, cpu, 0.0, 0.0], abs=1e-12)
+    assert result.cells["hits"].tolist() == [0, 0, 0, 2]
