@@ -68,3 +68,10 @@ def test_matches_the_reference(groups, equal):
     starts = np.cumsum([0] + [len(g) for g in groups[:-1]]).tolist()
     got = first_repeat_in_groups(np.array(starts, dtype=np.int64), np.array(values, dtype=np.int64))
     assert got == reference(starts, values), (groups, got)
+
+
+def test_many_uneven_groups_over_a_narrow_value_range():
+    """[1] [0 1] [0]: values span 2 and group 2 is 2 spans past group 0, so a key that mixed group and
+    value ambiguously (group / span + value) would call group 2's 0 a repeat of group 0's 1."""
+    assert first_repeat_in_groups(np.array([0, 1, 3]), np.array([1, 0, 1, 0])) is None
+    assert first_repeat_in_groups(np.array([0, 1, 3, 4]), np.array([1, 0, 1, 0, 1, 1])) == 5
