@@ -113,3 +113,15 @@ def test_line_word_names_the_source_rows():
     with pytest.raises(UserError) as err:
         assemble(routes([(1, 2, 0, 0, 0, [0, 1])]), meta(), "t.jsonl", line_word="record")
     assert str(err.value).startswith("t.jsonl: record 2: ")
+
+
+def test_first_appearance_ids_and_first_index_by_hand():
+    from moesim.traces.importers.assemble import first_appearance_ids, first_index_of
+
+    ids, n = first_appearance_ids(np.array([7, 3, 7, 5, 3]))
+    assert (ids.tolist(), n, ids.dtype) == ([0, 1, 0, 2, 1], 3, np.int64)
+    ids, n = first_appearance_ids(np.array([1, 1, 2, 1]), np.array([0, 0, 0, 9]))  # pairs (1,0) (2,0) (1,9)
+    assert (ids.tolist(), n) == ([0, 0, 1, 2], 3)
+    assert first_index_of(ids, n).tolist() == [0, 2, 3]
+    empty, n = first_appearance_ids(np.array([], dtype=np.int64))
+    assert (empty.size, empty.dtype, n) == (0, np.int64, 0)
