@@ -202,3 +202,10 @@ def test_a_valid_trace_survives_the_fuzz_harness(tmp_path, rich_trace):
     loaded = only_user_errors(tmp_path / "r.parquet", None)
     assert isinstance(loaded, Trace), loaded
     assert trace_to_table(loaded).equals(trace_to_table(rich_trace))
+
+
+def test_a_footer_claiming_negative_rows_is_a_user_error():
+    """A mutated file the fuzzer found (the footer's row count became negative): once a ValueError."""
+    path = Path(__file__).with_name("negative_row_count.parquet")
+    outcome = only_user_errors(path, "moesim")
+    assert isinstance(outcome, UserError) and "footer claims" in str(outcome), outcome
