@@ -177,14 +177,16 @@ def write_report(path: Path = OUT) -> str:
              "killed. Survivors are listed with why they live (bench/mutants/survivors.yaml): *equivalent* (no",
              "input can tell) or *open* (a real hole, not yet closed). Raw verdicts and diffs:",
              "bench/mutants/results/<target>.json. Command: `make mutants` (or",
-             "`PYTHONPATH=. python -m bench.mutants.run_mutmut --only NAME`).", "",
-             "| target | modules | mutants | killed | survived (equivalent / open) | not checked | score | run |",
-             "|---|---|---|---|---|---|---|---|"]
+             "`PYTHONPATH=. python -m bench.mutants.run_mutmut --only NAME`). Raw = killed / mutants.",
+             "Recorded with mutmut 3.8.1, `--max-children 2`, on the shared 2-core VM under other sessions' load",
+             "(run times are wall clock). Targets marked *not run* were not run in this round.", "",
+             "| target | modules | mutants | killed | survived (equivalent / open) | not checked | score | raw | run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     details = []
     for target in TARGETS:
         raw = RAW / f"{target.name}.json"
         if not raw.exists():
-            lines.append(f"| {target.name} | {', '.join(target.modules)} | - | - | - | - | not run | - |")
+            lines.append(f"| {target.name} | {', '.join(target.modules)} | - | - | - | - | not run | - | - |")
             continue
         result = json.loads(raw.read_text())
         rows = result["mutants"]
@@ -194,8 +196,10 @@ def write_report(path: Path = OUT) -> str:
         open_ = len(survivors) - len(equivalent)
         denominator = s["total"] - len(equivalent) - s["other"]
         pct = f"{100.0 * (s['killed'] + s['timeout']) / denominator:.1f} %" if denominator else "-"
+        raw_pct = f"{100.0 * (s['killed'] + s['timeout']) / s['total']:.1f} %" if s["total"] else "-"
         lines.append(f"| {target.name} | {', '.join(result['modules'])} | {s['total']} | {s['killed'] + s['timeout']} "
-                     f"| {s['survived']} ({len(equivalent)} / {open_}) | {s['other']} | {pct} | {result['seconds']} s |")
+                     f"| {s['survived']} ({len(equivalent)} / {open_}) | {s['other']} | {pct} | {raw_pct} "
+                     f"| {result['seconds']} s |")
         if survivors:
             details += ["", f"## {target.name}: survivors", ""]
             for r in survivors:
