@@ -386,6 +386,7 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
         "dram": plan.dram_counters,
         "energy_j": energy,
         "active_s": energy["processors"][profile.device.name]["busy_s"],
+        "idle_s": max(total_s - energy["processors"][profile.device.name]["busy_s"], 0.0),
         "engine": {"events": engine.events, "event_cells": engine.event_cells, "cells": int(len(cells)),
                    "copies": int(plan.n_copies)},
     }

@@ -97,7 +97,8 @@ def test_cpu_handler_needs_both_cpu_figures(cpu_flops, cpu_bw):
     trace.meta.model = None
     with pytest.raises(UserError) as err:
         timed_replay(trace, hand_profile(cpu_flops=cpu_flops, cpu_bw=cpu_bw), TimedConfig(miss="cpu", capacity_bytes=0))
-    assert err.value.message == "the cpu miss handler needs compute.cpu_flops and compute.cpu_memory_bandwidth"
+    assert err.value.message == ("running experts on the CPU needs a cpu processor (compute.cpu_flops and "
+                                 "compute.cpu_memory_bandwidth, or processors.cpu)")
     assert err.value.where == "profile test"
 
 

@@ -102,8 +102,8 @@ def test_errors_name_the_line_and_field(rows, weights, message):
 
 
 def test_limits_are_inclusive():
-    """INT32_MAX is a valid position and the largest float16 a valid weight."""
-    trace = assemble(routes([(1, 0, INT32_MAX, INT32_MAX, 1, [0, 1])], weights=[FLOAT16_MAX, -FLOAT16_MAX]),
+    """INT32_MAX is a valid position and the largest float16 a valid weight (negative ones are refused)."""
+    trace = assemble(routes([(1, 0, INT32_MAX, INT32_MAX, 1, [0, 1])], weights=[FLOAT16_MAX, 0.0]),
                      meta(), "f.csv")
     assert trace.token_position.tolist() == [INT32_MAX] and trace.token_request.tolist() == [INT32_MAX]
     assert np.isfinite(trace.weight.astype(np.float64)).all()
