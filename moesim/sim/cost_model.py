@@ -1,16 +1,11 @@
-"""The legacy per-cell roofline (kept for callers), and the model-spec resolver timing uses.
+"""The model-spec resolvers timing uses, and the per-layer ModelShape the real-GPU executor reads.
 
-Timed replay now times cells operator by operator (moesim/sim/compute/, docs/metrics.md "Compute");
-`resolve_model_spec` below picks the spec it uses. The functions after it are the former model:
-
-Per cell (one pass at one layer), with T tokens (docs/metrics.md, "Compute"):
-  dense  = max(dense_bytes / memory_bandwidth, T * dense_flops_per_token / peak_flops) + launch_overhead
-  expert = max(sum over experts run on the device of weight bytes / memory_bandwidth,
-               sum of tokens_e * 2 * expert_params / peak_flops) + launch_overhead * kernels
-A cell's experts run as one grouped kernel (the executor's Triton kernel), or one kernel per expert
-with `grouped=False`. Attention's KV-cache reads, non-MoE layers, embeddings and the LM head are
-not modelled. Where the model spec is unknown, expert params = object bytes / 2 (bf16; the width of
-meta.extra["weight_dtype"] where the trace states one) and dense FLOPs per token = 2 per dense parameter.
+Timed replay times cells operator by operator (moesim/sim/compute/, docs/metrics.md "Compute");
+`resolve_model_spec` picks the spec it uses (catalog name, model YAML, config.json or GGUF, else the
+trace's meta.model). `resolve_model_shape` gives the executor expert params and dense bytes per
+layer; where the model spec is unknown, expert params = object bytes / 2 (bf16; the width of
+meta.extra["weight_dtype"] where the trace states one) and dense FLOPs per token = 2 per dense
+parameter.
 """
 
 from __future__ import annotations
@@ -18,10 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from moesim.errors import UserError
-from moesim.hw_profiles.profile import Compute
 from moesim.traces.model_spec import ModelSpec
 from moesim.traces.trace import Trace
 
@@ -113,56 +105,3 @@ def _formats_for_trace(loaded: object, trace: Trace) -> tuple[str, ...] | None:
     if trace.meta.n_layers == spec.n_layers:
         return tuple(per_layer[m] if m in spec.moe_layers else spec.default_dtype for m in range(spec.n_layers))
     return None
-
-
-def dense_times(trace: Trace, shape: ModelShape, compute: Compute) -> np.ndarray:
-    """Attention and other non-expert work of every cell, seconds."""
-    layer = trace.cell_layer.astype(np.int64)
-    tokens = trace.cell_tokens.astype(np.float64)
-    dbytes = np.asarray(shape.dense_bytes, dtype=np.float64)[layer]
-    dflops = np.asarray(shape.dense_flops_per_token, dtype=np.float64)[layer] * tokens
-    return np.maximum(dbytes / compute.memory_bandwidth, dflops / compute.peak_flops) + compute.launch_overhead
-
-
-def expert_times(
-    req_cell: np.ndarray,
-    req_bytes: np.ndarray,
-    req_tokens: np.ndarray,
-    req_params: np.ndarray,
-    n_cells: int,
-    compute: Compute,
-    grouped: bool = True,
-) -> np.ndarray:
-    """Device expert time of every cell from the experts it runs (one row per distinct object run).
-
-    `req_tokens` are the tokens each expert processes on the device; rows with 0 tokens (run on the
-    CPU, dropped) neither read weights nor launch.
-    """
-    run = req_tokens > 0
-    cells = req_cell[run]
-    nbytes = np.bincount(cells, weights=req_bytes[run].astype(np.float64), minlength=n_cells)
-    flops = np.bincount(cells, weights=2.0 * req_tokens[run].astype(np.float64) * req_params[run], minlength=n_cells)
-    kernels = np.bincount(cells, minlength=n_cells).astype(np.float64)
-    if grouped:
-        kernels = np.minimum(kernels, 1.0)
-    roof = np.maximum(nbytes / compute.memory_bandwidth, flops / compute.peak_flops)
-    return roof + compute.launch_overhead * kernels
-
-
-def cpu_times(
-    req_cell: np.ndarray,
-    req_bytes: np.ndarray,
-    req_tokens: np.ndarray,
-    req_params: np.ndarray,
-    n_cells: int,
-    compute: Compute,
-    where: str,
-) -> np.ndarray:
-    """Host-CPU expert time of every cell (rows: experts run on the CPU and their tokens)."""
-    if req_cell.size == 0:
-        return np.zeros(n_cells)
-    if not compute.cpu_flops or not compute.cpu_memory_bandwidth:
-        raise UserError("the cpu miss handler needs compute.cpu_flops and compute.cpu_memory_bandwidth", where)
-    nbytes = np.bincount(req_cell, weights=req_bytes.astype(np.float64), minlength=n_cells)
-    flops = np.bincount(req_cell, weights=2.0 * req_tokens.astype(np.float64) * req_params, minlength=n_cells)
-    return np.maximum(nbytes / compute.cpu_memory_bandwidth, flops / compute.cpu_flops)

@@ -40,6 +40,7 @@ class EngineOutput:
 
     stall: np.ndarray  # seconds per cell waiting for copies at its gate
     late: np.ndarray  # per cell: waited prefetch copies that had not landed at its gate
+    late_wait: np.ndarray  # bool per entry of plan.waits: a prefetch copy the cell stalled for (late)
     copy_start: np.ndarray  # NaN for cancelled copies
     copy_end: np.ndarray
     copy_cancelled: np.ndarray  # bool
@@ -95,6 +96,7 @@ def simulate(
     end_t = [float("nan")] * n_copies
     stall = np.zeros(n_cells)
     late = np.zeros(n_cells, dtype=np.int64)
+    late_wait = np.zeros(len(waits), dtype=bool)
     compute_state: list[Any] = [0, None]  # copies the compute stream waits for, its wake-up event
 
     def land(k: int) -> None:
@@ -188,6 +190,9 @@ def simulate(
                     stall[e] = _pipelined_stall(gate, pending, waits, end_t, wait_compute, cell_expert[e], cell_cpu[e])
                 if stall[e] > 0:  # a copy landing at the gate's very instant is not late
                     late[e] = n_late
+                    for w in pending:
+                        if is_prefetch[waits[w]]:
+                            late_wait[w] = True
             next_gate = gate + stall[e]  # later deltas count from this gate, shifted by its stall
 
     env.process(compute())
@@ -195,6 +200,7 @@ def simulate(
     return EngineOutput(
         stall=stall,
         late=late,
+        late_wait=late_wait,
         copy_start=np.asarray(start_t, dtype=np.float64),
         copy_end=np.asarray(end_t, dtype=np.float64),
         copy_cancelled=np.frombuffer(bytes(cancelled), dtype=np.uint8).astype(bool),

@@ -1,26 +1,13 @@
-"""Per-expert compute seconds for the pipelined overlap mode (until the operator cost model lands).
+"""Per-wait compute seconds for the pipelined overlap mode (docs/metrics.md, "Engine").
 
-Each distinct object a cell runs on the device is one kernel (docs/metrics.md, "Engine"):
-  t = max(weight bytes / memory_bandwidth, 2 * tokens * params / peak_flops) + kernel_overhead
-on the expert processor's roofline (HardwareProfile.device). Rows with no device tokens (run on the
-CPU, dropped) cost nothing. moesim.sim.cost_model's expert_times is the grouped per-cell form used
-by the per-layer barrier mode; this is its per-object form.
+The per-request expert times come from moesim.sim.compute.expert_request_times; the engine needs
+them per waited copy: the compute of the object each copy brings, in the cell that waits for it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from moesim.hw_profiles.profile import Processor
-
-
-def per_expert_times(req_bytes: np.ndarray, req_tokens: np.ndarray, req_params: np.ndarray,
-                     processor: Processor, dtype: str = "bf16") -> np.ndarray:
-    """Seconds each request row's expert takes on `processor` (0 where it has no device tokens)."""
-    tokens = np.asarray(req_tokens, dtype=np.float64)
-    roof = np.maximum(np.asarray(req_bytes, dtype=np.float64) / processor.memory_bandwidth,
-                      2.0 * tokens * np.asarray(req_params, dtype=np.float64) / processor.flops(dtype))
-    return np.where(tokens > 0, roof + processor.kernel_overhead, 0.0)
 
 
 def wait_compute(waits: np.ndarray, wait_offsets: np.ndarray, copy_obj: np.ndarray, req_cell: np.ndarray,

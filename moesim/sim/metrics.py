@@ -3,7 +3,8 @@
 Definitions:
 - request: what the cache is asked for (a cell-distinct object in event mode, an access in
   sequential mode); requests = hits + late_prefetch + misses.
-- hit_rate = (hits + late_prefetch) / requests; a late prefetch needed no new copy.
+- hit_rate = hits / requests: on-time hits only; late prefetches (in flight when asked for) are
+  counted beside it, never inside it. hit_rate_per_access weighs requests by their routed accesses.
 - misses split into compulsory (first request of the object in the trace), collision (the object
   was evicted earlier in the same pass) and capacity (any other).
 - bytes_fetched: bytes copied on demand (misses, bypassed ones included).
@@ -35,7 +36,7 @@ def _counts(outcomes: np.ndarray, sizes: np.ndarray, groups: np.ndarray, n_group
     fetched = np.bincount(groups[miss_mask], weights=sizes[miss_mask], minlength=n_groups)
     requests = np.bincount(groups, minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(requests > 0, (hits + late) / np.maximum(requests, 1), np.nan)
+        rate = np.where(requests > 0, hits / np.maximum(requests, 1), np.nan)
     return {
         "requests": requests,
         "hits": hits,
@@ -66,6 +67,7 @@ def summary(result: Any) -> dict[str, Any]:
     return {
         "routed_accesses": trace.n_accesses,
         **total,
+        "hit_rate_per_access": _per_access_hit_rate(result),
         "miss_rate": _ratio(total["misses"], total["requests"]),
         "collision_rate": _ratio(total["collision"], total["requests"]),
         "collision_share": _ratio(total["collision"], total["misses"]),
@@ -80,6 +82,12 @@ def summary(result: Any) -> dict[str, Any]:
             "bytes": c.prefetch_bytes,
         },
     }
+
+
+def _per_access_hit_rate(result: Any) -> float | None:
+    """Share of routed accesses whose request was an on-time hit (each token counts once)."""
+    served = result.outcomes[result.stream.access_request]
+    return float(np.mean(served == HIT)) if served.size else None
 
 
 def by_layer(result: Any) -> pd.DataFrame:

@@ -7,9 +7,10 @@ Definitions are in docs/metrics.md ("Timing"). In short:
   first decode pass) - start of its first pass (the trace has no arrival times: a request arrives
   when the engine first serves it, which is t = 0 for requests of the first pass);
 - TPOT = (end of its last decode pass - end of its first-token pass) / its later decode passes;
-- energy = sum over links of bytes x J/byte + active_watts x active time + idle_watts x idle time,
-  where the device is active while it computes or any copy runs, idle otherwise (stalls with no
-  copy running, waits for the CPU), over [0, total_s].
+- hit_rate = on-time hits / cell lookups (a late prefetch is reported beside it, never inside it);
+  hit_rate_per_access weighs each lookup by the routed accesses (tokens) it served;
+- energy = sum over links of bytes x J/byte + each processor's active_watts x its compute time +
+  its idle_watts x the rest of [0, total_s] (a copy alone does not make a processor active).
 """
 
 from __future__ import annotations
@@ -144,9 +145,8 @@ def build_result(
 
     total_s = float(end[-1]) if n_cells else 0.0
     requests = _request_table(trace, start, end, bounds)
-    active_s = _active_time(total_s, gate, engine.stall, start + times.dense + engine.stall + times.expert, cpu_wait,
-                            engine.copy_start[ran], engine.copy_end[ran])
-    summary = _summary(config, profile, plan, cells, requests, engine, link_totals, total_s, active_s, bounds,
+    late_request = _late_requests(plan, engine)
+    summary = _summary(config, profile, plan, cells, requests, engine, link_totals, total_s, late_request, bounds,
                        model_source)
     return TimedResult(config=config, profile=profile, trace_hash=trace.content_hash(), model_source=model_source,
                        cells=cells, requests=requests, summary=summary, plan=plan, engine=engine, bounds=bounds)
@@ -244,30 +244,47 @@ def _request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray, bou
     return pd.DataFrame(rows, columns=columns)
 
 
-def _active_time(total_s: float, gate: np.ndarray, stall: np.ndarray, gpu_expert_end: np.ndarray,
-                 cpu_wait: np.ndarray, copy_start: np.ndarray, copy_end: np.ndarray) -> float:
-    """Time in [0, total_s] when the device computes or a copy runs."""
-    if total_s <= 0:
-        return 0.0
-    # device-idle intervals: stalls at gates and waits for the CPU path
-    idle_a = np.concatenate([gate[stall > 0], gpu_expert_end[cpu_wait > 0]])
-    idle_b = np.concatenate([(gate + stall)[stall > 0], (gpu_expert_end + cpu_wait)[cpu_wait > 0]])
-    if idle_a.size == 0:
-        return total_s
-    starts, ends = _merge(np.clip(copy_start, 0, total_s), np.clip(copy_end, 0, total_s))
-    if starts.size == 0:
-        return total_s - float((idle_b - idle_a).sum())
-    covered = np.concatenate(([0.0], np.cumsum(ends - starts)))
+def _late_requests(plan: Plan, engine: EngineOutput) -> np.ndarray:
+    """Per request: a hit whose prefetch copy the cell stalled for (a late prefetch, not an on-time hit)."""
+    stream = plan.stream
+    late = np.zeros(stream.n_requests, dtype=bool)
+    w = np.flatnonzero(engine.late_wait)
+    if w.size == 0:
+        return late
+    wait_cell = np.repeat(np.arange(plan.trace.n_cells, dtype=np.int64), np.diff(plan.wait_offsets))
+    n_obj = int(max(stream.obj.max(initial=0), plan.copy_obj.max(initial=0))) + 1
+    late_keys = wait_cell[w] * n_obj + plan.copy_obj[plan.waits[w]].astype(np.int64)
+    keys = stream.cell.astype(np.int64) * n_obj + stream.obj.astype(np.int64)
+    return np.isin(keys, late_keys) & (plan.outcomes == HIT)
 
-    def cover_until(t: np.ndarray) -> np.ndarray:
-        """Copy-busy time in [0, t]."""
-        i = np.searchsorted(starts, t, side="right")  # intervals starting at or before t
-        full = covered[np.maximum(i - 1, 0)]
-        partial = np.where(i > 0, np.minimum(t, ends[np.maximum(i - 1, 0)]) - starts[np.maximum(i - 1, 0)], 0.0)
-        return np.where(i > 0, full + partial, 0.0)
 
-    idle = (idle_b - idle_a) - (cover_until(idle_b) - cover_until(idle_a))
-    return total_s - float(np.maximum(idle, 0.0).sum())
+def _energy(profile: HardwareProfile, cells: pd.DataFrame, link_energy: dict[str, float],
+            total_s: float) -> dict[str, Any]:
+    """Each processor's active power while it computes, its idle power for the rest, plus J/B per link.
+
+    The expert processor falls back to the profile's `power` figures; another processor without a
+    figure draws nothing (listed under `unpowered`, so the total is not mistaken for complete).
+    """
+    device = profile.device
+    busy = {device.name: float(cells["compute_s"].sum())}
+    cpu = profile.processors.get("cpu")
+    if cpu is not None and cpu.name != device.name:
+        busy[cpu.name] = float(cells["cpu_s"].sum())
+    processors: dict[str, dict[str, float]] = {}
+    unpowered = []
+    for name, busy_s in busy.items():
+        proc = profile.processors[name]
+        own = name == device.name
+        active_w = proc.active_watts if proc.active_watts is not None else (profile.power.active_watts if own else None)
+        idle_w = proc.idle_watts if proc.idle_watts is not None else (profile.power.idle_watts if own else None)
+        if active_w is None or idle_w is None:
+            unpowered.append(name)
+        idle_s = max(total_s - busy_s, 0.0)
+        processors[name] = {"busy_s": busy_s, "active_j": (active_w or 0.0) * busy_s, "idle_j": (idle_w or 0.0) * idle_s}
+    active = sum(p["active_j"] for p in processors.values())
+    idle = sum(p["idle_j"] for p in processors.values())
+    return {"total": float(sum(link_energy.values()) + active + idle), "links": link_energy, "active": active,
+            "idle": idle, "processors": processors, "unpowered": unpowered}
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,8 +316,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFrame, requests: pd.DataFrame,
-             engine: EngineOutput, link_totals: dict[str, dict[str, float]], total_s: float, active_s: float,
-             bounds: Bounds | None, model_source: str) -> dict[str, Any]:
+             engine: EngineOutput, link_totals: dict[str, dict[str, float]], total_s: float,
+             late_request: np.ndarray, bounds: Bounds | None, model_source: str) -> dict[str, Any]:
     counters = plan.counters
     topo = plan.topology
     n_req = int(plan.outcomes.size)
@@ -312,9 +329,9 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
     for name, tot in sorted(link_totals.items()):  # busy_s: time with at least one transfer on the link
         links[name] = dict(tot, utilization=(tot["busy_s"] / total_s) if total_s > 0 else None)
         link_energy[name] = tot["bytes"] * profile.power.joules_per_byte.get(name, 0.0)
-    idle_s = max(total_s - active_s, 0.0)
-    energy_active = profile.power.active_watts * active_s
-    energy_idle = profile.power.idle_watts * idle_s
+    energy = _energy(profile, cells, link_energy, total_s)
+    on_time = (plan.outcomes == HIT) & ~late_request
+    accesses = plan.req_tokens.astype(np.int64)
     ttft = _stats(requests["ttft_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
     tpot = _stats(requests["tpot_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
     decode = cells["phase"] == "decode"
@@ -338,7 +355,10 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
         "compulsory": int(cells["compulsory"].sum()),
         "capacity": int(cells["capacity"].sum()),
         "collision": int(cells["collision"].sum()),
-        "hit_rate": (hits + late) / n_req if n_req else None,
+        # on-time hits only; a late prefetch stalled its cell (docs/metrics.md "Hit rates")
+        "hit_rate": hits / n_req if n_req else None,
+        "hit_rate_per_access": float(accesses[on_time].sum() / accesses.sum()) if accesses.sum() else None,
+        "hit_rate_incl_late": (hits + late) / n_req if n_req else None,
         "bypasses": counters.bypasses,
         "evictions": counters.evictions,
         "prefetch": {
@@ -364,14 +384,9 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
         "tokens_per_s": (float(requests["output_tokens"].sum()) / total_s) if total_s > 0 and len(requests) else None,
         "links": links,
         "dram": plan.dram_counters,
-        "energy_j": {
-            "total": float(sum(link_energy.values()) + energy_active + energy_idle),
-            "links": link_energy,
-            "active": energy_active,
-            "idle": energy_idle,
-        },
-        "active_s": active_s,
-        "idle_s": idle_s,
+        "energy_j": energy,
+        "active_s": energy["processors"][profile.device.name]["busy_s"],
+        "idle_s": max(total_s - energy["processors"][profile.device.name]["busy_s"], 0.0),
         "engine": {"events": engine.events, "event_cells": engine.event_cells, "cells": int(len(cells)),
                    "copies": int(plan.n_copies)},
     }

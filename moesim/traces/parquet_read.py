@@ -54,6 +54,8 @@ def read_rows(path: Path, meta: TraceMeta, widths: dict[str, Any], where: str,
         schema = file.schema_arrow
     except ARROW_ERRORS as exc:
         raise UserError(f"cannot read the Parquet data ({first_line(exc)})", where) from None
+    if n_rows < 0:  # a damaged footer (found by tests/traces/traceio/test_fuzz_importers.py)
+        raise UserError(f"cannot read the Parquet data (the footer claims {n_rows} rows)", where)
     state = FileState(meta=meta, where=where, n_rows=n_rows, widths=dict(widths))
     batches = _batches(file, batch_rows, where)
     try:

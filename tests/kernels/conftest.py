@@ -21,14 +21,19 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+# `make test-gpu` sets this: there a gpu test that cannot run is a failure, not a skip
+REQUIRE_GPU = os.environ.get("MOESIM_REQUIRE_GPU", "0") not in ("", "0")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("gpu") is not None:
+        reason = None
         if not HAS_CUDA:
-            pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is false)")
-        if INTERPRETING:
-            pytest.skip("TRITON_INTERPRET=1: run GPU tests without the interpreter")
+            reason = "needs a CUDA GPU (torch.cuda.is_available() is false)"
+        elif INTERPRETING:
+            reason = "TRITON_INTERPRET=1: run GPU tests without the interpreter"
+        if reason:
+            (pytest.fail if REQUIRE_GPU else pytest.skip)(f"{reason}{' (MOESIM_REQUIRE_GPU=1)' if REQUIRE_GPU else ''}")
 
 
 @pytest.fixture

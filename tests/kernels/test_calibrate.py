@@ -221,7 +221,7 @@ def test_writing_is_deterministic_and_atomic(tmp_path):
 
 
 def test_written_profile_loads_with_the_profile_loader(tmp_path):
-    loader = pytest.importorskip("moesim.hw_profiles.loader")
+    from moesim.hw_profiles import loader
     paths = write_outputs(synthetic_result(), base_profile(), tmp_path / "p.yaml", "p")
     profile = loader.load_profile(paths["profile"])
     assert profile.links["h2d"].bandwidth == pytest.approx(BETA, rel=1e-3)

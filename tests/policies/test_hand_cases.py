@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from moesim.sim.cache_core import MISS_COLLISION, MISS_COMPULSORY
-from moesim.traces.trace import PREFILL
+from moesim.sim.count_replay import ReplayConfig, count_replay
+from moesim.traces.trace import PREFILL, simple_trace
 
 # Silberschatz, Galvin and Gagne, "Operating System Concepts", page-replacement chapter: this
 # reference string with 3 frames gives 15 faults under FIFO, 12 under LRU and 9 under OPT.
@@ -92,6 +93,18 @@ def test_least_stale_beats_lru_on_collisions_in_a_multi_token_pass(replay):
     assert lru.outcomes.tolist() == [2, 0, 2, 2, 2, 0, 3, 4]
     assert ls.outcomes.tolist() == [2, 0, 2, 2, 2, 0, 3, 0]
 
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_least_stale_hit_on_a_stale_object_makes_it_current(engine):
+    """Capacity 3, one cell per pass: [a b c], [a], [d], [a] (objects 0, 1, 2, 3).
+    Pass 1 makes a, b, c stale; a's hit moves a to current, so at pass 2 stale is [b, c, a] and d
+    evicts b, and a hits in pass 3. Were the hit left stale, d would evict a (the head), and a miss."""
+    trace = simple_trace([[[0, 1, 2]], [[0]], [[3]], [[0]]], n_layers=1, n_experts=4)
+    config = ReplayConfig(policy="least-stale", capacity_bytes=3)
+    result = count_replay(trace, config, record_victims=True, engine=engine)
+    assert result.outcomes.tolist() == [2, 2, 2, 0, 2, 0]
+    assert [obj for _, obj in result.victims] == [1]
 
 @pytest.mark.parametrize("policy, outcomes, collisions", [
     # LRU: pass 0: 1 miss, prefetch 5, 2 evicts 1, 5 hits (moves to MRU: [2, 5]).

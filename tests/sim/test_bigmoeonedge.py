@@ -13,14 +13,12 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from moesim.sim.cache_core import HIT
 from moesim.sim.count_replay import ReplayConfig, count_replay
+from moesim.traces import io as trace_io
 from moesim.traces.trace import DECODE
-
-trace_io = pytest.importorskip("moesim.traces.io", reason="the trace importer (moesim.traces.io) is not in this tree")
 
 REPO = Path(__file__).resolve().parents[2]
 # the shared traces sit beside the main checkout (repo.parent/shared); a worktree nested one level
@@ -108,5 +106,6 @@ def test_event_replay_matches_the_engine_more_closely_than_sequential(loaded):
         result = count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=4000 * MIB, mode=mode))
         decode = trace.pass_phase[trace.cell_pass()[result.stream.cell]] == DECODE
         gaps[mode] = abs(int((result.outcomes[decode] == HIT).sum()) - engine_hits)
-    assert gaps["event"] <= gaps["sequential"], gaps
-    assert np.isfinite(gaps["event"])
+    # the event replay reproduces the engine's decode hits exactly; the sequential one misses a few
+    # (qwen 5, gemma 9 of ~30 k): the comparison is not vacuous
+    assert gaps["event"] == 0 and gaps["sequential"] > 0, gaps

@@ -168,3 +168,16 @@ def test_capacity_in_bytes_counts_object_sizes(policy):
     assert result.core.used_bytes() <= 4
     assert int(metrics.summary(result)["bytes_fetched"]) == sum(
         int(trace.object_bytes_array()[o]) for o, out in zip(result.stream.obj, result.outcomes) if out >= 2)
+
+
+def test_hit_rate_per_lookup_and_per_routed_access_by_hand():
+    """A 3-token prefill routes all three tokens to expert 0 (one lookup, three accesses: a compulsory
+    miss), then one decode token hits it (one lookup, one access). Per lookup 1 of 2 hit; per routed
+    access 1 of 4."""
+    from moesim.traces.trace import PREFILL, simple_trace
+
+    trace = simple_trace([[[0, 0, 0]], [[0]]], n_layers=1, n_experts=2, top_k=1, phases=[PREFILL, 1])
+    s = metrics.summary(_run(trace, "lru", 2))
+    assert (s["requests"], s["hits"], s["routed_accesses"]) == (2, 1, 4)
+    assert s["hit_rate"] == pytest.approx(1 / 2)
+    assert s["hit_rate_per_access"] == pytest.approx(1 / 4)

@@ -46,9 +46,13 @@ def test_demand_only_lru_matches_the_hand_timeline():
     assert req["tpot_s"] == pytest.approx((7126 - 4068) * US, abs=1e-12)  # one later decode pass
     assert s["links"]["h2d"]["bytes"] == 7 * MB
     assert s["links"]["h2d"]["utilization"] == pytest.approx(7 * 1010 / 7126)
-    # every stall is covered by a running copy, so the device is never idle
-    assert s["active_s"] == pytest.approx(7126 * US, abs=1e-12)
-    assert s["energy_j"]["total"] == pytest.approx(7 * MB * 1e-9 + 500.0 * 7126 * US)
+    # the device computes 4 x (7 + 7) = 56 us; a copy running while it stalls does not make it active:
+    # 500 W for 56 us, 100 W idle for the other 7070 us, 1 nJ per byte on the link
+    assert s["active_s"] == pytest.approx(56 * US, abs=1e-12)
+    assert s["energy_j"]["total"] == pytest.approx(7 * MB * 1e-9 + 500.0 * 56 * US + 100.0 * 7070 * US)
+    assert s["energy_j"]["processors"]["gpu"]["idle_j"] == pytest.approx(100.0 * 7070 * US)
+    # no prefetch: every hit is on time; per lookup 1 of 8, per routed access (1 token each) the same
+    assert s["hit_rate"] == pytest.approx(1 / 8) and s["hit_rate_per_access"] == pytest.approx(1 / 8)
 
 
 def test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline():
@@ -79,6 +83,11 @@ def test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline():
     assert starts[7] == 6081
     p = result.summary["prefetch"]
     assert (p["issued"], p["useful"], p["late"], p["wasted"]) == (2, 0, 2, 0)
+    # the two late prefetches are not hits: 1 on-time hit (cell 3's object 5) of 8 lookups
+    s = result.summary
+    assert (s["hits"], s["late_prefetch"]) == (1, 2)
+    assert s["hit_rate"] == pytest.approx(1 / 8) and s["hit_rate_incl_late"] == pytest.approx(3 / 8)
+    assert s["hit_rate_per_access"] == pytest.approx(1 / 8)
     # prefetching one cell ahead beats demand fetching by 28 us here
     assert result.summary["time"]["total_s"] == pytest.approx(7098 * US, abs=1e-12)
 

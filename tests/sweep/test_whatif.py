@@ -125,9 +125,6 @@ def test_whatif_command_reports_a_missing_trace_reader_or_file_in_one_line(tmp_p
 
 
 def test_timed_runs_through_the_real_engine_when_this_build_has_it(tmp_path):
-    """Skipped until the timing engine (moesim.sim.timed_replay) is part of the build."""
-    pytest.importorskip("moesim.sim.timed_replay", reason="the timing engine is not in this build yet")
-    pytest.importorskip("moesim.hw_profiles.loader", reason="hardware profiles are not in this build")
     import moesim
 
     trace = toy_plugin.zipf_trace(seed=8, passes=8, object_bytes=4 << 20)

@@ -188,6 +188,20 @@ def test_flops_per_token_are_twice_the_weights_a_token_meets() -> None:
     assert v3.routed_flops_per_token_of_layer(3) == 8 * 2 * 3 * 7168 * 2048
 
 
+def test_expert_params_and_dense_flops_from_the_published_shapes() -> None:
+    """What timing reads from a catalog model, derived by hand from each config.json's shapes:
+    a SwiGLU expert has 3 x hidden x moe_intermediate weights, a Switch (two-matrix) expert 2 x;
+    a token spends 2 FLOPs per dense weight. OLMoE's MoE layer: q, k, v, o 4 x 2048^2 = 16,777,216,
+    router 64 x 2048 = 131,072, q/k norms 2 x 2048, two RMSNorms 2 x 2048: 16,916,480 weights."""
+    assert load_model("mixtral-8x7b").expert_params() == 3 * 4096 * 14336 == 176_160_768
+    assert load_model("olmoe-1b-7b").expert_params() == 3 * 2048 * 1024 == 6_291_456
+    assert load_model("qwen3-30b-a3b").expert_params() == 3 * 2048 * 768
+    assert load_model("switch-base-8").expert_params() == 2 * 768 * 3072
+    olmoe = load_model("olmoe-1b-7b")
+    assert olmoe.dense_params_per_layer == 4 * 2048 * 2048 + 64 * 2048 + 2 * 2048 + 2 * 2048 == 16_916_480
+    assert olmoe.dense_flops_per_token() == 2 * 16_916_480
+    assert olmoe.dense_flops_per_token_of_layer(0) == 2 * 16_916_480
+
 def test_gpt_oss_mxfp4_expert_matches_llama_cpp_size() -> None:
     # findings.md (BigMoeOnEdge): one gpt-oss expert is 12.61 MiB in llama.cpp's MXFP4 gguf,
     # whose expert tensors hold the matrices only (biases are separate tensors).

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from moesim.cli import main
-
-pytest.importorskip("moesim.traces.io", reason="moesim.traces.io (save/load) is not present")
+from moesim.traces import io as _trace_io  # noqa: F401 - these tests need save/load: fail, never skip, without it
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

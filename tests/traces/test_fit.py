@@ -55,7 +55,8 @@ def test_fit_generate_fit_recovers_known_settings():
 
 
 def _bundled_qwen():
-    bundled = pytest.importorskip("moesim.traces.bundled", reason="moesim.traces.bundled is not present")
+    from moesim.traces import bundled
+
     return bundled.load_bundled("qwen")
 
 

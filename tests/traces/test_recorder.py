@@ -389,7 +389,7 @@ def test_cli_errors_exit_1_with_one_line(tmp_path, capsys):
 
 
 def test_cli_writes_a_trace_that_loads_back_with_its_predictions(model_dirs, tmp_path, capsys):
-    io = pytest.importorskip("moesim.traces.io")
+    from moesim.traces import io
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS))
     out = tmp_path / "t.parquet"

@@ -289,7 +289,7 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
 def _findings_trace(name: str):
     """The shared BigMoeOnEdge CSV through the project's importer: ../shared/traces beside the
     repository, or MOESIM_SHARED_TRACES, or ../../shared/traces for a worktree one level deeper."""
-    io = pytest.importorskip("moesim.traces.io", reason="moesim.traces.io (the trace importer) is not present")
+    from moesim.traces import io
     roots = [Path(os.environ["MOESIM_SHARED_TRACES"])] if "MOESIM_SHARED_TRACES" in os.environ else []
     roots += [REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces"]
     for root in roots:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from moesim.errors import UserError
 from moesim.traces.io import load_trace, save_trace
 from moesim.traces.parquet_codec import trace_to_table
+from moesim.traces.trace import Trace
 
 # CI runs a modest number of examples; MOESIM_FUZZ_EXAMPLES=2000 digs deeper locally.
 FUZZ = settings(max_examples=int(os.environ.get("MOESIM_FUZZ_EXAMPLES", "40")), deadline=None,
@@ -105,13 +106,15 @@ def test_every_importer_has_a_fuzz_seed():
     assert set(importer_names()) <= {fmt for _, fmt, _ in SEEDS.values()} | folders
 
 
-def only_user_errors(path: Path, fmt: str | None, **options) -> None:
+def only_user_errors(path: Path, fmt: str | None, **options) -> Trace | UserError:
+    """Load `path`: either a valid Trace or a one-line UserError, nothing else; returns which."""
     try:
         trace = load_trace(path, format=fmt, **options)
     except UserError as exc:
         assert "\n" not in str(exc)
-        return
+        return exc
     trace.validate()
+    return trace
 
 
 @st.composite
@@ -197,9 +200,35 @@ def test_parquet_with_a_wrong_value_gives_a_user_error(tmp_path_factory, column,
     except (pa.ArrowInvalid, OverflowError):
         return  # the value does not fit the column type: not a file anyone can write
     pq.write_table(mutated, folder / "m.parquet")
-    only_user_errors(folder / "m.parquet", None)
+    outcome = only_user_errors(folder / "m.parquet", None)
+    if isinstance(outcome, Trace):  # accepted: then exactly as written (weights at float16), nothing dropped
+        got = trace_to_table(outcome).select(mutated.column_names).to_pydict()
+        want = mutated.to_pydict()
+        want["weight"] = [None if w is None else float(np.float16(w)) for w in want["weight"]]
+        got["weight"] = [None if w is None else float(np.float16(w)) for w in got["weight"]]
+        assert got == want, (column, row, value)
+    elif value is None:  # a missing value is refused, naming the column
+        assert column in str(outcome) or column.removeprefix("ann_") in str(outcome), str(outcome)
+
+
+def test_a_null_in_a_required_column_is_refused_naming_it(tmp_path):
+    table = pq.read_table(pa.BufferReader(SEEDS["moesim"][2]))
+    data = table.to_pydict()
+    data["expert"][2] = None
+    pq.write_table(pa.table(data, schema=table.schema), tmp_path / "m.parquet")
+    outcome = only_user_errors(tmp_path / "m.parquet", None)
+    assert isinstance(outcome, UserError) and "expert" in str(outcome)
 
 
 def test_a_valid_trace_survives_the_fuzz_harness(tmp_path, rich_trace):
     save_trace(rich_trace, tmp_path / "r.parquet")
-    only_user_errors(tmp_path / "r.parquet", None)
+    loaded = only_user_errors(tmp_path / "r.parquet", None)
+    assert isinstance(loaded, Trace), loaded
+    assert trace_to_table(loaded).equals(trace_to_table(rich_trace))
+
+
+def test_a_footer_claiming_negative_rows_is_a_user_error():
+    """A mutated file the fuzzer found (the footer's row count became negative): once a ValueError."""
+    path = Path(__file__).with_name("negative_row_count.parquet")
+    outcome = only_user_errors(path, "moesim")
+    assert isinstance(outcome, UserError) and "footer claims" in str(outcome), outcome

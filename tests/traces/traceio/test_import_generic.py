@@ -75,6 +75,49 @@ def test_token_major_rows_give_the_same_cells_as_layer_major(tmp_path):
     assert trace.expert.tolist() == [0, 1, 1, 2, 2, 3, 1, 2, 2, 3, 3, 0]
 
 
+def test_two_prompts_back_to_back_are_two_prefill_passes(tmp_path):
+    """Request 0's 2-token prompt, then request 1's 2-token prompt, no decode between them and no pass
+    column: the change of request alone starts a new pass (each prompt is one prefill pass). Then one
+    decode step each, at positions 2 and 2: the change of request splits those too."""
+    lines = ["request,position,layer,experts,phase"]
+    for req, expert in ((0, 1), (1, 2)):
+        for pos in range(2):
+            for layer in range(2):
+                lines.append(f"{req},{pos},{layer},{expert} {expert + 1},prefill")
+    lines += ["0,2,0,0 3,decode", "0,2,1,0 3,decode", "1,2,0,3 0,decode", "1,2,1,3 0,decode"]
+    (tmp_path / "two.csv").write_text("\n".join(lines) + "\n")
+    trace = load_trace(tmp_path / "two.csv", n_experts=4)
+    assert trace.pass_phase.tolist() == [PREFILL, PREFILL, DECODE, DECODE]
+    assert np.diff(trace.pass_token_offsets).tolist() == [2, 2, 1, 1]
+    assert trace.token_request.tolist() == [0, 0, 1, 1, 0, 1]
+    assert trace.token_position.tolist() == [0, 1, 0, 1, 2, 2]
+    assert trace.cell_tokens.tolist() == [2, 2, 2, 2, 1, 1, 1, 1]
+    assert trace.expert.tolist()[:8] == [1, 2, 1, 2, 1, 2, 1, 2]
+    assert trace.expert.tolist()[8:16] == [2, 3, 2, 3, 2, 3, 2, 3]
+
+
+
+def test_a_batched_pass_keeps_two_requests_at_the_same_position_apart(tmp_path):
+    """A pass column groups a batched decode step: requests 0 and 1 both at position 3 are two tokens
+    of one pass (one cell per layer with 2 tokens), not one token routed to 4 experts."""
+    lines = ["pass,request,position,layer,experts,phase"]
+    for layer in range(2):
+        lines += [f"0,0,3,{layer},0 1,decode", f"0,1,3,{layer},2 3,decode"]
+    (tmp_path / "batch.csv").write_text("\n".join(lines) + "\n")
+    trace = load_trace(tmp_path / "batch.csv", n_experts=4)
+    assert trace.n_passes == 1 and trace.meta.top_k == 2
+    assert trace.token_request.tolist() == [0, 1] and trace.token_position.tolist() == [3, 3]
+    assert trace.cell_tokens.tolist() == [2, 2]
+    assert trace.expert.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+
+def test_decode_steps_of_one_request_are_one_pass_each(tmp_path):
+    """Without a pass column, a decode row at a new position starts a new pass: three steps, three passes."""
+    lines = ["request,position,layer,experts,phase"] + [f"0,{pos},0,{pos % 4},decode" for pos in (5, 6, 7)]
+    (tmp_path / "steps.csv").write_text("\n".join(lines) + "\n")
+    trace = load_trace(tmp_path / "steps.csv", n_experts=4)
+    assert trace.n_passes == 3 and trace.pass_phase.tolist() == [DECODE] * 3
+    assert trace.token_position.tolist() == [5, 6, 7] and trace.expert.tolist() == [1, 2, 3]
+
 def test_variable_experts_per_token_keep_their_tokens(tmp_path):
     (tmp_path / "v.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"position": 0, "layer": 0, "experts": [1]},
