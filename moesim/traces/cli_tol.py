@@ -13,7 +13,7 @@ from moesim.errors import UserError
 from moesim.traces.prompts import file_sha256
 from moesim.traces.tol import CORPUS_FILE, CORPUS_VOCAB, TolShape, corpus_sequences, read_token_file, tol_trace, \
     zipf_sequences
-from moesim.units import format_bytes, parse_quantity
+from moesim.units import format_bytes, parse_count, parse_quantity
 
 ZIPF_DEFAULT_REQUESTS = 8
 
@@ -52,7 +52,7 @@ def parse_row_bytes(text: str) -> int:
     """A row size: a bare integer means bytes; otherwise a size with its unit ("4 KiB")."""
     stripped = text.strip()
     if stripped.isdigit():
-        return int(stripped)
+        return parse_count(stripped, "--row-bytes", 1)
     value = parse_quantity(stripped, "bytes", "--row-bytes")
     if value != int(value) or value < 1:
         raise UserError(f"{text!r} is not a whole, positive number of bytes", "--row-bytes")

@@ -78,7 +78,9 @@ def test_token_major_rows_give_the_same_cells_as_layer_major(tmp_path):
 def test_two_prompts_back_to_back_are_two_prefill_passes(tmp_path):
     """Request 0's 2-token prompt, then request 1's 2-token prompt, no decode between them and no pass
     column: the change of request alone starts a new pass (each prompt is one prefill pass). Then one
-    decode step each, at positions 2 and 2: the change of request splits those too."""
+    decode step each, at positions 2 and 2. Without a pass column the default rule (--pass-by prompt)
+    runs passes request by request in position order, so request 0's decode step comes before
+    request 1's prompt."""
     lines = ["request,position,layer,experts,phase"]
     for req, expert in ((0, 1), (1, 2)):
         for pos in range(2):
@@ -87,14 +89,14 @@ def test_two_prompts_back_to_back_are_two_prefill_passes(tmp_path):
     lines += ["0,2,0,0 3,decode", "0,2,1,0 3,decode", "1,2,0,3 0,decode", "1,2,1,3 0,decode"]
     (tmp_path / "two.csv").write_text("\n".join(lines) + "\n")
     trace = load_trace(tmp_path / "two.csv", n_experts=4)
-    assert trace.pass_phase.tolist() == [PREFILL, PREFILL, DECODE, DECODE]
-    assert np.diff(trace.pass_token_offsets).tolist() == [2, 2, 1, 1]
-    assert trace.token_request.tolist() == [0, 0, 1, 1, 0, 1]
-    assert trace.token_position.tolist() == [0, 1, 0, 1, 2, 2]
-    assert trace.cell_tokens.tolist() == [2, 2, 2, 2, 1, 1, 1, 1]
+    assert trace.pass_phase.tolist() == [PREFILL, DECODE, PREFILL, DECODE]
+    assert np.diff(trace.pass_token_offsets).tolist() == [2, 1, 2, 1]
+    assert trace.token_request.tolist() == [0, 0, 0, 1, 1, 1]
+    assert trace.token_position.tolist() == [0, 1, 2, 0, 1, 2]
+    assert trace.cell_tokens.tolist() == [2, 2, 1, 1, 2, 2, 1, 1]
     assert trace.expert.tolist()[:8] == [1, 2, 1, 2, 1, 2, 1, 2]
-    assert trace.expert.tolist()[8:16] == [2, 3, 2, 3, 2, 3, 2, 3]
-
+    assert trace.expert.tolist()[8:12] == [0, 3, 0, 3]
+    assert trace.expert.tolist()[12:20] == [2, 3, 2, 3, 2, 3, 2, 3]
 
 
 def test_a_batched_pass_keeps_two_requests_at_the_same_position_apart(tmp_path):
