@@ -1,0 +1,190 @@
+"""Fit a profile's free figures to one measured run by weighted least squares.
+
+Each figure is fitted to the measured column that isolates its mechanism, not to the wall time:
+  compute_s (the engine's residual) <- dense + expert compute + per-token overhead
+  io_s (summed lane busy time under overlap; read wall time serial) <- storage figures
+  mgmt_s <- cache bookkeeping per byte copied
+  prefill_s <- the prefill pass (compute-bound: peak_flops)
+so wall time, and with it the overlap mechanism, stays a prediction. Residual blocks are weighted by
+their own scatter (re-estimated from the residuals, Gauss-Newton with Levenberg damping on the fast
+model of moesim/runs/step_model.py). Uncertainties: the square roots of diag((J^T J)^-1) of the
+weighted Jacobian at the optimum. Identifiability: a figure whose column is (nearly) a combination
+of the others' (smallest singular value of the column-normalised Jacobian below 1e-3 of the
+largest) cannot be told apart by this run: the lowest-priority figure in that direction keeps its
+base value and is reported as not identified, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from moesim.errors import UserError
+from moesim.runs.measured import MeasuredRun
+from moesim.runs.step_model import ALL_FIGURES, StepModel
+
+# which figure keeps its freedom when two cannot be told apart (first = kept longest)
+PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "mgmt_per_byte", "ssd_latency", "token_overhead",
+            "launch_overhead")
+# typical magnitudes (the fit's units) for figures whose base value may be 0
+SCALE_FLOOR = {"launch_overhead": 1e-4, "token_overhead": 1e-3, "mgmt_per_byte": 1e-10, "ssd_latency": 1e-5}
+UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "launch_overhead": "s", "ssd_bandwidth": "B/s",
+         "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
+IDENTIFY_RATIO = 1e-3
+
+
+@dataclass
+class FitResult:
+    figures: dict[str, float]  # all figures: fitted ones replaced
+    fitted: dict[str, tuple[float, float]]  # name -> (value, 1-sigma)
+    not_identified: dict[str, str]  # name -> why
+    blocks: dict[str, dict[str, float]]  # residual block -> rms, sigma, n
+    n_obs: int
+    iterations: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"figures": self.figures,
+                "fitted": {k: {"value": v, "sigma": s, "unit": UNITS[k]} for k, (v, s) in self.fitted.items()},
+                "not_identified": self.not_identified, "blocks": self.blocks, "n_obs": self.n_obs,
+                "iterations": self.iterations, "notes": self.notes}
+
+
+class _Problem:
+    """Residual blocks of one run against the fast model."""
+
+    def __init__(self, run: MeasuredRun, model: StepModel) -> None:
+        steps = run.steps
+        n_dec = int(model.decode.sum())
+        if n_dec == 0:
+            raise UserError("the trace has no decode passes to compare with the run's steps", run.source)
+        self.n = min(n_dec, len(steps))
+        self.model = model
+        self.overlap = bool(run.config.overlap)
+        self.targets: dict[str, np.ndarray] = {}
+        for block, column in (("compute", "compute_s"), ("io", "io_s"), ("mgmt", "mgmt_s")):
+            values = steps[column].to_numpy(dtype=float)[: self.n]
+            if np.isfinite(values).all() and (values > 0).any():
+                self.targets[block] = values
+        if run.config.prefill_s:
+            self.targets["prefill"] = np.array([float(run.config.prefill_s)])
+        if not self.targets:
+            raise UserError("the run has no compute, io, mgmt or prefill measurements to fit", run.source)
+        self.sigma = {b: max(0.1 * float(np.mean(np.abs(v))), 1e-6) for b, v in self.targets.items()}
+
+    def predict(self, figures: dict[str, float]) -> dict[str, np.ndarray]:
+        t = self.model.times(figures)
+        dec = np.flatnonzero(t.decode)[: self.n]
+        out = {"compute": t.compute[dec], "io": (t.io_busy if self.overlap else t.stall)[dec], "mgmt": t.mgmt[dec],
+               "prefill": np.array([t.total[~t.decode].sum()])}
+        return {b: out[b] for b in self.targets}
+
+    def residuals(self, figures: dict[str, float]) -> np.ndarray:
+        pred = self.predict(figures)
+        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] for b in self.targets])
+
+
+def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
+            max_iter: int = 40) -> FitResult:
+    problem = _Problem(run, model)
+    free = tuple(f for f in free if f in base)
+    scale = {f: max(abs(base[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
+    not_identified: dict[str, str] = {}
+    figures = dict(base)
+    iterations = 0
+    for _ in range(3):  # re-weight blocks by their own scatter
+        active = [f for f in free if f not in not_identified]
+        while True:
+            jac = _jacobian(problem, figures, active, scale)
+            dropped = _unidentifiable(jac, active, problem)
+            if not dropped:
+                break
+            name, why = dropped
+            not_identified[name] = why
+            active.remove(name)
+        figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
+        iterations += n_it
+        res = problem.residuals(figures)
+        offset = 0
+        for b, target in problem.targets.items():
+            r = res[offset: offset + target.size] * problem.sigma[b]
+            offset += target.size
+            if target.size > 1:
+                problem.sigma[b] = max(float(np.sqrt(np.mean(r ** 2))), 1e-6)
+    jac = _jacobian(problem, figures, active, scale)
+    cov = np.linalg.pinv(jac.T @ jac)
+    fitted = {f: (figures[f], float(np.sqrt(max(cov[i, i], 0.0))) * scale[f]) for i, f in enumerate(active)}
+    res = problem.residuals(figures)
+    blocks = {}
+    offset = 0
+    for b, target in problem.targets.items():
+        r = res[offset: offset + target.size] * problem.sigma[b]
+        offset += target.size
+        blocks[b] = {"rms_s": float(np.sqrt(np.mean(r ** 2))), "mean_measured_s": float(np.mean(target)),
+                     "n": int(target.size)}
+    notes = []
+    if "prefill" in problem.targets:
+        notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
+                     "uses the decode blocks' weighting and understates the run-to-run noise")
+    return FitResult(figures, fitted, not_identified, blocks, int(res.size), iterations, notes)
+
+
+def _jacobian(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float]) -> np.ndarray:
+    cols = []
+    for f in active:
+        h = 1e-4 * scale[f]
+        up, down = dict(figures), dict(figures)
+        up[f] = figures[f] + h
+        down[f] = max(figures[f] - h, 0.0)
+        step = (up[f] - down[f]) / scale[f]
+        cols.append((problem.residuals(up) - problem.residuals(down)) / step)
+    return np.column_stack(cols) if cols else np.zeros((problem.residuals(figures).size, 0))
+
+
+def _unidentifiable(jac: np.ndarray, active: list[str], problem: _Problem) -> tuple[str, str] | None:
+    if not active:
+        return None
+    norms = np.linalg.norm(jac, axis=0)
+    for i, f in enumerate(active):
+        if norms[i] < 1e-9:
+            return f, "no measured column of this run depends on it"
+    _, s, vt = np.linalg.svd(jac / norms, full_matrices=False)
+    if s[-1] >= IDENTIFY_RATIO * s[0]:
+        return None
+    direction = np.abs(vt[-1])
+    involved = [active[i] for i in np.argsort(-direction) if direction[i] > 0.2]
+    victim = max(involved, key=lambda f: PRIORITY.index(f) if f in PRIORITY else len(PRIORITY))
+    others = ", ".join(f for f in involved if f != victim)
+    return victim, f"moves the measured columns only as {others} does (collinear in this run); kept at base value"
+
+
+def _gauss_newton(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float],
+                  max_iter: int) -> tuple[dict[str, float], int]:
+    figures = dict(figures)
+    cost = float(np.sum(problem.residuals(figures) ** 2))
+    damping = 1e-3
+    it = 0
+    for it in range(1, max_iter + 1):
+        jac = _jacobian(problem, figures, active, scale)
+        r = problem.residuals(figures)
+        jtj = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        for _ in range(12):
+            step = np.linalg.solve(jtj + damping * np.diag(np.diag(jtj) + 1e-12), -g)
+            trial = dict(figures)
+            for i, f in enumerate(active):
+                trial[f] = max(figures[f] + step[i] * scale[f], 0.0 if f in SCALE_FLOOR else 1e-3 * scale[f])
+            new_cost = float(np.sum(problem.residuals(trial) ** 2))
+            if new_cost < cost:
+                improved = True
+                figures, damping = trial, max(damping / 3, 1e-9)
+                rel = (cost - new_cost) / max(cost, 1e-300)
+                cost = new_cost
+                break
+            damping *= 4
+        if not improved or rel < 1e-10:
+            break
+    return figures, it
