@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.sweeps.cli_sweep",
     "moesim.kernels.cli_gpu",
     "moesim.traces.cli_record",
+    "moesim.runs.cli_runs",
 )
 
 
