@@ -1,0 +1,217 @@
+"""The fidelity table (docs/fidelity.md): fit the phone profile on the qwen run only, predict the rest.
+
+    python -m moesim.runs.fidelity --data ../shared/traces/bigmoeonedge     (what `make fidelity` runs)
+
+Rows stay whether they pass or fail. Options a run's files do not carry (k, lanes, budget) come from
+runs/SOURCE.txt's description of each run, written out in RUNS below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moesim.atomic_io import write_text_atomic
+from moesim.errors import UserError
+
+BASE_PROFILE = "phone-oneplus-15r"
+
+
+@dataclass(frozen=True)
+class RunCase:
+    name: str
+    path: str  # relative to the bigmoeonedge folder
+    trace: str  # bundled:NAME or "from-run"
+    options: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # identical-work replicates share a group
+    tpot_tol: float = 0.15
+    ttft_tol: float | None = None
+
+
+RUNS = (
+    RunCase("gemma route-trace", "gemma.metrics", "bundled:gemma", {}, tpot_tol=0.10, ttft_tol=0.15),
+    RunCase("gemma_stream", "runs/2026-07-12/gemma_stream.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_stream_ov", "runs/2026-07-12/gemma_stream_ov.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_c2000_l2", "runs/2026-07-12/gemma_c2000_l2.csv", "from-run",
+            {"top_k": 8, "lanes": 2, "cache_mib": 2000}),
+    RunCase("gemma_c2000_l4", "runs/2026-07-12/gemma_c2000_l4.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}),
+    RunCase("gemma_c2000_l4_ov", "runs/2026-07-12/gemma_c2000_l4_ov.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}, group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_base", "runs/2026-07-12-pr23/gemma_base.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}, group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_base_ov", "runs/2026-07-13/gemma_base_ov.csv", "from-run", {"top_k": 8, "lanes": 4},
+            group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_autocap_ov", "runs/2026-07-13/gemma_autocap_ov.csv", "from-run", {"top_k": 8, "lanes": 4},
+            group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_auto_ov", "runs/2026-07-13/gemma_auto_ov.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_k6", "runs/2026-07-14/gemma_k6.csv", "bundled:gemma", {"top_k": 6, "lanes": 4}),
+    RunCase("gemma_mmap", "runs/2026-07-12/gemma_mmap.csv", "from-run", {"top_k": 8, "lanes": 4}),
+)
+
+LESSONS = {
+    "gemma route-trace": "same model/k/budget as the trace; overlap is replayed as a per-layer barrier, so the "
+                         "stall is the whole read time of a layer's misses instead of what per-expert pipelining "
+                         "leaves",
+    "gemma_stream": "serial, no cache: the barrier is the right mechanism; the error is storage throughput with 8 "
+                    "reads per layer in flight vs the 1-2 per layer the qwen fit saw",
+    "gemma_stream_ov": "overlap with no cache: per-expert pipelining hides compute behind reads; the barrier adds it",
+    "gemma_c2000_l2": "2 lanes: this engine splits one aggregate bandwidth over the lanes, so fewer lanes cost "
+                      "nothing per byte; the measured 2-lane run is slower (throughput rises with reads in flight)",
+    "gemma_c2000_l4": "serial, 4 lanes: compute at k=8 scales by bytes from the qwen fit",
+    "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB and the compute residual tripled (the OS "
+                     "evicting the mmapped dense weights and re-faulting them); the profile has no memory-pressure "
+                     "mechanism, so this row is expected to fail",
+    "gemma_k6": "same model/k/budget as the bundled gemma trace, different prompt and length: the routing of "
+                "another prompt, so per-step comparison is only indicative",
+    "gemma_mmap": "plain mmap: reads go through the OS page cache as page faults; needs the page-cache tier "
+                  "(issue 13)",
+}
+
+
+def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
+    from moesim.runs.check import check_run
+    from moesim.runs.cli_runs import timing_trace_for
+    from moesim.runs.engine_map import engine_setup
+    from moesim.runs.fit import fit_run
+    from moesim.runs.padding import slices_for
+    from moesim.runs.profile_out import fitted_profile_text
+    from moesim.runs.readers import read_run
+    from moesim.runs.step_model import StepModel, profile_figures
+    from moesim.traces.io import load_trace
+
+    qwen = read_run(data / "qwen.metrics")
+    setup = engine_setup(qwen.config, BASE_PROFILE)
+    model = StepModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
+    fit = fit_run(qwen, model, profile_figures(setup.profile))
+    command = "make fidelity (python -m moesim.runs.fidelity)"
+    out_profile.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_profile, fitted_profile_text(setup.profile, fit, qwen, "bundled:qwen", command))
+    gemma_like = load_trace("bundled:gemma")
+    rows = []
+    for case in RUNS:
+        run = read_run(data / case.path)
+        run.config = run.config.merged(**case.options)
+        row: dict[str, Any] = {"case": case, "run": run, "measured_tpot": float(run.steps["wall_s"].mean()),
+                               "measured_prefill": run.config.prefill_s}
+        try:
+            setup_r = engine_setup(run.config, str(out_profile), where=case.name)
+            if case.trace == "from-run":
+                trace = timing_trace_for(run, gemma_like, slices_for("gemma4"))
+                name, kind = "from-run", "timing-only from the run"
+            else:
+                trace = load_trace(case.trace)
+                same = int((trace.pass_phase == 1).sum()) == run.n_steps and case.path == "gemma.metrics"
+                name, kind = case.trace, ("the run's own" if same else "same model and k")
+            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"))
+            row.update(predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
+                       predicted_ttft=check.summary["ttft_s"]["predicted"], trace=kind,
+                       per_step=check.summary["per_step_error"]["median_abs"])
+        except UserError as exc:
+            row.update(predicted_tpot=None, predicted_ttft=None, trace=case.trace, not_run=str(exc))
+        rows.append(row)
+    noise = _replicate_noise(rows)
+    md = _markdown(rows, noise, fit, qwen)
+    write_text_atomic(out_md, md)
+    return {"rows": len(rows), "fit": fit.to_dict()}
+
+
+def _replicate_noise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if r["case"].group:
+            groups.setdefault(r["case"].group, []).append(r["measured_tpot"])
+    return {g: max(v) / min(v) - 1.0 for g, v in groups.items() if len(v) > 1}
+
+
+def _fmt_ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1e3:.0f} ms"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.1f} %"
+
+
+def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwen: Any) -> str:
+    lines = ["# Fidelity: moesim against measured runs it was not fitted to", "",
+             "Produced by `make fidelity` (`python -m moesim.runs.fidelity`). The phone profile's free figures are "
+             "fitted on the qwen route-trace run ONLY (`moesim fit-profile`, figures below); every gemma run is "
+             "then predicted by the simulator (`moesim check-run`) with the run's own configuration. Rows stay "
+             "whether they pass or fail. Measured data: BigMoeOnEdge (Apache-2.0), see NOTICE.", "",
+             "Tolerance: the route-trace run TPOT 10 % and TTFT 15 % (issue 14); every other run s/token 15 % or "
+             "its replicate noise, whichever is larger. Replicate noise = slowest / fastest s/token - 1 among "
+             "identical-work runs (same budget, lanes, overlap, k, prompt: bytes and hits are identical).", "",
+             "| run | configuration | trace | measured s/token | predicted | error | replicate noise | tolerance | "
+             "pass | TTFT measured | TTFT predicted | TTFT error | median per-step error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        case, run = r["case"], r["run"]
+        n = noise.get(case.group) if case.group else None
+        tol = max(case.tpot_tol, n or 0.0)
+        pred = r.get("predicted_tpot")
+        err = None if pred is None else pred / r["measured_tpot"] - 1.0
+        ok = "no (not modelled)" if err is None else ("yes" if abs(err) <= tol else "no")
+        ttft_err = None
+        if r.get("predicted_ttft") is not None and r["measured_prefill"]:
+            ttft_err = r["predicted_ttft"] / r["measured_prefill"] - 1.0
+            if case.ttft_tol is not None and abs(ttft_err) > case.ttft_tol:
+                ok += " (TTFT no)"
+        per_step = r.get("per_step")
+        prefill = r["measured_prefill"]
+        ttft_pred = r.get("predicted_ttft")
+        cells = [case.name, run.config.label(), r["trace"], _fmt_ms(r["measured_tpot"]), _fmt_ms(pred), _pct(err),
+                 "—" if n is None else f"{n * 100:.1f} %", f"{tol * 100:.0f} %", ok,
+                 "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s",
+                 _pct(ttft_err), "—" if per_step is None else f"{per_step * 100:.1f} %"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## What each row teaches", ""]
+    for r in rows:
+        name = r["case"].name
+        text = LESSONS.get(name, "replicate of the LRU 2000 MiB / 4 lanes / overlap work (see the noise column)")
+        if r.get("not_run"):
+            text += f" — not predicted: {r['not_run']}"
+        lines.append(f"- **{name}**: {text}")
+    lines += ["", "## Fitted on the qwen run", "",
+              f"Run: {qwen.source} (trace bundled:qwen), {fit.n_obs} residuals; 1-sigma from the Jacobian.", "",
+              "| figure | value | 1 sigma | fitted to |", "|---|---|---|---|"]
+    from moesim.runs.fit import UNITS
+    from moesim.runs.profile_out import FITTED_TO
+
+    for name, (value, sigma) in fit.fitted.items():
+        lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
+    for name, why in fit.not_identified.items():
+        lines.append(f"| {name} | not identified | — | {why} |")
+    lines += ["", "## How the runs are treated", "",
+              "- The route-trace runs (qwen, gemma) had route tracing on: a barrier per MoE layer and a row per "
+              "routed expert, and capped CPU clocks (their .state files: policy0 capped at 2.19 GHz of 3.32, "
+              "policy6 at 1.65 of 3.80). The profile is fitted on one of them, so its compute rates carry those "
+              "clocks and that overhead; the gemma route-trace run shares them, the runs/ runs (trace off, other "
+              "sessions) do not, which is part of their error and is not corrected for.",
+              "- Runs without a routing trace are replayed from a timing-only trace built from their own per-step "
+              "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
+              "- The engine of this tree has one overlap mode (a per-layer barrier), storage throughput that does "
+              "not depend on the number of lanes, and no cache-bookkeeping or per-token terms "
+              "(moesim/runs/engine_map.py lists them); the issue-13 clock adds them, and this table is rerun "
+              "then.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="fit on qwen, predict the gemma runs, write docs/fidelity.md")
+    parser.add_argument("--data", type=Path, default=Path("../shared/traces/bigmoeonedge"))
+    parser.add_argument("--out", type=Path, default=Path("docs/fidelity.md"))
+    parser.add_argument("--profile-out", type=Path, default=Path("results/fidelity/phone-oneplus-15r-fitted-qwen.yaml"))
+    args = parser.parse_args(argv)
+    if not (args.data / "qwen.metrics").is_file():
+        raise SystemExit(f"{args.data}: no qwen.metrics (give --data the bigmoeonedge folder)")
+    info = run_fidelity(args.data, args.out, args.profile_out)
+    print(json.dumps({"wrote": str(args.out), "rows": info["rows"]}))
+
+
+if __name__ == "__main__":
+    main()
