@@ -30,9 +30,29 @@ UNIT_SUFFIX = {"_ms": 1e-3, "_us": 1e-6, "_s": 1.0}
 GENERIC_FIELDS = ("step", "wall", "io", "compute", "stall", "mgmt", "read_bytes", "hits", "hit_pct_cum")
 
 
+BUNDLED_RUNS_DIR = Path(__file__).resolve().parent / "data"
+BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_run_names() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_RUNS_DIR.glob("*.metrics"))
+
+
+def run_path(text: str | Path) -> Path:
+    """A path, or `bundled:NAME` for the measurements shipped with moesim (the runs of bundled:qwen/gemma)."""
+    text = str(text)
+    if text.startswith(BUNDLED_PREFIX):
+        name = text[len(BUNDLED_PREFIX):]
+        path = BUNDLED_RUNS_DIR / f"{name}.metrics"
+        if not path.is_file():
+            raise UserError(f"no bundled run {name!r}; bundled: {', '.join(bundled_run_names())}", text)
+        return path
+    return Path(text)
+
+
 def read_run(path: str | Path, columns: str | None = None) -> MeasuredRun:
     """A run from its per-step file; the engine's .log and memory sidecar beside it are read when present."""
-    path = Path(path)
+    path = run_path(path)
     if not path.is_file():
         raise UserError("no such file", str(path))
     if columns:
