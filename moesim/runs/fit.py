@@ -83,36 +83,39 @@ class _Problem:
 
     def residuals(self, figures: dict[str, float]) -> np.ndarray:
         pred = self.predict(figures)
-        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] for b in self.targets])
+        blocks = self.only or tuple(self.targets)
+        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] for b in blocks])
+
+    only: tuple[str, ...] | None = None  # restrict the residuals to these blocks (staged fitting)
 
 
 def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
             max_iter: int = 40) -> FitResult:
+    """Decode figures first (on the decode blocks, decode taken as bandwidth-bound), then the prefill's
+    peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result."""
     problem = _Problem(run, model)
     free = tuple(f for f in free if f in base)
     scale = {f: max(abs(base[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
     not_identified: dict[str, str] = {}
     figures = dict(base)
+    decode_blocks = tuple(b for b in problem.targets if b != "prefill")
+    staged = "peak_flops" in free and "prefill" in problem.targets and decode_blocks
     iterations = 0
-    for _ in range(3):  # re-weight blocks by their own scatter
-        active = [f for f in free if f not in not_identified]
-        while True:
-            jac = _jacobian(problem, figures, active, scale)
-            dropped = _unidentifiable(jac, active, problem)
-            if not dropped:
-                break
-            name, why = dropped
-            not_identified[name] = why
-            active.remove(name)
-        figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
+    if staged:
+        figures["peak_flops"] = 1e30  # stage A: decode at batch 1 reads weights; its FLOPs do not bind
+        problem.only = decode_blocks
+        figures, n_it = _solve(problem, figures, [f for f in free if f != "peak_flops"], scale, not_identified,
+                               max_iter)
         iterations += n_it
-        res = problem.residuals(figures)
-        offset = 0
-        for b, target in problem.targets.items():
-            r = res[offset: offset + target.size] * problem.sigma[b]
-            offset += target.size
-            if target.size > 1:
-                problem.sigma[b] = max(float(np.sqrt(np.mean(r ** 2))), 1e-6)
+        figures["peak_flops"] = base["peak_flops"]
+        problem.only = ("prefill",)
+        figures, n_it = _gauss_newton(problem, figures, ["peak_flops"], scale, max_iter)
+        iterations += n_it
+        problem.only = None
+    else:
+        figures, n_it = _solve(problem, figures, list(free), scale, not_identified, max_iter)
+        iterations += n_it
+    active = [f for f in free if f not in not_identified]
     jac = _jacobian(problem, figures, active, scale)
     cov = np.linalg.pinv(jac.T @ jac)
     fitted = {f: (figures[f], float(np.sqrt(max(cov[i, i], 0.0))) * scale[f]) for i, f in enumerate(active)}
@@ -129,6 +132,30 @@ def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tu
         notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
                      "uses the decode blocks' weighting and understates the run-to-run noise")
     return FitResult(figures, fitted, not_identified, blocks, int(res.size), iterations, notes)
+
+
+def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],
+           not_identified: dict[str, str], max_iter: int) -> tuple[dict[str, float], int]:
+    """Drop figures the blocks cannot identify, fit the rest, re-weight the blocks by their scatter."""
+    iterations = 0
+    active = [f for f in free if f not in not_identified]
+    for _ in range(3):
+        while True:
+            jac = _jacobian(problem, figures, active, scale)
+            dropped = _unidentifiable(jac, active, problem)
+            if not dropped:
+                break
+            name, why = dropped
+            not_identified[name] = why
+            active.remove(name)
+        figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
+        iterations += n_it
+        pred = problem.predict(figures)
+        for b in problem.only or tuple(problem.targets):
+            target = problem.targets[b]
+            if target.size > 1:
+                problem.sigma[b] = max(float(np.sqrt(np.mean((pred[b] - target) ** 2))), 1e-6)
+    return figures, iterations
 
 
 def _jacobian(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float]) -> np.ndarray:
