@@ -76,8 +76,11 @@ def timing_trace(like: Trace, k: int, n_prompt: int, prefill_lookups: int, misse
         last.append(ids[-k:])
     passes.append({"phase": PREFILL, "cells": cells, "tokens": [(0, i) for i in range(n_prompt)]})
     for t in range(n_steps):
-        split = misses_by_layer(int(misses[t]), None if read_bytes is None else float(read_bytes[t]), layer_bytes, k,
-                                slices)
+        if t == 0:  # the prefill ran layer by layer: its last layers' experts are the ones still resident
+            split = np.minimum(np.maximum(int(misses[t]) - k * np.arange(n_layers), 0), k)
+        else:
+            split = misses_by_layer(int(misses[t]), None if read_bytes is None else float(read_bytes[t]), layer_bytes,
+                                    k, slices)
         cells = []
         for layer in range(n_layers):
             m = int(split[layer])
