@@ -169,6 +169,7 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
                  "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s",
                  _pct(ttft_err), "—" if per_step is None else f"{per_step * 100:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _anchor_rows()
     lines += ["", "## What each row teaches", ""]
     for r in rows:
         name = r["case"].name
@@ -199,6 +200,25 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "(moesim/runs/engine_map.py lists them); the issue-13 clock adds them, and this table is rerun "
               "then.", ""]
     return "\n".join(lines)
+
+
+def _anchor_rows() -> list[str]:
+    from moesim.runs.anchors import ANCHORS, SOURCE, cpu_placement_available
+
+    lines = ["", "## Published anchors (no traces)", "",
+             f"Source: {SOURCE}. DeepSeek-V3 Q4_K_M, 500-token prompt, synthetic trace with the model's shapes "
+             "and Q4_K_M expert sizes (moesim/runs/anchors.py); tolerance 20 % (issue 14).", "",
+             "| anchor | profile | placement | measured decode | predicted | error | pass |", "|---|---|---|---|---|---|---|"]
+    pending = not cpu_placement_available()
+    for a in ANCHORS:
+        pred = "pending CPU placement" if pending else "—"
+        lines.append(f"| {a.name} ({a.engine}) | {a.profile} | {a.placement} | {a.decode_tok_s:g} tok/s "
+                     f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred} | — | {'pending' if pending else 'no'} |")
+    if pending:
+        lines += ["", "These rows wait for CPU expert placement in the engine (issue 13, compute-ops): this tree's "
+                  "engine can only run missed experts on the CPU (`--miss cpu`), not place every routed expert "
+                  "there, which is what KTransformers and llama.cpp's -ot/--n-cpu-moe do."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
