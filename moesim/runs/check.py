@@ -50,6 +50,22 @@ def _err(pred: float, meas: float) -> float | None:
     return None if not meas else float(pred / meas - 1.0)
 
 
+def _components(table: pd.DataFrame, overlap: bool) -> dict[str, dict[str, float | None]]:
+    """Mean seconds per step of each part, measured beside predicted: where a miss comes from.
+
+    Waiting for reads is the engine's stall under overlap and its read time (io) when serial; the
+    simulator's is its stall either way. Cache bookkeeping has no simulator counterpart yet (0).
+    """
+    def mean(col: str) -> float | None:
+        values = table[col].to_numpy(dtype=float) if col in table else np.array([np.nan])
+        return None if not np.isfinite(values).all() else float(values.mean())
+
+    wait = mean("stall_s_measured") if overlap else mean("io_s_measured")
+    return {"compute": {"measured": mean("compute_s_measured"), "predicted": mean("compute_s_predicted")},
+            "waiting for reads": {"measured": wait, "predicted": mean("stall_s_predicted")},
+            "cache bookkeeping": {"measured": mean("mgmt_s_measured"), "predicted": 0.0}}
+
+
 def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, setup: Setup, slices: int,
               prefill_lookups: int | None = None) -> CheckResult:
     k = run.config.top_k or trace.meta.top_k
@@ -136,6 +152,7 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
     err = table["error"].to_numpy()
     summary["per_step_error"] = {"mean_abs": float(np.mean(np.abs(err))), "median_abs": float(np.median(np.abs(err))),
                                  "p90_abs": float(np.quantile(np.abs(err), 0.9))}
+    summary["components_s"] = _components(table, bool(run.config.overlap))
     ttft = float(duration[trace.pass_phase != DECODE].sum())
     if run.config.prefill_s:
         summary["ttft_s"] = {"measured_prefill": float(run.config.prefill_s), "predicted": ttft,

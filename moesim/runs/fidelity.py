@@ -55,23 +55,36 @@ RUNS = (
 )
 
 LESSONS = {
-    "gemma route-trace": "same model/k/budget as the trace; overlap is replayed as a per-layer barrier, so the "
-                         "stall is the whole read time of a layer's misses instead of what per-expert pipelining "
-                         "leaves",
-    "gemma_stream": "serial, no cache: the barrier is the right mechanism; the error is storage throughput with 8 "
-                    "reads per layer in flight vs the 1-2 per layer the qwen fit saw",
-    "gemma_stream_ov": "overlap with no cache: per-expert pipelining hides compute behind reads; the barrier adds it",
-    "gemma_c2000_l2": "2 lanes: this engine splits one aggregate bandwidth over the lanes, so fewer lanes cost "
-                      "nothing per byte; the measured 2-lane run is slower (throughput rises with reads in flight)",
-    "gemma_c2000_l4": "serial, 4 lanes: compute at k=8 scales by bytes from the qwen fit",
-    "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB and the compute residual tripled (the OS "
-                     "evicting the mmapped dense weights and re-faulting them); the profile has no memory-pressure "
-                     "mechanism, so this row is expected to fail",
-    "gemma_k6": "same model/k/budget as the bundled gemma trace, different prompt and length: the routing of "
-                "another prompt, so per-step comparison is only indicative",
-    "gemma_mmap": "plain mmap: reads go through the OS page cache as page faults; needs the page-cache tier "
-                  "(issue 13)",
+    "gemma route-trace": "three parts, each visible in the breakdown below: compute +23 % (the qwen fit's weight-read "
+                         "rate charges gemma's 2.0 GB per token at qwen's rate; on one model at one k a per-layer "
+                         "overhead and the read rate move the run identically, and qwen has 48 layers to gemma's 30, "
+                         "so the split the fit could not identify is what gemma needs); waiting for reads +70 % (the "
+                         "engine replays --overlap as a per-layer barrier, the real engine pipelines per expert); "
+                         "cache bookkeeping -15 ms (no engine term yet)",
+    "gemma_stream": "serial with no cache, so the barrier is the right mechanism, yet reads take 449 ms measured vs 283 "
+                    "predicted: with 8 reads per layer in flight the flash delivers ~2.1 GB/s, while the qwen fit's "
+                    "3.9 GB/s aggregate came from 1-2 reads per layer; throughput saturates with reads in flight "
+                    "(a storage curve by queue depth, issue 13)",
+    "gemma_stream_ov": "the same saturated flash; overlapping compute with reads hides less than the flash's slowdown "
+                       "costs",
+    "gemma_c2000_l2": "2 lanes: this engine splits one aggregate bandwidth over the lanes, so 2 lanes cost nothing per "
+                      "byte (149 ms of reads predicted, 256 measured); the older build's compute residual also holds "
+                      "its cache bookkeeping (~45 ms)",
+    "gemma_c2000_l4": "serial, 4 lanes: reads 221 measured vs 164 predicted (saturating flash, as gemma_stream); "
+                      "compute residual includes bookkeeping on this build",
+    "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB (gemma_auto_ov.metrics) and the compute residual "
+                     "tripled (452 ms vs ~140 in the 2000 MiB replicates): the OS evicts the mmapped dense weights "
+                     "and the engine re-faults them. A profile states no page-cache pressure mechanism, so this row "
+                     "fails by design",
+    "gemma_k6": "same model, k and budget as the bundled gemma trace but another prompt and 256 steps: replayed with "
+                "the bundled routing, so per-step comparison is only indicative; its parts miss like the route-trace "
+                "row's",
+    "gemma_mmap": "plain mmap: expert reads are page faults through the OS page cache, no streaming; needs the page-"
+                  "cache tier (issue 13), so it is not predicted",
 }
+REPLICATE_LESSON = ("one of four identical-work runs (LRU 2000 MiB, 4 lanes, overlap, k=8): within the replicate "
+                    "noise, but by cancellation: compute +30-45 ms (k=8 at qwen's read rate) and the barrier's stall "
+                    "+30 ms against 45 ms of bookkeeping the engine lacks (breakdown below)")
 
 
 def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
@@ -109,7 +122,8 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
                 same = int((trace.pass_phase == 1).sum()) == run.n_steps and case.path == "gemma.metrics"
                 name, kind = case.trace, ("the run's own" if same else "same model and k")
             check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"))
-            row.update(predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
+            row.update(components=check.summary["components_s"],
+                       predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
                        predicted_ttft=check.summary["ttft_s"]["predicted"], trace=kind,
                        per_step=check.summary["per_step_error"]["median_abs"])
         except UserError as exc:
@@ -169,11 +183,12 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
                  "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s",
                  _pct(ttft_err), "—" if per_step is None else f"{per_step * 100:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _component_rows(rows)
     lines += _anchor_rows()
     lines += ["", "## What each row teaches", ""]
     for r in rows:
         name = r["case"].name
-        text = LESSONS.get(name, "replicate of the LRU 2000 MiB / 4 lanes / overlap work (see the noise column)")
+        text = LESSONS.get(name, REPLICATE_LESSON)
         if r.get("not_run"):
             text += f" — not predicted: {r['not_run']}"
         lines.append(f"- **{name}**: {text}")
@@ -200,6 +215,25 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "(moesim/runs/engine_map.py lists them); the issue-13 clock adds them, and this table is rerun "
               "then.", ""]
     return "\n".join(lines)
+
+
+def _component_rows(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Where the error comes from (mean ms per step, measured / predicted)", "",
+             "Compute is the engine's residual (it absorbs page faults); waiting for reads is its stall when "
+             "overlapped and its read time when serial; cache bookkeeping (mgmt_ms, later builds only; older "
+             "builds fold it into compute) has no simulator term yet.", "",
+             "| run | compute | waiting for reads | cache bookkeeping |", "|---|---|---|---|"]
+
+    def pair(c: dict[str, float | None]) -> str:
+        m, p = c["measured"], c["predicted"]
+        return f"{'—' if m is None else f'{m * 1e3:.0f}'} / {'—' if p is None else f'{p * 1e3:.0f}'}"
+
+    for r in rows:
+        comp = r.get("components")
+        if comp:
+            lines.append(f"| {r['case'].name} | {pair(comp['compute'])} | {pair(comp['waiting for reads'])} | "
+                         f"{pair(comp['cache bookkeeping'])} |")
+    return lines
 
 
 def _anchor_rows() -> list[str]:
