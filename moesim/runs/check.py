@@ -22,7 +22,7 @@ from moesim.errors import UserError
 from moesim.runs.engine_map import Setup
 from moesim.runs.hits import estimate_prefill_lookups, hit_tolerance, per_step_hits
 from moesim.runs.measured import MeasuredRun
-from moesim.runs.padding import expected_read_bytes
+from moesim.runs.padding import SLICE_SIZES, expected_read_bytes, fit_slice_padding
 from moesim.sim.timed_replay import timed_replay
 from moesim.traces.trace import DECODE, Trace
 
@@ -66,8 +66,20 @@ def _components(table: pd.DataFrame, overlap: bool) -> dict[str, dict[str, float
             "cache bookkeeping": {"measured": mean("mgmt_s_measured"), "predicted": 0.0}}
 
 
+def decode_miss_counts(trace: Trace, miss: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """counts[layer, step, expert] of the accesses flagged in `miss` in the decode passes `dec`."""
+    step_of_pass = np.full(trace.n_passes, -1)
+    step_of_pass[dec] = np.arange(dec.size)
+    cell = trace.access_cell()[miss]
+    step = step_of_pass[trace.cell_pass()[cell]]
+    keep = step >= 0
+    counts = np.zeros((trace.meta.n_layers, dec.size, trace.meta.n_experts))
+    np.add.at(counts, (trace.cell_layer[cell[keep]].astype(np.int64), step[keep], trace.expert[miss][keep]), 1)
+    return counts
+
+
 def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, setup: Setup, slices: int,
-              prefill_lookups: int | None = None) -> CheckResult:
+              prefill_lookups: int | None = None, arch: str | None = None) -> CheckResult:
     k = run.config.top_k or trace.meta.top_k
     if run.config.top_k and trace.meta.top_k and run.config.top_k != trace.meta.top_k:
         raise UserError(f"the run used k={run.config.top_k} but the trace routes k={trace.meta.top_k}; give a trace "
@@ -140,6 +152,11 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
         meas = steps["read_bytes"].to_numpy(dtype=float)
         summary["bytes_engine_misses"] = {"steps_exact": int((rec[dec] == meas).sum()),
                                           "max_abs_diff": float(np.max(np.abs(rec[dec] - meas)))}
+        if arch in SLICE_SIZES:
+            counts = decode_miss_counts(trace, miss, dec)
+            sizes = [SLICE_SIZES[arch](b) for b in trace.meta.object_bytes]
+            _, exact = fit_slice_padding(counts, meas, sizes)
+            summary["bytes_engine_misses"]["steps_exact_with_slice_offsets"] = exact
 
     meas_bytes = steps["read_bytes"].to_numpy(dtype=float)
     if np.isfinite(meas_bytes).all() and meas_bytes.sum() > 0:

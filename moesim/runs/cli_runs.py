@@ -62,7 +62,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight tensor slices per expert read (O_DIRECT padding; default from the model's arch)")
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str, str, int]:
+def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str, str, int]:  # noqa: C901
     """The run (options merged), the trace to replay, its name and kind, and the slices per expert."""
     from moesim.runs.padding import slices_for
     from moesim.runs.readers import read_run
@@ -130,7 +130,7 @@ def cmd_check_run(args: argparse.Namespace) -> int:
 
     run, trace, name, kind, slices = load_inputs(args)
     setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source)
-    result = check_run(run, trace, name, kind, setup, slices)
+    result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace))
     if args.out:
         write_report(result, Path(args.out))
     emit(args, result.to_dict(), render_check)
@@ -160,6 +160,9 @@ def render_check(d: dict[str, Any]) -> str:
         b = s["bytes_engine_misses"]
         lines.append(f"bytes/step (engine's recorded misses + padding): {b['steps_exact']}/{s['steps']} exact, "
                      f"max diff {b['max_abs_diff']:.0f} B")
+        if "steps_exact_with_slice_offsets" in b:
+            lines.append(f"bytes/step (same, slice offsets identified from the run's bytes): "
+                         f"{b['steps_exact_with_slice_offsets']}/{s['steps']} exact")
     if "hits" in s:
         h = s["hits"]
         extra = f", {h['steps_equal_to_residency']} equal to the engine's residency" if "steps_equal_to_residency" in h else ""

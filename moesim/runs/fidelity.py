@@ -121,7 +121,7 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
                 trace = load_trace(case.trace)
                 same = int((trace.pass_phase == 1).sum()) == run.n_steps and case.path == "gemma.metrics"
                 name, kind = case.trace, ("the run's own" if same else "same model and k")
-            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"))
+            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"), arch="gemma4")
             row.update(components=check.summary["components_s"],
                        predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
                        predicted_ttft=check.summary["ttft_s"]["predicted"], trace=kind,

@@ -44,3 +44,30 @@ def test_qwen_decode_bytes_match_the_engine_after_padding() -> None:
     reads = np.bincount(trace.cell_pass()[trace.access_cell()[miss]], minlength=trace.n_passes)
     short = run.steps["read_bytes"].to_numpy() - raw[trace.pass_phase == DECODE]
     assert np.median(short / reads[trace.pass_phase == DECODE]) == 3 * 4096
+
+
+def test_gemma_slice_padding_is_identified_from_the_runs_bytes() -> None:
+    """gemma's slices are not whole blocks: which expert pays 1 or 2 partial blocks depends on the tensor's file
+    offset. Identified from the run's per-step bytes, every decode step matches exactly, and fits from different
+    starting points agree on the padding of every expert the run read (the rule's unknowns are determined)."""
+    from moesim.runs.check import decode_miss_counts
+    from moesim.runs.padding import fit_slice_padding, gemma4_slices
+
+    run = read_run("bundled:gemma")
+    trace = load_trace("bundled:gemma")
+    miss = trace.annotations["engine_residency"] == 0
+    dec = np.flatnonzero(trace.pass_phase == DECODE)
+    counts = decode_miss_counts(trace, miss, dec)
+    sizes = [gemma4_slices(b) for b in trace.meta.object_bytes]
+    assert sizes[0] == [2230272, 2106368] and sizes[7] == [2230272, 1362944]  # Q4_K gate_up; Q8_0 / Q5 down
+    measured = run.steps["read_bytes"].to_numpy(dtype=float)
+    pads = []
+    for seed in (0, 1, 2):
+        pad, exact = fit_slice_padding(counts, measured, sizes, seed=seed)
+        assert exact == dec.size
+        pads.append(pad)
+    read = counts.sum(axis=1) > 0  # [layer, expert] read at least once
+    for other in pads[1:]:
+        np.testing.assert_array_equal(other[read], pads[0][read])
+    # each slice pays 1 or 2 partial blocks: padding per expert between 2 x 4096 - remainders and that + 2 blocks
+    assert pads[0].min() >= 4096 and pads[0].max() <= 4 * 4096
