@@ -154,3 +154,38 @@ def _barrier_makespans(cell: np.ndarray, duration: np.ndarray, n_cells: int, slo
             heapq.heappush(free, t)
         out[cell[s]] = last
     return out
+
+
+class SimulatorModel:
+    """The same interface as StepModel, timed by the simulator itself (slower; for engines whose clock the
+    fast model does not mirror, e.g. links whose copies share bandwidth). Figures the engine has no field
+    for (token_overhead, mgmt_per_byte) are added per pass as StepModel adds them."""
+
+    def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig) -> None:
+        self.trace = trace
+        self.profile = profile
+        self.config = config
+        self.decode = trace.pass_phase == DECODE
+        self.evaluations = 0
+
+    def times(self, figures: dict[str, float]) -> PassTimes:
+        from moesim.sim.timed_replay import timed_replay
+
+        self.evaluations += 1
+        result = timed_replay(self.trace, apply_figures(self.profile, figures), self.config)
+        cells = result.cells
+        n_pass = self.trace.n_passes
+        by_pass = lambda col: np.bincount(cells["pass"].to_numpy(), weights=cells[col].to_numpy(dtype=float),  # noqa: E731
+                                          minlength=n_pass)
+        links = [c[len("copy_s_"):] for c in cells.columns if c.startswith("copy_s_")]
+        io_busy = sum((by_pass(f"copy_s_{name}") for name in links), np.zeros(n_pass))
+        nbytes = sum((by_pass(f"bytes_{name}") for name in links if f"bytes_{name}" in cells), np.zeros(n_pass))
+        mgmt = figures.get("mgmt_per_byte", 0.0) * nbytes
+        compute = by_pass("compute_s") + figures.get("token_overhead", 0.0)
+        stall = by_pass("stall_s")
+        wall = np.bincount(cells["pass"].to_numpy(), weights=(cells["end_s"] - cells["start_s"]).to_numpy(),
+                           minlength=n_pass)
+        total = wall + mgmt + figures.get("token_overhead", 0.0)
+        copies = by_pass("demand_copies") + by_pass("prefetch_copies")
+        return PassTimes(total=total, compute=compute, stall=stall, io_busy=io_busy, mgmt=mgmt, copy_bytes=nbytes,
+                         copies=copies, decode=self.decode)

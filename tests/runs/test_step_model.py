@@ -35,3 +35,15 @@ def test_fast_model_equals_the_simulator(lanes: int, cache_mib: int) -> None:
     np.testing.assert_allclose(fast.total, simulated, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fast.stall, cells["stall_s"].groupby(cells["pass"]).sum().to_numpy(), atol=1e-12)
     np.testing.assert_allclose(fast.io_busy, cells["copy_s_ssd_d"].groupby(cells["pass"]).sum().to_numpy(), rtol=1e-12)
+
+
+def test_simulator_model_agrees_with_the_fast_model() -> None:
+    from moesim.runs.step_model import SimulatorModel
+
+    trace = load_trace("bundled:gemma")
+    setup = engine_setup(RunConfig(cache_mib=2000, lanes=4, overlap=True, top_k=6), "phone-oneplus-15r")
+    figures = profile_figures(setup.profile) | {"mgmt_per_byte": 1e-10, "token_overhead": 2e-3}
+    fast = StepModel(trace, setup.profile, setup.timed).times(figures)
+    slow = SimulatorModel(trace, setup.profile, setup.timed).times(figures)
+    for name in ("total", "compute", "stall", "io_busy", "mgmt"):
+        np.testing.assert_allclose(getattr(slow, name), getattr(fast, name), rtol=1e-9, atol=1e-12, err_msg=name)
