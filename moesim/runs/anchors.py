@@ -77,8 +77,19 @@ def anchor_trace(decode_tokens: int = 64, prompt_tokens: int = 500, seed: int = 
 
 def cpu_placement_available() -> bool:
     """Whether this tree's engine can place routed experts on the CPU as a policy (issue 13)."""
-    try:
-        from moesim.sim import placement  # noqa: F401  (lands with the compute-ops work)
-    except ImportError:
-        return False
-    return True
+    import dataclasses as dc
+
+    from moesim.sim.timed_replay import TimedConfig
+
+    return any(f.name == "placement" for f in dc.fields(TimedConfig))
+
+
+def predict_anchor(anchor: Anchor, trace: Trace) -> float:
+    """Predicted decode tokens/s: every routed expert on the CPU (placement cpu-all), the rest on the GPU."""
+    from moesim.hw_profiles.loader import load_profile
+    from moesim.sim.timed_replay import TimedConfig, timed_replay
+
+    config = TimedConfig(capacity_bytes=0, placement="cpu-all", model="deepseek-v3", bounds=False,  # type: ignore[call-arg]
+                         profile=anchor.profile)
+    result = timed_replay(trace, load_profile(anchor.profile), config)
+    return 1.0 / float(result.summary["tpot_s"]["mean"])

@@ -244,10 +244,22 @@ def _anchor_rows() -> list[str]:
              "and Q4_K_M expert sizes (moesim/runs/anchors.py); tolerance 20 % (issue 14).", "",
              "| anchor | profile | placement | measured decode | predicted | error | pass |", "|---|---|---|---|---|---|---|"]
     pending = not cpu_placement_available()
+    trace = None
     for a in ANCHORS:
-        pred = "pending CPU placement" if pending else "—"
+        pred_text, err_text, ok = "pending CPU placement", "—", "pending"
+        if not pending:
+            from moesim.runs.anchors import anchor_trace, predict_anchor
+
+            try:
+                trace = trace if trace is not None else anchor_trace()
+                tok_s = predict_anchor(a, trace)
+                err = tok_s / a.decode_tok_s - 1.0
+                pred_text, err_text = f"{tok_s:.2f} tok/s", f"{err * 100:+.1f} %"
+                ok = "yes" if abs(err) <= 0.20 else "no"
+            except UserError as exc:
+                pred_text, ok = f"not run: {exc}", "no"
         lines.append(f"| {a.name} ({a.engine}) | {a.profile} | {a.placement} | {a.decode_tok_s:g} tok/s "
-                     f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred} | — | {'pending' if pending else 'no'} |")
+                     f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred_text} | {err_text} | {ok} |")
     if pending:
         lines += ["", "These rows wait for CPU expert placement in the engine (issue 13, compute-ops): this tree's "
                   "engine can only run missed experts on the CPU (`--miss cpu`), not place every routed expert "
