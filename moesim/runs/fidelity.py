@@ -180,9 +180,11 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
         ttft_pred = r.get("predicted_ttft")
         cells = [case.name, run.config.label(), r["trace"], _fmt_ms(r["measured_tpot"]), _fmt_ms(pred), _pct(err),
                  "—" if n is None else f"{n * 100:.1f} %", f"{tol * 100:.0f} %", ok,
-                 "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s",
+                 "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s" + ("" if r["trace"] == "the run's own" else " †"),
                  _pct(ttft_err), "—" if per_step is None else f"{per_step * 100:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "† TTFT from a trace that is not the run's own (a timing-only trace invents the prompt's routing; "
+              "the k=6 run is replayed with another prompt's): indicative only, not a prediction."]
     lines += _component_rows(rows)
     lines += _anchor_rows()
     lines += ["", "## What each row teaches", ""]
