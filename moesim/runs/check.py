@@ -93,6 +93,9 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
     if n == 0:
         raise UserError("the trace has no decode passes", trace_name)
     notes = list(setup.approximations)
+    if trace_kind.startswith("timing-only"):
+        notes.append("timing-only trace: its per-step misses and bytes were built from this run's, so bytes and hits "
+                     "agree by construction; only the times are predictions")
     if decode.size != run.n_steps:
         notes.append(f"the trace has {decode.size} decode passes and the run {run.n_steps} steps: compared the first {n}")
     dec = decode[:n]
