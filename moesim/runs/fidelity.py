@@ -204,6 +204,7 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
         lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
     for name, why in fit.not_identified.items():
         lines.append(f"| {name} | not identified | — | {why} |")
+    lines += [""] + [f"Note: {n}" for n in fit.notes]
     lines += ["", "## How the runs are treated", "",
               "- The route-trace runs (qwen, gemma) had route tracing on: a barrier per MoE layer and a row per "
               "routed expert, and capped CPU clocks (their .state files: policy0 capped at 2.19 GHz of 3.32, "

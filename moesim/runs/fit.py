@@ -128,6 +128,10 @@ def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tu
         blocks[b] = {"rms_s": float(np.sqrt(np.mean(r ** 2))), "mean_measured_s": float(np.mean(target)),
                      "n": int(target.size)}
     notes = []
+    weak = [f for f, (v, sd) in fitted.items() if v and sd > abs(v)]
+    if weak:
+        notes.append(f"weakly identified (1 sigma larger than the value): {', '.join(weak)}; their combination with "
+                     "the correlated figures is what the run pins down")
     if "prefill" in problem.targets:
         notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
                      "uses the decode blocks' weighting and understates the run-to-run noise")
