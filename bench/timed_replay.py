@@ -1,6 +1,7 @@
 """Benchmark: timed-replay throughput (routed accesses per second) with prefetch on.
 
     python -m bench.timed_replay [--accesses 10000000] [--capacity 0.25] [--prefetch SPEC]
+                                 [--copy-engines N] [--overlap layer|expert]
 
 Workload: an OLMoE-1B-7B-shaped synthetic trace (16 layers x 64 experts, top-8, 12 MiB bf16 experts,
 34 MB of attention weights per layer), requests served one at a time: a 512-token prefill pass, then
@@ -11,7 +12,10 @@ Profile: H100 SXM-like (3.0 TB/s HBM, 800 TFLOP/s, PCIe Gen5 53 GB/s, 7 us per c
 score-budget when registered, else oracle:lookahead=1. Capacity: 25 % of the expert bytes.
 Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off) by wall
 clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
-none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others).
+none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
+for the default profile (one copy engine). With --copy-engines 2 the engines share the link (a
+processor-sharing server): every start or end of a copy reschedules the server's next completion,
+so it costs more events per copy.
 """
 
 from __future__ import annotations
@@ -94,13 +98,13 @@ def olmoe_like_trace(accesses: int, prompt: int = 512, decode: int = 128, seed: 
     )
 
 
-def h100_like_profile() -> HardwareProfile:
+def h100_like_profile(copy_engines: int = 1) -> HardwareProfile:
     return HardwareProfile(
         name="bench-h100-sxm",
         description="H100 SXM with PCIe Gen5 host link (reference/hardware.md seed values)",
         compute=Compute(peak_flops=800e12, memory_bandwidth=3.0e12, launch_overhead=5e-6),
         tiers={"vram": Tier("vram", 80e9, reserved=20e9), "dram": Tier("dram", 1e12, bandwidth=200e9)},
-        links={"h2d": Link("h2d", 53e9, 7e-6, 1), "d2h": Link("d2h", 52.8e9, 7e-6, 1)},
+        links={"h2d": Link("h2d", 53e9, 7e-6, copy_engines), "d2h": Link("d2h", 52.8e9, 7e-6, 1)},
         power=Power(idle_watts=100.0, active_watts=700.0, joules_per_byte={"h2d": 10e-12}),
     )
 
@@ -111,7 +115,8 @@ def prefetch_spec() -> str:
 
 
 def run(accesses: int, capacity_share: float, prefetch: str | None = None, bounds: bool = False,
-        engine: str | None = None, trace: Trace | None = None) -> dict[str, Any]:
+        engine: str | None = None, trace: Trace | None = None, copy_engines: int = 1,
+        overlap: str | None = None) -> dict[str, Any]:
     from moesim.sim.timed_replay import TimedConfig, timed_replay
 
     t0 = time.perf_counter()
@@ -119,9 +124,9 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
     build_s = time.perf_counter() - t0
     prefetch = prefetch or prefetch_spec()
     config = TimedConfig(eviction="lru", prefetch=prefetch, capacity_bytes=int(trace.total_object_bytes() * capacity_share),
-                         profile="bench-h100-sxm", bounds=bounds)
+                         profile="bench-h100-sxm", bounds=bounds, overlap=overlap)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = timed_replay(trace, h100_like_profile(), config, engine=engine)
+    result = timed_replay(trace, h100_like_profile(copy_engines), config, engine=engine)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = result.summary
     n_acc = trace.n_accesses
@@ -161,13 +166,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--accesses", type=int, default=10_000_000)
     parser.add_argument("--capacity", type=float, default=0.25, help="share of the expert bytes")
     parser.add_argument("--prefetch", default=None)
+    parser.add_argument("--copy-engines", type=int, default=1,
+                        help="h2d copy engines; they share the link, so >1 costs one Timeout per rate change")
+    parser.add_argument("--overlap", default=None, choices=("layer", "expert"))
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the Python planner's run (context only: the target is the default planner's)")
     args = parser.parse_args(argv)
     trace = olmoe_like_trace(args.accesses)
-    out = run(args.accesses, args.capacity, args.prefetch, trace=trace)
+    out = run(args.accesses, args.capacity, args.prefetch, trace=trace, copy_engines=args.copy_engines,
+              overlap=args.overlap)
     if not args.no_reference:
-        ref = run(args.accesses, args.capacity, args.prefetch, engine="reference", trace=trace)
+        ref = run(args.accesses, args.capacity, args.prefetch, engine="reference", trace=trace,
+                  copy_engines=args.copy_engines, overlap=args.overlap)
         out["reference_planner_accesses_per_cpu_s"] = ref["accesses_per_cpu_s"]
         out["same_result_as_reference_planner"] = ref["tpot_mean_s"] == out["tpot_mean_s"] and \
             ref["copies"] == out["copies"] and ref["events"] == out["events"]

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.reports.cli_reports",
     "moesim.sweeps.cli_sweep",
     "moesim.kernels.cli_gpu",
+    "moesim.harness.cli_harness",
     "moesim.traces.cli_record",
     "moesim.runs.cli_runs",
 )
@@ -38,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage mistakes as UserError (exit 1) instead of exiting 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message, self.prog)
+        # "moesim replay" names the command; the bare program name would print "moesim: error: moesim: ..."
+        command = self.prog.removeprefix("moesim").strip()
+        raise UserError(message, command or None)
 
 
 def build_parser() -> argparse.ArgumentParser:

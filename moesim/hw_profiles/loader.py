@@ -20,27 +20,42 @@ import yaml
 from moesim.atomic_io import write_text_atomic
 from moesim.config_fields import Section
 from moesim.errors import UserError
-from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
+from moesim.hw_profiles import legacy
+from moesim.hw_profiles.document import profile_to_document, profile_to_yaml, profile_values  # noqa: F401 (re-exported)
+from moesim.hw_profiles.profile import (
+    DTYPES,
+    LEGACY_LINK_ENDS,
+    HardwareProfile,
+    Link,
+    Memory,
+    Power,
+    Processor,
+    StorageCurve,
+    StoragePoint,
+)
 from moesim.hw_profiles.schema import (
-    COMPUTE_FIELDS,
     COUNT,
-    HOST_MEMORY,
     JOULES_PER_BYTE,
-    LINK_ENDS,
     LINK_FIELDS,
+    MEMORY_FIELDS,
+    PEAK_FLOPS,
     POWER_FIELDS,
+    PROCESSOR_FIELDS,
     SI_UNITS,
-    TIER_FIELDS,
-    TIER_REQUIRED,
+    TEXT,
+    TOP_TEXT,
+    LEGACY_PATHS,
     FieldSpec,
     field_spec,
+    translate_path,
     value_paths,
 )
 from moesim.units import format_bytes, format_quantity, parse_quantity_full
 from moesim.yaml_io import read_yaml_mapping
 
 PROFILES_DIR = Path(__file__).resolve().parent / "data"
-TEXT_FIELDS = ("name", "description", "host_memory")
+TEXT_FIELDS = ("name", "description", *TOP_TEXT)
+TOP_DEFAULTS = {"host_memory": "pinned", "overlap": "layer", "storage_reads": "direct"}
 
 
 # --- the catalog -----------------------------------------------------------------------------
@@ -88,6 +103,12 @@ class _Values:
         raw = section.raw(key)
         path = section.field_path(key)
         provenance = default_provenance
+        if spec.kind == TEXT:
+            if not isinstance(raw, str) or not raw.strip():
+                raise section.error(key, f"expected a word, got {raw!r}")
+            if spec.choices and raw not in spec.choices:
+                raise section.error(key, f"{raw!r} is not one of: {', '.join(spec.choices)}")
+            return raw.strip()
         if isinstance(raw, dict):
             inline = Section(raw, self.where, path)
             raw = inline.raw("value")
@@ -133,23 +154,25 @@ def _section_provenance(section: Section, inherited: str | None) -> str | None:
 
 
 def profile_from_mapping(data: dict[str, Any], where: str, source_file: str | None = None) -> HardwareProfile:
-    """Validate a parsed profile document; every error names `where` and the dotted field."""
+    """Validate a parsed profile document; every error names `where` and the dotted field.
+
+    A pre-graph document (`compute`, `tiers`) is converted first (moesim.hw_profiles.legacy).
+    """
+    if isinstance(data, dict) and legacy.is_legacy(data):
+        data = legacy.convert(data)
     doc = Section(data, where)
     values = _Values(where)
     name = doc.string("name")
     if not name.strip():
         raise doc.error("name", "is empty")
     description = doc.string("description")
-    host_memory = doc.string("host_memory", required=False, default="pinned", choices=HOST_MEMORY)
+    words = {key: doc.string(key, required=False, default=TOP_DEFAULTS.get(key, ""), choices=choices) or None
+             for key, choices in TOP_TEXT.items()}
     file_provenance = _section_provenance(doc, None)
 
-    compute_section = doc.section("compute")
-    assert compute_section is not None
-    compute = Compute(**values.read_all(compute_section, COMPUTE_FIELDS, _section_provenance(compute_section, file_provenance)))
-    compute_section.finish()
-
-    tiers = _read_tiers(doc, values, file_provenance)
-    links = _read_links(doc, values, file_provenance, tiers)
+    memories = _read_memories(doc, values, file_provenance)
+    processors = _read_processors(doc, values, file_provenance, memories)
+    links = _read_links(doc, values, file_provenance, memories)
 
     power_section = doc.section("power")
     assert power_section is not None
@@ -169,72 +192,148 @@ def profile_from_mapping(data: dict[str, Any], where: str, source_file: str | No
             joules[link_name] = values.read(jpb_section, link_name, JOULES_PER_BYTE, jpb_provenance)
         jpb_section.finish()
     power_section.finish()
+    device = words["expert_processor"]
+    if device is not None and device not in processors:
+        raise doc.error("expert_processor", f"no processor {device!r} (processors: {', '.join(processors)})")
     doc.finish()
 
     return HardwareProfile(
         name=name,
         description=description,
-        compute=compute,
-        tiers=tiers,
+        tiers=memories,
         links=links,
         power=Power(joules_per_byte=joules, **watts),
-        host_memory=host_memory,
+        host_memory=words["host_memory"] or "pinned",
         provenance=values.provenance,
         source_file=source_file or where,
+        processors=processors,
+        framework=words["framework"],
+        overlap=words["overlap"] or "layer",
+        expert_processor=device,
+        storage_reads=words["storage_reads"] or "direct",
     )
 
 
-def _read_tiers(doc: Section, values: _Values, file_provenance: str | None) -> dict[str, Tier]:
-    section = doc.section("tiers")
+def _read_memories(doc: Section, values: _Values, file_provenance: str | None) -> dict[str, Memory]:
+    section = doc.section("memories")
     assert section is not None
-    tiers: dict[str, Tier] = {}
+    memories: dict[str, Memory] = {}
     for name in list(section.data):
-        if name not in TIER_REQUIRED:
-            raise section.error(name, f"unknown tier (known: {', '.join(TIER_REQUIRED)})")
-        tier_section = section.section(name)
-        assert tier_section is not None
-        fields = {k: FieldSpec(s.kind, k in TIER_REQUIRED[name], s.positive, s.help) for k, s in TIER_FIELDS.items()}
-        read = values.read_all(tier_section, fields, _section_provenance(tier_section, file_provenance))
-        tier_section.finish()
+        if name == "provenance":
+            continue
+        mem_section = section.section(name)
+        assert mem_section is not None
+        provenance = _section_provenance(mem_section, _section_provenance(section, file_provenance))
+        read = values.read_all(mem_section, MEMORY_FIELDS, provenance)
+        curve = _read_curve(mem_section, values, provenance)
+        mem_section.finish()
         reserved = read.pop("reserved") or 0.0
         if reserved > read["capacity"]:
-            raise tier_section.error(
+            raise mem_section.error(
                 "reserved", f"{format_bytes(reserved)} is more than the capacity {format_bytes(read['capacity'])}"
             )
-        tiers[name] = Tier(name=name, reserved=reserved, **read)
-    if "vram" not in tiers:
-        raise section.error("vram", "missing field: every profile needs the cache tier the compute device reads")
+        if curve is not None and read["read_bandwidth"] is not None:
+            raise mem_section.error("read_bandwidth", "give read_bandwidth or a throughput table, not both")
+        if read["queue_depth"] is not None and read["read_bandwidth"] is None:
+            raise mem_section.error("queue_depth", "needs read_bandwidth (the throughput it reaches)")
+        memories[name] = Memory(name=name, reserved=reserved, throughput=curve, kind=read.pop("kind") or "", **read)
+    if not memories:
+        raise section.error(None, "no memories: a profile needs at least the memory its processor reads")
     section.finish()
-    return tiers
+    return memories
 
 
-def _read_links(doc: Section, values: _Values, file_provenance: str | None, tiers: dict[str, Tier]) -> dict[str, Link]:
+def _read_curve(section: Section, values: _Values, provenance: str | None) -> StorageCurve | None:
+    """`throughput: {provenance: ..., points: [[request size, queue depth, bandwidth], ...]}`."""
+    curve_section = section.section("throughput", required=False)
+    if curve_section is None:
+        return None
+    curve_provenance = _section_provenance(curve_section, provenance)
+    raw = curve_section.raw("points")
+    curve_section.finish()
+    path = curve_section.field_path("points")
+    if not isinstance(raw, list) or not raw:
+        raise UserError("expected a list of [request size, queue depth, bandwidth] rows", f"{values.where}: {path}")
+    points = []
+    for i, row in enumerate(raw):
+        at = f"{values.where}: {path}[{i}]"
+        if not isinstance(row, list) or len(row) != 3:
+            raise UserError(f"expected [request size, queue depth, bandwidth], got {row!r}", at)
+        size = parse_quantity_full(row[0], "bytes", at).value
+        depth = row[1]
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise UserError(f"queue depth must be a plain integer >= 1, got {depth!r}", at)
+        bandwidth = parse_quantity_full(row[2], "bandwidth", at).value
+        if size <= 0 or bandwidth <= 0:
+            raise UserError("request size and bandwidth must be positive", at)
+        points.append(StoragePoint(float(size), int(depth), float(bandwidth)))
+    seen = {(p.request_size, p.queue_depth) for p in points}
+    if len(seen) != len(points):
+        raise UserError("two rows have the same request size and queue depth", f"{values.where}: {path}")
+    if not curve_provenance:
+        raise curve_section.error("provenance", "missing field: say where the throughput table comes from")
+    values.provenance[curve_section.path] = curve_provenance
+    return StorageCurve(tuple(sorted(points, key=lambda p: (p.request_size, p.queue_depth))))
+
+
+def _read_processors(doc: Section, values: _Values, file_provenance: str | None,
+                     memories: dict[str, Memory]) -> dict[str, Processor]:
+    section = doc.section("processors")
+    assert section is not None
+    processors: dict[str, Processor] = {}
+    for name in list(section.data):
+        if name == "provenance":
+            continue
+        proc = section.section(name)
+        assert proc is not None
+        provenance = _section_provenance(proc, _section_provenance(section, file_provenance))
+        read = values.read_all(proc, PROCESSOR_FIELDS, provenance)
+        if read["memory"] not in memories:
+            raise proc.error("memory", f"no memory {read['memory']!r} (memories: {', '.join(memories)})")
+        flops_section = proc.section("peak_flops")
+        assert flops_section is not None
+        flops_provenance = _section_provenance(flops_section, provenance)
+        flops = {}
+        for dtype in list(flops_section.data):
+            if dtype == "provenance":
+                continue
+            if dtype not in DTYPES:
+                raise flops_section.error(dtype, f"unknown dtype (known: {', '.join(DTYPES)})")
+            flops[dtype] = values.read(flops_section, dtype, PEAK_FLOPS, flops_provenance)
+        flops_section.finish()
+        if not ({"bf16", "fp16", "fp32"} & set(flops)):
+            raise proc.error("peak_flops", "needs at least bf16 (or fp16) or fp32")
+        proc.finish()
+        processors[name] = Processor(name=name, peak_flops=flops, **read)
+    if not processors:
+        raise section.error(None, "no processors: a profile needs the one that runs experts")
+    section.finish()
+    return processors
+
+
+def _read_links(doc: Section, values: _Values, file_provenance: str | None,
+                memories: dict[str, Memory]) -> dict[str, Link]:
     section = doc.section("links", required=False)
     links: dict[str, Link] = {}
-    if section is not None:
-        for name in list(section.data):
-            if name not in LINK_ENDS:
-                raise section.error(name, f"unknown link (known: {', '.join(LINK_ENDS)})")
-            link_section = section.section(name)
-            assert link_section is not None
-            read = values.read_all(link_section, LINK_FIELDS, _section_provenance(link_section, file_provenance))
-            link_section.finish()
-            if read["copy_engines"] is None:
-                read["copy_engines"] = 1
-            for end in LINK_ENDS[name]:
-                if end not in tiers:
-                    source, target = LINK_ENDS[name]
-                    raise section.error(name, f"copies {source} -> {target}, but the profile has no tiers.{end}")
-            links[name] = Link(name=name, **read)
-        section.finish()
-    reaches_cache = {"vram"}
-    for source, targets in (("dram", ("h2d", "c2c")), ("ssd", ("ssd_d", "ssd_h"))):
-        if source not in tiers:
+    if section is None:
+        return links
+    for name in list(section.data):
+        if name == "provenance":
             continue
-        if not any(link in links and LINK_ENDS[link][1] in reaches_cache for link in targets):
-            needed = " or ".join(f"links.{link}" for link in targets)
-            raise UserError(f"no link reaches the cache tier from this tier: add {needed}", f"{doc.where}: tiers.{source}")
-        reaches_cache.add(source)
+        link_section = section.section(name)
+        assert link_section is not None
+        read = values.read_all(link_section, LINK_FIELDS, _section_provenance(link_section, file_provenance))
+        link_section.finish()
+        for end in ("from", "to"):
+            if read[end] not in memories:
+                raise link_section.error(end, f"no memory {read[end]!r} (memories: {', '.join(memories)})")
+        if read["from"] == read["to"]:
+            raise link_section.error("to", "a link joins two different memories")
+        src, dst = read.pop("from"), read.pop("to")
+        read["copy_engines"] = read["copy_engines"] or 1
+        read["duplex"] = read["duplex"] or "simplex"
+        links[name] = Link(name=name, src=src, dst=dst, **read)
+    section.finish()
     return links
 
 
@@ -244,7 +343,8 @@ def _read_links(doc: Section, values: _Values, file_provenance: str | None, tier
 def apply_overrides(profile: HardwareProfile, overrides: Sequence[str]) -> HardwareProfile:
     """Apply "path=value" overrides ("links.h2d.bandwidth=32GB/s") together, then validate once.
 
-    Applying them together lets overrides add a whole link or tier (bandwidth and latency at once).
+    Applying them together lets overrides add a whole link or memory (bandwidth and latency at once).
+    Pre-graph paths ("tiers.vram.capacity", "compute.peak_flops") are translated (schema.LEGACY_PATHS).
     """
     parsed = []
     for text in overrides:
@@ -267,22 +367,29 @@ def set_field(profile: HardwareProfile, path: str, value_text: str, provenance: 
 def _apply(profile: HardwareProfile, changes: Sequence[tuple[str, str, str | None]]) -> HardwareProfile:
     doc = profile_to_document(profile)
     source = profile.source_file or profile.name
-    for path, value_text, provenance in changes:
-        where = f"{source} with override {path}={value_text}"
-        if path in TEXT_FIELDS:
-            doc[path] = value_text
+    for given, value_text, provenance in changes:
+        where = f"{source} with override {given}={value_text}"
+        if given in TEXT_FIELDS:
+            doc[given] = value_text
             continue
+        path = translate_path(given, str(profile.expert_processor))
         spec = field_spec(path)
         if spec is None:
-            raise UserError(_unknown_path_message(path), where)
+            raise UserError(_unknown_path_message(given, profile), where)
         parts = path.split(".")
+        if parts[0] == "links" and parts[1] not in doc.setdefault("links", {}) and parts[1] in LEGACY_LINK_ENDS:
+            doc["links"][parts[1]] = dict(zip(("from", "to"), LEGACY_LINK_ENDS[parts[1]]))  # a named link's ends
         node = doc
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+        if parts[0] == "memories" and parts[2] == "read_bandwidth":
+            node.pop("throughput", None)  # a flat read bandwidth replaces the measured table
         provenance = provenance or f"override: {value_text}"
-        if spec.kind == COUNT:
+        if spec.kind == TEXT:
+            node[parts[-1]] = value_text
+        elif spec.kind == COUNT:
             if not re.fullmatch(r"\s*\d+\s*", value_text):
-                raise UserError(f"expected a plain integer count, got {value_text!r}", f"{where}: {path}")
+                raise UserError(f"expected a plain integer count, got {value_text!r}", f"{where}: {given}")
             node[parts[-1]] = {"value": int(value_text), "provenance": provenance}
         else:
             node[parts[-1]] = {"value": value_text, "provenance": provenance}
@@ -290,62 +397,15 @@ def _apply(profile: HardwareProfile, changes: Sequence[tuple[str, str, str | Non
     return profile_from_mapping(doc, f"{source} with override {label}", source_file=profile.source_file)
 
 
-def _unknown_path_message(path: str) -> str:
-    known = value_paths() + list(TEXT_FIELDS)
+def _unknown_path_message(path: str, profile: HardwareProfile) -> str:
+    known = value_paths(tuple(profile.tiers), tuple(profile.processors), tuple(profile.links)) + list(TEXT_FIELDS)
+    known += list(LEGACY_PATHS)
     close = difflib.get_close_matches(path, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else " (paths look like links.h2d.bandwidth, tiers.vram.capacity)"
+    hint = f"; did you mean {close[0]!r}?" if close else " (paths look like links.h2d.bandwidth, memories.vram.capacity)"
     return f"unknown profile field {path!r}{hint}"
 
 
-# --- writing back ----------------------------------------------------------------------------
-
-
-def _entries(profile: HardwareProfile) -> list[tuple[str, FieldSpec, Any]]:
-    """(path, spec, SI value) of every value the profile holds, in schema order."""
-    entries: list[tuple[str, FieldSpec, Any]] = []
-    for key, spec in COMPUTE_FIELDS.items():
-        entries.append((f"compute.{key}", spec, getattr(profile.compute, key)))
-    for tier_name, tier in profile.tiers.items():
-        for key, spec in TIER_FIELDS.items():
-            entries.append((f"tiers.{tier_name}.{key}", spec, getattr(tier, key)))
-    for link_name, link in profile.links.items():
-        for key, spec in LINK_FIELDS.items():
-            entries.append((f"links.{link_name}.{key}", spec, getattr(link, key)))
-    for key, spec in POWER_FIELDS.items():
-        entries.append((f"power.{key}", spec, getattr(profile.power, key)))
-    for link_name, joules in profile.power.joules_per_byte.items():
-        entries.append((f"power.joules_per_byte.{link_name}", JOULES_PER_BYTE, joules))
-    present = []
-    for path, spec, value in entries:
-        if value is None:
-            continue
-        stated = path in profile.provenance or spec.kind == COUNT
-        if not stated or (path.endswith(".copy_engines") and value == 1 and path not in profile.provenance):
-            continue  # a default the file did not state (reserved 0, one copy engine)
-        present.append((path, spec, value))
-    return present
-
-
-def profile_to_document(profile: HardwareProfile) -> dict[str, Any]:
-    """The profile as a YAML-ready mapping that loads back to an equal profile."""
-    doc: dict[str, Any] = {"name": profile.name, "description": profile.description, "host_memory": profile.host_memory}
-    doc.update({"compute": {}, "tiers": {name: {} for name in profile.tiers}})
-    if profile.links:
-        doc["links"] = {name: {} for name in profile.links}
-    doc["power"] = {}
-    for path, spec, value in _entries(profile):
-        parts = path.split(".")
-        node = doc
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        provenance = profile.provenance.get(path)
-        shown = value if spec.kind == COUNT else format_quantity(value, spec.kind)
-        node[parts[-1]] = {"value": shown, "provenance": provenance} if provenance else shown
-    return doc
-
-
-def profile_to_yaml(profile: HardwareProfile) -> str:
-    return yaml.safe_dump(profile_to_document(profile), sort_keys=False, allow_unicode=True, width=120)
+# --- writing back (moesim.hw_profiles.document) ---------------------------------------------
 
 
 def save_profile(profile: HardwareProfile, path: str | Path) -> None:
@@ -355,23 +415,3 @@ def save_profile(profile: HardwareProfile, path: str | Path) -> None:
     write_text_atomic(path, text)
 
 
-def profile_values(profile: HardwareProfile) -> dict[str, Any]:
-    """Every value in SI base units with its unit and provenance (what `profiles show --json` prints)."""
-    out: dict[str, Any] = {"name": profile.name, "description": profile.description, "host_memory": profile.host_memory}
-    for path, spec, value in _entries(profile):
-        parts = path.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = {
-            "value": value,
-            "unit": SI_UNITS[spec.kind],
-            "provenance": profile.provenance.get(path, "default"),
-        }
-    for tier_name, tier in profile.tiers.items():
-        out["tiers"][tier_name]["usable"] = {
-            "value": tier.usable,
-            "unit": "B",
-            "provenance": "derived: capacity - reserved",
-        }
-    return out

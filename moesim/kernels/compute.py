@@ -26,12 +26,15 @@ from moesim.kernels.reference import moe_reference, pool_weights
 from moesim.kernels.slot_pool import SlotPool
 from moesim.kernels.streams import CellTimer, CopyStream
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "cpu")
+"""cpu: the calibrated CPU operator (moesim/kernels/cpu_expert.py), chosen by the executor on the CPU device."""
 
 
 def pick_backend(device: torch.device, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError("backend cpu runs on the CPU device only")
     if backend != "auto":
         return backend
     if device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -96,10 +99,11 @@ def compute_cell(
     if timer is not None:
         timer.start(("compute", key))
     if chosen == "triton":
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         if kernel_config is None and pool.device.type == "cuda":
-            kernel_config = default_config(ids_host.size / max(1, len(experts)))
+            kernel_config = default_config(ids_host.size / max(1, len(experts)), device_smem_limit(pool.device),
+                                           pool.pool.element_size())
         y = grouped_swiglu(x, ids, weights, pool.pool, table, shapes.hidden, shapes.inter, config=kernel_config)
     else:
         weights_of = pool_weights(pool.pool, table, shapes.hidden, shapes.inter)

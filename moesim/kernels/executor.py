@@ -50,6 +50,7 @@ import torch
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.kernels.compute import compute_cell, pick_backend
+from moesim.kernels.cpu_expert import swiglu_experts
 from moesim.kernels.decision_log import DecisionLog
 from moesim.kernels.host_store import HostExpertStore, unpack
 from moesim.kernels.reference import moe_reference
@@ -71,7 +72,10 @@ FORMAT = "moesim.execution/1"
 SUPPORTED_MISS = ("stall", "cpu")
 DENSE_RING = 4
 """Dense weight buffers cycled over layers: more than one so consecutive layers do not hit in L2."""
-CPU_NOTE = "device cpu: decisions, data movement and outputs are exact; timings are host stamps and mean nothing"
+CPU_NOTE = ("device cpu with a GPU-shaped profile or prefetch: decisions, data movement and outputs are exact; "
+            "timings are host stamps and mean nothing")
+CPU_DEVICE_NOTE = ("device cpu with a CPU-device profile (experts in a file, DRAM cache) and no prefetch: the CPU "
+                   "runs what the simulator models (reads at the gate, then the experts), so step times are measured")
 
 
 @dataclass
@@ -184,6 +188,7 @@ def execute(
     keep_outputs: bool = False,
     ssd_dir: str | None = None,
     store: HostExpertStore | None = None,
+    ssd_store: SsdExpertStore | None = None,
 ) -> ExecutionResult:
     """Run `config` on `device` with real copies and kernels; decisions come from the simulator's Planner.
 
@@ -192,7 +197,8 @@ def execute(
     every cell that each resident object's slot holds its host bytes (synchronising the device) and
     keeps the hazard log; `keep_outputs` returns every cell's output on the host. `store` reuses a
     host expert store across runs (building one is O(total expert bytes): minutes for a full model);
-    it must hold `shapes` made with `seed`, and the caller keeps owning it.
+    it must hold `shapes` made with `seed`, and the caller keeps owning it. `ssd_store` likewise reuses
+    the expert file written from that store (writing it is O(total expert bytes) to disk).
     """
     dev = resolve_device(device)
     check_supported(config, trace)
@@ -210,7 +216,7 @@ def execute(
                          f"with seed {seed}")
     setup = setup_planner(trace, profile, config)
     run = _Run(trace, profile, config, dev, shapes, setup, seed, pick_backend(dev, backend), dense, check,
-               keep_outputs, ssd_dir, store)
+               keep_outputs, ssd_dir, store, ssd_store)
     try:
         return run.execute(telemetry)
     finally:
@@ -222,7 +228,8 @@ class _Run:
 
     def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig, dev: torch.device,
                  shapes: ExpertShapes, setup: Any, seed: int, backend: str, dense: bool, check: bool,
-                 keep_outputs: bool, ssd_dir: str | None, store: HostExpertStore | None) -> None:
+                 keep_outputs: bool, ssd_dir: str | None, store: HostExpertStore | None,
+                 ssd_store: SsdExpertStore | None = None) -> None:
         self.trace = trace
         self.profile = profile
         self.config = config
@@ -231,6 +238,9 @@ class _Run:
         self.shapes = shapes
         self.planner = setup.planner
         self.topology = setup.topology
+        self.cpu_device_timed = (not self.cuda and setup.topology.home == "ssd" and setup.topology.ssd_direct
+                                 and parse_spec(config.prefetch, "prefetch").name == "none"
+                                 and parse_spec(config.miss, "miss").name == "stall")
         self.backend = backend
         self.check = check
         self.keep_outputs = keep_outputs
@@ -241,11 +251,14 @@ class _Run:
         self.copy_streams = [self.copies] + [CopyStream(dev, shared=self.copies)
                                              for _ in range(max(self.topology.host_engines, 1) - 1)]
         self.device_copies = 0
+        # a high-priority side stream for demand copies (CUDA): queued demand goes before queued prefetch
+        self.demand_stream = CopyStream(dev, shared=self.copies, priority=-1) if self.cuda else None
 
         self.own_store = store is None
         self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda) if store is None else store
         topo = self.topology
-        self.ssd = SsdExpertStore(self.store, ssd_dir) if topo.home == "ssd" else None
+        self.own_ssd = ssd_store is None
+        self.ssd = (ssd_store or SsdExpertStore(self.store, ssd_dir)) if topo.far else None
         sizes = [int(b) for b in trace.meta.object_bytes]
         self.dram: SlotPool | None = None
         if topo.dram_cache_bytes is not None:
@@ -282,6 +295,34 @@ class _Run:
         self.setup: tuple[PlannedCopy, ...] = ()
         self.outputs: list[np.ndarray] | None = [] if keep_outputs else None
         self.checked = 0
+        self.routing, self.groups = self._align_routing()
+        self.router_w = None
+        if config.routing_sync:  # the routing itself still comes from the trace: decisions stay the plan's
+            rng = np.random.default_rng([int(seed), 1 << 28])
+            w = rng.standard_normal((shapes.hidden, shapes.n_experts), dtype=np.float32) / np.sqrt(shapes.hidden)
+            self.router_w = torch.from_numpy(w).to(dev, self.dtype)
+
+    def _align_routing(self) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[list[tuple]]]:
+        """Per cell, before the timed loop: top-k ids and gate weights [T, K] and, for the CPU operator,
+        (expert, token rows, gate weights) per distinct expert in the order of first appearance."""
+        trace, k = self.trace, self.top_k
+        routing, groups = [], []
+        for c in range(trace.n_cells):
+            tokens = int(trace.cell_tokens[c])
+            lo, hi = int(trace.cell_offsets[c]), int(trace.cell_offsets[c + 1])
+            ids = trace.expert[lo:hi].astype(np.int64).reshape(tokens, k)
+            if trace.weight is not None:
+                weights = trace.weight[lo:hi].astype(np.float32).reshape(tokens, k)
+            else:
+                weights = np.full((tokens, k), 1.0 / k, dtype=np.float32)
+            routing.append((ids, weights))
+            cell = []
+            if self.backend == "cpu":
+                for e in dict.fromkeys(ids.reshape(-1).tolist()):
+                    rows, ks = np.nonzero(ids == e)
+                    cell.append((int(e), torch.from_numpy(rows), torch.from_numpy(weights[rows, ks]).to(self.dtype)))
+            groups.append(cell)
+        return routing, groups
 
     # ---- the run ------------------------------------------------------------------------------
     def execute(self, want_telemetry: bool) -> ExecutionResult:
@@ -311,14 +352,14 @@ class _Run:
         return self._result(t0, nvml)
 
     def close(self) -> None:
-        if self.ssd is not None:
+        if self.ssd is not None and self.own_ssd:
             self.ssd.close()
         if self.own_store:
             self.store.close()
 
     def _warm_up(self) -> None:
         """JIT-compile the kernel's tile configs, create the cuBLAS handle and the copy stream's first use."""
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         table = torch.full((self.shapes.n_experts,), -1, dtype=torch.int32, device=self.dev)
         for tokens in (1, 32, 128):
@@ -328,7 +369,7 @@ class _Run:
             w = torch.ones((n, self.top_k), dtype=torch.float32, device=self.dev)
             if self.backend == "triton":
                 grouped_swiglu(self.x_dev[:n], ids, w, self.vram.pool, table, self.shapes.hidden, self.shapes.inter,
-                               config=default_config(tokens))
+                               config=default_config(tokens, device_smem_limit(self.dev), self.shapes.itemsize))
             for dense_w in self.dense_w[:1]:
                 _ = self.x_dev[:n] @ dense_w
         self.copies.copy(self.vram.pool[0, :16], self.store.buffer(self.store.objects[0])[:16])
@@ -346,6 +387,8 @@ class _Run:
         start = clock.record()
         if self.dense_w and tokens and self.dense_cols[layer]:
             _ = x @ self.dense_w[layer % len(self.dense_w)][:, : self.dense_cols[layer]]
+        if self.router_w is not None and tokens:  # routing_sync: the host reads a router's top-k (a real sync)
+            torch.topk(x @ self.router_w, self.top_k, dim=-1).indices.cpu()
         gate = clock.record()
         for cp in plan.copies:
             self._issue(cp, gate, c)
@@ -357,15 +400,16 @@ class _Run:
         ready = clock.record()
         cpu_s = 0.0
         if tokens:
-            lo, hi = int(self.trace.cell_offsets[c]), int(self.trace.cell_offsets[c + 1])
-            ids = self.trace.expert[lo:hi].astype(np.int64).reshape(tokens, self.top_k)
-            if self.trace.weight is not None:
-                weights = self.trace.weight[lo:hi].astype(np.float32).reshape(tokens, self.top_k)
-            else:
-                weights = np.full((tokens, self.top_k), 1.0 / self.top_k, dtype=np.float32)
+            ids, weights = self.routing[c]
             n_exp = self.shapes.n_experts
             on_host = [obj % n_exp for obj, t in zip(plan.objects, plan.cpu_tokens) if t > 0]
-            y = compute_cell(self.vram, layer, x, ids, weights, self.copies, backend=self.backend, skip=on_host)
+            if self.backend == "cpu" and not on_host:  # the calibrated CPU operator, groups aligned before the loop
+                groups = [(rows, gate, self.vram.views(self.shapes.obj(layer, e)))
+                          for e, rows, gate in self.groups[c]]
+                y = swiglu_experts(x, torch.zeros_like(x), groups)
+            else:
+                y = compute_cell(self.vram, layer, x, ids, weights, self.copies,
+                                 backend="torch" if self.backend == "cpu" else self.backend, skip=on_host)
             if on_host:
                 t_host = time.perf_counter()
                 y = y + self._host_experts(layer, tokens, ids, weights, on_host)
@@ -399,7 +443,7 @@ class _Run:
 
     def _host_views(self, obj: int) -> tuple[torch.Tensor, ...]:
         """Host weights of obj where the plan put them: read from SSD this cell, the DRAM tier, or the host store."""
-        if obj in self.dram_staged or self.topology.home == "ssd":
+        if obj in self.dram_staged or self.topology.far:
             return unpack(self._dram_buffer(obj), self.shapes)
         return self.store.views(obj)
 
@@ -422,6 +466,17 @@ class _Run:
             row["start"] = row["end"] = None
             self.copy_rows.append(row)
             return
+        if cp.route == ROUTE_SSD_VRAM and not self.cuda:  # CPU device: the file read fills the cache slot itself
+            slot = self._vram_place(cp)
+            t_read = time.perf_counter_ns()
+            start = self.clock.record()
+            self.ssd.read_into(cp.obj, self.vram.pool[slot])  # type: ignore[union-attr]
+            end = self.clock.record()
+            row["host_read_s"] = (time.perf_counter_ns() - t_read) * 1e-9
+            self.done.append(end)
+            row["start"], row["end"] = start, end
+            self.copy_rows.append(row)
+            return
         if cp.route == ROUTE_SSD_VRAM:
             self._host_at(gate)
             src = torch.empty(self.shapes.elems, dtype=self.dtype, pin_memory=self.cuda)
@@ -437,8 +492,11 @@ class _Run:
             src = self.store.buffer(cp.obj)
             dram_slot = None
         slot = self._vram_place(cp)
-        engine = self.copy_streams[self.device_copies % len(self.copy_streams)]  # round robin over engines
-        self.device_copies += 1
+        if cp.prefetch or self.demand_stream is None:
+            engine = self.copy_streams[self.device_copies % len(self.copy_streams)]  # round robin over engines
+            self.device_copies += 1
+        else:  # demand copies do not queue behind issued prefetches (the simulator's rule, README "copy order")
+            engine = self.demand_stream
         if self.cuda:
             side = engine.stream
             if gate is not None:
@@ -655,8 +713,8 @@ class _Run:
             "device_name": torch.cuda.get_device_name(self.dev) if self.cuda else "cpu",
             "backend": self.backend,
             "shapes": {**asdict(self.shapes), "expert_bytes": self.shapes.expert_bytes},
-            "timings_meaningful": self.cuda,
-            "note": "" if self.cuda else CPU_NOTE,
+            "timings_meaningful": self.cuda or self.cpu_device_timed,
+            "note": "" if self.cuda else (CPU_DEVICE_NOTE if self.cpu_device_timed else CPU_NOTE),
             "decisions": decisions.counts(),
             "late_prefetch": int(cells["late_prefetch"].sum()) if len(cells) else 0,
             "moved": moved,

@@ -42,13 +42,63 @@ class KernelConfig:
 CPU_TEST_CONFIG = KernelConfig(block_m=16, block_n=16, block_k=16, num_warps=1, num_stages=1)
 
 
-def default_config(tokens_per_expert: float) -> KernelConfig:
-    """A reasonable tile shape from the mean tokens per active expert (decode ~1, prefill hundreds)."""
+def default_config(tokens_per_expert: float, smem_limit: int | None = None, itemsize: int = 2) -> KernelConfig:
+    """A reasonable tile shape from the mean tokens per active expert (decode ~1, prefill hundreds).
+
+    With `smem_limit` (bytes of shared memory one block may use, `device_smem_limit`), the shape is
+    shrunk until its pipelined tiles fit: the prefill shape needs ~120 KB, over an RTX 4090's ~99 KB.
+    """
     if tokens_per_expert <= 16:
-        return KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
-    if tokens_per_expert <= 64:
-        return KernelConfig(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=4)
-    return KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=8, num_stages=3)
+        config = KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif tokens_per_expert <= 64:
+        config = KernelConfig(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    else:
+        config = KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=8, num_stages=3)
+    return config if smem_limit is None else fit_shared_memory(config, smem_limit, itemsize)
+
+
+def shared_memory_bytes(config: KernelConfig, itemsize: int = 2) -> int:
+    """Shared memory of the larger (gate/up) kernel: per pipeline stage an x tile [M, K] and two weight
+    tiles [K, N]; Triton keeps `num_stages` of them in flight."""
+    per_stage = (config.block_m * config.block_k + 2 * config.block_k * config.block_n) * itemsize
+    return config.num_stages * per_stage
+
+
+def fit_shared_memory(config: KernelConfig, limit: int, itemsize: int = 2) -> KernelConfig:
+    """The config with fewer stages (down to 2), then smaller K and N tiles (down to 32), until it fits `limit`."""
+    import dataclasses
+
+    while shared_memory_bytes(config, itemsize) > limit:
+        if config.num_stages > 2:
+            config = dataclasses.replace(config, num_stages=config.num_stages - 1)
+        elif config.block_k > 32:
+            config = dataclasses.replace(config, block_k=config.block_k // 2)
+        elif config.block_n > 32:
+            config = dataclasses.replace(config, block_n=config.block_n // 2)
+        elif config.num_stages > 1:
+            config = dataclasses.replace(config, num_stages=1)
+        else:
+            break
+    return config
+
+
+_SMEM: dict[int, int | None] = {}
+
+
+def device_smem_limit(device: torch.device) -> int | None:
+    """Opt-in shared memory per block of a CUDA device (None on CPU or when neither torch nor triton says)."""
+    if device.type != "cuda":
+        return None
+    index = device.index or 0
+    if index not in _SMEM:
+        limit = getattr(torch.cuda.get_device_properties(index), "shared_memory_per_block_optin", None)
+        if not limit:
+            try:
+                limit = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+            except Exception:  # API drift between Triton versions: keep the unshrunk shapes
+                limit = None
+        _SMEM[index] = int(limit) if limit else None
+    return _SMEM[index]
 
 
 def interpreter_active() -> bool:
@@ -223,7 +273,8 @@ def grouped_swiglu(
     if not pool.is_contiguous() or not slot_of.is_contiguous():
         raise ValueError("pool and slot_of must be contiguous")
     config = config or (CPU_TEST_CONFIG if interpreter_active() else default_config(
-        topk_ids.numel() / max(1, min(slot_of.numel(), topk_ids.numel()))))
+        topk_ids.numel() / max(1, min(slot_of.numel(), topk_ids.numel())), device_smem_limit(x.device),
+        pool.element_size()))
     if upcast is None:
         upcast = interpreter_active() or x.dtype == torch.float32
     ieee = bool(ieee_fp32 and (upcast or x.dtype == torch.float32))

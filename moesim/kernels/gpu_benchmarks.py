@@ -286,7 +286,7 @@ class Calibrator:
 
     def expert_kernel(self) -> None:
         """Time vs token histogram: `active` experts with `tokens` tokens each (top-1 routing sets the histogram)."""
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         torch, cfg = self.torch, self.cfg
         pool, slot_of, shapes = self._kernel_setup()
@@ -296,7 +296,7 @@ class Calibrator:
         for active in cfg.kernel_active:
             for tokens in cfg.kernel_tokens:
                 x, ids, w = self._kernel_inputs(tokens, active, shapes)
-                kc = default_config(tokens)
+                kc = default_config(tokens, device_smem_limit(self.device), pool.element_size())
                 run = lambda: grouped_swiglu(x, ids, w, pool, slot_of, shapes.hidden, shapes.inter,  # noqa: E731
                                              config=kc)
                 run()  # compile and warm up
@@ -330,13 +330,13 @@ class Calibrator:
 
     def overlap(self) -> None:
         """Kernel and copies alone, then together on two streams: the slowdown of each."""
-        from moesim.kernels.expert_kernel import default_config, grouped_swiglu
+        from moesim.kernels.expert_kernel import default_config, device_smem_limit, grouped_swiglu
 
         torch, cfg = self.torch, self.cfg
         pool, slot_of, shapes = self._kernel
         active = min(cfg.top_k, max(cfg.kernel_active))
         x, ids, w = self._kernel_inputs(32, active, shapes)
-        kc = default_config(32)
+        kc = default_config(32, device_smem_limit(self.device), pool.element_size())
         pinned, _, dev = self._buffers
         size = min(64 * MiB, cfg.max_size)
         src, dst = pinned[:size], dev[:size]

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
+from moesim.hw_profiles.profile import LEGACY_LINK_ENDS, Compute, HardwareProfile, Link, Power, Tier
 
 # Unit kind of each profile field (moesim.units kinds, or "count" for plain integers).
 FIELD_KINDS: dict[type, dict[str, str]] = {
@@ -162,20 +162,10 @@ def _section(obj: Any, prefix: str, profile: HardwareProfile, skip: tuple[str, .
 
 
 def profile_document(profile: HardwareProfile) -> dict[str, Any]:
-    """The YAML mapping of a profile, values with units and their provenance (as the loader reads it)."""
-    doc: dict[str, Any] = {"name": profile.name, "description": profile.description,
-                           "host_memory": profile.host_memory}
-    doc["compute"] = _section(profile.compute, "compute", profile)
-    doc["tiers"] = {name: _section(tier, f"tiers.{name}", profile) for name, tier in profile.tiers.items()}
-    doc["links"] = {name: _section(link, f"links.{name}", profile) for name, link in profile.links.items()}
-    power = _section(profile.power, "power", profile)
-    if profile.power.joules_per_byte:
-        power["joules_per_byte"] = {
-            link: _entry(v, "energy_per_byte", profile.provenance.get(
-                f"power.joules_per_byte.{link}", f"copied from base profile {profile.name} (no provenance recorded there)"))
-            for link, v in sorted(profile.power.joules_per_byte.items())}
-    doc["power"] = power
-    return doc
+    """The YAML mapping of a profile in the graph schema, values with units and their provenance."""
+    from moesim.hw_profiles.document import profile_to_document
+
+    return profile_to_document(profile)
 
 
 def calibrated_document(base: HardwareProfile, measured: Iterable[Measured], env: CalibrationEnv, name: str,
@@ -186,8 +176,12 @@ def calibrated_document(base: HardwareProfile, measured: Iterable[Measured], env
     doc["description"] = description or (
         f"{env.gpu} measured by moesim calibrate on {env.date}; values not measured are copied from "
         f"profile {base.name} with their original provenance")
+    from moesim.hw_profiles.schema import translate_path
+
     for m in measured:
-        keys = m.path.split(".")
+        keys = translate_path(m.path, str(base.expert_processor)).split(".")
+        if keys[0] == "links" and keys[1] not in doc.setdefault("links", {}) and keys[1] in LEGACY_LINK_ENDS:
+            doc["links"][keys[1]] = dict(zip(("from", "to"), LEGACY_LINK_ENDS[keys[1]]))  # e.g. a measured d2h
         node = doc
         for key in keys[:-1]:
             node = node.setdefault(key, {})

@@ -35,8 +35,18 @@ class SlotPool:
         self.device = torch.device(device)
         self.n_slots = int(n_slots)
         self.n_spare = int(n_spare)
-        self.pool = torch.empty((self.n_slots + self.n_spare, shapes.elems), dtype=shapes.torch_dtype(),
-                                device=self.device, pin_memory=bool(pin and self.device.type == "cpu"))
+        n_rows = self.n_slots + self.n_spare
+        if self.device.type == "cpu" and not pin:
+            # page-aligned rows where the expert size allows: O_DIRECT reads land in a slot in place
+            from moesim.kernels.direct_io import aligned_buffer
+
+            nbytes = n_rows * shapes.elems * shapes.itemsize
+            self._mapping = aligned_buffer(nbytes)
+            self.pool = torch.frombuffer(self._mapping, dtype=torch.uint8, count=nbytes).view(
+                shapes.torch_dtype()).view(n_rows, shapes.elems)
+        else:
+            self.pool = torch.empty((n_rows, shapes.elems), dtype=shapes.torch_dtype(), device=self.device,
+                                    pin_memory=bool(pin and self.device.type == "cpu"))
         self.slot_of = np.full(shapes.n_objects, -1, dtype=np.int32)
         self.obj_in = np.full(self.n_slots + self.n_spare, -1, dtype=np.int64)
         self._free = list(range(self.n_slots))  # kept sorted: lowest free slot first
@@ -136,6 +146,13 @@ class SlotPool:
         return copies.copy(self.pool[slot], store.buffer(obj), slot=slot, tag=obj)
 
     # ---- what the kernel reads -----------------------------------------------------------------
+    def views(self, obj: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W_gate, W_up, W_down) of `obj` where it sits now (cache or spare slot)."""
+        slot = int(self.slot_of[obj])
+        if slot < 0:
+            raise KeyError(f"object {obj} has no slot")
+        return unpack(self.pool[slot], self.shapes)
+
     def slots_of(self, objs: Iterable[int]) -> list[int]:
         """Slots of objs, all of which must be present (the executor loads before it computes)."""
         out = []

@@ -90,13 +90,14 @@ class CopyStream:
     """
 
     def __init__(self, device: torch.device | str, log: bool = False, clock: DeviceClock | None = None,
-                 shared: "CopyStream | None" = None) -> None:
+                 shared: "CopyStream | None" = None, priority: int = 0) -> None:
         """`shared`: another copy stream whose slot events, records and log this one shares (several
-        copy engines over one slot pool: a read or a fill is seen whichever stream did it)."""
+        copy engines over one slot pool: a read or a fill is seen whichever stream did it).
+        `priority`: CUDA stream priority (lower = higher priority; -1 for demand copies)."""
         self.clock = shared.clock if shared is not None else (clock or DeviceClock(device))
         self.device = self.clock.device
         self.cuda = self.clock.cuda
-        self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
+        self.stream = torch.cuda.Stream(device=self.device, priority=priority) if self.cuda else None
         if shared is not None:
             self._last_read, self._filled = shared._last_read, shared._filled
             self.records, self.log = shared.records, shared.log

@@ -24,6 +24,7 @@ from moesim.kernels.shapes import ExpertShapes
 from moesim.kernels.validation_metrics import error_summary, kendall_tau, ranking, relative_error, step_times
 from moesim.sim.capacity import Capacity
 from moesim.sim.timed_replay import TimedConfig
+from moesim.sim.topology import build_topology
 from moesim.traces.trace import PHASE_NAMES, Trace
 
 FORMAT = "moesim.validate/1"
@@ -36,7 +37,7 @@ ACCEPT_MPE = 0.05
 class ValidateConfig:
     """The grid to run and how to run the executor."""
 
-    policies: tuple[str, ...] = ("lru", "least-stale", "belady")
+    policies: tuple[str, ...] = ("lru", "lfu", "belady")  # three policies whose decisions differ
     capacities: tuple[Capacity, ...] = ()
     prefetches: tuple[str, ...] = ("none", "oracle")
     scope: str = "global"
@@ -50,6 +51,8 @@ class ValidateConfig:
     shapes_override: ExpertShapes | None = None
     profile_source: str = ""
     repeats: int = 1  # interleaved rounds over the grid; per-step medians (gpu_method.md §1: A/B/A/B)
+    ssd_dir: str | None = None  # where the expert file goes when the profile puts experts on SSD (default: temp)
+    routing_sync: bool = False  # both sides: the host reads each cell's routing from the device before its copies
 
     def combinations(self) -> list[tuple[str, Capacity, str]]:
         return list(itertools.product(self.policies, self.capacities, self.prefetches))
@@ -77,12 +80,19 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     if progress is not None:
         progress(f"building {shapes.n_objects} random experts of {shapes.expert_bytes} bytes (once for every run)")
     store = HostExpertStore(shapes, seed=config.seed, pin=config.device.startswith("cuda"))
+    ssd = None
+    if build_topology(profile, trace.total_object_bytes()).home == "ssd":  # the expert file, written once
+        from moesim.kernels.ssd_store import SsdExpertStore
+
+        ssd = SsdExpertStore(store, config.ssd_dir)
     combos = config.combinations()
     reals: list[list[Any]] = [[] for _ in combos]
     sims: list[Any] = [None] * len(combos)
     timed_of = [TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
                             scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
-                            seed=config.seed, bounds=False) for policy, cap, prefetch in combos]
+                            seed=config.seed, bounds=False, grouped_experts=config.backend != "cpu",
+                            routing_sync=config.routing_sync)
+                for policy, cap, prefetch in combos]
     try:
         for round_ in range(max(config.repeats, 1)):  # rounds outside: drift spreads over every run alike
             for i, (_, cap, _) in enumerate(combos):
@@ -92,10 +102,12 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
                     progress(f"{timed.label()} @ {cap.text}{tag}")
                 reals[i].append(execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
                                         seed=config.seed, telemetry=config.telemetry, shapes_override=shapes,
-                                        backend=config.backend, store=store))
+                                        backend=config.backend, store=store, ssd_store=ssd))
                 if sims[i] is None:
                     sims[i] = timed_replay(trace, profile, timed)
     finally:
+        if ssd is not None:
+            ssd.close()
         store.close()
     rows: list[dict[str, Any]] = []
     step_frames: list[pd.DataFrame] = []
@@ -225,30 +237,75 @@ def _mean(values: np.ndarray) -> float | None:
     return float(v.mean()) if v.size else None
 
 
+SIM_TIE = 1e-9
+"""Simulated mean step times within this relative distance are a tie (the same decisions give the same time)."""
+
+
+def pair_verdicts(labels: list[str], real: list[float], sim: list[float], spread: list[float | None]) -> list[dict]:
+    """Every pair of policies: simulated order (or tie), real gap against the run-to-run spread, verdict.
+
+    A pair disagrees only when the simulator orders it strictly, the real gap exceeds the larger of
+    the two runs' measured spreads, and the real order is the other one. A simulated tie is a tie
+    (its real gap is timing error, reported by MAPE, not a ranking error); a real gap within the
+    spread says nothing; without a measured spread (one round) no real gap can be called.
+    """
+    out = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            a, b = labels[i], labels[j]
+            s_gap = (sim[i] - sim[j]) / max(abs(sim[i]), abs(sim[j]), 1e-300)
+            r_gap = (real[i] - real[j]) / max(min(real[i], real[j]), 1e-300)
+            spreads = [v for v in (spread[i], spread[j]) if v is not None and np.isfinite(v)]
+            limit = max(spreads) if spreads else None
+            if abs(s_gap) <= SIM_TIE:
+                verdict = "sim tie"
+            elif limit is None:
+                verdict = "spread not measured"
+            elif abs(r_gap) <= limit:
+                verdict = "within spread"
+            elif np.sign(s_gap) == np.sign(r_gap):
+                verdict = "agree"
+            else:
+                verdict = "disagree"
+            out.append({"pair": f"{a} vs {b}", "sim_gap": s_gap, "real_gap": r_gap, "spread": limit,
+                        "verdict": verdict})
+    return out
+
+
 def rank_policies(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (capacity, prefetch): policies from fastest to slowest mean step time, real vs simulated.
 
-    A real ordering means something only where the gaps between policies exceed the run-to-run
-    spread (gpu_method.md §9C): both are reported (they need `repeats` > 1).
+    `same_order` is exact order equality (informative); `ranking_preserved` is the acceptance
+    flag: no pair disagrees in the sense of `pair_verdicts` (ties are ties; a disagreement counts
+    only beyond the run-to-run spread measured with repeats).
     """
     rows = []
+    columns = ["capacity", "prefetch", "policies", "real_order", "sim_order", "kendall_tau", "same_order",
+               "smallest_real_gap", "run_to_run_spread", "pairs", "disagreements", "sim_ties", "undecided",
+               "ranking_preserved"]
     if runs.empty:
-        return pd.DataFrame(columns=["capacity", "prefetch", "policies", "real_order", "sim_order", "kendall_tau",
-                                     "same_order", "smallest_real_gap", "run_to_run_spread"])
+        return pd.DataFrame(columns=columns)
     for (cap, prefetch), group in runs.groupby(["capacity", "prefetch"], sort=False):
         labels = group["eviction"].tolist()
         real = group["real_step_mean_s"].astype(float).tolist()
         sim = group["sim_step_mean_s"].astype(float).tolist()
+        spread = [None if v is None or pd.isna(v) else float(v) for v in group["real_total_spread"].tolist()]
         real_order, sim_order = ranking(labels, real), ranking(labels, sim)
         ordered = sorted(real)
         gaps = [(b - a) / a for a, b in zip(ordered, ordered[1:]) if a > 0]
-        spread = group["real_total_spread"].dropna().astype(float)
+        measured = [v for v in spread if v is not None]
+        verdicts = pair_verdicts(labels, real, sim, spread)
+        kinds = [v["verdict"] for v in verdicts]
         rows.append({"capacity": cap, "prefetch": prefetch, "policies": len(labels),
                      "real_order": " < ".join(real_order), "sim_order": " < ".join(sim_order),
                      "kendall_tau": kendall_tau(real, sim), "same_order": real_order == sim_order,
                      "smallest_real_gap": min(gaps) if gaps else None,
-                     "run_to_run_spread": float(spread.max()) if len(spread) else None})
-    return pd.DataFrame(rows)
+                     "run_to_run_spread": max(measured) if measured else None,
+                     "pairs": "; ".join(f"{v['pair']}: {v['verdict']}" for v in verdicts),
+                     "disagreements": kinds.count("disagree"), "sim_ties": kinds.count("sim tie"),
+                     "undecided": kinds.count("within spread") + kinds.count("spread not measured"),
+                     "ranking_preserved": "disagree" not in kinds})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: HardwareProfile,
@@ -262,6 +319,9 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
     notes = []
     if not meaningful:
         notes.append("timings on CPU are host stamps and mean nothing: only the counts are checked")
+    elif str(config.device).startswith("cpu"):
+        notes.append("CPU device: step times are measured on this host's CPU (DRAM cache, experts in a file); "
+                     "a shared machine's load shows in the run-to-run spread")
     if mismatched_bytes:
         notes.append(f"in {mismatched_bytes} run(s) the executor's experts are not the trace's object size, so "
                      "copies move other bytes than the simulator plans: times are not comparable")
@@ -270,7 +330,7 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
         accept = {
             "mape_le_10pct": bool((mape <= ACCEPT_MAPE).all()) if len(mape) else False,
             "abs_mpe_le_5pct": bool((mpe.abs() <= ACCEPT_MPE).all()) if len(mpe) else False,
-            "ranking_preserved": bool(rankings["same_order"].all()) if len(rankings) else False,
+            "ranking_preserved": bool(rankings["ranking_preserved"].all()) if len(rankings) else False,
         }
     return _clean({
         "format": FORMAT,
@@ -291,7 +351,10 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
         "device_step_mape": {"mean": _f(runs["device_step_mape"].astype(float).mean()) if len(runs) else None},
         "step_mpe": {"mean": _f(mpe.mean()), "min": _f(mpe.min()), "max": _f(mpe.max())},
         "kendall_tau_min": _f(taus.min()),
-        "rankings_preserved": bool(rankings["same_order"].all()) if len(rankings) else None,
+        "rankings_preserved": bool(rankings["ranking_preserved"].all()) if len(rankings) else None,
+        "rankings_same_order": bool(rankings["same_order"].all()) if len(rankings) else None,
+        "ranking_disagreements": int(rankings["disagreements"].sum()) if len(rankings) else 0,
+        "ranking_undecided_pairs": int(rankings["undecided"].sum()) if len(rankings) else 0,
         "acceptance": accept,
     })
 

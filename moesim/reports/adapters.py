@@ -21,7 +21,9 @@ _COUNT_SUM = ["requests", "hits", "late_prefetch", "misses", "compulsory", "capa
 
 
 def _trace_facts(trace: Any, capacity_bytes: Any) -> dict[str, Any]:
-    total = int(trace.total_object_bytes())
+    from moesim.sim.capacity import held_object_bytes
+
+    total = int(held_object_bytes(trace))  # the base of "5%" capacities (moesim/sim/capacity.py)
     share = float(capacity_bytes) / total if total and capacity_bytes is not None else float("nan")
     return {"passes": trace.n_passes, "routed_accesses": trace.n_accesses, "total_object_bytes": total,
             "capacity_share": share}

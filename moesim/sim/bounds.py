@@ -8,6 +8,7 @@ cache tier, latency ignored:
 - ideal schedule: Belady's miss bytes stream back to back over W from t = 0 and every cell's experts
   start once its own and all earlier cells' bytes have landed:
       E_c = max(E_{c-1} + C_c, A_c + X_c),  A_c = cumulative Belady miss bytes through c / W
+  (per-expert overlap: A_c + 0, as an expert may start the moment its own bytes land)
   (and, when objects live on SSD behind a cold DRAM cache, also >= cumulative first-use bytes /
   SSD bandwidth). E_c bounds the end of cell c from below for every lossless policy: compute is
   serial, the link moves at most W, and no policy, prefetching or not, has fetched fewer bytes by
@@ -97,8 +98,14 @@ def compute_bounds(
     seed: int,
     byte_scale: float = 1.0,
     valid: bool = True,
+    pipelined: bool = False,
 ) -> Bounds:
-    """Both bounds for one configuration. `byte_scale` < 1 for low-bit fetches (bytes x bits/16)."""
+    """Both bounds for one configuration. `byte_scale` < 1 for low-bit fetches (bytes x bits/16).
+
+    `pipelined` (per-expert overlap): a cell's experts may run while its bytes arrive, so after its
+    last byte lands no more than the last expert's compute remains; the bound then drops X_c from
+    A_c + X_c (still a bound: that remainder is >= 0).
+    """
     n_cells = trace.n_cells
     obj_bytes = trace.object_bytes_array().astype(np.float64) * byte_scale
     req_bytes = obj_bytes[stream.obj]
@@ -131,12 +138,13 @@ def compute_bounds(
         belady_cum = np.vstack([np.zeros((1, n_part)), np.cumsum(per, axis=0)])
         # slots are full size: a fetch into a freed slot moves at least byte_scale of it
         caps = caps * byte_scale
-    if topology.home == "ssd" and topology.dram_cache_bytes is not None:
+    if topology.far and topology.stage is not None:
         first = _first_use(stream, trace.n_objects)
         per_cell = np.bincount(stream.cell[first], weights=req_bytes[first], minlength=n_cells)
         arrive = np.maximum(arrive, np.cumsum(per_cell) / topology.ssd_bandwidth())
     prefix = np.cumsum(compute)
-    gap = np.maximum.accumulate(np.maximum(arrive + expert_full - prefix, 0.0)) if n_cells else np.zeros(0)
+    tail = np.zeros(n_cells) if pipelined else expert_full
+    gap = np.maximum.accumulate(np.maximum(arrive + tail - prefix, 0.0)) if n_cells else np.zeros(0)
     ideal_end = prefix + gap
 
     pass_compute = np.diff(np.concatenate(([0.0], prefix))[trace.pass_cell_offsets])

@@ -1,6 +1,7 @@
 """Cache capacities from the command line: shares of the routed bytes, sizes with units, or slots.
 
-    "5%"        5 % of Trace.total_object_bytes() (every routed expert of every layer)
+    "5%"        5 % of the bytes of every expert of the layers the trace holds routing for
+                (`held_object_bytes`: a layer that was never logged does not inflate it)
     "4000MiB"   a size with a unit (MiB = 2^20 bytes, MB = 10^6; see moesim.units)
     "51slots"   room for 51 objects of the trace's largest object size
     "1%,5%,25%" several at once (a miss-ratio curve)
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.trace import Trace
@@ -28,6 +31,16 @@ class Capacity:
     bytes: int
 
 
+def held_object_bytes(trace: Trace) -> int:
+    """Bytes of every expert of the layers with at least one routed access (the base of "5%")."""
+    held = np.zeros(trace.meta.n_layers, dtype=bool)
+    held[trace.cell_layer[np.diff(trace.cell_offsets) > 0]] = True
+    if not held.any():
+        return trace.total_object_bytes()
+    sizes = np.asarray(trace.meta.object_bytes, dtype=np.int64)
+    return int(sizes[held].sum()) * int(trace.meta.n_experts)
+
+
 def parse_capacity(text: str, trace: Trace, where: str = "--capacity") -> Capacity:
     stripped = text.strip()
     if not stripped:
@@ -36,7 +49,10 @@ def parse_capacity(text: str, trace: Trace, where: str = "--capacity") -> Capaci
     if slots:
         largest = max(int(b) for b in trace.meta.object_bytes)
         return Capacity(stripped, int(slots.group(1)) * largest)
-    value = parse_size_or_fraction(stripped, float(trace.total_object_bytes()), where)
+    from moesim.traces.doctor import refuse_placeholder_sizes
+
+    refuse_placeholder_sizes(trace, f"the capacity {stripped!r} (bytes or %)", where)
+    value = parse_size_or_fraction(stripped, float(held_object_bytes(trace)), where)
     if not math.isfinite(value):
         raise UserError(f"{text!r} is not a finite capacity", where)
     return Capacity(stripped, int(math.floor(value)))

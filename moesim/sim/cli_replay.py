@@ -21,6 +21,7 @@ from moesim.sim.cli_timing import add_timing_arguments
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
 from moesim.sim.fast import ENGINES
 from moesim.sim.requests import MODES
+from moesim.traces.cli_input import add_trace_input_flags
 from moesim.units import format_bytes
 
 BOUND_POLICY = "belady"
@@ -41,15 +42,17 @@ class ReplayPlan:
     engine: str | None = None  # count-replay engine (moesim.sim.fast); None: $MOESIM_ENGINE or auto
 
 
-def load_trace_arg(text: str) -> Any:
-    """The trace named by --trace: a path, or "bundled:NAME" (moesim.traces.io.load_trace)."""
-    from moesim.traces.io import load_trace
+def load_trace_arg(text: str, args: argparse.Namespace | None = None) -> Any:
+    """The trace named by --trace: a path, or "bundled:NAME", read with the trace-input flags of
+    `args` (--format, --map, --option, --pass-by, ...; moesim.traces.cli_input); the trace doctor's
+    warnings go to stderr."""
+    from moesim.traces.cli_input import load_cli_trace
 
-    return load_trace(text)
+    return load_cli_trace(args if args is not None else argparse.Namespace(), text)
 
 
 def _plan(args: argparse.Namespace, specs: list[PolicySpec]) -> ReplayPlan:
-    trace = load_trace_arg(args.trace)
+    trace = load_trace_arg(args.trace, args)
     return ReplayPlan(
         trace=trace,
         trace_source=args.trace,
@@ -93,6 +96,9 @@ def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, s
     if plan.mode != "event":
         raise UserError("the timing engine replays cells event-atomically; drop --replay sequential "
                         "or add --count-only", "--replay")
+    from moesim.traces.doctor import refuse_placeholder_sizes
+
+    refuse_placeholder_sizes(plan.trace, "a timed run (--profile)", "--profile")
     profile = resolve_profile(args.profile, tuple(args.profile_set or ()))
     runs = []
     for spec in plan.specs:
@@ -276,6 +282,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
+    add_trace_input_flags(parser)
     parser.add_argument("--capacity", required=True,
                         help='cache capacity: "5%%" of routed expert bytes, "4000MiB", "51slots" (objects of the '
                              'largest size), or a comma list for a miss-ratio curve')

@@ -34,6 +34,15 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prefetch", default="none",
                        help="prefetch policy spec, e.g. none, oracle:lookahead=1 (default: none)")
     group.add_argument("--miss", default="stall", help="miss handling: stall, cpu, lowbit:bits=4, drop (default: stall)")
+    group.add_argument("--overlap", default=None, choices=("layer", "expert"),
+                       help="layer: a layer's experts wait for all its misses; expert: each expert runs as soon as "
+                            "its bytes land (default: the profile's `overlap`)")
+    group.add_argument("--io-lanes", type=int, default=None, metavar="N",
+                       help="reads in flight from storage, e.g. an engine's --io-threads (default: the profile's "
+                            "read_lanes)")
+    group.add_argument("--storage-reads", default=None, choices=("direct", "buffered"),
+                       help="direct (O_DIRECT, GPUDirect) or buffered through the OS page cache "
+                            "(default: the profile's storage_reads)")
     group.add_argument("--model", default=None,
                        help="model catalog name for FLOPs and dense sizes (default: the trace's own model)")
 
@@ -65,7 +74,16 @@ def timed_config_from_args(args: argparse.Namespace, capacity_bytes: int, evicti
         profile_overrides=tuple(getattr(args, "profile_set", None) or ()),
         model=getattr(args, "model", None),
         seed=int(getattr(args, "seed", 0) or 0),
+        overlap=getattr(args, "overlap", None),
+        io_lanes=_lanes(getattr(args, "io_lanes", None)),
+        storage_reads=getattr(args, "storage_reads", None),
     )
+
+
+def _lanes(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"must be at least 1, got {value}", "--io-lanes")
+    return value
 
 
 def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ Per cell (one pass at one layer), with T tokens (docs/metrics.md, "Compute"):
                sum of tokens_e * 2 * expert_params / peak_flops) + launch_overhead * kernels
 A cell's experts run as one grouped kernel (the executor's Triton kernel), or one kernel per expert
 with `grouped=False`. Attention's KV-cache reads, non-MoE layers, embeddings and the LM head are
-not modelled. Where the model spec is unknown, expert params = object bytes / 2 (bf16) and dense
-FLOPs per token = dense bytes (2 FLOPs per bf16 parameter).
+not modelled. Where the model spec is unknown, expert params = object bytes / 2 (bf16; the width of
+meta.extra["weight_dtype"] where the trace states one) and dense FLOPs per token = 2 per dense parameter.
 """
 
 from __future__ import annotations
@@ -67,11 +67,17 @@ def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
         dense = tuple(int(b) for b in meta_dense) if meta_dense else (spec.dense_bytes_per_layer(),) * n_layers
         dense_flops = (float(spec.dense_flops_per_token()),) * n_layers
         return ModelShape(params, dense, dense_flops, int(spec.hidden_size), f"model spec {spec.name}")
-    params = tuple(max(b // 2, 1) for b in obj_bytes)
+    # a trace that states its weights' dtype (meta.extra["weight_dtype"], e.g. the fp32 reference harness) is read
+    # at that width; otherwise bf16 is assumed
+    dtype = str(trace.meta.extra.get("weight_dtype", "bf16"))
+    width = {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype, 2)
+    params = tuple(max(b // width, 1) for b in obj_bytes)
     dense = tuple(int(b) for b in meta_dense) if meta_dense else (0,) * n_layers
     # square-ish SwiGLU guess for the activation width: 3 * h * h = params
     hidden = int(math.sqrt(max(params) / 3)) if params else 0
-    return ModelShape(params, dense, tuple(float(b) for b in dense), hidden, "trace object bytes (bf16 assumed)")
+    source = f"trace object bytes ({dtype if dtype in ('fp32', 'fp16', 'bf16') else 'bf16'} "
+    source += "from the trace)" if "weight_dtype" in trace.meta.extra else "assumed)"
+    return ModelShape(params, dense, tuple(2.0 * b / width for b in dense), hidden, source)
 
 
 def dense_times(trace: Trace, shape: ModelShape, compute: Compute) -> np.ndarray:

@@ -5,10 +5,12 @@ Processes and resources (docs/metrics.md, "Engine"):
   copies are issued: demand misses and the prefetches it proposed), a stall until every copy it
   must wait for has landed (its demand copies; a prefetch copy not yet landed is a late prefetch),
   then its expert part (device experts, or the host-CPU path when longer);
-- copy servers (CopyServer): the host link (h2d or c2c) with one slot per copy engine, and the SSD
-  queue with one slot per queue-depth slot. A free slot starts an arriving copy at once; queued
-  demand copies go before queued prefetch copies (FIFO within each class); a copy holds its slot for
-  its precomputed duration (latency + bytes / bandwidth);
+- link servers (moesim.sim.link_server.FluidServer): one per link direction the routes use, with
+  `slots` transfers in flight (copy engines, or storage read lanes) that share the link's aggregate
+  rate (processor sharing); queued demand copies go before queued prefetch copies (FIFO within each
+  class); a transfer waits its latency, then flows at aggregate(n) / n;
+- overlap: per-layer barrier (the stall lasts until the last waited copy lands), or per-expert
+  pipelining (`Pipelined`: each expert runs as soon as its own bytes land, in arrival order);
 - a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
   reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy is still queued
   or running waits for it (write-after-write), or, with the plan's `cancel_unstarted`, cancels it
@@ -21,14 +23,15 @@ are rebuilt from the stalls with a cumulative sum.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
 
+from moesim.sim.link_server import FluidServer
 from moesim.sim.plan import Plan
+from moesim.sim.topology import LinkServer
 
 
 @dataclass
@@ -44,68 +47,35 @@ class EngineOutput:
     event_cells: int  # cells that needed the clock (issued or waited for a copy)
 
 
-class CopyServer:
-    """A link's copy engines (or the SSD's queue slots) as a small simpy resource.
+@dataclass(frozen=True)
+class Pipelined:
+    """Per-expert overlap inputs: compute seconds of the object each waited copy brings (aligned
+    with plan.waits), and per cell the device expert time and the CPU path."""
 
-    `slots` copies run at once, each for its precomputed duration; waiting copies are served demand
-    class first, FIFO within a class. A copy that arrives at a free slot starts at once. Completion
-    is a Timeout callback (no process per copy): one event per copy.
-    """
-
-    def __init__(self, env: simpy.Environment, slots: int, duration: list[float], on_done: Any) -> None:
-        self.env = env
-        self.free = max(int(slots), 1)
-        self.duration = duration
-        self.on_done = on_done
-        self.demand: deque[int] = deque()
-        self.prefetch: deque[int] = deque()
-        self.cancelled: bytearray | None = None
-        self.started: bytearray | None = None
-        self.start_t: list[float] | None = None
-
-    def submit(self, k: int, prefetch: bool) -> None:
-        if self.free:
-            self.free -= 1
-            self._start(k)
-        elif prefetch:
-            self.prefetch.append(k)
-        else:
-            self.demand.append(k)
-
-    def _start(self, k: int) -> None:
-        self.started[k] = 1  # type: ignore[index]
-        self.start_t[k] = self.env.now  # type: ignore[index]
-        event = simpy.events.Timeout(self.env, self.duration[k], k)
-        event.callbacks.append(self._finish)
-
-    def _finish(self, event: simpy.events.Timeout) -> None:
-        self.on_done(event._value)
-        cancelled = self.cancelled
-        for queue in (self.demand, self.prefetch):
-            while queue:
-                k = queue.popleft()
-                if not cancelled[k]:  # type: ignore[index]
-                    self._start(k)
-                    return
-        self.free += 1
+    wait_compute: np.ndarray
+    expert: np.ndarray
+    cpu_path: np.ndarray
 
 
 def simulate(
     plan: Plan,
-    copy_duration: np.ndarray,
     copy_server: np.ndarray,
     pre_gate: np.ndarray,
-    server_slots: tuple[int, int],
+    servers: tuple[LinkServer, ...],
+    pipelined: Pipelined | None = None,
 ) -> EngineOutput:
     """Run the plan's copies and the compute stream on a simpy clock.
 
     `pre_gate[c]` is the compute time from cell c-1's stall end to cell c's gate: cell c-1's
-    expert part plus cell c's dense part. `server_slots` = (host link engines, SSD queue depth).
+    expert part plus cell c's dense part. `copy_server[k]` indexes `servers` (one per link
+    direction). Without `pipelined` a cell's experts wait for all its copies (per-layer barrier);
+    with it, resident experts run at the gate and each missing one as soon as its bytes land, in
+    arrival order, on the one compute stream; the stall is the time that stream waited.
     """
     n_cells = plan.trace.n_cells
     n_copies = plan.n_copies
     env = simpy.Environment()
-    duration = copy_duration.tolist()
+    nbytes = plan.copy_bytes.astype(np.float64).tolist()
     server_of = copy_server.tolist()
     is_prefetch = plan.copy_prefetch.tolist()
     deps = _sparse(plan.dep_offsets, plan.deps)
@@ -137,17 +107,17 @@ def simulate(
             for j in followers:
                 n_deps[j] -= 1
                 if n_deps[j] == 0 and not cancelled[j]:
-                    servers[server_of[j]].submit(j, is_prefetch[j])
+                    fluid[server_of[j]].submit(j, is_prefetch[j])
         if waited[k]:
             compute_state[0] -= 1
             if compute_state[0] == 0:
                 compute_state[1].succeed()
 
-    servers = []
-    for slots in server_slots:
-        server = CopyServer(env, slots, duration, land)
+    fluid = []
+    for spec in servers:
+        server = FluidServer(env, spec, nbytes, land)
         server.cancelled, server.started, server.start_t = cancelled, started, start_t
-        servers.append(server)
+        fluid.append(server)
 
     def issue(k: int) -> None:
         blocking = 0
@@ -171,7 +141,7 @@ def simulate(
         if blocking:
             n_deps[k] = blocking
         else:
-            servers[server_of[k]].submit(k, is_prefetch[k])
+            fluid[server_of[k]].submit(k, is_prefetch[k])
 
     # cells that need the clock, and the compute time between their gates
     issues = np.diff(plan.cell_copy_offsets) > 0
@@ -181,33 +151,44 @@ def simulate(
     deltas = np.diff(np.concatenate(([0.0], at_gate))).tolist()
     event_list = event_cells.tolist()
 
+    if pipelined is not None:
+        wait_compute = pipelined.wait_compute.tolist()
+        cell_expert = pipelined.expert.tolist()
+        cell_cpu = pipelined.cpu_path.tolist()
+
     def compute():  # noqa: ANN202 - a simpy process
         for k in range(plan.n_setup_copies):  # pinned objects load before the first cell
             issue(k)
         timeout = env.timeout
-        for e, delta in zip(event_list, deltas):
-            if delta > 0:
-                yield timeout(delta)
+        next_gate = 0.0
+        for i, e in enumerate(event_list):
+            next_gate += deltas[i]
+            if next_gate > env.now:
+                yield timeout(next_gate - env.now)
             gate = env.now
             for k in range(cell_copy_off[e], cell_copy_off[e + 1]):
                 issue(k)
-            pending = 0
+            pending = []
             n_late = 0
-            for k in waits[wait_off[e] : wait_off[e + 1]]:
+            for w in range(wait_off[e], wait_off[e + 1]):
+                k = waits[w]
                 if not done[k]:
                     waited[k] = 1
-                    pending += 1
+                    pending.append(w)
                     if is_prefetch[k]:
                         n_late += 1
             if pending:
                 wake = env.event()
-                compute_state[0] = pending
+                compute_state[0] = len(pending)
                 compute_state[1] = wake
                 yield wake
-                stall[e] = env.now - gate
+                if pipelined is None:
+                    stall[e] = env.now - gate
+                else:
+                    stall[e] = _pipelined_stall(gate, pending, waits, end_t, wait_compute, cell_expert[e], cell_cpu[e])
                 if stall[e] > 0:  # a copy landing at the gate's very instant is not late
                     late[e] = n_late
-            # later deltas count from this gate; the process resumes after the stall, so they shift by it
+            next_gate = gate + stall[e]  # later deltas count from this gate, shifted by its stall
 
     env.process(compute())
     env.run()
@@ -220,6 +201,21 @@ def simulate(
         events=_events_scheduled(env),
         event_cells=int(event_cells.size),
     )
+
+
+def _pipelined_stall(gate: float, pending: list[int], waits: list[int], end_t: list[float],
+                     wait_compute: list[float], expert: float, cpu_path: float) -> float:
+    """Seconds the compute stream waited in a pipelined cell (see `simulate`).
+
+    Resident experts (and copies landed before the gate) run first; each pending copy's expert
+    starts at max(stream free, its arrival). The CPU path starts once every copy has landed.
+    """
+    arrivals = sorted((end_t[waits[w]], w) for w in pending)
+    t = gate + expert - sum(wait_compute[w] for w in pending)
+    for arrival, w in arrivals:
+        t = max(t, arrival) + wait_compute[w]
+    end = max(t, (arrivals[-1][0] if cpu_path > 0 else gate) + cpu_path)
+    return max(end - gate - max(expert, cpu_path), 0.0)
 
 
 def _sparse(offsets: np.ndarray, values: np.ndarray) -> dict[int, list[int]]:

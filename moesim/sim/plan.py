@@ -53,7 +53,7 @@ from moesim.sim.count_replay import profile_counts
 from moesim.sim.cache_core import ABSENT, HIT, MISS_COMPULSORY, CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream, build_request_stream
-from moesim.sim.topology import ROUTE_HOST, ROUTE_SSD_DRAM, ROUTE_SSD_VRAM, Topology
+from moesim.sim.topology import ROUTE_DIRECT, ROUTE_LAST, ROUTE_STAGE, Topology
 from moesim.traces.trace import Trace
 
 SETUP_CELL = -1
@@ -428,9 +428,9 @@ class Planner:
         if self.dram is not None:
             chain, _ = self._dram_stage(objs, c, prefetch=False)
             return [k for k in chain if k >= 0]
-        if self.topology.home == "ssd":
+        if self.topology.far:
             # no DRAM cache (GPUDirect or unified memory): read the weights into a host buffer
-            return [self._append_copy(obj, self.object_bytes[obj], ROUTE_SSD_DRAM, False, False, c, [], [], [])
+            return [self._append_copy(obj, self.object_bytes[obj], ROUTE_STAGE, False, False, c, [], [], [])
                     for obj in objs]
         return []
 
@@ -518,9 +518,9 @@ class Planner:
         chain: list[int] | None = None
         if self.dram is not None:
             chain, _ = self._dram_stage(objs, cell, prefetch)
-            route = ROUTE_HOST
+            route = ROUTE_LAST
         else:
-            route = ROUTE_HOST if topo.home == "dram" else ROUTE_SSD_VRAM
+            route = ROUTE_DIRECT if topo.far else ROUTE_LAST
         inbound, unwaited, lowbit, keeps_lowbit = self.inbound, self.unwaited, self.lowbit, self.keeps_lowbit
         copies, object_bytes = self.copies, self.object_bytes
         for i, obj in enumerate(objs):
@@ -591,7 +591,7 @@ class Planner:
                     deps.append(self.dram_inbound[v])
                 self.dram_reader[v] = -1
                 self.dram_inbound[v] = -1
-            k = self._append_copy(obj, self.object_bytes[obj], ROUTE_SSD_DRAM, prefetch, got is not None, cell,
+            k = self._append_copy(obj, self.object_bytes[obj], ROUTE_STAGE, prefetch, got is not None, cell,
                                   deps, [], victims)
             if got is not None:
                 dram.fill(obj)

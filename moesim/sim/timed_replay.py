@@ -22,11 +22,14 @@ from moesim.hw_profiles.profile import HardwareProfile
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
 from moesim.sim.cost_model import ModelShape, cpu_times, dense_times, expert_times, resolve_model_shape
-from moesim.sim.engine import simulate
+from moesim.sim.engine import Pipelined, simulate
+from moesim.sim.expert_compute import per_expert_times, wait_compute
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
-from moesim.sim.topology import ROUTE_HOST, SERVER_HOST, SERVER_SSD, Topology, build_topology
+from moesim.sim.topology import Topology, build_topology
 from moesim.traces.trace import Trace
+
+OVERLAP_MODES = ("layer", "expert")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class TimedConfig:
     grouped_experts: bool = True
     bounds: bool = True
     cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
+    routing_sync: bool = False  # the host reads each cell's routing from the device before issuing its copies
+    overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
+    io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
+    storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -77,6 +84,10 @@ class TimedConfig:
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
             "cancel_unstarted": self.cancel_unstarted,
+            **({"routing_sync": True} if self.routing_sync else {}),  # only when set: older results stay as they were
+            "overlap": self.overlap,
+            "io_lanes": self.io_lanes,
+            "storage_reads": self.storage_reads,
         }
 
     def label(self) -> str:
@@ -110,9 +121,11 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     for their decisions to agree.
     """
     shape = resolve_model_shape(trace, config.model)
-    topology = build_topology(profile, trace.total_object_bytes())
+    topology = build_topology(profile, trace.total_object_bytes(), config.io_lanes, config.storage_reads)
     _check_capacity(profile, config)
     dense = dense_times(trace, shape, profile.compute)
+    if config.routing_sync:
+        dense = dense + routing_sync_seconds(profile)
     planner = Planner(trace, topology, config.plan_config())
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
@@ -129,6 +142,9 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     `engine` picks the planner as count_replay's picks its replay (None: $MOESIM_ENGINE, else
     "auto"); both planners make the same decisions, so results do not depend on it.
     """
+    overlap = config.overlap or profile.overlap
+    if overlap not in OVERLAP_MODES:
+        raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
     setup = setup_planner(trace, profile, config)
     planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
                                                      setup.expert_full)
@@ -153,34 +169,46 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     activation = cpu_token_count * shape.activation_bytes_per_token()
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():
-        out_link = profile.link(topology.d2h_link) if topology.d2h_link else None
-        in_link = profile.link(topology.host_link) if topology.host_link else None
         has = cpu_token_count > 0
-        move_out = out_link.copy_time(activation, profile.pageable) if out_link else 0.0
-        move_in = in_link.copy_time(activation, profile.pageable) if in_link else 0.0
-        cpu_path = np.where(has, cpu_compute + move_out + move_in, 0.0)
+        cpu_path = np.where(has, cpu_compute + topology.activation_time(activation, profile.pageable), 0.0)
+    pipelined = None
+    if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
+        per_req = per_expert_times(req_bytes, plan.gpu_tokens, req_params, profile.device)
+        expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
+        waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, stream.cell, stream.obj, per_req,
+                              trace.n_objects)
+        pipelined = Pipelined(waited, expert, cpu_path)
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
     expert_eff = np.maximum(expert, cpu_path)
     pre_gate = dense + np.concatenate(([0.0], expert_eff[:-1])) if n_cells else np.zeros(0)
-    duration = topology.copy_durations(plan.copy_route, plan.copy_bytes)
-    server = np.where(plan.copy_route == ROUTE_HOST, SERVER_HOST, SERVER_SSD)
-    engine = simulate(plan, duration, server, pre_gate, (topology.host_engines, topology.ssd_slots))
+    server = np.asarray(topology.route_server, dtype=np.int64)[plan.copy_route]
+    if (server < 0).any():  # the planner used a route role the topology did not resolve: a bug, not input
+        raise RuntimeError(f"copies on unresolved route roles {sorted(set(plan.copy_route[server < 0].tolist()))}")
+    engine = simulate(plan, server, pre_gate, topology.servers, pipelined)
+    duration = engine.copy_end - engine.copy_start  # seconds each copy held its slot (NaN: cancelled)
 
     bounds = None
     if config.bounds:
         handler = planner.handler
         bounds = compute_bounds(trace, stream, topology, dense, expert_full, config.capacity_bytes, config.scope,
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
-                                valid=handler.bounds_hold)
+                                valid=handler.bounds_hold, pipelined=overlap == "expert")
     return build_result(config, profile, plan, times, engine, duration, bounds, shape.source)
 
 
+def routing_sync_seconds(profile: HardwareProfile) -> float:
+    """What reading a cell's routing on the host adds before its gate: the router and top-k launches and
+    one small device-to-host copy (the d2h link's latency; none on unified memory or the CPU device)."""
+    link = profile.link("d2h") or profile.link("c2c")
+    return 2.0 * profile.compute.launch_overhead + (link.latency if link is not None else 0.0)
+
+
 def _check_capacity(profile: HardwareProfile, config: TimedConfig) -> None:
-    vram = profile.tier("vram")
+    vram = profile.tier(profile.device.memory)
     if config.capacity_bytes < 0:
         raise UserError(f"capacity must be non-negative, got {config.capacity_bytes}", "capacity")
     if vram is not None and config.capacity_bytes > vram.usable:
         raise UserError(f"{config.capacity_bytes} bytes exceed the profile's usable vram ({vram.usable:.0f} bytes); "
-                        "lower the capacity or raise tiers.vram.capacity with --set", f"profile {profile.name}")
+                        f"lower the capacity or raise memories.{profile.device.memory}.capacity with --set", f"profile {profile.name}")

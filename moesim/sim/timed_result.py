@@ -28,7 +28,6 @@ from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.engine import EngineOutput
 from moesim.sim.plan import Plan
-from moesim.sim.topology import ROUTE_HOST
 from moesim.traces.trace import DECODE, PHASE_NAMES, PREFILL
 
 FORMAT = "moesim.timed_result/1"
@@ -133,12 +132,10 @@ def build_result(
         columns[f"copy_s_{name}"] = np.bincount(cell_of_copy[sel], weights=copy_duration[sel], minlength=n_cells)
         all_sel = mask & ran
         link_totals[name] = {"bytes": int(plan.copy_bytes[all_sel].sum()), "copies": int(all_sel.sum()),
-                             "busy_s": float(copy_duration[all_sel].sum())}
+                             "busy_s": _busy_union(engine.copy_start[all_sel], engine.copy_end[all_sel])}
     act = times.activation_bytes
     if act.any():
-        for name in {topo.host_link or topo.ssd_link, topo.d2h_link}:
-            if name is None:
-                continue
+        for name in sorted({link.name for link in topo.cpu_links if link is not None}):
             key = f"bytes_{name}"
             columns[key] = columns.get(key, np.zeros(n_cells, dtype=np.int64)) + act.astype(np.int64)
             entry = link_totals.setdefault(name, {"bytes": 0, "copies": 0, "busy_s": 0.0})
@@ -156,15 +153,23 @@ def build_result(
 
 
 def _links_used(plan: Plan) -> dict[str, np.ndarray]:
-    """Copy mask per link name, in a fixed order."""
-    topo = plan.topology
+    """Copy mask per link name (the links the plan's route roles take), in route order."""
     out: dict[str, np.ndarray] = {}
-    host = plan.copy_route == ROUTE_HOST
-    if topo.host_link is not None:
-        out[topo.host_link] = host
-    if topo.ssd_link is not None:
-        out[topo.ssd_link] = ~host
+    for route, name in plan.topology.link_names().items():
+        mask = plan.copy_route == route
+        out[name] = out[name] | mask if name in out else mask
     return out
+
+
+def _busy_union(start: np.ndarray, end: np.ndarray) -> float:
+    """Seconds during which at least one of the intervals is open (a link is busy)."""
+    if start.size == 0:
+        return 0.0
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    reach = np.maximum.accumulate(e)
+    gaps = np.maximum(s[1:] - reach[:-1], 0.0)
+    return float(reach[-1] - s[0] - gaps.sum())
 
 
 def request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray) -> pd.DataFrame:
@@ -302,12 +307,10 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
     misses = int(cells["misses"].sum())
     late = int(cells["late_prefetch"].sum())
     hits = int(cells["hits"].sum())
-    engines = {topo.host_link: topo.host_engines, topo.ssd_link: topo.ssd_slots}
     links = {}
     link_energy = {}
-    for name, tot in sorted(link_totals.items()):
-        slots = engines.get(name, 1) or 1
-        links[name] = dict(tot, utilization=(tot["busy_s"] / (slots * total_s)) if total_s > 0 else None)
+    for name, tot in sorted(link_totals.items()):  # busy_s: time with at least one transfer on the link
+        links[name] = dict(tot, utilization=(tot["busy_s"] / total_s) if total_s > 0 else None)
         link_energy[name] = tot["bytes"] * profile.power.joules_per_byte.get(name, 0.0)
     idle_s = max(total_s - active_s, 0.0)
     energy_active = profile.power.active_watts * active_s
@@ -321,7 +324,9 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
         "config": config.to_dict(),
         "profile": profile.name,
         "model_source": model_source,
-        "topology": {"home": topo.home, "host_link": topo.host_link, "ssd_link": topo.ssd_link,
+        "topology": {"home": topo.home, "target": topo.target, "stage": topo.stage,
+                     "host_link": topo.host_link, "ssd_link": topo.ssd_link,
+                     "routes": {str(r): name for r, name in topo.link_names().items()},
                      "dram_cache_bytes": topo.dram_cache_bytes},
         "lossy": plan.lossy,
         "altered_applications": int(cells["altered"].sum()),

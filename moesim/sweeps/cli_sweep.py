@@ -103,10 +103,15 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     from moesim.sweeps.whatif import parse_axis, plan_whatif, run_whatif
 
     axes = [parse_axis(v) for v in args.vary]
-    plan = plan_whatif(args.trace, args.profile, axes, [p for p in args.policies.split(",") if p.strip()],
+    from moesim.traces.cli_input import load_cli_trace, trace_input
+
+    fmt, options = trace_input(args)
+    trace: Any = load_cli_trace(args, args.trace) if (fmt or options) else args.trace
+    plan = plan_whatif(trace, args.profile, axes, [p for p in args.policies.split(",") if p.strip()],
                        prefetch=[p for p in args.prefetch.split(",") if p.strip()],
                        miss=[m for m in args.miss.split(",") if m.strip()], capacity=args.capacity, scope=args.scope,
-                       mode=args.replay, seeds=(args.seed,), count_only=args.count_only)
+                       mode=args.replay, seeds=(args.seed,), count_only=args.count_only,
+                       trace_name=args.trace if not isinstance(trace, str) else None)
     data = run_whatif(plan, args.out, args.backend, args.jobs, args.ray_address, _progress_flag(args))
     emit(args, data, _render_whatif)
     return 0
@@ -137,6 +142,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     whatif = subparsers.add_parser("whatif", help="vary hardware fields and capacity over a grid; report heatmaps")
     whatif.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
+    from moesim.traces.cli_input import add_trace_input_flags
+
+    add_trace_input_flags(whatif)
     whatif.add_argument("--profile", default=None, help="hardware profile (name or YAML); none: count-only")
     whatif.add_argument("--vary", action="append", default=[], required=True,
                         help="PATH=LO..HI:N[:geo|:lin] or PATH=V1,V2,...; PATH a profile field "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
+from moesim.traces.cli_input import add_trace_input_flags, load_cli_trace
 from moesim.units import format_bytes
 
 
@@ -36,25 +37,11 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", help="input format (default: detected); see `moesim traces formats`")
-    parser.add_argument("--map", help="generic format: FIELD=COLUMN pairs, e.g. layer=lyr,experts=topk_ids")
-    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
-                        help="an importer option, e.g. prefill_len=28 (repeatable)")
+    add_trace_input_flags(parser)
 
 
-def _load(args: argparse.Namespace, path: str) -> Any:
-    from moesim.errors import UserError
-    from moesim.traces.importers.options import parse_option_pairs
-    from moesim.traces.io import load_trace
-
-    options: dict[str, Any] = parse_option_pairs(args.option)
-    fmt = args.format
-    if args.map is not None:
-        if fmt not in (None, "generic"):
-            raise UserError(f"--map applies to --format generic, not {fmt!r}", "--map")
-        fmt = "generic"
-        options["column_map"] = args.map
-    return load_trace(path, format=fmt, **options)
+def _load(args: argparse.Namespace, path: str, warn: bool = True) -> Any:
+    return load_cli_trace(args, path, warn=warn)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -100,8 +87,12 @@ def _render_info(d: dict[str, Any]) -> str:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from moesim.errors import UserError
     from moesim.traces.io import save_trace
 
+    if Path(args.out).suffix.lower() != ".parquet":
+        raise UserError(f"moesim writes traces as Parquet; name the file .parquet, not {Path(args.out).name!r}",
+                        "--out")
     trace = _load(args, args.input)
     save_trace(trace, args.out)
     data = {"input": args.input, "out": str(Path(args.out)), "passes": trace.n_passes,
@@ -111,11 +102,23 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    trace = _load(args, args.trace)  # loading validates; any problem is a UserError (exit 1)
+    from moesim.traces.doctor import diagnose
+
+    trace = _load(args, args.trace, warn=False)  # loading validates; any problem is a UserError (exit 1)
+    findings = diagnose(trace)
     data = {"trace": args.trace, "valid": True, "passes": trace.n_passes, "cells": trace.n_cells,
-            "routed_accesses": trace.n_accesses}
-    emit(args, data, lambda d: f"{d['trace']}: valid ({d['passes']} passes, {d['cells']} cells, "
-                               f"{d['routed_accesses']:,} routed accesses)")
+            "routed_accesses": trace.n_accesses,
+            "warnings": [{"code": f.code, "message": f.message} for f in findings]}
+
+    def render(d: dict[str, Any]) -> str:
+        head = (f"{d['trace']}: valid ({d['passes']} passes, {d['cells']} cells, "
+                f"{d['routed_accesses']:,} routed accesses)")
+        if not d["warnings"]:
+            return head + "; the trace doctor finds nothing wrong"
+        return "\n".join([head + f"; the trace doctor warns ({len(d['warnings'])}):"]
+                         + [f"  {w['code']}: {w['message']}" for w in d["warnings"]])
+
+    emit(args, data, render)
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from moesim.cli import add_json_flag, emit
 from moesim.errors import UserError
+from moesim.traces.cli_input import add_trace_input_flags
 
 
 def register_traces(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
     p.add_argument("trace", help="trace file, or a bundled trace (qwen, gemma, switch-base-8)")
     p.add_argument("--out", metavar="PARAMS.yaml", help="write the fitted settings (for synth --from-fit)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit's simulations and of the settings")
+    add_trace_input_flags(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_fit)
 
@@ -46,21 +48,26 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
                    help="accesses the per-layer and whole-trace counts cover (predictors always use decode)")
     p.add_argument("--k", type=int, help="k of the top-k coverage (default: the trace's top_k)")
     p.add_argument("--per-layer", action="store_true", help="also print one row per layer")
+    add_trace_input_flags(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_stats)
 
 
 # ---- loading -----------------------------------------------------------------------------------
-def load_trace_arg(arg: str):
-    """A trace from a path (any format load_trace detects), `bundled:NAME`, or a bare bundled name."""
-    from moesim.traces.io import BUNDLED_PREFIX, load_trace
+def load_trace_arg(arg: str, args: Any = None):
+    """A trace from a path (any format load_trace detects, with the trace-input flags of `args`),
+    `bundled:NAME`, or a bare bundled name; the trace doctor's warnings go to stderr."""
+    from moesim.traces.cli_input import load_cli_trace
+    from moesim.traces.io import BUNDLED_PREFIX
+    from moesim.traces.importers.log_read import has_wildcard
 
-    if arg.startswith(BUNDLED_PREFIX) or Path(arg).exists():
-        return load_trace(arg)
+    args = args if args is not None else argparse.Namespace()
+    if arg.startswith(BUNDLED_PREFIX) or Path(arg).exists() or has_wildcard(arg):
+        return load_cli_trace(args, arg)
     from moesim.traces.bundled import bundled_names
 
     if arg in bundled_names():
-        return load_trace(BUNDLED_PREFIX + arg)
+        return load_cli_trace(args, BUNDLED_PREFIX + arg)
     raise UserError(f"no such trace file, and no bundled trace of that name ({', '.join(bundled_names())})", arg)
 
 
@@ -135,7 +142,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from moesim.atomic_io import write_text_atomic
     from moesim.traces.fit import config_yaml, fit_with_report
 
-    trace = load_trace_arg(args.trace)
+    trace = load_trace_arg(args.trace, args)
     result = fit_with_report(trace, seed=args.seed)
     if args.out:
         header = {
@@ -197,7 +204,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     if args.k is not None and args.k <= 0:
         raise UserError(f"k must be positive, got {args.k}", "--k")
-    trace = load_trace_arg(args.trace)
+    trace = load_trace_arg(args.trace, args)
     result = compute_stats(trace, phase=args.phase, k=args.k)
     report = _no_nan(result.to_dict(per_layer=args.per_layer))
     report["trace"] = args.trace

@@ -21,6 +21,7 @@ from typing import Any
 from moesim.errors import UserError
 from moesim.traces import parquet_codec
 from moesim.traces.importers import IMPORTER_MODULES, importer, sniff_importer
+from moesim.traces.importers.log_read import has_wildcard
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import Trace
 
@@ -53,20 +54,38 @@ def load_trace(path: str | os.PathLike[str], format: str | None = None, **option
             raise UserError(f"bundled traces are in the moesim format, not {format!r}", text)
         return parquet_codec.read_trace(bundled_trace_path(text[len(BUNDLED_PREFIX):]))
     p = Path(text)
-    if not p.exists():
+    wildcard = not p.exists() and has_wildcard(text)
+    if not p.exists() and not wildcard:
         raise UserError("no such file or folder", text)
     fmt = format or detect_format(p)
     if fmt == MOESIM_FORMAT:
-        if options:
-            raise UserError(f"the moesim format takes no options (got {', '.join(sorted(options))})", text)
-        if p.is_dir():
-            raise UserError("a moesim trace is one .parquet file, not a folder", text)
-        return parquet_codec.read_trace(p)
+        if p.is_dir() or wildcard:
+            raise UserError("a moesim trace is one .parquet file, not a folder or a pattern", text)
+        return with_sizes(parquet_codec.read_trace(p), options, text)
     if fmt not in IMPORTER_MODULES:
         raise UserError(f"unknown format {fmt!r}; known: {', '.join(format_names())}", "--format")
     module = importer(fmt)
+    if wildcard and not getattr(module, "MANY_FILES", False):
+        raise UserError(f"format {fmt!r} reads one file or folder, not a pattern", text)
     opts = Options(options, module.OPTIONS, fmt)
     return module.load(p, opts)
+
+
+def with_sizes(trace: Trace, options: dict[str, Any], where: str) -> Trace:
+    """A moesim trace with `expert_bytes` (one size or one per layer) replacing its object sizes,
+    e.g. to give real sizes to a trace imported with 1-byte placeholders; no other option applies."""
+    unknown = sorted(set(options) - {"expert_bytes"})
+    if unknown:
+        raise UserError(f"the moesim format takes only --option expert_bytes (got {', '.join(unknown)})", where)
+    if "expert_bytes" not in options:
+        return trace
+    sizes = Options(options, {"expert_bytes": ""}, MOESIM_FORMAT).byte_sizes("expert_bytes", trace.meta.n_layers)
+    assert sizes is not None
+    trace.meta.object_bytes = sizes
+    trace.meta.extra.pop("object_bytes_unknown", None)
+    trace.meta.extra.pop("object_bytes_note", None)
+    trace.meta.provenance["object_bytes_from"] = "--option expert_bytes"
+    return trace
 
 
 def detect_format(path: Path) -> str:

@@ -71,6 +71,11 @@ def test_shipped_profile_is_valid_and_fully_sourced(name: str) -> None:
         if leaf["unit"] != "count":
             assert leaf["provenance"] and leaf["provenance"] != "default"
     assert profile.tiers["vram"].usable > 0
+    if name != "phone-oneplus-15r":  # every desktop, server and laptop profile can run experts on its CPU
+        cpu = profile.processors["cpu"]
+        assert cpu.kind == "cpu" and cpu.memory in profile.tiers and cpu.memory_bandwidth > 0 and cpu.cores
+        assert profile.compute.cpu_flops and profile.compute.cpu_memory_bandwidth == cpu.memory_bandwidth
+    assert profile.framework and profile.overlap in ("layer", "expert")
 
 
 def test_h100_sxm_figures_are_hardware_md_seeds() -> None:
@@ -104,7 +109,8 @@ def test_platform_shapes() -> None:
 def test_phone_matches_the_bigmoeonedge_run() -> None:
     phone = load_profile("phone-oneplus-15r")
     assert set(phone.tiers) == {"vram", "ssd"} and set(phone.links) == {"ssd_d"}
-    assert phone.tiers["ssd"].queue_depth == 4 and phone.links["ssd_d"].copy_engines == 4
+    assert phone.tiers["ssd"].read_lanes == 4 and phone.links["ssd_d"].copy_engines == 4
+    assert phone.expert_processor == "cpu" and phone.overlap == "expert" and phone.framework == "llama.cpp"
     root = shared_traces() / "bigmoeonedge"
     metrics = [line.split(",") for line in (root / "qwen.metrics").read_text().splitlines() if line[:1].isdigit()]
     io_seconds = sum(float(row[3]) for row in metrics) / 1e3
@@ -112,8 +118,9 @@ def test_phone_matches_the_bigmoeonedge_run() -> None:
     # per-thread flash bandwidth = bytes read / io time summed over the 4 io threads; each of the
     # queue_depth reads in flight gets read_bandwidth / queue_depth
     per_thread = read_bytes / io_seconds
-    ssd = phone.tiers["ssd"]
-    assert ssd.read_bandwidth / ssd.queue_depth == pytest.approx(per_thread, rel=0.01)
+    curve = phone.tiers["ssd"].throughput
+    assert curve is not None and curve.bandwidth(2.86e6, 1) == pytest.approx(per_thread, rel=0.01)
+    assert curve.bandwidth(2.86e6, 4) == pytest.approx(4 * per_thread, rel=0.01)
     assert phone.links["ssd_d"].bandwidth == pytest.approx(4 * per_thread, rel=0.01)
     # effective compute: weight bytes a decode token reads / mean compute time per token
     header = (root / "qwen.route.csv").read_text().splitlines()[:60]
@@ -151,7 +158,7 @@ def test_overrides_change_only_their_values() -> None:
     p = apply_overrides(base, ["links.h2d.bandwidth=32GB/s", "tiers.vram.capacity=24GiB"])
     assert p.links["h2d"].bandwidth == 32e9 and p.tiers["vram"].capacity == 24 * 2**30
     assert p.provenance["links.h2d.bandwidth"] == "override: 32GB/s"
-    assert p.provenance["tiers.vram.capacity"] == "override: 24GiB"
+    assert p.provenance["memories.vram.capacity"] == "override: 24GiB"  # pre-graph paths still work
     assert p.links["d2h"] == base.links["d2h"] and p.compute == base.compute
     assert base.links["h2d"].bandwidth == 53e9  # the original is untouched
     assert load_profile("h100-sxm", ["links.h2d.bandwidth=32GB/s"]).links["h2d"].bandwidth == 32e9
@@ -160,7 +167,8 @@ def test_overrides_change_only_their_values() -> None:
 def test_set_field_for_sweeps() -> None:
     base = load_profile("a100-80gb")
     p = set_field(base, "compute.peak_flops", "500 TFLOP/s")
-    assert p.compute.peak_flops == 500e12 and p.provenance["compute.peak_flops"] == "override: 500 TFLOP/s"
+    assert p.compute.peak_flops == 500e12 and p.provenance["processors.gpu.peak_flops.bf16"] == "override: 500 TFLOP/s"
+    assert set_field(base, "processors.cpu.memory_bandwidth", "100 GB/s").processors["cpu"].memory_bandwidth == 100e9
     p = set_field(base, "links.h2d.latency", "10 us", provenance="sweep 3 of 8")
     assert p.links["h2d"].latency == 10e-6 and p.provenance["links.h2d.latency"] == "sweep 3 of 8"
     assert set_field(base, "links.h2d.copy_engines", "2").links["h2d"].copy_engines == 2
@@ -179,7 +187,9 @@ def test_overrides_can_add_a_link_together() -> None:
     "override,fragment",
     [
         ("links.h2d.bandwith=32GB/s", "did you mean 'links.h2d.bandwidth'"),
-        ("links.pcie.bandwidth=32GB/s", "unknown profile field"),
+        ("links.pcie.bandwidth=32GB/s", "links.pcie.from: missing field"),
+        ("links.h2d.duplex=triple", "not one of"),
+        ("processors.gpu.peak_flops.fp64=1 TFLOP/s", "unknown profile field"),
         ("links.h2d.bandwidth=32", "bare number"),
         ("links.h2d.bandwidth=32 GB", "not a bandwidth unit"),
         ("links.h2d.bandwidth=0 GB/s", "must be positive"),
@@ -203,7 +213,9 @@ def test_every_schema_path_is_overridable() -> None:
     for path in value_paths():
         spec = field_spec(path)
         assert spec is not None
-    assert field_spec("links.h2d") is None and field_spec("tiers.hbm.capacity") is None
+    assert field_spec("links.h2d") is None and field_spec("memories.vram.capacity_") is None
+    assert field_spec("tiers.vram.capacity").kind == "bytes"  # type: ignore[union-attr]  # pre-graph paths
+    assert field_spec("compute.peak_flops").kind == "flops"  # type: ignore[union-attr]
     assert field_spec("links.h2d.copy_engines").kind == COUNT  # type: ignore[union-attr]
 
 
@@ -233,40 +245,52 @@ def _put(value: Any, *path: str):
 
 
 CASES = [
-    ("missing field", _drop("compute", "peak_flops"), "compute.peak_flops", "missing field"),
+    ("missing field", _drop("processors", "gpu", "memory_bandwidth"), "processors.gpu.memory_bandwidth", "missing field"),
     ("missing section", _drop("power"), "power", "missing field"),
-    ("missing ssd field", _drop("tiers", "ssd", "queue_depth"), "tiers.ssd.queue_depth", "missing field"),
     ("missing link latency", _drop("links", "h2d", "latency"), "links.h2d.latency", "missing field"),
-    ("missing vram", _drop("tiers", "vram"), "tiers.vram", "missing field"),
+    ("missing link end", _drop("links", "h2d", "from"), "links.h2d.from", "missing field"),
     ("unknown field", _put({"value": "5 GB/s", "provenance": "x"}, "links", "h2d", "bandwith"), "links.h2d.bandwith", "unknown field"),
     ("unknown top-level field", _put("x", "vendor"), "vendor", "unknown field"),
-    ("unknown tier", _put({"capacity": "1 GB"}, "tiers", "hbm"), "tiers.hbm", "unknown tier"),
-    ("unknown link", _put({"bandwidth": "1 GB/s"}, "links", "pcie"), "links.pcie", "unknown link"),
+    ("link to an absent memory", _put("hbm2", "links", "h2d", "to"), "links.h2d.to", "no memory 'hbm2'"),
+    ("link to itself", _put("dram", "links", "h2d", "to"), "links.h2d.to", "two different memories"),
+    ("processor on an absent memory", _put("hbm", "processors", "gpu", "memory"), "processors.gpu.memory", "no memory 'hbm'"),
+    ("unknown processor kind", _put("tpu", "processors", "gpu", "kind"), "processors.gpu.kind", "not one of"),
+    ("unknown dtype", _put("1 TFLOP/s", "processors", "gpu", "peak_flops", "fp64"), "processors.gpu.peak_flops.fp64", "unknown dtype"),
+    ("no usable dtype", _put({"int8": {"value": "1 PFLOP/s", "provenance": "x"}}, "processors", "gpu", "peak_flops"), "processors.gpu.peak_flops", "at least bf16"),
+    ("bad duplex", _put("both", "links", "h2d", "duplex"), "links.h2d.duplex", "not one of"),
+    ("absent expert processor", _put("npu", "expert_processor"), "expert_processor", "no processor 'npu'"),
+    ("bad overlap", _put("token", "overlap"), "overlap", "not one of"),
+    ("bad storage reads", _put("mmap2", "storage_reads"), "storage_reads", "not one of"),
+    ("curve and flat bandwidth", _put({"provenance": "x", "points": [["1 MiB", 1, "1 GB/s"]]}, "memories", "ssd", "throughput"),
+     "memories.ssd.read_bandwidth", "not both"),
+    ("curve row", _put({"provenance": "x", "points": [["1 MiB", 0, "1 GB/s"]]}, "memories", "dram", "throughput"),
+     "memories.dram.throughput.points[0]", "queue depth"),
+    ("curve without provenance", _put({"points": [["1 MiB", 1, "1 GB/s"]]}, "memories", "dram", "throughput"),
+     "memories.dram.throughput.provenance", "missing field"),
     ("bare number", _put({"value": 53, "provenance": "x"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "bare number"),
     ("bare number string", _put({"value": "53", "provenance": "x"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "bare number"),
     ("bare number without mapping", _put(53e9, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "bare number"),
     ("bad unit", _put({"value": "53 GB", "provenance": "x"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "not a bandwidth unit"),
-    ("unknown unit", _put({"value": "53 furlongs", "provenance": "x"}, "tiers", "vram", "capacity"), "tiers.vram.capacity", "not a bytes unit"),
+    ("unknown unit", _put({"value": "53 furlongs", "provenance": "x"}, "memories", "vram", "capacity"), "memories.vram.capacity", "not a bytes unit"),
     ("negative bandwidth", _put({"value": "-53 GB/s", "provenance": "x"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "negative"),
     ("zero bandwidth", _put({"value": "0 GB/s", "provenance": "x"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "must be positive"),
-    ("zero capacity", _put({"value": "0 GiB", "provenance": "x"}, "tiers", "dram", "capacity"), "tiers.dram.capacity", "must be positive"),
-    ("zero peak flops", _put({"value": "0 TFLOP/s", "provenance": "x"}, "compute", "peak_flops"), "compute.peak_flops", "must be positive"),
-    ("capacity below reserved", _put({"value": "90 GiB", "provenance": "x"}, "tiers", "vram", "reserved"), "tiers.vram.reserved", "more than the capacity"),
+    ("zero capacity", _put({"value": "0 GiB", "provenance": "x"}, "memories", "dram", "capacity"), "memories.dram.capacity", "must be positive"),
+    ("zero peak flops", _put({"value": "0 TFLOP/s", "provenance": "x"}, "processors", "gpu", "peak_flops", "bf16"), "processors.gpu.peak_flops.bf16", "must be positive"),
+    ("capacity below reserved", _put({"value": "90 GiB", "provenance": "x"}, "memories", "vram", "reserved"), "memories.vram.reserved", "more than the capacity"),
     ("missing provenance", _put("53 GB/s", "links", "h2d", "bandwidth"), "links.h2d.bandwidth", "missing provenance"),
     ("missing provenance key", _put({"value": "53 GB/s"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth.provenance", "missing field"),
     ("empty provenance", _put({"value": "53 GB/s", "provenance": "  "}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth.provenance", "is empty"),
     ("provenance not text", _put({"value": "53 GB/s", "provenance": 7}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth.provenance", "expected a string"),
     ("extra key in value", _put({"value": "53 GB/s", "provenance": "x", "note": "y"}, "links", "h2d", "bandwidth"), "links.h2d.bandwidth.note", "unknown field"),
     ("count as string", _put("2", "links", "h2d", "copy_engines"), "links.h2d.copy_engines", "plain integer"),
-    ("count as float", _put(2.0, "tiers", "ssd", "queue_depth"), "tiers.ssd.queue_depth", "plain integer"),
-    ("count zero", _put(0, "tiers", "ssd", "queue_depth"), "tiers.ssd.queue_depth", "at least 1"),
-    ("link without its tier", _drop("tiers", "ssd"), "links.ssd_h", "no tiers.ssd"),
-    ("tier without a link", _drop("links"), "tiers.dram", "no link reaches the cache tier"),
+    ("count as float", _put(2.0, "memories", "ssd", "queue_depth"), "memories.ssd.queue_depth", "plain integer"),
+    ("count zero", _put(0, "memories", "ssd", "read_lanes"), "memories.ssd.read_lanes", "at least 1"),
+    ("queue depth without bandwidth", _drop("memories", "ssd", "read_bandwidth"), "memories.ssd.queue_depth", "needs read_bandwidth"),
     ("energy for an absent link", _put("1 pJ/B", "power", "joules_per_byte", "c2c"), "power.joules_per_byte.c2c", "no such link"),
     ("active below idle", _put({"value": "10 W", "provenance": "x"}, "power", "active_watts"), "power.active_watts", "below idle_watts"),
     ("bad host memory", _put("cached", "host_memory"), "host_memory", "not one of"),
     ("name not text", _put(["h100"], "name"), "name", "expected a string"),
-    ("section not a mapping", _put("fast", "compute"), "compute", "expected a mapping"),
+    ("section not a mapping", _put("fast", "processors"), "processors", "expected a mapping"),
 ]
 
 
@@ -287,14 +311,14 @@ def test_validation_errors_name_file_and_field(tmp_path: Path, case: tuple[str, 
 
 def test_section_provenance_covers_plain_strings(tmp_path: Path) -> None:
     doc = _base_doc()
-    doc["links"]["h2d"] = {"provenance": "measured here", "bandwidth": "40 GB/s", "latency": "6 us"}
+    doc["links"]["h2d"] = {"from": "dram", "to": "vram", "provenance": "measured here", "bandwidth": "40 GB/s", "latency": "6 us"}
     doc["provenance"] = "file-wide note"
-    doc["compute"]["launch_overhead"] = "4 us"
+    doc["processors"]["gpu"]["kernel_overhead"] = "4 us"
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(doc))
     p = profile_from_yaml(path)
     assert p.links["h2d"].bandwidth == 40e9 and p.provenance["links.h2d.latency"] == "measured here"
-    assert p.provenance["compute.launch_overhead"] == "file-wide note"
+    assert p.provenance["processors.gpu.kernel_overhead"] == "file-wide note"
 
 
 @pytest.mark.parametrize(
@@ -388,15 +412,21 @@ def test_cli_profiles_show_json_gives_si_units_and_provenance(capsys: pytest.Cap
     data = json.loads(capsys.readouterr().out)
     h2d = data["links"]["h2d"]["bandwidth"]
     assert h2d["value"] == 53e9 and h2d["unit"] == "B/s" and "nvbandwidth" in h2d["provenance"]
-    assert data["tiers"]["vram"]["capacity"] == {"value": 81559 * 2**20, "unit": "B", "provenance": data["tiers"]["vram"]["capacity"]["provenance"]}
-    assert data["links"]["h2d"]["latency"]["unit"] == "s" and data["compute"]["peak_flops"]["unit"] == "FLOP/s"
+    capacity = data["memories"]["vram"]["capacity"]
+    assert capacity == {"value": 81559 * 2**20, "unit": "B", "provenance": capacity["provenance"]}
+    assert data["links"]["h2d"]["latency"]["unit"] == "s"
+    assert data["processors"]["gpu"]["peak_flops"]["bf16"]["unit"] == "FLOP/s"
+    assert data["links"]["h2d"]["from"] == "dram" and data["links"]["h2d"]["to"] == "vram"
+    routes = data["routes"]
+    assert routes["target"] == "vram"
+    assert routes["direct"]["ssd"] == {"memories": ["ssd", "dram", "vram"], "links": ["ssd_h", "h2d"]}
 
 
 def test_cli_profiles_show_with_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles", "show", "h100-sxm", "--set", "links.h2d.bandwidth=32GB/s", "--set", "tiers.vram.capacity=24GiB", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["links"]["h2d"]["bandwidth"] == {"value": 32e9, "unit": "B/s", "provenance": "override: 32GB/s"}
-    assert data["tiers"]["vram"]["capacity"]["value"] == 24 * 2**30
+    assert data["memories"]["vram"]["capacity"]["value"] == 24 * 2**30
 
 
 def test_cli_profiles_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -405,6 +435,7 @@ def test_cli_profiles_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profiles", "show", "gh200"]) == 0
     out = capsys.readouterr().out
     assert "links.c2c.bandwidth" in out and "375 GB/s" in out
+    assert "ssd -ssd_h-> dram -c2c-> vram" in out and "processors.cpu.memory_bandwidth" in out
 
 
 def test_cli_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

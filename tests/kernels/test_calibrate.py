@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from moesim.hw_profiles.schema import translate_path
 from hypothesis import given, settings, strategies as st
 
 from moesim.cli import main
@@ -176,7 +178,8 @@ def test_written_profile_has_measured_values_with_provenance_and_keeps_the_rest(
     doc = yaml.safe_load(Path(paths["profile"]).read_text())
     assert doc["name"] == "my-h100" and doc["host_memory"] == "pinned"
     entries = dict(leaves(doc))
-    measured = {m.path: m for m in result.measured}
+    device = base_profile().expert_processor
+    measured = {translate_path(m.path, device): m for m in result.measured}
     for path, m in measured.items():
         entry = entries[path]
         if m.kind == "count":
@@ -192,10 +195,10 @@ def test_written_profile_has_measured_values_with_provenance_and_keeps_the_rest(
     assert parse_quantity(entries["links.h2d.latency"]["value"], "time") == pytest.approx(ALPHA, rel=1e-3)
     # not measured: copied with the base profile's own provenance
     base = base_profile()
-    for path in ("compute.peak_flops", "tiers.vram.reserved", "tiers.dram.bandwidth", "power.idle_watts",
-                 "power.joules_per_byte.h2d"):
+    for path in ("processors.gpu.peak_flops.bf16", "memories.vram.reserved", "memories.dram.bandwidth",
+                 "power.idle_watts", "power.joules_per_byte.h2d"):
         assert entries[path]["provenance"] == base.provenance[path]
-    assert parse_quantity(entries["compute.peak_flops"]["value"], "flops") == 989e12
+    assert parse_quantity(entries["processors.gpu.peak_flops.bf16"]["value"], "flops") == 989e12
     assert parse_quantity(entries["power.joules_per_byte.h2d"]["value"], "energy_per_byte") == pytest.approx(1e-11)
     assert "links.d2h.pageable_bandwidth" not in entries  # not measured, not in the base
     report = json.loads(Path(paths["report"]).read_text())

@@ -29,7 +29,7 @@ def small_trace(monkeypatch):
     trace = _trace()
     loaded = []
 
-    def fake_load(text):
+    def fake_load(text, args=None):
         if text != "small.trace":
             from moesim.errors import UserError
 
@@ -185,7 +185,7 @@ def _olmoe_like(n_passes: int, seed: int = 0):
 def test_compare_on_an_olmoe_shaped_trace_belady_bounds_every_policy(monkeypatch, capsys):
     from moesim.policies.registry import available
 
-    monkeypatch.setattr(cli_replay, "load_trace_arg", lambda text: _olmoe_like(80))
+    monkeypatch.setattr(cli_replay, "load_trace_arg", lambda text, args=None: _olmoe_like(80))
     names = [r.name for r in available("eviction") if r.name not in ("belady", "static-hot")]
     assert main(["compare", "--trace", "olmoe-like", "--policies", ",".join(names), "--capacity", "1%,5%,25%",
                  "--count-only", "--json"]) == 0

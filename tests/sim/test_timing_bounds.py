@@ -60,11 +60,12 @@ def workloads(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(workloads(), st.sampled_from(EVICTION), st.sampled_from(["none", "oracle:lookahead=1:cross_pass=true", "oracle:lookahead=3"]))
-def test_no_policy_beats_the_bounds(workload, eviction, prefetch):
+@given(workloads(), st.sampled_from(EVICTION), st.sampled_from(["none", "oracle:lookahead=1:cross_pass=true", "oracle:lookahead=3"]),
+       st.sampled_from(["layer", "expert"]))
+def test_no_policy_beats_the_bounds(workload, eviction, prefetch, overlap):
     trace, profile, capacity, scope = workload
     result = timed_replay(trace, profile, TimedConfig(eviction=eviction, prefetch=prefetch, capacity_bytes=capacity,
-                                                      scope=scope))
+                                                      scope=scope, overlap=overlap))
     bounds = result.bounds
     assert bounds is not None and bounds.valid
     assert np.all(result.cells["end_s"].to_numpy() >= bounds.ideal_cell_end - EPS)

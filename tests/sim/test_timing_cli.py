@@ -78,3 +78,15 @@ def test_timed_table_ranks_by_tpot_and_adds_bounds(hand_profile):
     assert bounds["label"].tolist() == ["bound: Belady", "bound: time"]
     assert bounds.iloc[0]["misses"] == summaries[0]["bounds"]["belady_misses"]
     assert (runs["tpot_s"] >= bounds.iloc[1]["tpot_s"]).all()
+
+
+def test_overlap_io_lanes_and_storage_reads_options(hand_profile):
+    """The run options reach TimedConfig and the result records them; a bad value is a one-line error."""
+    args = _args("--profile", "hand", "--overlap", "expert", "--io-lanes", "3", "--storage-reads", "buffered")
+    summary = cli_timing.run_timed(args, _trace(), 8 * MB)
+    assert summary["config"]["overlap"] == "expert"
+    assert summary["config"]["io_lanes"] == 3 and summary["config"]["storage_reads"] == "buffered"
+    with pytest.raises(UserError, match="--io-lanes"):
+        cli_timing.run_timed(_args("--profile", "hand", "--io-lanes", "0"), _trace(), 8 * MB)
+    with pytest.raises(SystemExit):
+        _args("--profile", "hand", "--overlap", "token")

@@ -83,16 +83,18 @@ def test_oracle_prefetch_one_cell_ahead_matches_the_hand_timeline():
     assert result.summary["time"]["total_s"] == pytest.approx(7098 * US, abs=1e-12)
 
 
-def test_two_copy_engines_run_copies_side_by_side():
-    """With 2 engines the two misses of a cell copy in parallel: stall = one copy (1010 us).
+def test_two_copy_engines_share_the_link():
+    """2 engines on one 1 GB/s link: the two misses of a cell start together, wait their 10 us
+    latencies side by side, then share the link at 0.5 GB/s each: both land at 10 + 2000 us (one
+    engine: 1010 + 1010 = 2020 us). The old model gave each engine the full 1 GB/s (stall 1010 us).
 
-    Capacity 8 objects: nothing is evicted, so cells 2 and 3 miss once each (6 copies in all);
-    every cell takes 7 + 1010 + 7 us, the run 4096 us, and the link is busy 6 x 1010 us of 2 x 4096.
+    Capacity 8 objects: nothing is evicted, so cells 2 and 3 miss once each (1010 us);
+    the run is 4 x (7 + 7) + 2 x 2010 + 2 x 1010 = 6096 us; the link is busy 6040 us of it.
     """
     result = timed_replay(_trace(), _profile(host_engines=2), TimedConfig(eviction="lru", capacity_bytes=8 * MB))
-    assert result.cells["stall_s"].tolist() == pytest.approx([1010 * US, 1010 * US, 1010 * US, 1010 * US], abs=1e-12)
-    assert result.summary["time"]["total_s"] == pytest.approx(4096 * US, abs=1e-12)
-    assert result.summary["links"]["h2d"]["utilization"] == pytest.approx(6 * 1010 / (2 * 4096))
+    assert result.cells["stall_s"].tolist() == pytest.approx([2010 * US, 2010 * US, 1010 * US, 1010 * US], abs=1e-12)
+    assert result.summary["time"]["total_s"] == pytest.approx(6096 * US, abs=1e-12)
+    assert result.summary["links"]["h2d"]["utilization"] == pytest.approx(6040 / 6096)
 
 
 def test_pageable_host_memory_uses_the_pageable_bandwidth():

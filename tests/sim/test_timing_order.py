@@ -180,8 +180,9 @@ def test_gpudirect_storage_reads_straight_into_vram():
     trace = _trace([[0, 1]])
     profile = _profile(dram=1 * MB, ssd_bw=2e9, ssd_link="ssd_d")
     result = timed_replay(trace, profile, TimedConfig(capacity_bytes=8 * MB))
-    assert result.summary["topology"] == {"home": "ssd", "host_link": "h2d", "ssd_link": "ssd_d",
-                                          "dram_cache_bytes": None}
+    topology = result.summary["topology"]
+    assert (topology["home"], topology["stage"], topology["ssd_link"]) == ("ssd", None, "ssd_d")
+    assert topology["routes"] == {"1": "ssd_d", "2": "ssd_d"}  # no CPU processor: host reads use ssd_d too
     assert result.plan.copy_route.tolist() == [2, 2]
     # one slot at 2 GB/s: 500 us per read, two in a row
     assert result.cells["stall_s"].iloc[0] == pytest.approx(1000 * US, abs=1e-12)

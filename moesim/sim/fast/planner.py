@@ -108,7 +108,7 @@ class _Outputs:
 def plan_rest_fast(planner: Planner) -> Plan:
     """Planner.plan_rest on the compiled kernel (see the module docstring); the planner is then finished."""
     from moesim.sim.plan import Plan
-    from moesim.sim.topology import ROUTE_HOST, ROUTE_SSD_VRAM
+    from moesim.sim.topology import ROUTE_DIRECT, ROUTE_LAST
 
     lib = _lib()
     if ctypes.sizeof(PlanArgs) != lib.moesim_plan_struct_size():
@@ -137,7 +137,7 @@ def plan_rest_fast(planner: Planner) -> Plan:
     for name, array in per_object.items():
         setattr(args, name, array.ctypes.data)
     args.cell_copy_offsets, args.wait_offsets = cell_copy_off.ctypes.data, wait_off.ctypes.data
-    args.route = ROUTE_HOST if planner.topology.home == "dram" else ROUTE_SSD_VRAM
+    args.route = ROUTE_DIRECT if planner.topology.far else ROUTE_LAST
     out = _Outputs(args, n_setup + n_req, n_setup)
     for k, (obj, nbytes, _route, prefetch, resident, cell) in enumerate(planner.copies):  # the pinned loads
         for name, value in (("copy_obj", obj), ("copy_bytes", nbytes), ("copy_prefetch", prefetch),

@@ -18,6 +18,9 @@ IMPORTER_MODULES: dict[str, str] = {
     "flame": "moesim.traces.importers.flame",
     "vllm": "moesim.traces.importers.vllm",
     "moe-infinity": "moesim.traces.importers.moe_infinity",
+    "megatron": "moesim.traces.importers.megatron",
+    "moecap": "moesim.traces.importers.moecap",
+    "activation-csv": "moesim.traces.importers.activation_csv",
     "generic": "moesim.traces.importers.generic",
 }
 

@@ -47,6 +47,8 @@ class Routes:
     expert: np.ndarray
     weight: np.ndarray | None = None
     annotations: dict[str, np.ndarray] = field(default_factory=dict)
+    source: np.ndarray | None = None  # file index per row when the rows come from several files
+    files: list[str] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -92,6 +94,8 @@ def assemble(routes: Routes, meta: TraceMeta, where: str, line_word: str = "line
         raise UserError("no routing rows", where)
 
     def at(row: int) -> str:
+        if routes.files is not None and routes.source is not None:
+            return f"{routes.files[int(routes.source[row])]}: {line_word} {int(routes.line[row])}"
         return f"{where}: {line_word} {int(routes.line[row])}"
 
     counts = np.diff(routes.expert_offsets).astype(np.int64)

@@ -73,7 +73,8 @@ def test_convert_then_validate_round_trip(tmp_path, capsys):
 def test_formats_lists_every_importer(capsys):
     code, out, _ = run(capsys, "traces", "formats", "--json")
     names = [f["name"] for f in json.loads(out)]
-    assert code == 0 and names == ["moesim", "bigmoeonedge", "stratamoe", "flame", "vllm", "moe-infinity", "generic"]
+    assert code == 0 and names == ["moesim", "bigmoeonedge", "stratamoe", "flame", "vllm", "moe-infinity",
+                                   "megatron", "moecap", "activation-csv", "generic"]
 
 
 def write_bad_files(folder: Path) -> dict[str, tuple[Path, list[str], str]]:

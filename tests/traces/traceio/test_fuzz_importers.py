@@ -38,6 +38,17 @@ GENERIC_JSONL = '{"n_experts": 4, "top_k": 2, "expert_bytes": "1 KiB"}\n' \
                 '{"position": 0, "layer": 0, "experts": [1, 2], "phase": "prefill"}\n' \
                 '{"position": 0, "layer": 1, "experts": [3, 0], "phase": "prefill"}\n' \
                 '{"position": 1, "layer": 0, "experts": [0, 2], "phase": "decode"}\n'
+MEGATRON_JSONL = ('{"step": 0, "stage": "pre_dispatch", "block": "decoder", "layer": 1, "rank": 0, "num_tokens": 2, '
+                  '"topk": 2, "top_indices": [[0, 1], [2, 3]]}\n'
+                  '{"step": 1, "stage": "pre_dispatch", "block": "decoder", "layer": 1, "rank": 0, "num_tokens": 1, '
+                  '"topk": 2, "top_indices": [[3, 1]]}\n')
+MOECAP_TOKEN_JSONL = ('{"forward_pass_id": 0, "rank": 0, "forward_mode": "prefill", "topk_ids": [[[-1, -1]], '
+                      '[[0, 3]], [[2, 1]]]}\n{"forward_pass_id": 1, "rank": 0, "topk_ids": [[[-1, -1]], [[1, 2]], '
+                      '[[3, 0]]]}\n')
+MOECAP_PASS_JSON = ('{"records": [{"forward_pass_id": 0, "rank": 0, "expert_counts": [[1, 1, 2, 0]]}, '
+                    '{"forward_pass_id": 1, "rank": 0, "expert_counts": [[0, 1, 1, 0]]}]}')
+ACTIVATION_CSV = ('Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,"[0, 1]"\n1,0,b,"[2, 3]"\n'
+                  '2,0,a,"[1, 2]"\n2,0,b,"[0, 3]"\n1,1,c,"[3, 0]"\n2,1,c,"[2, 1]"\n')
 FLAME_CSV = "layer_id,token_id,expert_0,expert_1,expert_2\n0,0,0.1,0.0,0.5\n0,1,0.0,0.2,0.3\n"
 
 
@@ -75,11 +86,23 @@ def seed_files() -> dict[str, tuple[str, str, bytes]]:
         "moe-infinity": ("t.npy", "moe-infinity", npy_bytes(counts)),
         "generic-csv": ("t.csv", "generic", GENERIC_CSV.encode()),
         "generic-jsonl": ("t.jsonl", "generic", GENERIC_JSONL.encode()),
+        "megatron": ("router_trace.jsonl", "megatron", MEGATRON_JSONL.encode()),
+        "moecap-per-token": ("record.jsonl", "moecap", MOECAP_TOKEN_JSONL.encode()),
+        "moecap-per-pass": ("record.json", "moecap", MOECAP_PASS_JSON.encode()),
+        "activation-csv": ("activations.csv", "activation-csv", ACTIVATION_CSV.encode()),
     }
 
 
 SEEDS = seed_files()
-OPTIONS = {"moe-infinity": {"top_k": 2}, "vllm": {"prefill_len": 1}}
+OPTIONS = {"moe-infinity": {"top_k": 2}, "vllm": {"prefill_len": 1}, "moecap": {"top_k": 2}}
+
+
+def test_every_importer_has_a_fuzz_seed():
+    """A new importer joins the fuzzing by adding its seed here; this fails until it does."""
+    from moesim.traces.importers import importer_names
+
+    folders = {"flame"}  # a folder layout, fuzzed by test_mutated_flame_folder
+    assert set(importer_names()) <= {fmt for _, fmt, _ in SEEDS.values()} | folders
 
 
 def only_user_errors(path: Path, fmt: str | None, **options) -> None:

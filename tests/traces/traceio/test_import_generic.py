@@ -99,7 +99,7 @@ def test_variable_experts_per_token_keep_their_tokens(tmp_path):
     (['{"position": 0, "layer": 0, "experts": [1], "weights": [0.5, 0.5]}'], {}, r"line 1: 2 weights for 1 experts"),
     (['{"pos": 0, "layer": 0, "ids": [1]}'], {"column_map": "experts=ids,nope=x"}, r"unknown field 'nope'"),
     (['{"pos": 0, "layer": 0, "ids": [1]}'], {"column_map": "experts=idz"}, r"no column 'idz'"),
-    (['{"layer": 0, "experts": [1]}'], {}, r"no column for field 'position'"),
+    (['{"position": 0, "experts": [1]}'], {}, r"no column for field 'layer'"),
 ])
 def test_generic_errors_name_the_line_and_field(tmp_path, lines, options, message):
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
