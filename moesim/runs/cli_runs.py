@@ -39,11 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _run_arguments(fit)
     fit.add_argument("--out", required=True, help="profile YAML to write (never overwrites an existing file)")
     fit.add_argument("--free", default=None, help="comma list of figures to fit (default: all of "
-                     "memory_bandwidth, peak_flops, launch_overhead, ssd_bandwidth, ssd_latency, token_overhead, "
-                     "mgmt_per_byte)")
-    fit.add_argument("--clock", choices=("fast", "simulator"), default="fast",
-                     help="what the fit evaluates: the fast per-pass model of the engine (default; tested equal to the "
-                          "simulator) or the simulator itself (slower)")
+                     "memory_bandwidth, peak_flops, launch_overhead, ssd_bandwidth, ssd_bandwidth_qd1, ssd_latency, "
+                     "token_overhead, mgmt_per_byte)")
     add_json_flag(fit)
     fit.set_defaults(func=cmd_fit_profile)
 
@@ -217,7 +214,7 @@ def cmd_fit_profile(args: argparse.Namespace) -> int:
     from moesim.runs.engine_map import engine_setup
     from moesim.runs.fit import fit_run
     from moesim.runs.profile_out import fitted_profile_text
-    from moesim.runs.step_model import ALL_FIGURES, SimulatorModel, StepModel, profile_figures
+    from moesim.runs.step_model import ALL_FIGURES, SimulatorModel, profile_figures
 
     out = Path(args.out)
     if out.exists():
@@ -228,7 +225,7 @@ def cmd_fit_profile(args: argparse.Namespace) -> int:
     bad = [f for f in free if f not in ALL_FIGURES]
     if bad:
         raise UserError(f"unknown figure {bad[0]!r} (known: {', '.join(ALL_FIGURES)})", "--free")
-    model = (SimulatorModel if args.clock == "simulator" else StepModel)(trace, setup.profile, setup.timed)
+    model = SimulatorModel(trace, setup.profile, setup.timed)
     result = fit_run(run, model, profile_figures(setup.profile), free)
     command = "moesim fit-profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["fit-profile"] \
         else f"moesim fit-profile {args.run} --trace {args.trace} --profile {args.profile}"

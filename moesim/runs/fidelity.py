@@ -95,12 +95,12 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
     from moesim.runs.padding import slices_for
     from moesim.runs.profile_out import fitted_profile_text
     from moesim.runs.readers import read_run
-    from moesim.runs.step_model import StepModel, profile_figures
+    from moesim.runs.step_model import SimulatorModel, profile_figures
     from moesim.traces.io import load_trace
 
     qwen = read_run(data / "qwen.metrics")
     setup = engine_setup(qwen.config, BASE_PROFILE)
-    model = StepModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
+    model = SimulatorModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
     fit = fit_run(qwen, model, profile_figures(setup.profile))
     command = "make fidelity (python -m moesim.runs.fidelity)"
     out_profile.parent.mkdir(parents=True, exist_ok=True)

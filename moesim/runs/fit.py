@@ -7,7 +7,7 @@ Each figure is fitted to the measured column that isolates its mechanism, not to
   prefill_s <- the prefill pass (compute-bound: peak_flops)
 so wall time, and with it the overlap mechanism, stays a prediction. Residual blocks are weighted by
 their own scatter (re-estimated from the residuals, Gauss-Newton with Levenberg damping on the fast
-model of moesim/runs/step_model.py). Uncertainties: the square roots of diag((J^T J)^-1) of the
+simulator (moesim/runs/step_model.py)). Uncertainties: the square roots of diag((J^T J)^-1) of the
 weighted Jacobian at the optimum. Identifiability: a figure whose column is (nearly) a combination
 of the others' (smallest singular value of the column-normalised Jacobian below 1e-3 of the
 largest) cannot be told apart by this run: the lowest-priority figure in that direction keeps its
@@ -23,15 +23,15 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.runs.measured import MeasuredRun
-from moesim.runs.step_model import ALL_FIGURES, StepModel
+from moesim.runs.step_model import ALL_FIGURES, SimulatorModel
 
 # which figure keeps its freedom when two cannot be told apart (first = kept longest)
-PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "mgmt_per_byte", "ssd_latency", "token_overhead",
-            "launch_overhead")
+PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "mgmt_per_byte", "ssd_bandwidth_qd1", "ssd_latency",
+            "token_overhead", "launch_overhead")
 # typical magnitudes (the fit's units) for figures whose base value may be 0
 SCALE_FLOOR = {"launch_overhead": 1e-4, "token_overhead": 1e-3, "mgmt_per_byte": 1e-10, "ssd_latency": 1e-5}
 UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "launch_overhead": "s", "ssd_bandwidth": "B/s",
-         "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
+         "ssd_bandwidth_qd1": "B/s", "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
 IDENTIFY_RATIO = 1e-3
 
 
@@ -55,7 +55,7 @@ class FitResult:
 class _Problem:
     """Residual blocks of one run against the fast model."""
 
-    def __init__(self, run: MeasuredRun, model: StepModel) -> None:
+    def __init__(self, run: MeasuredRun, model: SimulatorModel) -> None:
         steps = run.steps
         n_dec = int(model.decode.sum())
         if n_dec == 0:
@@ -89,8 +89,8 @@ class _Problem:
     only: tuple[str, ...] | None = None  # restrict the residuals to these blocks (staged fitting)
 
 
-def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
-            max_iter: int = 40) -> FitResult:
+def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
+            max_iter: int = 12) -> FitResult:
     """Decode figures first (on the decode blocks, decode taken as bandwidth-bound), then the prefill's
     peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result."""
     problem = _Problem(run, model)
@@ -140,10 +140,14 @@ def fit_run(run: MeasuredRun, model: StepModel, base: dict[str, float], free: tu
 
 def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],
            not_identified: dict[str, str], max_iter: int) -> tuple[dict[str, float], int]:
-    """Drop figures the blocks cannot identify, fit the rest, re-weight the blocks by their scatter."""
+    """Drop figures the blocks cannot identify (back to their base values), fit the rest, re-weight the
+    blocks by their scatter; repeat until no figure is dropped and the weights have settled once."""
+    base = dict(figures)
     iterations = 0
     active = [f for f in free if f not in not_identified]
-    for _ in range(3):
+    settled = False
+    for _ in range(5):
+        dropped_any = False
         while True:
             jac = _jacobian(problem, figures, active, scale)
             dropped = _unidentifiable(jac, active, problem)
@@ -152,6 +156,10 @@ def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale:
             name, why = dropped
             not_identified[name] = why
             active.remove(name)
+            figures[name] = base[name]
+            dropped_any = True
+        if settled and not dropped_any:
+            break
         figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
         iterations += n_it
         pred = problem.predict(figures)
@@ -159,19 +167,19 @@ def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale:
             target = problem.targets[b]
             if target.size > 1:
                 problem.sigma[b] = max(float(np.sqrt(np.mean((pred[b] - target) ** 2))), 1e-6)
+        settled = True
     return figures, iterations
 
 
 def _jacobian(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float]) -> np.ndarray:
+    """Forward differences (each column one simulator run), 1e-3 of the figure's scale."""
+    base = problem.residuals(figures)
     cols = []
     for f in active:
-        h = 1e-4 * scale[f]
-        up, down = dict(figures), dict(figures)
-        up[f] = figures[f] + h
-        down[f] = max(figures[f] - h, 0.0)
-        step = (up[f] - down[f]) / scale[f]
-        cols.append((problem.residuals(up) - problem.residuals(down)) / step)
-    return np.column_stack(cols) if cols else np.zeros((problem.residuals(figures).size, 0))
+        up = dict(figures)
+        up[f] = figures[f] + 1e-3 * scale[f]
+        cols.append((problem.residuals(up) - base) / 1e-3)
+    return np.column_stack(cols) if cols else np.zeros((base.size, 0))
 
 
 def _unidentifiable(jac: np.ndarray, active: list[str], problem: _Problem) -> tuple[str, str] | None:

@@ -10,42 +10,56 @@ from __future__ import annotations
 
 from typing import Any
 
-from moesim.hw_profiles.loader import profile_from_mapping, profile_to_yaml, set_field
+import yaml
+
+from moesim.hw_profiles.loader import profile_from_mapping, profile_to_document
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.runs.fit import UNITS, FitResult
 
-FIELDS = {"memory_bandwidth": ["compute.memory_bandwidth"], "peak_flops": ["compute.peak_flops"],
-          "launch_overhead": ["compute.launch_overhead"],
-          "ssd_bandwidth": ["tiers.ssd.read_bandwidth", "links.ssd_d.bandwidth"], "ssd_latency": ["tiers.ssd.latency"]}
 TEXT_UNIT = {"B/s": "B/s", "FLOP/s": "FLOP/s", "s": "s"}
 FITTED_TO = {"memory_bandwidth": "per-step compute_ms", "peak_flops": "prefill_s", "launch_overhead": "compute_ms",
-             "ssd_bandwidth": "per-step io_ms", "ssd_latency": "per-step io_ms", "token_overhead": "compute_ms",
-             "mgmt_per_byte": "per-step mgmt_ms"}
+             "ssd_bandwidth": "per-step io_ms", "ssd_bandwidth_qd1": "per-step io_ms", "ssd_latency": "per-step io_ms",
+             "token_overhead": "compute_ms", "mgmt_per_byte": "per-step mgmt_ms"}
+ENGINE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_bandwidth_qd1",
+                  "ssd_latency")
 
 
 def fitted_profile_text(base: HardwareProfile, fit: FitResult, run: Any, trace_name: str, command: str) -> str:
-    profile = base
-    for name, (value, sigma) in fit.fitted.items():
-        for path in FIELDS.get(name, []):
-            if path.startswith("links.ssd_d") and base.link("ssd_d") is None:
-                continue
-            prov = (f"fitted by `{command}` on run {run.name} ({run.source}, trace {trace_name}) to its "
-                    f"{FITTED_TO[name]}: {value:.6g} +- {sigma:.2g} {UNITS[name]} (1 sigma)")
-            profile = set_field(profile, path, f"{value:.6g} {TEXT_UNIT[UNITS[name]]}", prov)
-    profile = profile_from_mapping(_rename(profile), "fitted profile")
+    """The base profile's document with the fitted figures (and their provenance) written in."""
+    from moesim.runs.step_model import _storage, apply_figures
+
+    profile = apply_figures(base, fit.figures)
+    doc = profile_to_document(profile)
+    doc["name"] = f"{base.name}-fitted"
+
+    def prov(name: str) -> str:
+        value, sigma = fit.fitted[name]
+        return (f"fitted by `{command}` on run {run.name} ({run.source}, trace {trace_name}) to its {FITTED_TO[name]}: "
+                f"{value:.6g} +- {sigma:.2g} {UNITS[name]} (1 sigma)")
+
+    dev = doc["processors"][base.device.name]
+    for name, key in (("memory_bandwidth", "memory_bandwidth"), ("launch_overhead", "kernel_overhead")):
+        if name in fit.fitted:
+            dev[key] = {"value": f"{fit.figures[name]:.6g} {UNITS[name]}", "provenance": prov(name)}
+    if "peak_flops" in fit.fitted:
+        for dtype, entry in dev["peak_flops"].items():
+            value = profile.device.peak_flops[dtype]
+            dev["peak_flops"][dtype] = {"value": f"{value:.6g} FLOP/s", "provenance": prov("peak_flops")}
+    storage = _storage(base)
+    if storage is not None:
+        mem = doc["memories"][storage]
+        if "ssd_latency" in fit.fitted:
+            mem["latency"] = {"value": f"{fit.figures['ssd_latency']:.6g} s", "provenance": prov("ssd_latency")}
+        curve = [n for n in ("ssd_bandwidth", "ssd_bandwidth_qd1") if n in fit.fitted]
+        if curve and isinstance(mem.get("throughput"), dict):
+            mem["throughput"]["provenance"] = "; ".join(prov(n) for n in curve)
     header = [f"# Fitted by: {command}", f"# Run: {run.name} ({run.source}); trace {trace_name}"]
     for name, (value, sigma) in fit.fitted.items():
-        if name not in FIELDS:
+        if name not in ENGINE_FIGURES:
             header.append(f"# fitted, no profile field in this engine yet: {name} = {value:.6g} +- {sigma:.2g} "
                           f"{UNITS[name]} (to the run's {FITTED_TO[name]})")
     for name, why in fit.not_identified.items():
         header.append(f"# not identified by this run: {name}: {why}")
-    return "\n".join(header) + "\n" + profile_to_yaml(profile)
-
-
-def _rename(profile: HardwareProfile) -> dict[str, Any]:
-    from moesim.hw_profiles.loader import profile_to_document
-
-    doc = profile_to_document(profile)
-    doc["name"] = f"{profile.name}-fitted"
-    return doc
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+    profile_from_mapping(yaml.safe_load(text), "fitted profile")  # loads back, or this is a bug
+    return "\n".join(header) + "\n" + text

@@ -1,75 +1,96 @@
-"""A fast per-pass model of the engine's clock over a fixed plan, for fitting profile figures.
+"""Per-pass times of a run under given profile figures, for fitting: the simulator itself.
 
-The simulator's decisions (which copies each cell issues) do not depend on timing when prefetch is
-off, so the plan is made once; the time of every pass is then arithmetic over the same cost
-functions the engine uses (moesim/sim/cost_model.py, moesim/sim/topology.py):
-  pass = token_overhead + sum over its cells of dense + stall + expert (+ mgmt)
-  stall (per-layer barrier) = makespan of the cell's copies on the storage's lanes, FIFO
-  io busy = sum of copy durations (what the engine's io_ms sums over lanes under overlap)
-  mgmt = mgmt_per_byte x bytes copied (cache bookkeeping: a figure this engine does not have yet)
-tests/runs/test_step_model.py checks it against the simulator pass by pass. Figures are a dict:
-memory_bandwidth, peak_flops, launch_overhead, ssd_bandwidth, ssd_latency (profile fields) and
-token_overhead, mgmt_per_byte (not yet engine fields: zero unless fitted).
+The engine (moesim/sim/engine.py) shares each link's and the storage's bandwidth among the copies
+in flight and pipelines experts as their bytes arrive, so no closed form mirrors it: the fit calls
+the simulator (`SimulatorModel.times`) and reads, per pass, the compute time, the time copies were in
+flight (the engine's `copy_s_*` columns: what the BigMoeOnEdge engine's io_ms sums over lanes under
+overlap), the stall, and the bytes copied. Figures are a dict:
+  memory_bandwidth, peak_flops, launch_overhead  the expert processor's (processors.<device>.*)
+  ssd_bandwidth, ssd_bandwidth_qd1               the storage curve at its deepest queue and at one read
+  ssd_latency                                    memories.ssd.latency
+  token_overhead, mgmt_per_byte                  no engine field yet: added per pass here (0 unless fitted)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.hw_profiles.profile import HardwareProfile
-from moesim.sim.cost_model import dense_times, expert_times, resolve_model_shape
-from moesim.sim.timed_replay import TimedConfig, setup_planner
-from moesim.sim.topology import build_topology
+from moesim.hw_profiles.profile import HardwareProfile, StorageCurve, StoragePoint
+from moesim.sim.timed_replay import TimedConfig
 from moesim.traces.trace import DECODE, Trace
 
-PROFILE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_latency")
+PROFILE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_bandwidth_qd1",
+                   "ssd_latency")
 EXTRA_FIGURES = ("token_overhead", "mgmt_per_byte")
 ALL_FIGURES = PROFILE_FIGURES + EXTRA_FIGURES
 
 
+def _storage(profile: HardwareProfile) -> str | None:
+    return next((name for name, m in profile.tiers.items() if m.is_storage and m.throughput is not None), None)
+
+
 def profile_figures(profile: HardwareProfile) -> dict[str, float]:
-    ssd = profile.tier("ssd")
-    link = profile.link("ssd_d") or profile.link("ssd_h")
-    agg = min(x for x in ((ssd.read_bandwidth if ssd else None), (link.bandwidth if link else None)) if x)
-    return {"memory_bandwidth": profile.compute.memory_bandwidth, "peak_flops": profile.compute.peak_flops,
-            "launch_overhead": profile.compute.launch_overhead, "ssd_bandwidth": float(agg),
-            "ssd_latency": float((ssd.latency or 0.0) if ssd else 0.0) + float(link.latency if link else 0.0),
-            "token_overhead": 0.0, "mgmt_per_byte": 0.0}
+    dev = profile.device
+    out = {"memory_bandwidth": dev.memory_bandwidth, "peak_flops": next(iter(dev.peak_flops.values())),
+           "launch_overhead": dev.kernel_overhead, "token_overhead": 0.0, "mgmt_per_byte": 0.0}
+    name = _storage(profile)
+    if name is not None:
+        mem = profile.tiers[name]
+        points = mem.throughput.points  # type: ignore[union-attr]
+        top = max(p.queue_depth for p in points)
+        out["ssd_bandwidth"] = max(p.bandwidth for p in points if p.queue_depth == top)
+        ones = [p.bandwidth for p in points if p.queue_depth == 1]
+        if ones and top > 1:
+            out["ssd_bandwidth_qd1"] = max(ones)
+        out["ssd_latency"] = float(mem.latency or 0.0)
+    return out
 
 
 def apply_figures(profile: HardwareProfile, figures: dict[str, float]) -> HardwareProfile:
-    """The profile with the engine's figures replaced (SSD bandwidth on both the tier and its link)."""
+    """The profile with the figures replaced: the expert processor's rates, the storage curve, its latency."""
+    dev = profile.device
+    ratio = figures["peak_flops"] / next(iter(dev.peak_flops.values()))
+    new_dev = dataclasses.replace(dev, memory_bandwidth=figures["memory_bandwidth"],
+                                  peak_flops={k: v * ratio for k, v in dev.peak_flops.items()},
+                                  kernel_overhead=figures["launch_overhead"])
+    processors = dict(profile.processors)
+    processors[dev.name] = new_dev
+    tiers, links = dict(profile.tiers), dict(profile.links)
+    name = _storage(profile)
+    if name is not None and "ssd_bandwidth" in figures:
+        mem = tiers[name]
+        curve = _scaled_curve(mem.throughput, figures)  # type: ignore[arg-type]
+        tiers[name] = dataclasses.replace(mem, throughput=curve, latency=figures.get("ssd_latency", mem.latency))
+        top = max(p.bandwidth for p in curve.points)
+        for key, link in links.items():  # a link out of the storage must not cap the curve it carries
+            if name in (link.src, link.dst) and link.bandwidth < top:
+                links[key] = dataclasses.replace(link, bandwidth=top)
     compute = dataclasses.replace(profile.compute, memory_bandwidth=figures["memory_bandwidth"],
-                                  peak_flops=figures["peak_flops"], launch_overhead=figures["launch_overhead"])
-    tiers = dict(profile.tiers)
-    links = dict(profile.links)
-    if "ssd" in tiers:
-        tiers["ssd"] = dataclasses.replace(tiers["ssd"], read_bandwidth=figures["ssd_bandwidth"],
-                                           latency=figures["ssd_latency"])
-    for name in ("ssd_d", "ssd_h"):
-        if name in links:
-            links[name] = dataclasses.replace(links[name], bandwidth=figures["ssd_bandwidth"],
-                                              latency=0.0 if "ssd" in tiers else figures["ssd_latency"])
-    return dataclasses.replace(profile, compute=compute, tiers=tiers, links=links)
+                                  peak_flops=profile.compute.peak_flops * ratio,
+                                  launch_overhead=figures["launch_overhead"]) if profile.compute else None
+    return dataclasses.replace(profile, processors=processors, tiers=tiers, links=links, compute=compute)
 
 
-def figure_overrides(figures: dict[str, float], profile: HardwareProfile) -> list[str]:
-    """The same change as `apply_figures`, as `--set` strings for the engine."""
-    out = [f"compute.memory_bandwidth={figures['memory_bandwidth']:.6g} B/s",
-           f"compute.peak_flops={figures['peak_flops']:.6g} FLOP/s",
-           f"compute.launch_overhead={figures['launch_overhead']:.6g} s"]
-    if profile.tier("ssd") is not None:
-        out += [f"tiers.ssd.read_bandwidth={figures['ssd_bandwidth']:.6g} B/s",
-                f"tiers.ssd.latency={figures['ssd_latency']:.6g} s"]
-    for name in ("ssd_d", "ssd_h"):
-        if profile.link(name) is not None:
-            out.append(f"links.{name}.bandwidth={figures['ssd_bandwidth']:.6g} B/s")
-            out.append(f"links.{name}.latency={0.0 if profile.tier('ssd') is not None else figures['ssd_latency']:.6g} s")
-    return out
+def _scaled_curve(curve: StorageCurve, figures: dict[str, float]) -> StorageCurve:
+    """Points at the deepest queue take ssd_bandwidth, at depth 1 ssd_bandwidth_qd1, between: linear in depth."""
+    points = curve.points
+    top = max(p.queue_depth for p in points)
+    old_top = max(p.bandwidth for p in points if p.queue_depth == top)
+    old_one = max((p.bandwidth for p in points if p.queue_depth == 1), default=None)
+    new_top = figures["ssd_bandwidth"]
+    new_one = figures.get("ssd_bandwidth_qd1", old_one)
+    out = []
+    for p in points:
+        if top == 1 or old_one is None or new_one is None:
+            bw = p.bandwidth * new_top / old_top
+        else:  # keep each point's place between the depth-1 and the deepest point
+            w = (p.bandwidth - old_one) / (old_top - old_one) if old_top != old_one else (p.queue_depth - 1) / (top - 1)
+            bw = new_one + w * (new_top - new_one)
+        out.append(StoragePoint(p.request_size, p.queue_depth, max(bw, 1.0)))
+    return StorageCurve(tuple(out))
 
 
 @dataclass
@@ -86,80 +107,8 @@ class PassTimes:
     decode: np.ndarray  # bool per pass
 
 
-class StepModel:
-    """Plan once, then time every pass for any figures in O(cells + copies)."""
-
-    def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig) -> None:
-        self.trace = trace
-        self.profile = profile
-        setup = setup_planner(trace, profile, config)
-        self.shape = resolve_model_shape(trace, config.model)
-        self.plan = setup.planner.plan_rest(None)
-        self.grouped = config.grouped_experts
-        stream = setup.planner.stream
-        obj_bytes = trace.object_bytes_array()
-        self.req_cell = stream.cell
-        self.req_bytes = obj_bytes[stream.obj]
-        self.req_params = np.asarray(self.shape.expert_params, dtype=np.float64)[trace.object_layer_array()][stream.obj]
-        self.cell_pass = trace.cell_pass().astype(np.int64)
-        plan = self.plan
-        issued = plan.copy_cell >= 0
-        self.copy_cell = plan.copy_cell[issued].astype(np.int64)
-        self.copy_bytes = plan.copy_bytes[issued].astype(np.float64)
-        order = np.argsort(self.copy_cell, kind="stable")
-        self.copy_cell, self.copy_bytes = self.copy_cell[order], self.copy_bytes[order]
-        self.slots = build_topology(profile, trace.total_object_bytes()).ssd_slots
-        self.decode = trace.pass_phase == DECODE
-
-    def times(self, figures: dict[str, float]) -> PassTimes:
-        trace = self.trace
-        prof = apply_figures(self.profile, figures)
-        topo = build_topology(prof, trace.total_object_bytes())
-        dense = dense_times(trace, self.shape, prof.compute)
-        expert = expert_times(self.req_cell, self.req_bytes, self.plan.gpu_tokens, self.req_params, trace.n_cells,
-                              prof.compute, self.grouped)
-        duration = topo.ssd_latency + self.copy_bytes / topo.ssd_slot_bandwidth
-        stall = _barrier_makespans(self.copy_cell, duration, trace.n_cells, topo.ssd_slots)
-        n_pass = trace.n_passes
-        per_pass = lambda x: np.bincount(self.cell_pass, weights=x, minlength=n_pass)  # noqa: E731
-        copy_pass = self.cell_pass[self.copy_cell] if self.copy_cell.size else np.zeros(0, dtype=np.int64)
-        io_busy = np.bincount(copy_pass, weights=duration, minlength=n_pass)
-        nbytes = np.bincount(copy_pass, weights=self.copy_bytes, minlength=n_pass)
-        mgmt = figures.get("mgmt_per_byte", 0.0) * nbytes
-        compute = per_pass(dense + expert) + figures.get("token_overhead", 0.0)
-        stall_p = per_pass(stall)
-        return PassTimes(total=compute + stall_p + mgmt, compute=compute, stall=stall_p, io_busy=io_busy, mgmt=mgmt,
-                         copy_bytes=nbytes, copies=np.bincount(copy_pass, minlength=n_pass), decode=self.decode)
-
-
-def _barrier_makespans(cell: np.ndarray, duration: np.ndarray, n_cells: int, slots: int) -> np.ndarray:
-    """Per cell: when the last of its copies lands, all issued at once on `slots` FIFO lanes."""
-    out = np.zeros(n_cells)
-    if cell.size == 0:
-        return out
-    bounds = np.flatnonzero(np.diff(cell)) + 1
-    starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [cell.size]))
-    counts = ends - starts
-    durations = duration.tolist()
-    for s, e, n in zip(starts.tolist(), ends.tolist(), counts.tolist()):
-        if n <= slots:
-            out[cell[s]] = max(durations[s:e])
-            continue
-        free = [0.0] * slots
-        last = 0.0
-        for d in durations[s:e]:
-            t = heapq.heappop(free) + d
-            last = max(last, t)
-            heapq.heappush(free, t)
-        out[cell[s]] = last
-    return out
-
-
 class SimulatorModel:
-    """The same interface as StepModel, timed by the simulator itself (slower; for engines whose clock the
-    fast model does not mirror, e.g. links whose copies share bandwidth). Figures the engine has no field
-    for (token_overhead, mgmt_per_byte) are added per pass as StepModel adds them."""
+    """Times every pass for any figures by running the simulator (memoised per figure set)."""
 
     def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig) -> None:
         self.trace = trace
@@ -167,25 +116,31 @@ class SimulatorModel:
         self.config = config
         self.decode = trace.pass_phase == DECODE
         self.evaluations = 0
+        self._memo: dict[tuple[float, ...], PassTimes] = {}
 
     def times(self, figures: dict[str, float]) -> PassTimes:
         from moesim.sim.timed_replay import timed_replay
 
+        key = tuple(float(figures[k]) for k in sorted(figures))
+        if key in self._memo:
+            return self._memo[key]
         self.evaluations += 1
         result = timed_replay(self.trace, apply_figures(self.profile, figures), self.config)
         cells = result.cells
         n_pass = self.trace.n_passes
-        by_pass = lambda col: np.bincount(cells["pass"].to_numpy(), weights=cells[col].to_numpy(dtype=float),  # noqa: E731
-                                          minlength=n_pass)
+        pass_of = cells["pass"].to_numpy()
+
+        def by_pass(col: str) -> np.ndarray:
+            return np.bincount(pass_of, weights=cells[col].to_numpy(dtype=float), minlength=n_pass)
+
         links = [c[len("copy_s_"):] for c in cells.columns if c.startswith("copy_s_")]
         io_busy = sum((by_pass(f"copy_s_{name}") for name in links), np.zeros(n_pass))
         nbytes = sum((by_pass(f"bytes_{name}") for name in links if f"bytes_{name}" in cells), np.zeros(n_pass))
         mgmt = figures.get("mgmt_per_byte", 0.0) * nbytes
-        compute = by_pass("compute_s") + figures.get("token_overhead", 0.0)
-        stall = by_pass("stall_s")
-        wall = np.bincount(cells["pass"].to_numpy(), weights=(cells["end_s"] - cells["start_s"]).to_numpy(),
-                           minlength=n_pass)
-        total = wall + mgmt + figures.get("token_overhead", 0.0)
-        copies = by_pass("demand_copies") + by_pass("prefetch_copies")
-        return PassTimes(total=total, compute=compute, stall=stall, io_busy=io_busy, mgmt=mgmt, copy_bytes=nbytes,
-                         copies=copies, decode=self.decode)
+        token = figures.get("token_overhead", 0.0)
+        wall = np.bincount(pass_of, weights=(cells["end_s"] - cells["start_s"]).to_numpy(), minlength=n_pass)
+        out = PassTimes(total=wall + mgmt + token, compute=by_pass("compute_s") + token, stall=by_pass("stall_s"),
+                        io_busy=io_busy, mgmt=mgmt, copy_bytes=nbytes,
+                        copies=by_pass("demand_copies") + by_pass("prefetch_copies"), decode=self.decode)
+        self._memo[key] = out
+        return out

@@ -35,8 +35,8 @@ def test_fit_profile_writes_a_loadable_profile_and_never_overwrites(tmp_path: Pa
     data = json.loads(capsys.readouterr().out)
     assert set(data["fitted"]) == {"memory_bandwidth", "ssd_bandwidth", "mgmt_per_byte"}
     profile = load_profile(str(out))
-    assert profile.compute.memory_bandwidth == pytest.approx(data["fitted"]["memory_bandwidth"]["value"], rel=1e-4)
-    assert "fitted by" in profile.provenance["compute.memory_bandwidth"]
+    assert profile.device.memory_bandwidth == pytest.approx(data["fitted"]["memory_bandwidth"]["value"], rel=1e-4)
+    assert "fitted by" in profile.provenance["processors.cpu.memory_bandwidth"]
     assert "mgmt_per_byte" in out.read_text().splitlines()[2]
     assert main(args) == 1
     assert "never overwrites" in capsys.readouterr().err

@@ -1,49 +1,43 @@
-"""The fast per-pass model equals the simulator pass by pass, and its barrier makespan is right by hand."""
+"""Figures in and out of a graph profile, and the simulator model's per-pass parts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from moesim.hw_profiles.loader import load_profile
 from moesim.runs.engine_map import engine_setup
 from moesim.runs.measured import RunConfig
-from moesim.runs.step_model import StepModel, _barrier_makespans, profile_figures
+from moesim.runs.step_model import SimulatorModel, apply_figures, profile_figures
 from moesim.sim.timed_replay import timed_replay
 from moesim.traces.io import load_trace
 
 
-def test_barrier_makespan_by_hand() -> None:
-    # cell 0: 3 reads of 1 s on 2 lanes -> 2 s; cell 2: reads 3, 1, 1 on 2 lanes -> lane A 3, lane B 1+1 -> 3 s
-    cell = np.array([0, 0, 0, 2, 2, 2])
-    duration = np.array([1.0, 1.0, 1.0, 3.0, 1.0, 1.0])
-    assert _barrier_makespans(cell, duration, 3, 2).tolist() == [2.0, 0.0, 3.0]
-    assert _barrier_makespans(cell, duration, 3, 4).tolist() == [1.0, 0.0, 3.0]
+def test_figures_round_trip_and_the_storage_curve_keeps_its_shape() -> None:
+    profile = load_profile("phone-oneplus-15r")
+    figures = profile_figures(profile)
+    assert figures["ssd_bandwidth"] == 3.15e9 and figures["ssd_bandwidth_qd1"] == 0.788e9
+    changed = apply_figures(profile, figures | {"memory_bandwidth": 9e9, "ssd_bandwidth": 2.5e9,
+                                                "ssd_bandwidth_qd1": 0.9e9, "ssd_latency": 3e-4})
+    assert changed.device.memory_bandwidth == 9e9
+    curve = changed.tiers["ssd"].throughput
+    assert curve.bandwidth(2.86e6, 1) == pytest.approx(0.9e9) and curve.bandwidth(2.86e6, 4) == pytest.approx(2.5e9)
+    assert curve.bandwidth(2.86e6, 2) == pytest.approx(0.9e9 + (2.5e9 - 0.9e9) / 3)  # linear in depth between
+    assert changed.tiers["ssd"].latency == 3e-4
+    assert profile_figures(changed) | {"memory_bandwidth": 0} != figures
 
 
-@pytest.mark.parametrize("lanes,cache_mib", [(4, 4000), (2, 1000), (1, 0)])
-def test_fast_model_equals_the_simulator(lanes: int, cache_mib: int) -> None:
+def test_simulator_model_parts_add_up_and_extras_are_added() -> None:
     trace = load_trace("bundled:gemma")
-    setup = engine_setup(RunConfig(cache_mib=cache_mib, lanes=lanes, overlap=False, top_k=6), "phone-oneplus-15r")
-    model = StepModel(trace, setup.profile, setup.timed)
-    figures = profile_figures(setup.profile) | {"memory_bandwidth": 9e9, "ssd_latency": 3e-4}
-    from moesim.runs.step_model import apply_figures
-
-    result = timed_replay(trace, apply_figures(setup.profile, figures), setup.timed)
-    cells = result.cells
-    simulated = (cells["end_s"] - cells["start_s"]).groupby(cells["pass"]).sum().to_numpy()
-    fast = model.times(figures)
-    np.testing.assert_allclose(fast.total, simulated, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fast.stall, cells["stall_s"].groupby(cells["pass"]).sum().to_numpy(), atol=1e-12)
-    np.testing.assert_allclose(fast.io_busy, cells["copy_s_ssd_d"].groupby(cells["pass"]).sum().to_numpy(), rtol=1e-12)
-
-
-def test_simulator_model_agrees_with_the_fast_model() -> None:
-    from moesim.runs.step_model import SimulatorModel
-
-    trace = load_trace("bundled:gemma")
-    setup = engine_setup(RunConfig(cache_mib=2000, lanes=4, overlap=True, top_k=6), "phone-oneplus-15r")
-    figures = profile_figures(setup.profile) | {"mgmt_per_byte": 1e-10, "token_overhead": 2e-3}
-    fast = StepModel(trace, setup.profile, setup.timed).times(figures)
-    slow = SimulatorModel(trace, setup.profile, setup.timed).times(figures)
-    for name in ("total", "compute", "stall", "io_busy", "mgmt"):
-        np.testing.assert_allclose(getattr(slow, name), getattr(fast, name), rtol=1e-9, atol=1e-12, err_msg=name)
+    setup = engine_setup(RunConfig(cache_mib=2000, lanes=4, overlap=False, top_k=6), "phone-oneplus-15r")
+    figures = profile_figures(setup.profile)
+    model = SimulatorModel(trace, setup.profile, setup.timed)
+    plain = model.times(figures)
+    cells = timed_replay(trace, setup.profile, setup.timed).cells
+    wall = (cells["end_s"] - cells["start_s"]).groupby(cells["pass"]).sum().to_numpy()
+    np.testing.assert_allclose(plain.total, wall, rtol=1e-12)
+    # a per-layer barrier: a pass is its compute plus its stalls
+    np.testing.assert_allclose(plain.total, plain.compute + plain.stall, rtol=1e-9)
+    extra = model.times(figures | {"mgmt_per_byte": 1e-10, "token_overhead": 2e-3})
+    np.testing.assert_allclose(extra.total - plain.total, 1e-10 * plain.copy_bytes + 2e-3, rtol=1e-9)
+    assert model.evaluations == 2
