@@ -55,23 +55,22 @@ RUNS = (
 )
 
 LESSONS = {
-    "gemma route-trace": "three parts, each visible in the breakdown below: compute +23 % (the qwen fit's weight-read "
-                         "rate charges gemma's 2.0 GB per token at qwen's rate; on one model at one k a per-layer "
-                         "overhead and the read rate move the run identically, and qwen has 48 layers to gemma's 30, "
-                         "so the split the fit could not identify is what gemma needs); waiting for reads +70 % (the "
-                         "engine replays --overlap as a per-layer barrier, the real engine pipelines per expert); "
-                         "cache bookkeeping -15 ms (no engine term yet)",
-    "gemma_stream": "serial with no cache, so the barrier is the right mechanism, yet reads take 449 ms measured vs 283 "
-                    "predicted: with 8 reads per layer in flight the flash delivers ~2.1 GB/s, while the qwen fit's "
-                    "3.9 GB/s aggregate came from 1-2 reads per layer; throughput saturates with reads in flight "
-                    "(a storage curve by queue depth, issue 13)",
-    "gemma_stream_ov": "the same saturated flash; overlapping compute with reads hides less than the flash's slowdown "
-                       "costs",
-    "gemma_c2000_l2": "2 lanes: this engine splits one aggregate bandwidth over the lanes, so 2 lanes cost nothing per "
-                      "byte (149 ms of reads predicted, 256 measured); the older build's compute residual also holds "
-                      "its cache bookkeeping (~45 ms)",
-    "gemma_c2000_l4": "serial, 4 lanes: reads 221 measured vs 164 predicted (saturating flash, as gemma_stream); "
-                      "compute residual includes bookkeeping on this build",
+    "gemma route-trace": "TPOT +12 % from three parts (breakdown below): compute +23 % (the qwen fit's weight-read rate "
+                         "charges gemma's 2.0 GB per token at qwen's rate; on one model at one k a per-layer overhead "
+                         "and the read rate move the run identically, and qwen has 48 layers to gemma's 30, so the "
+                         "split this fit could not identify is what gemma needs), waiting for reads +9 ms, and 15 ms "
+                         "of cache bookkeeping with no engine term. TTFT -25 %: the prefill rate is held at the floor "
+                         "that keeps decode bandwidth-bound (see the note under the fitted figures)",
+    "gemma_stream": "serial with no cache: 8 reads per layer keep all 4 lanes busy and the flash delivers ~2.1 GB/s, "
+                    "but the qwen run, whose 1-2 misses per layer rarely filled the lanes, barely constrains the "
+                    "curve's full-depth point (5.7 +- 3.8 GB/s): reads 253 ms predicted vs 449 measured. A run that "
+                    "saturates the lanes pins it",
+    "gemma_stream_ov": "the same saturated flash, overlapped: stall 214 vs 367 ms",
+    "gemma_c2000_l2": "2 lanes: the storage curve's one-read point gives two lanes their rate and reads match (253 vs "
+                      "256 ms); the older build's compute residual also holds its cache bookkeeping (~45 ms), which "
+                      "the prediction lacks",
+    "gemma_c2000_l4": "serial, 4 lanes: reads 153 vs 221 ms (the under-determined full-depth throughput, as "
+                      "gemma_stream); compute residual includes bookkeeping on this build",
     "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB (gemma_auto_ov.metrics) and the compute residual "
                      "tripled (452 ms vs ~140 in the 2000 MiB replicates): the OS evicts the mmapped dense weights "
                      "and the engine re-faults them. A profile states no page-cache pressure mechanism, so this row "
@@ -79,12 +78,12 @@ LESSONS = {
     "gemma_k6": "same model, k and budget as the bundled gemma trace but another prompt and 256 steps: replayed with "
                 "the bundled routing, so per-step comparison is only indicative; its parts miss like the route-trace "
                 "row's",
-    "gemma_mmap": "plain mmap: expert reads are page faults through the OS page cache, no streaming; needs the page-"
-                  "cache tier (issue 13), so it is not predicted",
+    "gemma_mmap": "plain mmap: expert reads are page faults through the OS page cache; the phone profile has no "
+                  "page-cache memory, so it is not predicted",
 }
-REPLICATE_LESSON = ("one of four identical-work runs (LRU 2000 MiB, 4 lanes, overlap, k=8): within the replicate "
-                    "noise, but by cancellation: compute +30-45 ms (k=8 at qwen's read rate) and the barrier's stall "
-                    "+30 ms against 45 ms of bookkeeping the engine lacks (breakdown below)")
+REPLICATE_LESSON = ("one of four identical-work runs (LRU 2000 MiB, 4 lanes, overlap, k=8), whose s/token spread "
+                    "14.5 %: compute +35-47 ms (k=8 at qwen's read rate), stall -32 ms (the under-determined "
+                    "full-depth flash throughput) and 45 ms of bookkeeping the engine lacks (breakdown below)")
 
 
 def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
@@ -213,10 +212,11 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "sessions) do not, which is part of their error and is not corrected for.",
               "- Runs without a routing trace are replayed from a timing-only trace built from their own per-step "
               "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
-              "- The engine of this tree has one overlap mode (a per-layer barrier), storage throughput that does "
-              "not depend on the number of lanes, and no cache-bookkeeping or per-token terms "
-              "(moesim/runs/engine_map.py lists them); the issue-13 clock adds them, and this table is rerun "
-              "then.", ""]
+              "- Overlapped runs are replayed with per-expert pipelining, serial ones with a per-layer barrier, "
+              "each with its own read lanes on the flash's throughput curve (moesim/runs/engine_map.py). The "
+              "engine has no cache-bookkeeping or per-token term yet: the fit reports them, predictions lack "
+              "them. Compute is the pre-operator roofline on the trace's own byte counts (the operator model of "
+              "issue 13 has not merged into this tree yet).", ""]
     return "\n".join(lines)
 
 

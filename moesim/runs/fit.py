@@ -100,6 +100,7 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
     figures = dict(base)
     decode_blocks = tuple(b for b in problem.targets if b != "prefill")
     staged = "peak_flops" in free and "prefill" in problem.targets and decode_blocks
+    staged_note = ""
     iterations = 0
     if staged:
         figures["peak_flops"] = 1e30  # stage A: decode at batch 1 reads weights; its FLOPs do not bind
@@ -107,18 +108,34 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
         figures, n_it = _solve(problem, figures, [f for f in free if f != "peak_flops"], scale, not_identified,
                                max_iter)
         iterations += n_it
+        decode_compute = problem.predict(figures)["compute"] if "compute" in problem.targets else None
         figures["peak_flops"] = base["peak_flops"]
         problem.only = ("prefill",)
         figures, n_it = _gauss_newton(problem, figures, ["peak_flops"], scale, max_iter)
         iterations += n_it
         problem.only = None
+        if decode_compute is not None:
+            floor = _bandwidth_bound_floor(problem, figures, decode_compute)
+            if floor > figures["peak_flops"]:
+                staged_note = (f"the prefill alone asks for peak_flops {figures['peak_flops']:.3g} FLOP/s, which would "
+                               "make decode FLOP-bound and break the decode fit (the roofline with the trace's FLOP "
+                               f"count cannot fit both); raised to {floor:.3g}, the lowest that keeps decode "
+                               "bandwidth-bound")
+                figures["peak_flops"] = floor
     else:
         figures, n_it = _solve(problem, figures, list(free), scale, not_identified, max_iter)
         iterations += n_it
     active = [f for f in free if f not in not_identified]
-    jac = _jacobian(problem, figures, active, scale)
-    cov = np.linalg.pinv(jac.T @ jac)
-    fitted = {f: (figures[f], float(np.sqrt(max(cov[i, i], 0.0))) * scale[f]) for i, f in enumerate(active)}
+    if staged:  # each stage's figures get their uncertainty from the blocks and the regime they were fitted in
+        fitted = {}
+        problem.only = decode_blocks
+        decode_active = [f for f in active if f != "peak_flops"]
+        fitted.update(_sigmas(problem, figures | {"peak_flops": 1e30}, decode_active, scale, figures))
+        problem.only = ("prefill",)
+        fitted.update(_sigmas(problem, figures, ["peak_flops"], scale, figures))
+        problem.only = None
+    else:
+        fitted = _sigmas(problem, figures, active, scale, figures)
     res = problem.residuals(figures)
     blocks = {}
     offset = 0
@@ -127,7 +144,7 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
         offset += target.size
         blocks[b] = {"rms_s": float(np.sqrt(np.mean(r ** 2))), "mean_measured_s": float(np.mean(target)),
                      "n": int(target.size)}
-    notes = []
+    notes = [staged_note] if staged_note else []
     weak = [f for f, (v, sd) in fitted.items() if v and sd > abs(v)]
     if weak:
         notes.append(f"weakly identified (1 sigma larger than the value): {', '.join(weak)}; their combination with "
@@ -136,6 +153,30 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
         notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
                      "uses the decode blocks' weighting and understates the run-to-run noise")
     return FitResult(figures, fitted, not_identified, blocks, int(res.size), iterations, notes)
+
+
+def _sigmas(problem: _Problem, at: dict[str, float], active: list[str], scale: dict[str, float],
+            figures: dict[str, float]) -> dict[str, tuple[float, float]]:
+    jac = _jacobian(problem, at, active, scale)
+    cov = np.linalg.pinv(jac.T @ jac)
+    return {f: (figures[f], float(np.sqrt(max(cov[i, i], 0.0))) * scale[f]) for i, f in enumerate(active)}
+
+
+def _bandwidth_bound_floor(problem: _Problem, figures: dict[str, float], decode_compute: np.ndarray) -> float:
+    """Lowest peak_flops at which decode compute stays within 0.5 % of its bandwidth-bound value (bisection)."""
+    def ok(peak: float) -> bool:
+        got = problem.predict(figures | {"peak_flops": peak})["compute"]
+        return bool(np.all(got <= decode_compute * 1.005))
+
+    lo, hi = figures["peak_flops"], max(figures["peak_flops"], 1.0)
+    if ok(lo):
+        return lo
+    while not ok(hi):
+        hi *= 2
+    for _ in range(20):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
 
 
 def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],
