@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench.count_replay",
     "bench.timed_replay",
     "bench.scaling",
+    "bench.hardening_memory",
 )
 
 

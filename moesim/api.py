@@ -90,10 +90,12 @@ def replay(trace: Any, policy: str | Sequence[str] = "lru", capacity: Any = "5%"
 
 
 def sweep(spec_or_path: Any, out: PathLike, backend: str = "local", jobs: int | None = None,
-          ray_address: str | None = None, progress: bool | None = False) -> pd.DataFrame:
+          ray_address: str | None = None, progress: bool | None = False, allow_code: bool = False,
+          max_runs: int | None = None) -> pd.DataFrame:
     """Run a sweep (a YAML path, a spec mapping, or a SweepSpec) into the dataset directory `out`.
 
     Re-running skips finished runs. Returns the runs table of the spec's runs, sorted by run_id.
+    A YAML file may name `imports`/`factory` only with allow_code=True (README "Safety").
     """
     from moesim.sweeps.runner import run_sweep
     from moesim.sweeps.spec import SweepSpec, load_spec, parse_spec
@@ -103,8 +105,8 @@ def sweep(spec_or_path: Any, out: PathLike, backend: str = "local", jobs: int | 
     elif isinstance(spec_or_path, Mapping):
         spec = parse_spec(spec_or_path, "moesim.sweep")
     else:
-        spec = load_spec(spec_or_path)
-    return run_sweep(spec, out, backend, jobs, ray_address, progress).table
+        spec = load_spec(spec_or_path, allow_code=allow_code)
+    return run_sweep(spec, out, backend, jobs, ray_address, progress, max_runs=max_runs).table
 
 
 def load_results(path: PathLike | Sequence[PathLike], tables: bool = False) -> pd.DataFrame | ResultSet:

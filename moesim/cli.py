@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import traceback
 from typing import Any, Callable, Sequence
 
+from moesim.atomic_io import begin_command, end_command, note_input
+from moesim.safe_text import terminal_text
 from moesim.errors import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, UserError
 
 # Modules that add subcommands, in the order `moesim --help` lists them.
@@ -41,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # "moesim replay" names the command; the bare program name would print "moesim: error: moesim: ..."
         command = self.prog.removeprefix("moesim").strip()
-        raise UserError(message, command or None)
+        # argparse quotes a bad value whole ("invalid int value: '999...'"): cut long ones
+        raise UserError(re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message), command or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +73,9 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, data: Any, render_text: Callable[[Any], str] | None = None) -> None:
     """Print `data` as JSON when --json was given, else as text via `render_text` (or JSON)."""
     if getattr(args, "json", False) or render_text is None:
-        print(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+        print(json.dumps(data, indent=2, sort_keys=True, default=_json_default))  # JSON escapes controls
     else:
-        print(render_text(data))
+        print(terminal_text(render_text(data)))
 
 
 def _json_default(value: Any) -> Any:
@@ -91,23 +95,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        _note_inputs(args)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_OK if not argv else EXIT_USER_ERROR
         result = args.func(args)
         return int(result or EXIT_OK)
     except UserError as exc:
-        print(f"moesim: error: {exc}", file=sys.stderr)
+        print(f"moesim: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("moesim: interrupted", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except MemoryError as exc:  # an input that declares more than this machine holds
+        print(f"moesim: error: not enough memory for this input ({_short(exc)}); use a smaller one", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # a path the user gave that a reader did not check first: still one line naming it
+        print(f"moesim: error: {exc.filename or '?'}: {exc.strerror or _short(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception:  # a bug in moesim, not the user's mistake
         traceback.print_exc()
         print("moesim: internal error (a bug in moesim; please report it with the traceback above)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+    finally:
+        end_command()
+
+
+# Options that name what a command writes; every other option or argument naming an existing file
+# is an input, and the output guard (moesim.atomic_io) refuses to replace it.
+OUTPUT_OPTIONS = ("out", "md")
+
+
+def _note_inputs(args: argparse.Namespace) -> None:
+    begin_command()
+    for name, value in vars(args).items():
+        if name in OUTPUT_OPTIONS:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item and len(item) < 4096 and "\x00" not in item:
+                note_input(item)
+
+
+def _one_line(text: str) -> str:
+    """An error as the one line the CLI promises: controls escaped, at most 2,000 characters."""
+    text = terminal_text(text.replace("\r", " ").replace("\n", " "))
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
 
 
 def run() -> None:

@@ -4,6 +4,10 @@ Every dimensioned value in a profile or on the command line carries its unit, be
 "25" has cost people a factor of 1024 or 8 (GB vs GiB, GB vs Gb) before. Decimal prefixes are
 powers of 10, binary ones (Ki, Mi, Gi, Ti) powers of 2; "b" is a bit, "B" a byte.
 Values are returned in SI base units: bytes, bytes/s, seconds, FLOP/s, watts, joules, J/byte, Hz.
+
+This is also the one place numbers from users are range-checked (README "Safety"): a size past
+MAX_BYTES, a positive bandwidth or FLOP rate below 1 per second, a count or seed outside its
+range is a UserError, and an error message echoes at most SHOW_CHARS characters of what was typed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,61 @@ BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0*
 SMALL = {"": 1.0, "m": 1e-3, "u": 1e-6, "µ": 1e-6, "μ": 1e-6, "n": 1e-9, "p": 1e-12}
 
 KINDS = ("bytes", "bandwidth", "time", "flops", "power", "energy", "energy_per_byte", "frequency")
+
+# Ranges of what a user may write: far beyond any real machine, well inside int64 and float64.
+MAX_BYTES = 2.0**60  # 1 EiB
+MAX_QUANTITY = 1e24
+MIN_RATE = 1.0  # a positive bandwidth or FLOP/s below 1 per second is a typo (1e-300 B/s overflows times)
+RATE_KINDS = ("bandwidth", "flops")
+MAX_SEED = 2**64 - 1
+SHOW_CHARS = 40
+
+
+def show(value: object, limit: int = SHOW_CHARS) -> str:
+    """repr(value) cut to `limit` characters: a 5,000-digit value is not echoed whole."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"an integer of {int(value.bit_length() * 0.30103) + 1:,} digits"
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
+def check_seed(value: object, where: str) -> int:
+    """A seed: an integer in 0..2**64-1 (numpy's generators take no more, and no negative ones)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"a seed is an integer, got {show(value)}", where)
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"seed {show(value)} outside 0..2**64-1", where)
+    return int(value)
+
+
+def parse_count(text: object, where: str, minimum: int = 0, maximum: int = 2**62) -> int:
+    """A whole number a user typed ("500", "10M", "2e6", 12) within minimum..maximum."""
+    if isinstance(text, bool):
+        raise UserError(f"expected a whole number, got {show(text)}", where)
+    if isinstance(text, int):
+        value = text
+    elif isinstance(text, float) and math.isfinite(text) and text == int(text):
+        value = int(text)
+    elif isinstance(text, str):
+        stripped = text.strip()
+        match = re.fullmatch(rf"{_NUMBER}\s*(?P<suffix>[kKMGT]?)", stripped) if len(stripped) <= 64 else None
+        if match is None:
+            raise UserError(f"cannot read {show(text)} as a count (a whole number such as 500, 10M, 2e6)", where)
+        number = _DECIMAL_CONTEXT.multiply(decimal.Decimal(match.group("num")),
+                                           decimal.Decimal(repr(DECIMAL[match.group("suffix")])))
+        if not number.is_finite() or number != number.to_integral_value():
+            raise UserError(f"{show(text)} is not a whole number", where)
+        if abs(number) > maximum + 1 or abs(number) > 2**63:
+            raise UserError(f"{show(text)} outside {minimum:,}..{maximum:,}", where)
+        value = int(number)
+    else:
+        raise UserError(f"expected a whole number, got {show(text)}", where)
+    if not minimum <= value <= maximum:
+        raise UserError(f"{show(text)} outside {minimum:,}..{maximum:,}", where)
+    return value
+
 
 _NUMBER = r"(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _PATTERN = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>\S.*?)?\s*$")
@@ -135,29 +194,43 @@ def parse_quantity(text: object, kind: str, where: str = "", allow_negative: boo
     return parse_quantity_full(text, kind, where, allow_negative).value
 
 
-def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative: bool = False) -> Quantity:
+def parse_quantity_full(text: object, kind: str, where: str = "", allow_negative: bool = False,
+                        check: bool = True) -> Quantity:
     if kind not in KINDS:
         raise ValueError(f"unknown quantity kind {kind!r}")
     example = EXAMPLES[kind]
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise UserError(f"expected a {kind} with a unit such as '{example}', got {text!r}", where or None)
+        raise UserError(f"expected a {kind} with a unit such as '{example}', got {show(text)}", where or None)
     if isinstance(text, (int, float)):
-        raise UserError(f"bare number {text!r} has no unit; write it like '{example}'", where or None)
-    match = _PATTERN.match(text)
+        raise UserError(f"bare number {show(text)} has no unit; write it like '{example}'", where or None)
+    match = _PATTERN.match(text) if len(text) <= 200 else None
     if not match:
-        raise UserError(f"cannot read {text!r} as a {kind}; write it like '{example}'", where or None)
+        raise UserError(f"cannot read {show(text)} as a {kind}; write it like '{example}'", where or None)
     unit = match.group("unit")
     if not unit:
-        raise UserError(f"bare number {text.strip()!r} has no unit; write it like '{example}'", where or None)
+        raise UserError(f"bare number {show(text.strip())} has no unit; write it like '{example}'", where or None)
     scale = _scale(unit.replace(" ", ""), kind)
     if scale is None:
-        raise UserError(f"unit {unit!r} is not a {kind} unit; write it like '{example}'", where or None)
+        raise UserError(f"unit {show(unit)} is not a {kind} unit; write it like '{example}'", where or None)
     value = _exact_product(match.group("num"), scale)
     if not math.isfinite(value):
-        raise UserError(f"{text!r} is not a finite {kind}", where or None)
+        raise UserError(f"{show(text)} is not a finite {kind}", where or None)
     if value < 0 and not allow_negative:
-        raise UserError(f"{text!r} is negative", where or None)
+        raise UserError(f"{show(text)} is negative", where or None)
+    if check:
+        check_range(value, kind, text, where)
     return Quantity(value=value, kind=kind, text=text.strip())
+
+
+def check_range(value: float, kind: str, text: object, where: str = "") -> None:
+    """UserError for a value of `kind` no machine has: past MAX_BYTES or MAX_QUANTITY, or a positive
+    rate below MIN_RATE per second."""
+    limit = MAX_BYTES if kind == "bytes" else MAX_QUANTITY
+    if abs(value) > limit:
+        raise UserError(f"{show(text)} is beyond the largest {kind} moesim accepts "
+                        f"({'1 EiB' if kind == 'bytes' else f'{limit:g}'})", where or None)
+    if kind in RATE_KINDS and 0 < abs(value) < MIN_RATE:
+        raise UserError(f"{show(text)} is below 1 per second: not a real {kind}", where or None)
 
 
 # Wide exponent range, no traps: an absurd exponent becomes inf or 0 and is reported as not finite.
@@ -179,9 +252,11 @@ def parse_size_or_fraction(text: object, total_bytes: float, where: str = "capac
         try:
             share = float(stripped[:-1])
         except ValueError:
-            raise UserError(f"cannot read {text!r} as a percentage", where) from None
+            raise UserError(f"cannot read {show(text)} as a percentage", where) from None
         if not math.isfinite(share) or share < 0:
-            raise UserError(f"{text!r} must be a non-negative percentage", where)
+            raise UserError(f"{show(text)} must be a non-negative percentage", where)
+        if share > 1e6:
+            raise UserError(f"{show(text)} is more than a million percent", where)
         return total_bytes * share / 100.0
     return parse_quantity(stripped, "bytes", where)
 
@@ -242,7 +317,7 @@ def format_quantity(value: float, kind: str) -> str:
         unit = f"{prefix}J/B" if base == "J/B" else prefix + base
         for digits in range(1, 18):
             text = f"{mantissa:.{digits}g} {unit}"
-            if "e" not in text and parse_quantity(text, kind, allow_negative=True) == value:
+            if "e" not in text and parse_quantity_full(text, kind, allow_negative=True, check=False).value == value:
                 if best is None or len(text) < len(best):
                     best = text
                 break

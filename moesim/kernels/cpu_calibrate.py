@@ -35,7 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
+from moesim.hw_profiles.profile import HardwareProfile, Link, Power, Processor, Tier
+from moesim.hw_profiles.schema import translate_path
 from moesim.kernels.calibrate import CalibrationResult, round_sig, spread_text
 from moesim.kernels.direct_io import ALIGN, DirectFile, aligned_buffer, write_file
 from moesim.kernels.fitting import Spread, fit_copy_sweep, fit_kernel_times
@@ -102,13 +103,15 @@ def base_cpu_profile(name: str = "cpu-host") -> HardwareProfile:
     return HardwareProfile(
         name=name,
         description="this host's CPU as the compute device: DRAM holds the expert cache, experts live in a file",
-        compute=Compute(peak_flops=1e11, memory_bandwidth=1e10, launch_overhead=1e-5),
+        # the CPU is the expert processor and reads the cache tier ("vram" names the memory it computes from)
+        processors={"cpu": Processor("cpu", "cpu", "vram", {"bf16": 1e11, "fp32": 1e11}, 1e10, 1e-5)},
+        expert_processor="cpu",
         tiers={"vram": Tier("vram", capacity=ram, reserved=round(ram / 4)),
                "ssd": Tier("ssd", capacity=disk, read_bandwidth=1e9, latency=0.0, queue_depth=1)},
         links={"ssd_d": Link("ssd_d", bandwidth=1e9, latency=1e-4, copy_engines=1)},
         power=Power(idle_watts=10.0, active_watts=65.0),
         host_memory="pinned",
-        provenance=prov,
+        provenance={translate_path(k, "cpu"): v for k, v in prov.items()},
     )
 
 

@@ -238,7 +238,7 @@ class _Run:
         self.shapes = shapes
         self.planner = setup.planner
         self.topology = setup.topology
-        self.cpu_device_timed = (not self.cuda and setup.topology.home == "ssd" and setup.topology.ssd_direct
+        self.cpu_device_timed = (not self.cuda and setup.topology.far and setup.topology.stage is None
                                  and parse_spec(config.prefetch, "prefetch").name == "none"
                                  and parse_spec(config.miss, "miss").name == "stall")
         self.backend = backend

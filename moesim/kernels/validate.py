@@ -81,7 +81,7 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
         progress(f"building {shapes.n_objects} random experts of {shapes.expert_bytes} bytes (once for every run)")
     store = HostExpertStore(shapes, seed=config.seed, pin=config.device.startswith("cuda"))
     ssd = None
-    if build_topology(profile, trace.total_object_bytes()).home == "ssd":  # the expert file, written once
+    if build_topology(profile, trace.total_object_bytes()).far:  # the expert file, written once
         from moesim.kernels.ssd_store import SsdExpertStore
 
         ssd = SsdExpertStore(store, config.ssd_dir)

@@ -20,13 +20,14 @@ from typing import Any, Callable, TypeVar
 
 from moesim.errors import UserError
 
-KINDS = ("eviction", "prefetch", "miss")
+KINDS = ("eviction", "prefetch", "miss", "placement")
 
 # Modules that hold registered policies; imported on first lookup so registration is complete.
 POLICY_MODULES: tuple[str, ...] = (
     "moesim.policies.eviction",
     "moesim.policies.prefetch",
     "moesim.policies.miss_handling",
+    "moesim.policies.placement",
 )
 
 

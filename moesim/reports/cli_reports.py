@@ -12,6 +12,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from moesim.reports.readers import load_result_set
     from moesim.reports.render import write_report
 
+    from moesim.atomic_io import check_output
+
+    check_output(args.out, "--out")  # before the work: a bad output path fails at once
+    if args.md is not None:
+        check_output(args.md, "--md")
     results = load_result_set(args.results)
     report = write_report(results, args.out, args.md, title=args.title)
     data: dict[str, Any] = {

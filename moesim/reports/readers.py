@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from moesim.atomic_io import note_input
 from moesim.errors import UserError
 from moesim.reports import adapters, run_file, tables
 from moesim.reports.tables import ResultSet, arrow_table
@@ -45,6 +46,8 @@ def _load_one(path: Path) -> ResultSet:
         from moesim.sweeps import store
 
         if store.is_dataset(path):
+            for name in (store.TABLE, store.MANIFEST):  # a dataset's own files are inputs too
+                note_input(path / name)
             return store.read_dataset(path)
         files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
         if not files:
@@ -54,6 +57,7 @@ def _load_one(path: Path) -> ResultSet:
 
 
 def _load_file(path: Path) -> ResultSet:
+    note_input(path)
     meta = run_file.read_metadata(path)
     if meta is None:
         raise UserError("not a moesim result (its Parquet metadata has no 'moesim' entry)", str(path))

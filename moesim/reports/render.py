@@ -16,7 +16,9 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from moesim.atomic_io import write_text_atomic
+from moesim.atomic_io import write_texts_atomic
+from moesim.errors import UserError
+from moesim.safe_text import markdown_cell, markdown_line
 from moesim.reports import frames, plots
 from moesim.reports.ranking import ranking_table
 from moesim.reports.tables import ResultSet
@@ -193,8 +195,8 @@ def _md_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
     cols, rows = table_rows(df, columns)
     if not cols:
         return ""
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(markdown_cell(v) for v in r) + " |" for r in rows]
     if len(df) > MAX_TABLE_ROWS:
         lines.append(f"\n{len(df) - MAX_TABLE_ROWS} more rows not shown.")
     return "\n".join(lines)
@@ -236,9 +238,9 @@ def to_html(report: Report) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    lines = [f"# {report.title}", ""]
-    lines += [f"- {s}" for s in report.summary]
-    lines += [f"- note: {n}" for n in report.notes]
+    lines = [f"# {markdown_line(report.title)}", ""]
+    lines += [f"- {markdown_line(s)}" for s in report.summary]
+    lines += [f"- note: {markdown_line(n)}" for n in report.notes]
     if len(report.ranking):
         lines += ["", "## Policy ranking and distance to the bounds", "", _md_table(report.ranking,
                                                                                    list(report.ranking.columns))]
@@ -256,7 +258,12 @@ def write_report(results: ResultSet, html_path: str | os.PathLike[str], md_path:
                  title: str = "moesim report", whatif: WhatIfAxes | None = None) -> Report:
     """Build the report of `results` and write it as HTML (and Markdown), atomically."""
     report = build(results, title, whatif)
-    write_text_atomic(html_path, to_html(report))
+    files = {os.fspath(html_path): to_html(report)}
+    where = {os.fspath(html_path): "--out"}
     if md_path is not None:
-        write_text_atomic(md_path, to_markdown(report))
+        if os.path.realpath(md_path) == os.path.realpath(html_path):
+            raise UserError(f"{md_path} is also the --out file: give two different paths", "--md")
+        files[os.fspath(md_path)] = to_markdown(report)
+        where[os.fspath(md_path)] = "--md"
+    write_texts_atomic(files, where)  # one unit: never a new HTML beside an old Markdown
     return report

@@ -78,12 +78,12 @@ def from_long_table(table: pa.Table) -> ResultSet:
 
 
 def write_run_file(path: str | os.PathLike[str], results: ResultSet | tables.RunTables,
-                   meta: dict[str, Any]) -> None:
+                   meta: dict[str, Any], clean_stale: bool = True) -> None:
     """Write `results` to `path` atomically, with `meta` (JSON-ready) in the schema metadata."""
     table = to_long_table(results)
     payload = {"format": FORMAT, **meta}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(payload, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
+    with atomic_path(path, clean_stale=clean_stale) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=False, write_statistics=False)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.trace import Trace
-from moesim.units import parse_size_or_fraction
+from moesim.units import MAX_BYTES, parse_count, parse_size_or_fraction, show
 
 _SLOTS = re.compile(r"^\s*(\d+)\s*slots?\s*$")
 
@@ -48,14 +48,22 @@ def parse_capacity(text: str, trace: Trace, where: str = "--capacity") -> Capaci
     slots = _SLOTS.match(stripped)
     if slots:
         largest = max(int(b) for b in trace.meta.object_bytes)
-        return Capacity(stripped, int(slots.group(1)) * largest)
+        count = parse_count(slots.group(1), where, 0, 2**62)
+        return Capacity(stripped, _in_range(count * largest, text, where))
     from moesim.traces.doctor import refuse_placeholder_sizes
 
     refuse_placeholder_sizes(trace, f"the capacity {stripped!r} (bytes or %)", where)
     value = parse_size_or_fraction(stripped, float(held_object_bytes(trace)), where)
     if not math.isfinite(value):
-        raise UserError(f"{text!r} is not a finite capacity", where)
-    return Capacity(stripped, int(math.floor(value)))
+        raise UserError(f"{show(text)} is not a finite capacity", where)
+    return Capacity(stripped, _in_range(int(math.floor(value)), text, where))
+
+
+def _in_range(n_bytes: int, text: str, where: str) -> int:
+    """A capacity the int64 cache core can hold (moesim.units.MAX_BYTES)."""
+    if n_bytes > MAX_BYTES:
+        raise UserError(f"{show(text)} is more than 1 EiB", where)
+    return n_bytes
 
 
 def parse_capacity_list(text: str, trace: Trace, where: str = "--capacity") -> list[Capacity]:

@@ -83,6 +83,22 @@ def _count_runs(plan: ReplayPlan) -> list[tuple[CountResult, str]]:
     return runs
 
 
+def check_model_shape(trace: Any, model: str, where: str = "--model") -> None:
+    """Refuse a model whose shape is not the trace's: its FLOPs and dense sizes would time a different
+    network than the one the trace routed through. A top-k override (engines run Qwen3 at k=6) and a
+    log of some of the model's layers (meta.layer_ids) are the same network and pass."""
+    from moesim.traces.model_files import load_model_any
+
+    spec = load_model_any(model, where).spec
+    meta = trace.meta
+    sparse = bool(meta.layer_ids) and max(meta.layer_ids) < spec.n_layers  # a log of some layers only
+    layers_fit = meta.n_layers in (spec.n_moe_layers, spec.n_layers) or sparse
+    if spec.n_routed_experts != meta.n_experts or not layers_fit:
+        raise UserError(f"{spec.name} has {spec.n_moe_layers} MoE layers x {spec.n_routed_experts} experts; the "
+                        f"trace has {meta.n_layers} x {meta.n_experts}: its FLOPs and sizes would time another "
+                        "model (leave --model out to use the trace's own)", where)
+
+
 def is_timed(args: argparse.Namespace) -> bool:
     """Timing runs when a hardware profile is named and --count-only is not given."""
     return bool(getattr(args, "profile", None)) and not args.count_only
@@ -101,13 +117,17 @@ def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, s
     refuse_placeholder_sizes(plan.trace, "a timed run (--profile)", "--profile")
     profile = resolve_profile(args.profile, tuple(args.profile_set or ()))
     runs = []
+    # --placement may list several (compare where experts run): one run each
+    placements = [p.strip() for p in (getattr(args, "placement", None) or "gpu").split(",") if p.strip()] or ["gpu"]
     for spec in plan.specs:
         for cap in plan.capacities:
-            config = timed_config_from_args(args, cap.bytes, eviction=spec.label())
-            if plan.scope == "layer":
-                weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
-                config = replace(config, layer_capacity=tuple(weights))
-            runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
+            for placement in placements:
+                config = replace(timed_config_from_args(args, cap.bytes, eviction=spec.label()), placement=placement)
+                if plan.scope == "layer":
+                    weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
+                    if weights is not None:  # None: the core splits the capacity evenly over layers
+                        config = replace(config, layer_capacity=tuple(weights))
+                runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
     return runs
 
 
@@ -115,9 +135,17 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
     """Resolve the arguments, then run the count replay or the timed one."""
     if args.layer_weights is not None and args.scope != "layer":
         raise UserError("--layer-weights needs --scope layer", "replay")
-    if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"):
-        raise UserError("--prefetch and --miss need the timing engine: add --profile NAME", "replay")
+    if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"
+                                or (getattr(args, "placement", None) or "gpu") != "gpu"):
+        raise UserError("--prefetch, --miss and --placement need the timing engine: add --profile NAME", "replay")
+    if getattr(args, "profile_set", None) and not getattr(args, "profile", None):
+        raise UserError("--set changes a field of a hardware profile: add --profile NAME", "--set")
+    if getattr(args, "model", None) and not is_timed(args):
+        raise UserError("--model sets FLOPs and dense sizes for timing: add --profile NAME (without "
+                        "--count-only)", "--model")
     plan = _plan(args, specs)
+    if getattr(args, "model", None):
+        check_model_shape(plan.trace, args.model)
     if is_timed(args):
         runs = _timed_runs(plan, args)
         if args.out:

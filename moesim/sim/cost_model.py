@@ -1,4 +1,7 @@
-"""Compute time of every cell from the model's shape and the profile's roofline (no clock, no policy).
+"""The legacy per-cell roofline (kept for callers), and the model-spec resolver timing uses.
+
+Timed replay now times cells operator by operator (moesim/sim/compute/, docs/metrics.md "Compute");
+`resolve_model_spec` below picks the spec it uses. The functions after it are the former model:
 
 Per cell (one pass at one layer), with T tokens (docs/metrics.md, "Compute"):
   dense  = max(dense_bytes / memory_bandwidth, T * dense_flops_per_token / peak_flops) + launch_overhead
@@ -78,6 +81,38 @@ def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
     source = f"trace object bytes ({dtype if dtype in ('fp32', 'fp16', 'bf16') else 'bf16'} "
     source += "from the trace)" if "weight_dtype" in trace.meta.extra else "assumed)"
     return ModelShape(params, dense, tuple(2.0 * b / width for b in dense), hidden, source)
+
+
+def resolve_model_spec(trace: Trace, model: str | None = None) -> tuple[ModelSpec | None, tuple[str, ...] | None]:
+    """The spec timing uses: `model` (catalog name, model YAML, Hugging Face config.json or GGUF file),
+    else the trace's meta.model when the catalog knows it under some spelling. Returns the spec and,
+    from a GGUF file, the expert storage format of each trace layer (None otherwise).
+
+    An explicit `model` that cannot be loaded is the user's mistake (UserError); an unknown
+    meta.model falls back to the trace's own object bytes, assuming bf16.
+    """
+    from moesim.traces.model_files import load_model_any, load_model_guess
+
+    if model:
+        loaded = load_model_any(model, "--model")
+        return loaded.spec, _formats_for_trace(loaded, trace)
+    if trace.meta.model:
+        loaded = load_model_guess(trace.meta.model)
+        if loaded is not None:
+            return loaded.spec, _formats_for_trace(loaded, trace)
+    return None, None
+
+
+def _formats_for_trace(loaded: object, trace: Trace) -> tuple[str, ...] | None:
+    per_layer = getattr(loaded, "expert_formats", None)
+    if not per_layer:
+        return None
+    spec = loaded.spec  # type: ignore[attr-defined]
+    if trace.meta.n_layers == spec.n_moe_layers:
+        return tuple(per_layer[m] for m in spec.moe_layers)
+    if trace.meta.n_layers == spec.n_layers:
+        return tuple(per_layer[m] if m in spec.moe_layers else spec.default_dtype for m in range(spec.n_layers))
+    return None
 
 
 def dense_times(trace: Trace, shape: ModelShape, compute: Compute) -> np.ndarray:

@@ -48,6 +48,7 @@ import numpy as np
 from moesim.errors import UserError
 from moesim.policies.base import PolicyContext, PrefetchView
 from moesim.policies.miss_handling import CPU, FETCH, SKIP, MissView
+from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.count_replay import profile_counts
 from moesim.sim.cache_core import ABSENT, HIT, MISS_COMPULSORY, CacheCore, CoreConfig, CoreCounters
@@ -58,6 +59,8 @@ from moesim.traces.trace import Trace
 
 SETUP_CELL = -1
 """Cell index of the copies that load pinned objects before the first cell."""
+PLACED = -1
+"""Outcome of a request whose object a placement policy keeps on the CPU (neither hit nor miss)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class PlanConfig:
     seed: int = 0
     dram_eviction: str = "lru"
     cancel_unstarted: bool = False  # see the module docstring (`cancels`)
+    placement: str = "gpu"  # moesim/policies/placement.py: objects kept on the CPU never enter the cache
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,9 @@ class Planner:
         self.prefetcher = self.prefetch_spec.build(self.ctx)
         self.prefetch_on = not getattr(self.prefetcher, "proposes_nothing", False)
         self.handler = self.miss_spec.build(self.ctx)
+        self.placement_spec = parse_placement(config.placement)
+        on_cpu = self.placement_spec.build(dataclasses.replace(self.ctx, trace=trace)).on_cpu()
+        self.placed: bytearray | None = bytearray(on_cpu.astype(np.uint8).tobytes()) if on_cpu.any() else None
         self.handler_fetch_all = bool(getattr(self.handler, "fetch_all", False))
         self.keeps_lowbit = bool(getattr(self.handler, "keeps_lowbit", False))
         self.lossy = bool(getattr(self.handler, "lossy", False))
@@ -328,15 +335,23 @@ class Planner:
         objs = self.req_obj[lo:hi]
         if self.future is not None:
             self.future.position = hi - 1
+        req_ids: range | list[int] = range(lo, hi)
+        if self.placed is not None:
+            objs, req_ids = self._place(c, lo, hi)
         outs = core.begin_cell(objs)
-        self._outs.extend(outs)
+        if self.placed is None:
+            self._outs.extend(outs)
+        else:
+            cell_outs = [PLACED] * (hi - lo)
+            for r, out in zip(req_ids, outs):
+                cell_outs[r - lo] = out
+            self._outs.extend(cell_outs)
         waits = self.wait_flat
         unwaited = self.unwaited
         altered = 0
         missing: list[int] = []
         missing_req: list[int] = []
-        i = lo
-        for obj, out in zip(objs, outs):
+        for i, obj, out in zip(req_ids, objs, outs):
             if out == HIT:
                 if unwaited[obj]:
                     waits.append(self.inbound[obj])
@@ -344,12 +359,11 @@ class Planner:
             else:
                 missing.append(obj)
                 missing_req.append(i)
-            i += 1
         if self.keeps_lowbit:
             lowbit, tokens = self.lowbit, self.req_tokens
-            for j, (obj, out) in enumerate(zip(objs, outs)):
+            for i, obj, out in zip(req_ids, objs, outs):
                 if out == HIT and lowbit[obj]:
-                    altered += tokens[lo + j]
+                    altered += tokens[i]
         admitted: list[int] = []
         if missing:
             altered += self._handle_misses(c, missing, missing_req, admitted)
@@ -363,6 +377,24 @@ class Planner:
         self.altered.append(altered)
         self.cell_copy_off.append(len(self.copies))
         self.wait_off.append(len(waits))
+
+    def _place(self, c: int, lo: int, hi: int) -> tuple[list[int], list[int]]:
+        """Send the cell's CPU-placed objects to the CPU; return the others and their request ids."""
+        placed = self.placed
+        assert placed is not None
+        kept, kept_req, cpu_objs = [], [], []
+        for r in range(lo, hi):
+            obj = self.req_obj[r]
+            if placed[obj]:
+                self.cpu_rows.append((r, self.req_tokens[r]))
+                self.gpu_token_changes.append((r, 0))
+                cpu_objs.append(obj)
+            else:
+                kept.append(obj)
+                kept_req.append(r)
+        if cpu_objs:  # the CPU reads them from host memory (from SSD first where that is their home)
+            self.wait_flat.extend(self._host_stage(cpu_objs, c))
+        return kept, kept_req
 
     def _handle_misses(self, c: int, missing: list[int], missing_req: list[int], admitted: list[int]) -> int:
         """Decide the cell's misses; issue demand copies; return the altered applications."""
@@ -475,8 +507,11 @@ class Planner:
         state, in_use = core.state, core.in_use
         protected = []
         absent = []
+        placed = self.placed
         for req in requests:
             obj = req.obj
+            if placed is not None and placed[obj]:
+                continue  # lives on the CPU: never copied to the device
             if state[obj] == ABSENT:
                 absent.append(obj)
             elif in_use[obj] < 255:

@@ -19,11 +19,14 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.policies.placement import parse_placement
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
-from moesim.sim.cost_model import ModelShape, cpu_times, dense_times, expert_times, resolve_model_shape
+from moesim.sim.compute import (ComputeModel, compute_model, expert_cell_times, expert_request_times,
+                                non_expert_cell_times)
+from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import Pipelined, simulate
-from moesim.sim.expert_compute import per_expert_times, wait_compute
+from moesim.sim.expert_compute import wait_compute
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
@@ -54,6 +57,9 @@ class TimedConfig:
     grouped_experts: bool = True
     bounds: bool = True
     cancel_unstarted: bool = False  # drop queued prefetch copies whose slot is reused (timing-dependent bytes)
+    placement: str = "gpu"  # where routed experts run: a placement policy spec ("gpu", "cpu-layers:n=4", "cpu-all")
+    framework: str | None = None  # kernel counts per operator ("eager", "cuda-graphs", "llama.cpp"); None: the profile's
+    kernel_table: str | None = None  # a `moesim calibrate` JSON report whose measured expert-kernel times replace the roofline
     routing_sync: bool = False  # the host reads each cell's routing from the device before issuing its copies
     overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
     io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
@@ -63,7 +69,7 @@ class TimedConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
                           capacity_bytes=int(self.capacity_bytes), scope=self.scope,
                           layer_capacity=self.layer_capacity, seed=self.seed, dram_eviction=self.dram_eviction,
-                          cancel_unstarted=self.cancel_unstarted)
+                          cancel_unstarted=self.cancel_unstarted, placement=self.placement)
 
     def to_dict(self) -> dict[str, Any]:
         """Resolved: policy specs in canonical form with all their parameters."""
@@ -84,6 +90,9 @@ class TimedConfig:
             "grouped_experts": self.grouped_experts,
             "bounds": self.bounds,
             "cancel_unstarted": self.cancel_unstarted,
+            "placement": parse_placement(self.placement).to_dict(),
+            "framework": self.framework,
+            "kernel_table": self.kernel_table,
             **({"routing_sync": True} if self.routing_sync else {}),  # only when set: older results stay as they were
             "overlap": self.overlap,
             "io_lanes": self.io_lanes,
@@ -99,6 +108,9 @@ class TimedConfig:
         miss = parse_spec(self.miss, "miss")
         if miss.name != "stall":
             parts.append("miss=" + miss.label())
+        placement = parse_placement(self.placement)
+        if placement.name != "gpu":
+            parts.append("place=" + placement.label())
         return " ".join(parts)
 
 
@@ -107,10 +119,17 @@ class PlanSetup:
     """A Planner with the static inputs its decisions read (shared by the simulator and the executor)."""
 
     planner: Planner
-    shape: ModelShape
+    compute: ComputeModel
     topology: Topology
-    dense: np.ndarray  # seconds per cell
+    dense: np.ndarray  # seconds per cell (non-expert work: pre + post)
     expert_full: np.ndarray  # seconds per cell with every routed expert on the device
+    pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
+    post: np.ndarray  # after them (shared experts, dense FFN, LM head)
+
+    @property
+    def shape(self) -> ComputeModel:
+        """The model figures (`dense_bytes` per trace layer, ...) the real-GPU executor sizes its dense work by."""
+        return self.compute
 
 
 def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -> PlanSetup:
@@ -120,20 +139,24 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     is the one input a prefetcher reads besides the cache state, so both layers must get it from here
     for their decisions to agree.
     """
-    shape = resolve_model_shape(trace, config.model)
+    spec, formats = resolve_model_spec(trace, config.model)
+    model = compute_model(trace, profile, spec, config.framework, config.kernel_table, formats)
     topology = build_topology(profile, trace.total_object_bytes(), config.io_lanes, config.storage_reads)
     _check_capacity(profile, config)
-    dense = dense_times(trace, shape, profile.compute)
-    if config.routing_sync:
-        dense = dense + routing_sync_seconds(profile)
+    non_expert = non_expert_cell_times(trace, model)
+    pre, post = non_expert.pre, non_expert.post
+    if config.routing_sync:  # the host reads the cell's routing before it can issue copies
+        pre = pre + routing_sync_seconds(profile)
+    dense = pre + post
     planner = Planner(trace, topology, config.plan_config())
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
-    params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
-    expert_full = expert_times(stream.cell, obj_bytes[stream.obj], planner.req_tokens_arr, params[stream.obj],
-                               trace.n_cells, profile.compute, config.grouped_experts)
-    planner.compute_window = expert_full + np.append(dense[1:], 0.0)
-    return PlanSetup(planner, shape, topology, dense, expert_full)
+    req_layer = trace.object_layer_array()[stream.obj]
+    expert_full = expert_cell_times(model, stream.cell, req_layer, obj_bytes[stream.obj], planner.req_tokens_arr,
+                                    trace.n_cells, "gpu", config.grouped_experts)
+    # from this cell's gate to the next one's: its experts, its post part, the next cell's pre part
+    planner.compute_window = expert_full + post + np.append(pre[1:], 0.0)
+    return PlanSetup(planner, model, topology, dense, expert_full, pre, post)
 
 
 def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
@@ -146,34 +169,34 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     if overlap not in OVERLAP_MODES:
         raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
     setup = setup_planner(trace, profile, config)
-    planner, shape, topology, dense, expert_full = (setup.planner, setup.shape, setup.topology, setup.dense,
+    planner, model, topology, dense, expert_full = (setup.planner, setup.compute, setup.topology, setup.dense,
                                                      setup.expert_full)
-    compute = profile.compute
     stream = planner.stream
     obj_bytes = trace.object_bytes_array()
-    params = np.asarray(shape.expert_params, dtype=np.float64)[trace.object_layer_array()]
     req_bytes = obj_bytes[stream.obj]
-    req_params = params[stream.obj]
+    req_layer = trace.object_layer_array()[stream.obj]
     n_cells = trace.n_cells
     plan = planner.plan_rest(engine)
 
-    expert = expert_times(stream.cell, req_bytes, plan.gpu_tokens, req_params, n_cells, compute,
-                          config.grouped_experts)
+    expert = expert_cell_times(model, stream.cell, req_layer, req_bytes, plan.gpu_tokens, n_cells, "gpu",
+                               config.grouped_experts)
     on_cpu = plan.cpu_tokens > 0
-    cpu_compute = cpu_times(stream.cell[on_cpu], req_bytes[on_cpu], plan.cpu_tokens[on_cpu], req_params[on_cpu],
-                            n_cells, compute, f"profile {profile.name}")
+    cpu_compute = np.zeros(n_cells)
+    if on_cpu.any():  # the CPU reads these experts from host DRAM itself: no copy to the GPU
+        cpu_compute = expert_cell_times(model, stream.cell[on_cpu], req_layer[on_cpu], req_bytes[on_cpu],
+                                        plan.cpu_tokens[on_cpu], n_cells, "cpu", config.grouped_experts)
     # a token whose experts run on the CPU sends its activation once and gets one combined result
     # back; without per-token detail that is min(expert-token pairs on the CPU, tokens in the cell)
     cpu_token_count = np.minimum(np.bincount(stream.cell[on_cpu], weights=plan.cpu_tokens[on_cpu],
                                              minlength=n_cells), trace.cell_tokens)
-    activation = cpu_token_count * shape.activation_bytes_per_token()
+    activation = cpu_token_count * model.activation_bytes_per_token()
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():
         has = cpu_token_count > 0
         cpu_path = np.where(has, cpu_compute + topology.activation_time(activation, profile.pageable), 0.0)
     pipelined = None
     if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
-        per_req = per_expert_times(req_bytes, plan.gpu_tokens, req_params, profile.device)
+        per_req = expert_request_times(model, req_layer, req_bytes, plan.gpu_tokens, "gpu")  # by operator
         expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
         waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, stream.cell, stream.obj, per_req,
                               trace.n_objects)
@@ -181,8 +204,9 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
-    expert_eff = np.maximum(expert, cpu_path)
-    pre_gate = dense + np.concatenate(([0.0], expert_eff[:-1])) if n_cells else np.zeros(0)
+    expert_eff = np.maximum(expert, cpu_path)  # the CPU and GPU parts of a cell run in parallel
+    # from cell c-1's stall end to cell c's gate: c-1's experts and post part, then c's pre part
+    pre_gate = setup.pre + np.concatenate(([0.0], (expert_eff + setup.post)[:-1])) if n_cells else np.zeros(0)
     server = np.asarray(topology.route_server, dtype=np.int64)[plan.copy_route]
     if (server < 0).any():  # the planner used a route role the topology did not resolve: a bug, not input
         raise RuntimeError(f"copies on unresolved route roles {sorted(set(plan.copy_route[server < 0].tolist()))}")
@@ -194,8 +218,8 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         handler = planner.handler
         bounds = compute_bounds(trace, stream, topology, dense, expert_full, config.capacity_bytes, config.scope,
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
-                                valid=handler.bounds_hold, pipelined=overlap == "expert")
-    return build_result(config, profile, plan, times, engine, duration, bounds, shape.source)
+                                valid=handler.bounds_hold and planner.placed is None, pipelined=overlap == "expert")
+    return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
 
 
 def routing_sync_seconds(profile: HardwareProfile) -> float:

@@ -36,7 +36,40 @@ def _import_all(modules: Sequence[str]) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(traces: dict[str, Trace], profiles: dict[ProfileKey, Any], imports: Sequence[str]) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker process die when the sweep that started it dies, even by SIGKILL.
+
+    Linux's PR_SET_PDEATHSIG delivers SIGKILL when the parent goes; if the parent is already gone
+    (it died before this line ran) exit now. Elsewhere a thread polls for the parent instead.
+    """
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="moesim-parent-watch", daemon=True).start()
+
+
+def _init_worker(traces: dict[str, Trace], profiles: dict[ProfileKey, Any], imports: Sequence[str],
+                 parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     _import_all(imports)
     _WORKER["traces"] = traces
     _WORKER["profiles"] = profiles
@@ -55,7 +88,7 @@ def run_local(todo: Sequence[RunConfig], traces: dict[str, Trace], profiles: dic
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context, initializer=_init_worker,
-                               initargs=(traces, profiles, tuple(imports)))
+                               initargs=(traces, profiles, tuple(imports), os.getpid()))
     try:
         # a bounded window of submitted runs keeps the driver's memory flat for huge sweeps
         window = 4 * jobs

@@ -9,6 +9,7 @@ from typing import Any
 
 from moesim.cli import add_json_flag, emit
 from moesim.errors import UserError
+from moesim.sweeps.plan import DEFAULT_MAX_RUNS
 
 TABLE_COLUMNS = ["policy", "trace", "profile", "profile_set", "capacity", "scope", "mode", "seed", "status", "hit_rate",
                  "misses", "total_s", "tpot_mean_s", "error", "run_id"]
@@ -45,6 +46,18 @@ def _text_table(df: Any, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _jobs(text: str) -> int:
+    from moesim.units import parse_count
+
+    return parse_count(text, "--jobs", 1, 4096)
+
+
+def _max_runs(text: str) -> int:
+    from moesim.units import parse_count
+
+    return parse_count(text, "--max-runs", 1, 10**9)
+
+
 def _progress_flag(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
@@ -54,8 +67,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from moesim.sweeps.runner import run_sweep, summary_line
     from moesim.sweeps.spec import load_spec
 
-    outcome = run_sweep(load_spec(args.spec), args.out, args.backend, args.jobs, args.ray_address,
-                        _progress_flag(args))
+    outcome = run_sweep(load_spec(args.spec, allow_code=args.allow_code), args.out, args.backend, args.jobs,
+                        args.ray_address, _progress_flag(args), max_runs=args.max_runs)
     data = summary_line(outcome)
     data["table"] = str(Path(args.out) / "table.parquet")
     emit(args, data, lambda d: (f"{d['runs']} runs: {d['ran']} ran ({d['failed']} failed), {d['skipped_done']} were "
@@ -67,7 +80,9 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="local: a process pool on this machine (default); ray: Ray tasks (pip install "
                              "'moesim[dist]')")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes / Ray CPUs (default: all cores)")
+    parser.add_argument("--jobs", type=_jobs, default=None, help="worker processes / Ray CPUs (default: all cores)")
+    parser.add_argument("--max-runs", type=_max_runs, default=None,
+                        help=f"refuse a grid of more runs than this (default {DEFAULT_MAX_RUNS:,}; README 'Safety')")
     parser.add_argument("--ray-address", default=None,
                         help="with --backend ray: 'auto' or HOST:PORT of a running cluster (default: start a local one)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,17 +92,23 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
 def _cmd_table(args: argparse.Namespace) -> int:
     from moesim.sweeps import store
 
+    if args.out:
+        from moesim.atomic_io import check_output, note_input
+
+        for name in (store.TABLE, store.MANIFEST):  # the dataset's own files are this command's inputs
+            note_input(Path(args.dir) / name)
+        if Path(args.out).suffix not in (".csv", ".parquet"):
+            raise UserError("write .parquet or .csv", "--out")
+        check_output(args.out, "--out")
     table = store.combined_table(Path(args.dir))
     if args.out:
         out = Path(args.out)
         if out.suffix == ".csv":
             from moesim.atomic_io import write_text_atomic
 
-            write_text_atomic(out, table.to_csv(index=False))
-        elif out.suffix == ".parquet":
-            store.write_table(out, table)
+            write_text_atomic(out, table.to_csv(index=False), "--out")
         else:
-            raise UserError("write .parquet or .csv", "--out")
+            store.write_table(out, table, "--out")
     done, total = store.dataset_progress(Path(args.dir))
     if args.json:
         emit(args, {"runs": _records(table), "done": done, "expected": total})
@@ -102,7 +123,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_whatif(args: argparse.Namespace) -> int:
     from moesim.sweeps.whatif import parse_axis, plan_whatif, run_whatif
 
-    axes = [parse_axis(v) for v in args.vary]
+    axes = [parse_axis(v, args.max_runs) for v in args.vary]
     from moesim.traces.cli_input import load_cli_trace, trace_input
 
     fmt, options = trace_input(args)
@@ -112,7 +133,8 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
                        miss=[m for m in args.miss.split(",") if m.strip()], capacity=args.capacity, scope=args.scope,
                        mode=args.replay, seeds=(args.seed,), count_only=args.count_only,
                        trace_name=args.trace if not isinstance(trace, str) else None)
-    data = run_whatif(plan, args.out, args.backend, args.jobs, args.ray_address, _progress_flag(args))
+    data = run_whatif(plan, args.out, args.backend, args.jobs, args.ray_address, _progress_flag(args),
+                      max_runs=args.max_runs)
     emit(args, data, _render_whatif)
     return 0
 
@@ -130,6 +152,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep = subparsers.add_parser("sweep", help="run a YAML sweep spec into a resumable Parquet dataset directory")
     sweep.add_argument("spec", metavar="SPEC.yaml", help="the sweep spec (README 'Sweeps')")
     sweep.add_argument("--out", required=True, help="dataset directory (re-running skips finished runs)")
+    sweep.add_argument("--allow-code", action="store_true",
+                       help="let the spec import modules (imports:) and call trace factories (factory:); off by "
+                            "default: a spec is data (README 'Safety')")
     _add_execution(sweep)
     add_json_flag(sweep)
     sweep.set_defaults(func=_cmd_sweep)

@@ -14,12 +14,33 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from moesim.errors import UserError
 from moesim.sweeps import bindings
 from moesim.sweeps.run_config import RunConfig
 from moesim.sweeps.spec import ProfileChoice, SweepSpec
 from moesim.traces.trace import Trace
 
 ProfileKey = tuple[str, tuple[tuple[str, str], ...]]
+
+# The largest grid a sweep or what-if runs unless --max-runs lifts it (README "Safety"): a typo in a
+# range (":100000000") must fail at once, not fill the disk and memory for hours.
+DEFAULT_MAX_RUNS = 10_000
+
+
+def grid_size(spec: SweepSpec) -> int:
+    """The number of runs `spec`'s cross product names (before equal runs collapse)."""
+    n = len(spec.traces)
+    for axis in (spec.profiles, spec.eviction, spec.prefetch, spec.miss, spec.capacities, spec.scopes, spec.modes,
+                 spec.seeds):
+        n *= len(axis)
+    return n
+
+
+def check_grid(n_runs: int, max_runs: int | None, where: str) -> None:
+    limit = DEFAULT_MAX_RUNS if max_runs is None else max_runs
+    if n_runs > limit:
+        raise UserError(f"the grid has {n_runs:,} runs, more than the limit of {limit:,}; narrow it, or lift the "
+                        f"limit with --max-runs {n_runs}", where)
 
 
 def profile_key(config: RunConfig) -> ProfileKey:
@@ -48,8 +69,11 @@ def load_profiles(spec: SweepSpec) -> dict[ProfileKey, Any]:
 
 
 def plan_sweep(spec: SweepSpec, traces: dict[str, Trace] | None = None,
-               profiles: dict[ProfileKey, Any] | None = None) -> SweepPlan:
-    """Every run of `spec`, in a fixed order, each once (two spellings of one run collapse)."""
+               profiles: dict[ProfileKey, Any] | None = None, max_runs: int | None = None) -> SweepPlan:
+    """Every run of `spec`, in a fixed order, each once (two spellings of one run collapse).
+
+    A grid larger than `max_runs` (default DEFAULT_MAX_RUNS) is a UserError before anything loads."""
+    check_grid(grid_size(spec), max_runs, spec.source)
     if traces is None:
         traces = {src.name: src.load(f"{spec.source}: traces: {src.name}") for src in spec.traces}
     if profiles is None:

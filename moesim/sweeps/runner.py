@@ -38,11 +38,20 @@ def run_plan(plan: SweepPlan, out: str | Path, backend: str = "local", jobs: int
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError("exists and is not a directory", str(out))
-    (out / store.RUNS).mkdir(parents=True, exist_ok=True)
-    store.remove_partial(out)
+    try:
+        (out / store.RUNS).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the sweep folder ({exc.strerror or exc})", str(out)) from None
+    with store.locked(out):
+        return _run_locked(plan, out, backend, jobs, ray_address, progress)
+
+
+def _run_locked(plan: SweepPlan, out: Path, backend: str, jobs: int, ray_address: str | None,
+                progress: bool | None) -> SweepOutcome:
+    store.remove_partial(out)  # under the lock: every temporary file left is a dead sweep's
     ids = [r.run_id for r in plan.runs]
     store.write_manifest(out, plan.spec.name, ids, plan.spec.source)
-    done = store.done_ids(out)
+    done = store.done_ids(out, check=True)
     todo = [r for r in plan.runs if r.run_id not in done]
     by_id = {r.run_id: r for r in todo}
     imports, in_main = worker_imports(plan)
@@ -64,7 +73,7 @@ def run_plan(plan: SweepPlan, out: str | Path, backend: str = "local", jobs: int
             failed += 0 if output.ok else 1
             bar.advance(output.ok)
     everything = store.runs_table(out, fresh=written)
-    store.write_table(out / store.TABLE, everything)
+    store.write_table(out / store.TABLE, everything, replace_input=True)
     table = everything[everything["run_id"].isin(set(ids))].reset_index(drop=True)
     return SweepOutcome(table=table, total=len(ids), skipped=len(ids) - len(todo), ran=len(todo), failed=failed,
                         out=out)
@@ -85,9 +94,10 @@ def worker_imports(plan: SweepPlan) -> tuple[tuple[str, ...], bool]:
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "local", jobs: int | None = None,
-              ray_address: str | None = None, progress: bool | None = None) -> SweepOutcome:
+              ray_address: str | None = None, progress: bool | None = None,
+              max_runs: int | None = None) -> SweepOutcome:
     """Plan `spec` (load its traces and profiles once) and run it into `out`."""
-    return run_plan(plan_sweep(spec), out, backend, jobs, ray_address, progress)
+    return run_plan(plan_sweep(spec, max_runs=max_runs), out, backend, jobs, ray_address, progress)
 
 
 def summary_line(outcome: SweepOutcome) -> dict[str, Any]:

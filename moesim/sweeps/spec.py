@@ -19,6 +19,12 @@
 Every axis takes one value or a list; the runs are their cross product. Profile `none` means a
 count-only run (no timing); any other profile makes a timed run, which needs the timing engine.
 Mistakes are UserErrors naming the spec file and the key.
+
+A spec file is data (README "Safety"): it is read by the strict YAML loader (moesim.yaml_io: no
+duplicate keys, no Python tags, aliases within a small budget), and the two keys that run code,
+`imports` and a trace's `factory`, are refused unless the user passes --allow-code
+(`load_spec(path, allow_code=True)`). A relative trace file resolves against the spec's folder.
+A mapping built in Python (`parse_spec`) is code already and may name both.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from moesim.errors import UserError
+from moesim.units import check_seed
 from moesim.sim.requests import MODES
 from moesim.sweeps.run_config import DEFAULT_MISS, DEFAULT_PREFETCH, canonical_policy
 from moesim.traces.trace import Trace
@@ -54,11 +61,14 @@ class TraceSource:
 
         if self.kind == "object":
             return self.ref
-        if self.kind == "file":
-            return bindings.load_trace_file(self.ref, where)
-        if self.kind == "synthetic":
-            return bindings.synthetic_trace(dict(self.args), where)
-        return bindings.factory_trace(self.ref, dict(self.args), where)
+        try:
+            if self.kind == "file":
+                return bindings.load_trace_file(self.ref, where)
+            if self.kind == "synthetic":
+                return bindings.synthetic_trace(dict(self.args), where)
+            return bindings.factory_trace(self.ref, dict(self.args), where)
+        except UserError as exc:  # name the spec file and key, whatever the loader named
+            raise (exc if (exc.where or "").startswith(where) else exc.located(where)) from None
 
 
 @dataclass(frozen=True)
@@ -96,22 +106,18 @@ class SweepSpec:
     source: str = "sweep spec"
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and check a YAML sweep spec."""
-    import yaml
+def load_spec(path: str | Path, allow_code: bool = False) -> SweepSpec:
+    """Read and check a YAML sweep spec; `allow_code` lets it name `imports` and trace factories."""
+    from moesim.yaml_io import read_yaml_mapping
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read: {exc.strerror or exc}", str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}", str(path)) from None
-    return parse_spec(data, str(path))
+    if path.is_dir():
+        raise UserError("is a folder; give the sweep spec's YAML file", str(path))
+    data = read_yaml_mapping(path)
+    return parse_spec(data, str(path), allow_code=allow_code, base_dir=path.parent)
+
+
+CODE_KEYS_HINT = "a sweep spec is data; to let it run code (imports, trace factories) pass --allow-code"
 
 
 def _list(data: Mapping[str, Any], key: str, default: Sequence[Any], where: str) -> list[Any]:
@@ -132,14 +138,20 @@ def _text_list(data: Mapping[str, Any], key: str, default: Sequence[str], where:
     return [v.strip() for v in values]
 
 
-def parse_spec(data: Any, where: str = "sweep spec") -> SweepSpec:
-    """Check a spec mapping and resolve its policy names; UserError naming `where` and the key."""
+def parse_spec(data: Any, where: str = "sweep spec", allow_code: bool = True,
+               base_dir: Path | None = None) -> SweepSpec:
+    """Check a spec mapping and resolve its policy names; UserError naming `where` and the key.
+
+    `allow_code=False` refuses `imports` and trace factories (a spec read from a file);
+    `base_dir` is the folder relative trace files resolve against (the spec file's)."""
     if not isinstance(data, Mapping):
         raise UserError("a sweep spec must be a mapping of axis names to values", where)
     unknown = [k for k in data if k not in KEYS]
     if unknown:
-        raise UserError(f"unknown key {unknown[0]!r}; known: {', '.join(KEYS)}", where)
+        raise UserError(f"unknown key {_show(unknown[0])}; known: {', '.join(KEYS)}", where)
     imports = _text_list(data, "imports", [], where)
+    if imports and not allow_code:
+        raise UserError(f"names modules to import ({_show(imports[0])}); {CODE_KEYS_HINT}", f"{where}: imports")
     for module in imports:
         try:
             importlib.import_module(module)
@@ -147,7 +159,7 @@ def parse_spec(data: Any, where: str = "sweep spec") -> SweepSpec:
             raise UserError(f"cannot import {module!r}: {exc}", f"{where}: imports") from None
     if "traces" not in data:
         raise UserError("names no traces (key 'traces')", where)
-    traces = _traces(data["traces"], f"{where}: traces")
+    traces = _traces(data["traces"], f"{where}: traces", allow_code, base_dir)
     if "eviction" not in data:
         raise UserError("names no eviction policies (key 'eviction')", where)
     eviction = [_policy(p, "eviction", where) for p in _text_list(data, "eviction", [], where)]
@@ -165,8 +177,8 @@ def parse_spec(data: Any, where: str = "sweep spec") -> SweepSpec:
     seeds = []
     for s in _list(data, "seeds", [0], where):
         if isinstance(s, bool) or not isinstance(s, int):
-            raise UserError(f"seeds must be integers, got {s!r}", f"{where}: seeds")
-        seeds.append(int(s))
+            raise UserError(f"seeds must be integers, got {_show(s)}", f"{where}: seeds")
+        seeds.append(check_seed(s, f"{where}: seeds"))
     profiles = [_profile(p, f"{where}: profiles") for p in _list(data, "profiles", [None], where)]
     pass_table, timeline_passes = _tables(data.get("tables"), f"{where}: tables")
     spec = SweepSpec(
@@ -213,7 +225,7 @@ def _choices(data: Mapping[str, Any], key: str, allowed: Sequence[str], where: s
     return values
 
 
-def _traces(value: Any, where: str) -> list[TraceSource]:
+def _traces(value: Any, where: str, allow_code: bool = True, base_dir: Path | None = None) -> list[TraceSource]:
     if isinstance(value, (str, Trace)):
         value = [value]
     if isinstance(value, (list, tuple)):
@@ -235,10 +247,13 @@ def _traces(value: Any, where: str) -> list[TraceSource]:
         if isinstance(ref, Trace):
             sources.append(TraceSource(name, "object", ref))
         elif isinstance(ref, str) and ref.strip():
-            sources.append(TraceSource(name, "file", ref.strip()))
+            sources.append(TraceSource(name, "file", _trace_file(ref.strip(), base_dir)))
         elif isinstance(ref, Mapping) and set(ref) == {"synthetic"} and isinstance(ref["synthetic"], Mapping):
             sources.append(TraceSource(name, "synthetic", None, _frozen_args(ref["synthetic"])))
         elif isinstance(ref, Mapping) and "factory" in ref and set(ref) <= {"factory", "args"}:
+            if not allow_code:
+                raise UserError(f"names a Python function ({_show(ref['factory'])}); {CODE_KEYS_HINT}",
+                                f"{at}: factory")
             args = ref.get("args") or {}
             target = ref["factory"]
             if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")) \
@@ -249,6 +264,21 @@ def _traces(value: Any, where: str) -> list[TraceSource]:
             raise UserError("a trace source is a file name, {synthetic: {...}} or {factory: 'module:function', "
                             "args: {...}}", at)
     return sources
+
+
+def _trace_file(ref: str, base_dir: Path | None) -> str:
+    """A trace file named in a spec file, relative to the spec's folder (bundled: names stay)."""
+    from moesim.traces.io import BUNDLED_PREFIX
+
+    if base_dir is None or ref.startswith(BUNDLED_PREFIX) or Path(ref).is_absolute():
+        return ref
+    return str(base_dir / ref)
+
+
+def _show(value: Any) -> str:
+    from moesim.units import show
+
+    return show(value)
 
 
 def _frozen_args(args: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

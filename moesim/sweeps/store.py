@@ -3,24 +3,30 @@
     DIR/runs/<run_id>.parquet   every table of one run (moesim.reports.run_file), written atomically
     DIR/sweep.json              the spec's name and the ids of its runs (for progress and sweep-table)
     DIR/table.parquet           the combined runs table, rewritten when a sweep finishes
+    DIR/.lock                   held (flock) by the one sweep writing the folder
 
 A run file appears whole or not at all (temporary file + rename), so a sweep killed at any
-instant leaves only whole results and, at worst, a temporary file that the next start removes;
-the next start skips every run whose file exists. Nothing is lost and nothing is run twice.
+instant leaves only whole results and, at worst, a temporary file that the next start removes
+(under the lock, so never a live sweep's); the next start skips every run whose file reads back
+whole and sets a damaged one aside (`<id>.parquet.damaged`) to run again. The table is a cache:
+missing or damaged, it is rebuilt from runs/. Nothing is lost and nothing is run twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import moesim
-from moesim.atomic_io import atomic_path, write_text_atomic
+from moesim.atomic_io import TMP_SUFFIX, atomic_path, is_stale_tmp, write_text_atomic
 from moesim.errors import UserError
 from moesim.reports import run_file, tables
 from moesim.reports.tables import ResultSet
@@ -31,6 +37,39 @@ RUNS = "runs"
 MANIFEST = "sweep.json"
 TABLE = "table.parquet"
 SUFFIX = ".parquet"
+LOCK = ".lock"
+DAMAGED = ".damaged"
+# run files read per Arrow concatenation while building the runs table: keeps the pieces' per-file
+# overhead (schemas, buffers) from growing with the number of runs
+TABLE_BATCH = 256
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold the folder's exclusive lock for a sweep's lifetime; UserError if another sweep holds it.
+
+    flock is released by the kernel when the holder dies, so a killed sweep never leaves it stuck.
+    """
+    import fcntl
+
+    out = Path(out)
+    path = out / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot create the sweep lock ({exc.strerror or exc})", str(out)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(f"another sweep (process {holder}) is writing to this folder; wait for it or use "
+                            "another --out", str(out)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def run_path(out: Path, run_id: str) -> Path:
@@ -44,17 +83,47 @@ def run_files(out: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX and not p.name.startswith("."))
 
 
-def done_ids(out: Path) -> set[str]:
-    return {p.stem for p in run_files(out)}
+def reads_back(path: Path) -> bool:
+    """True if the run file's footer and row groups are whole (a truncated file has no footer)."""
+    try:
+        meta = pq.read_metadata(path)
+        return meta.num_rows > 0 and run_file.METADATA_KEY in (meta.metadata or {})
+    except (OSError, pa.ArrowException, ValueError):
+        return False
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged run file out of the way (kept for inspection, no longer counted as done)."""
+    aside = path.with_name(path.name + DAMAGED)
+    os.replace(path, aside)
+    return aside
+
+
+def done_ids(out: Path, check: bool = False) -> set[str]:
+    """Ids of the runs whose file exists; with `check` (a sweep's start, under its lock) only those
+    that read back whole: a damaged one is set aside so that its run is done again."""
+    done = set()
+    for p in run_files(out):
+        if check and not reads_back(p):
+            set_aside(p)
+            continue
+        done.add(p.stem)
+    return done
 
 
 def remove_partial(out: Path) -> int:
-    """Delete temporary files a killed writer left (atomic_io names them .<target>.<random>.tmp)."""
-    folder = Path(out) / RUNS
+    """Delete temporary files a killed writer left (atomic_io names them .<target>.<pid>.<random>.tmp).
+
+    Call it holding the folder's lock: every temporary file in runs/ then belongs to a dead sweep;
+    beside runs/ (a report being written into the folder) only those whose writer is gone go.
+    """
     removed = 0
-    if folder.is_dir():
+    runs = Path(out) / RUNS
+    for folder, any_tmp in ((runs, True), (Path(out), False)):
+        if not folder.is_dir():
+            continue
         for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp"):
+            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and (any_tmp or is_stale_tmp(p)):
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -64,7 +133,7 @@ def write_run(out: Path, config: RunConfig, output: RunOutput) -> None:
     meta: dict[str, Any] = {"config": config.to_dict(), "moesim_version": moesim.__version__}
     if output.traceback:
         meta["traceback"] = output.traceback
-    run_file.write_run_file(run_path(out, output.run_id), output.results, meta)
+    run_file.write_run_file(run_path(out, output.run_id), output.results, meta, clean_stale=False)
 
 
 def write_manifest(out: Path, name: str, run_ids: Iterable[str], source: str) -> None:
@@ -96,18 +165,24 @@ def read_runs(paths: Iterable[Path]) -> ResultSet:
 
 
 def read_dataset(out: Path, run_ids: Iterable[str] | None = None) -> ResultSet:
-    """The dataset's runs (all of them, or those in `run_ids` that are done)."""
+    """The dataset's runs (all of them, or those in `run_ids` that are done); a run file that does
+    not read back whole is left out with a note (the next sweep start runs it again)."""
     files = run_files(out)
     if run_ids is not None:
         wanted = set(run_ids)
         files = [p for p in files if p.stem in wanted]
-    return read_runs(files)
+    whole = [p for p in files if reads_back(p)]
+    if len(whole) < len(files):
+        bad = [p for p in files if p not in set(whole)]
+        print(f"moesim: note: {len(bad)} damaged run file(s) left out (first: {bad[0]}); run the sweep again to "
+              "redo them", file=sys.stderr)
+    return read_runs(whole)
 
 
-def write_table(path: Path, runs: pd.DataFrame) -> None:
+def write_table(path: Path, runs: pd.DataFrame, where: str | None = None, replace_input: bool = False) -> None:
     """The runs table as Parquet, atomically and deterministically (sorted by run_id)."""
     table = tables.to_arrow(runs.sort_values("run_id", kind="mergesort"), "runs")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, where, replace_input=replace_input) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
@@ -119,20 +194,65 @@ def read_table(path: Path) -> pd.DataFrame:
     return tables.from_arrow(table, "runs")
 
 
+def _cached_table(path: Path) -> pd.DataFrame:
+    """The table cache, or an empty one when it is missing or damaged (it is rebuilt from runs/)."""
+    if not path.is_file():
+        return tables.empty("runs")
+    try:
+        return read_table(path)
+    except (UserError, KeyError, ValueError, TypeError, pa.ArrowException):
+        print(f"moesim: note: {path} is damaged; rebuilding it from {RUNS}/", file=sys.stderr)
+        return tables.empty("runs")
+
+
+def read_runs_rows(paths: Iterable[Path], damaged: list[Path] | None = None) -> pd.DataFrame:
+    """Only the "runs" rows and columns of the given run files: memory proportional to the table's
+    columns, not to every table of every run. A file that does not read back is skipped and listed
+    in `damaged` (or a UserError when `damaged` is None)."""
+    import pyarrow.compute as pc
+
+    columns = ["table", *tables.columns("runs")]
+    pieces: list[pa.Table] = []
+    batch: list[pa.Table] = []
+    for path in paths:
+        try:
+            part = pq.read_table(path, columns=columns, use_threads=False)
+            part = part.filter(pc.equal(part.column("table"), "runs")).drop(["table"])
+            part = part.cast(pa.schema([part.schema.field(c) for c in part.column_names]))  # drop metadata
+        except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
+            if damaged is None:
+                raise UserError(f"cannot read as a run file: {str(exc).splitlines()[0][:200]}", str(path)) from None
+            damaged.append(path)
+            continue
+        batch.append(part.replace_schema_metadata(None))
+        if len(batch) >= TABLE_BATCH:
+            pieces.append(pa.concat_tables(batch).combine_chunks())
+            batch = []
+    if batch:
+        pieces.append(pa.concat_tables(batch).combine_chunks())
+    if not pieces:
+        return tables.empty("runs")
+    return tables.from_arrow(pa.concat_tables(pieces), "runs")
+
+
 def runs_table(out: Path, run_ids: Iterable[str] | None = None, fresh: Iterable[str] = ()) -> pd.DataFrame:
     """The runs table of the dataset's run files (those in `run_ids`, if given), sorted by run_id.
 
     DIR/table.parquet caches the rows of earlier reads: rows whose run file is gone are dropped and
-    only run files the cache lacks, or named in `fresh` (just written), are read.
+    only run files the cache lacks, or named in `fresh` (just written), are read. A damaged cache is
+    rebuilt; a damaged run file is left out with a note (the next sweep start runs it again).
     """
     files = {p.stem: p for p in run_files(out)}
     wanted = set(files) if run_ids is None else set(run_ids) & set(files)
-    cache_path = Path(out) / TABLE
-    cached = read_table(cache_path) if cache_path.is_file() else tables.empty("runs")
+    cached = _cached_table(Path(out) / TABLE)
     stale = set(fresh)
     cached = cached[cached["run_id"].isin(wanted - stale)]
     missing = sorted(wanted - set(cached["run_id"]))
-    parts = [cached] + ([read_runs(files[i] for i in missing).runs] if missing else [])
+    damaged: list[Path] = []
+    parts = [cached] + ([read_runs_rows((files[i] for i in missing), damaged)] if missing else [])
+    if damaged:
+        print(f"moesim: note: {len(damaged)} damaged run file(s) left out (first: {damaged[0]}); run the sweep "
+              "again to redo them", file=sys.stderr)
     table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else cached
     return tables.conform(table.sort_values("run_id", kind="mergesort").reset_index(drop=True), "runs")
 

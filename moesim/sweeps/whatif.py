@@ -64,9 +64,14 @@ def _split(text: str, where: str) -> tuple[float, str]:
     return float(match.group("num")), match.group("unit")
 
 
-def parse_axis(text: str) -> Axis:
-    """Parse one --vary argument; UserError naming the argument for any mistake."""
-    where = f"--vary {text}"
+def parse_axis(text: str, max_points: int | None = None) -> Axis:
+    """Parse one --vary argument; UserError naming the argument for any mistake. A range of more
+    points than `max_points` (default: the grid cap, sweeps.plan.DEFAULT_MAX_RUNS) is refused
+    before a single point is made."""
+    from moesim.sweeps.plan import check_grid
+    from moesim.units import parse_count
+
+    where = f"--vary {text if len(text) <= 80 else text[:80] + '...'}"
     path, sep, spec = text.partition("=")
     path, spec = path.strip(), spec.strip()
     if not sep or not path or not spec:
@@ -80,7 +85,8 @@ def parse_axis(text: str) -> Axis:
             _check_value(path, v, where)
         return Axis(path, values)
     lo_text, hi_text = match.group("lo").strip(), match.group("hi").strip()
-    n, spacing = int(match.group("n")), match.group("spacing") or "geo"
+    n, spacing = parse_count(match.group("n"), where, 1, 2**40), match.group("spacing") or "geo"
+    check_grid(n, max_points, where)
     lo_num, lo_unit = _split(lo_text, where)
     _, hi_unit = _split(hi_text, where)
     if path == CAPACITY_AXIS and lo_unit in ("%", "slot", "slots"):
@@ -183,14 +189,15 @@ def plan_whatif(trace: str | Trace, profile: str | None, axes: Sequence[Axis], p
 
 
 def run_whatif(plan: WhatIfPlan, out: str | Path, backend: str = "local", jobs: int | None = None,
-               ray_address: str | None = None, progress: bool | None = None) -> dict[str, Any]:
+               ray_address: str | None = None, progress: bool | None = None,
+               max_runs: int | None = None) -> dict[str, Any]:
     """Run the study's sweep into `out` (resumable) and write out/report.html and out/report.md."""
     from moesim.reports.render import WhatIfAxes, write_report
     from moesim.sweeps import store
     from moesim.sweeps.runner import run_sweep
 
     out = Path(out)
-    outcome = run_sweep(plan.spec, out, backend, jobs, ray_address, progress)
+    outcome = run_sweep(plan.spec, out, backend, jobs, ray_address, progress, max_runs=max_runs)
     results = store.read_dataset(out, outcome.table["run_id"].tolist())
     results.notes.extend(plan.notes)
     axes = None

@@ -108,7 +108,18 @@ def model_from_mapping(data: dict[str, Any], where: str) -> ModelSpec:
 
     attention = doc.section("attention")
     assert attention is not None
-    attention_params, heads = _attention_params(attention, hidden)
+    attention_params, heads, shape = _attention_params(attention, hidden)
+    window = attention.integer("sliding_window", required=False, default=0, minimum=0)
+    sliding = _layer_set(attention, "sliding_layers", n_layers, required=False) if window else ()
+    global_params = attention_params
+    if shape.get("kind") == "gqa":
+        g_kv = attention.integer("global_kv_heads", required=False, default=0, minimum=0)
+        g_dim = attention.integer("global_head_dim", required=False, default=0, minimum=0)
+        shape.update(global_kv_heads=g_kv, global_head_dim=g_dim)
+        if g_kv or g_dim:  # full-attention layers with their own widths (gemma-4)
+            q = heads * (g_dim or shape["head_dim"])
+            kv = (g_kv or shape["kv_heads"]) * (g_dim or shape["head_dim"])
+            global_params = attention_params - shape["proj_params"] + 2 * hidden * q + 2 * hidden * kv
     buckets = attention.integer("relative_position_buckets", required=False, default=0, minimum=0)
     rel_layers = _layer_set(attention, "relative_position_layers", n_layers, required=False) if buckets else ()
     attention.finish()
@@ -118,7 +129,7 @@ def model_from_mapping(data: dict[str, Any], where: str) -> ModelSpec:
     by_layer = []
     moe_set = set(moe_layers)
     for layer in range(n_layers):
-        params = norms_per_layer * hidden + attention_params
+        params = norms_per_layer * hidden + (attention_params if layer in sliding else global_params)
         if layer in cross_layers:
             params += attention_params + hidden  # cross-attention block and its norm
         if layer in rel_layers:
@@ -152,11 +163,26 @@ def model_from_mapping(data: dict[str, Any], where: str) -> ModelSpec:
         dense_params_by_layer=tuple(by_layer),
         embedding_params=embedding,
         description=description,
+        attention_kind=shape["kind"],
+        n_heads=heads,
+        n_kv_heads=shape.get("kv_heads", 0),
+        head_dim=shape.get("head_dim", 0),
+        q_lora_rank=shape.get("q_lora_rank", 0),
+        kv_lora_rank=shape.get("kv_lora_rank", 0),
+        qk_rope_head_dim=shape.get("qk_rope_head_dim", 0),
+        qk_nope_head_dim=shape.get("qk_nope_head_dim", 0),
+        v_head_dim=shape.get("v_head_dim", 0),
+        sliding_window=window,
+        sliding_layers=sliding,
+        global_kv_heads=shape.get("global_kv_heads", 0),
+        global_head_dim=shape.get("global_head_dim", 0),
+        dense_intermediate_size=dense_inter,
+        tie_word_embeddings=tied,
     )
 
 
-def _attention_params(attention: Section, hidden: int) -> tuple[int, int]:
-    """Parameters of one self-attention block, and its head count.
+def _attention_params(attention: Section, hidden: int) -> tuple[int, int, dict[str, Any]]:
+    """Parameters of one self-attention block, its head count and its shapes (for the compute model).
 
     gqa (covers MHA and MQA): q, k, v, o projections with optional biases, optional q/k norms
     ("per_head": one head_dim vector each, as Qwen3; "full": over all heads, as OLMoE) and optional
@@ -181,7 +207,8 @@ def _attention_params(attention: Section, hidden: int) -> tuple[int, int]:
         params += {"none": 0, "per_head": 2 * head_dim, "full": q + kv}[qk_norm]
         if attention.boolean("sinks"):
             params += heads
-        return params, heads
+        shape = {"kind": kind, "kv_heads": kv_heads, "head_dim": head_dim, "proj_params": 2 * hidden * q + 2 * hidden * kv}
+        return params, heads, shape
     q_lora = attention.optional_integer("q_lora_rank")
     kv_lora = attention.integer("kv_lora_rank")
     nope = attention.integer("qk_nope_head_dim")
@@ -190,7 +217,9 @@ def _attention_params(attention: Section, hidden: int) -> tuple[int, int]:
     q_out = heads * (nope + rope)
     q_params = hidden * q_out if q_lora is None else hidden * q_lora + q_lora + q_lora * q_out
     kv_params = hidden * (kv_lora + rope) + kv_lora + kv_lora * heads * (nope + v_dim)
-    return q_params + kv_params + heads * v_dim * hidden, heads
+    shape = {"kind": kind, "q_lora_rank": q_lora or 0, "kv_lora_rank": kv_lora, "qk_rope_head_dim": rope,
+             "qk_nope_head_dim": nope, "v_head_dim": v_dim}
+    return q_params + kv_params + heads * v_dim * hidden, heads, shape
 
 
 def _layer_set(section: Section, key: str, n_layers: int, required: bool) -> tuple[int, ...]:

@@ -106,6 +106,10 @@ def _validate(args: argparse.Namespace) -> int:
 
     trace = _load(args, args.trace, warn=False)  # loading validates; any problem is a UserError (exit 1)
     findings = diagnose(trace)
+    if trace.n_passes == 0:  # a valid container, but nothing to replay: validate says so
+        from moesim.errors import UserError
+
+        raise UserError("holds no passes (no rows): nothing to replay", args.trace)
     data = {"trace": args.trace, "valid": True, "passes": trace.n_passes, "cells": trace.n_cells,
             "routed_accesses": trace.n_accesses,
             "warnings": [{"code": f.code, "message": f.message} for f in findings]}

@@ -121,7 +121,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    emit(args, model_details(load_model(args.model)), _render_show)
+    from moesim.traces.model_files import load_model_any
+
+    emit(args, model_details(load_model_any(args.model, "model").spec), _render_show)
     return 0
 
 
@@ -132,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_flag(p_list)
     p_list.set_defaults(func=_cmd_list)
     p_show = sub.add_parser("show", help="shapes, expert bytes per dtype, dense bytes and FLOPs per layer")
-    p_show.add_argument("model", help="catalog name (see `moesim models list`) or path to a model YAML file")
+    p_show.add_argument("model", help="catalog name (see `moesim models list`), a model YAML, a Hugging Face config.json or a GGUF file")
     add_json_flag(p_show)
     p_show.set_defaults(func=_cmd_show)
     parser.set_defaults(func=lambda args: parser.print_help() or 0)

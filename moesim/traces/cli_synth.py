@@ -95,13 +95,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from moesim.traces.synth_config import parse_count, preset
     from moesim.traces.synthetic import generate
 
+    from moesim.atomic_io import check_output
+
+    check_output(args.out, "--out")  # before generating: a bad output path fails at once
     config = _read_fit_file(args.from_fit) if args.from_fit else preset(args.preset or "olmoe")
     overrides: dict[str, Any] = {}
     if args.accesses is not None:
         try:
             overrides["accesses"] = parse_count(args.accesses)
-        except (TypeError, ValueError):
-            raise UserError(f"cannot read {args.accesses!r} as a count (e.g. 10M, 500k, 20000)", "--accesses") from None
+        except UserError as exc:
+            raise UserError(exc.message, "--accesses") from None
     if args.requests is not None:
         overrides["n_requests"], overrides["accesses"] = args.requests, 0
     if args.seed is not None:

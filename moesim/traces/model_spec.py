@@ -85,6 +85,22 @@ class ModelSpec:
     dense_params_by_layer: tuple[int, ...] = ()
     embedding_params: int = 0  # token embeddings + LM head (if untied) + final norms
     description: str = ""
+    # attention shapes (the compute model's operators; 0 where a spec was built without them)
+    attention_kind: str = "gqa"  # "gqa" (MHA/GQA/MQA) or "mla" (DeepSeek latent attention)
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    head_dim: int = 0
+    q_lora_rank: int = 0  # mla: 0 = q projected directly
+    kv_lora_rank: int = 0  # mla: width of the cached latent
+    qk_rope_head_dim: int = 0  # mla: the shared rope key, cached beside the latent
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    sliding_window: int = 0  # tokens a windowed layer attends to (0: none)
+    sliding_layers: tuple[int, ...] = ()  # layers that use the window
+    global_kv_heads: int = 0  # full-attention layers' kv heads and head width where they differ (gemma-4)
+    global_head_dim: int = 0
+    dense_intermediate_size: int = 0  # FFN of the layers outside moe_layers
+    tie_word_embeddings: bool = False
 
     @property
     def n_moe_layers(self) -> int:
@@ -96,6 +112,21 @@ class ModelSpec:
 
     def is_moe_layer(self, layer: int) -> bool:
         return layer in self.moe_layers
+
+    def kv_heads_of_layer(self, layer: int) -> int:
+        """KV heads of `layer` (full-attention layers may differ from windowed ones)."""
+        if self.global_kv_heads and layer not in self.sliding_layers:
+            return self.global_kv_heads
+        return self.n_kv_heads
+
+    def head_dim_of_layer(self, layer: int) -> int:
+        if self.global_head_dim and layer not in self.sliding_layers:
+            return self.global_head_dim
+        return self.head_dim
+
+    def window_of_layer(self, layer: int) -> int:
+        """Positions a query of `layer` attends to at most (0: the whole context)."""
+        return self.sliding_window if layer in self.sliding_layers else 0
 
     # --- one routed expert -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from moesim.errors import UserError
 from moesim.traces.grouping import first_repeat_in_groups
+from moesim.traces.parquet_carry import PassCarry, canonical_runs
 from moesim.traces.parquet_checks import Check, CheckFailed, FirstError, extra_column_key
 from moesim.traces.parquet_layout import ANNOTATION_PREFIX, INT32_MAX, PREDICTION_PREFIX
 from moesim.traces.trace import TraceMeta, expert_dtype
@@ -53,6 +54,12 @@ class Piece:
     cell_tokens: np.ndarray  # int32 per cell
     prediction_values: dict[str, np.ndarray]  # flat, cell-major: reshaped once the width is known
     access_token: np.ndarray | None  # the accesses' tokens, only where the layout is not canonical
+    # Passes whose cells span chunks are emitted by the chunk that closes them (pass_* and token_*
+    # cover closed passes only). Their cells in earlier chunks were checked against their own last
+    # token: (closing pass index within this piece, cell end tokens) to compare with the pass's
+    # final token count once known; the layout is canonical only if every end equals it.
+    closed_cell_ends: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    cell_end: np.ndarray | None = None  # per cell of this piece: the token after its last run
 
 
 @dataclass
@@ -75,11 +82,15 @@ class ChunkDecoder:
     first broken rule and CheckSkipped when the file already broke an earlier-ordered one.
     """
 
-    def __init__(self, table: pa.Table, row0: int, previous_pass: int | None, state: FileState) -> None:
+    def __init__(self, table: pa.Table, row0: int, previous_pass: int | None, state: FileState,
+                 carry: PassCarry | None = None, open_end: bool = False) -> None:
         self.table = table
         self.row0 = row0
         self.previous_pass = previous_pass
         self.state = state
+        self.carry = carry  # the first pass began in earlier chunks
+        self.open_end = open_end  # the last pass goes on in the next chunk
+        self.next_carry: PassCarry | None = None
         self.meta = state.meta
         self.n = table.num_rows
         self.read_columns()
@@ -114,21 +125,45 @@ class ChunkDecoder:
         self.build_runs()
         weight = self.weights()
         annotations, predictions = self.extra_columns()
+        closed = self.n_passes - 1 if self.open_end else self.n_passes  # passes that end in this chunk
+        pass_cells = np.bincount(self.cell_lpass, minlength=self.n_passes)
+        if self.carry is not None and self.n_passes:
+            pass_cells[0] += self.carry.n_cells
+        token_stop = int(self.pass_token_offsets[closed])
         piece = Piece(
-            pass_phase=self.phase[self.pass_start].astype(np.int8),
-            pass_cells=np.bincount(self.cell_lpass, minlength=self.n_passes),
-            pass_tokens=self.n_tok,
-            token_request=self.token_request.astype(np.int32),
-            token_position=self.token_position.astype(np.int32),
+            pass_phase=self.phase[self.pass_start][:closed].astype(np.int8),
+            pass_cells=pass_cells[:closed],
+            pass_tokens=self.n_tok[:closed],
+            token_request=self.token_request[:token_stop].astype(np.int32),
+            token_position=self.token_position[:token_stop].astype(np.int32),
             cell_layer=self.layer[self.cell_first_row].astype(np.int16),
             cell_sizes=np.bincount(self.acc_cell, minlength=self.n_cells),
             cell_tokens=self.cell_tokens,
             prediction_values=predictions,
             access_token=None if self.canonical else self.acc_token,
+            cell_end=self.cell_end,
         )
+        carried_ends = self.carry.cell_ends if self.carry is not None else []
+        if carried_ends and closed:
+            piece.closed_cell_ends.append((0, np.concatenate(carried_ends)))
+        if self.next_carry is not None:  # the rest of what the next chunk needs: the open pass's cells
+            open_cells = self.cell_lpass == self.n_passes - 1
+            self.next_carry.n_cells = int(pass_cells[-1])
+            self.next_carry.cell_ends = [*(carried_ends if self.n_passes == 1 else []), self.cell_end[open_cells]]
         accesses = PieceAccesses(expert=self.acc_expert.astype(expert_dtype(self.meta.n_experts)),
                                  weight=weight, annotations=annotations)
         return piece, accesses
+
+    def _carry_tokens(self, offsets: np.ndarray, request: np.ndarray, position: np.ndarray,
+                      seen: np.ndarray) -> None:
+        """The open last pass's token table, for the next chunk's token checks. Made as soon as the
+        tokens agree, so that a later rule failing here still leaves the next chunk what the
+        earlier-ordered token checks need."""
+        last = self.n_passes - 1
+        lo, hi = int(offsets[last]), int(offsets[last + 1])
+        assert self.next_carry is not None  # made by check_passes
+        self.next_carry.request, self.next_carry.position = request[lo:hi].copy(), position[lo:hi].copy()
+        self.next_carry.seen = seen[lo:hi].copy()
 
     def read_columns(self) -> None:
         """Numpy values (nulls as 0) and null masks of the base columns (their types were checked)."""
@@ -166,7 +201,12 @@ class ChunkDecoder:
         self.lpass = pass_ - pass_.dtype.type(first) if n else pass_  # pass index within the chunk
         self.n_passes = int(pass_[-1]) - first + 1 if n else 0
         self.pass_start = np.flatnonzero(np.diff(self.lpass, prepend=-1) != 0) if n else np.zeros(0, np.int64)
-        self.fail_first(Check.PHASE_PER_PASS, phase != phase[self.pass_start][self.lpass] if n else np.zeros(0, bool),
+        pass_phase = phase[self.pass_start].astype(np.int64)
+        if self.carry is not None and n:
+            pass_phase[0] = self.carry.phase  # the pass's phase is its first row's, in an earlier chunk
+        if self.open_end and n:
+            self.next_carry = PassCarry(phase=int(pass_phase[-1]))
+        self.fail_first(Check.PHASE_PER_PASS, phase != pass_phase[self.lpass] if n else np.zeros(0, bool),
                         lambda r: f"field 'phase': {phase[r]} differs from the rest of pass {pass_[r]}")
 
     def check_fields(self) -> None:
@@ -214,6 +254,9 @@ class ChunkDecoder:
         if t_token.size:  # rows are grouped by pass: each pass's largest token index is one reduceat away
             seg = np.flatnonzero(np.diff(t_pass, prepend=-1) != 0)
             n_tok[t_pass[seg]] = np.maximum.reduceat(t_token, seg) + 1
+        carry = self.carry if self.carry is not None and self.carry.seen is not None else None
+        if carry is not None and self.n_passes:
+            n_tok[0] = max(int(n_tok[0]), carry.seen.shape[0])
         pass_token_offsets = np.zeros(self.n_passes + 1, dtype=np.int64)
         np.cumsum(n_tok, out=pass_token_offsets[1:])
         n_tokens = int(pass_token_offsets[-1])
@@ -225,6 +268,12 @@ class ChunkDecoder:
         token_request[gtok[::-1]] = t_request[::-1]
         token_position[gtok[::-1]] = t_position[::-1]
         seen[gtok] = True
+        if carry is not None and self.n_passes:  # tokens first seen in an earlier chunk keep those values
+            k = carry.seen.shape[0]
+            earlier = np.flatnonzero(carry.seen)
+            token_request[earlier] = carry.request[earlier]
+            token_position[earlier] = carry.position[earlier]
+            seen[:k] |= carry.seen
         bad = np.flatnonzero((t_request != token_request[gtok]) | (t_position != token_position[gtok]))
         if bad.size:
             r = int(tok_rows[bad[0]])
@@ -233,14 +282,18 @@ class ChunkDecoder:
                          f"token {self.token[r]} of pass {self.pass_[r]} has request/position "
                          f"({self.request[r]}, {self.position[r]}) here but ({token_request[g]}, "
                          f"{token_position[g]}) on an earlier row")
+        if self.open_end and self.n_passes:
+            self._carry_tokens(pass_token_offsets, token_request, token_position, seen)
         self.state.errors.reach(Check.TOKEN_ROWS)
-        if not seen.all():
-            g = int(np.flatnonzero(~seen)[0])
+        closed_tokens = int(pass_token_offsets[self.n_passes - 1 if self.open_end and self.n_passes else self.n_passes])
+        if not seen[:closed_tokens].all():  # an open pass's tokens may still come in the next chunk
+            g = int(np.flatnonzero(~seen[:closed_tokens])[0])
             p = int(np.searchsorted(pass_token_offsets, g, side="right") - 1)
             self.fail_at(Check.TOKEN_ROWS, None, f"pass {self.first_pass + p}: token {g - int(pass_token_offsets[p])} "
                                                  f"has no row (tokens of a pass are numbered 0, 1, 2, ...)")
         self.n_tok = n_tok
-        self.token_request, self.token_position = token_request, token_position
+        self.pass_token_offsets = pass_token_offsets
+        self.token_request, self.token_position, self.token_seen = token_request, token_position, seen
 
     def build_cells(self) -> None:
         """Cells: consecutive rows with a layer, split where the pass or the layer changes."""
@@ -306,7 +359,19 @@ class ChunkDecoder:
             r = int(acc_rows[repeat])
             self.fail_at(Check.EXPERT_REPEAT, r, f"field 'expert': {self.expert[r]} appears twice for token "
                                                  f"{token[r]} at layer {self.layer[r]}")
-        self.canonical = canonical_runs(run_starts, acc_cell, acc_token, n_cells, self.n_tok[self.cell_lpass])
+        # a cell's end: the token after its last run. A closed pass's cells end at its last token;
+        # an open pass's are checked against their own end here and against the pass's when it closes
+        run_cell = acc_cell[run_starts]
+        cell_end = np.full(n_cells, -1, dtype=np.int64)  # -1: a cell without runs (an empty cell)
+        if run_starts.size:
+            last_run = np.flatnonzero(np.append(run_cell[1:] != run_cell[:-1], True))
+            cell_end[run_cell[last_run]] = acc_token[run_starts[last_run]].astype(np.int64) + 1
+        ends = self.n_tok[self.cell_lpass].astype(np.int64)
+        if self.open_end and self.n_passes:
+            open_cells = self.cell_lpass == self.n_passes - 1
+            ends[open_cells] = cell_end[open_cells]
+        self.cell_end = cell_end
+        self.canonical = canonical_runs(run_starts, acc_cell, acc_token, n_cells, ends)
         self.acc_token, self.acc_expert = acc_token, acc_expert
 
     def weights(self) -> np.ndarray | None:
@@ -393,23 +458,6 @@ class ChunkDecoder:
             self.fail_at(extra_column_key(position, 3), None, f"field '{name}' contains a null value")
         dtype = np.dtype(col.type.value_type.to_pandas_dtype())
         return flat.to_numpy(zero_copy_only=False).astype(dtype)
-
-
-def canonical_runs(run_starts: np.ndarray, acc_cell: np.ndarray, acc_token: np.ndarray, n_cells: int,
-                   pass_tokens_of_cell: np.ndarray) -> bool:
-    """True if every cell's token runs are its pass's last tokens in order, of equal length (the layout
-    a Trace stores without access_token). Works on runs, not accesses: a top_k-th of the work."""
-    n_a = int(acc_token.shape[0])
-    if n_a == 0:
-        return True
-    run_cell = acc_cell[run_starts]
-    lengths = np.diff(np.append(run_starts, n_a))
-    runs_per_cell = np.bincount(run_cell, minlength=n_cells)
-    first_run = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(runs_per_cell, out=first_run[1:])
-    first_token = pass_tokens_of_cell - runs_per_cell  # a short cell holds its pass's last tokens
-    expected = first_token[run_cell] + np.arange(run_starts.size) - first_run[run_cell]
-    return bool((acc_token[run_starts] == expected).all() and (lengths == lengths[first_run[run_cell]]).all())
 
 
 def _integer(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:

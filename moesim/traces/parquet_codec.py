@@ -36,6 +36,7 @@ from moesim.traces.parquet_layout import FORMAT_VERSION, INT32_MAX, METADATA_KEY
 from moesim.traces.parquet_read import ARROW_ERRORS, BATCH_ROWS, first_line, read_rows
 from moesim.traces.parquet_write import file_metadata, fixed_size_tables, row_pieces
 from moesim.traces.trace import Trace, TraceMeta
+from moesim.units import show
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -127,6 +128,9 @@ def _meta_from(raw: Any, where: str) -> TraceMeta:
         raise UserError("metadata field 'meta.dense_bytes' needs one entry per layer", where)
     if not isinstance(meta.kind, str) or (meta.model is not None and not isinstance(meta.model, str)):
         raise UserError("metadata fields 'meta.kind' and 'meta.model' must be text", where)
+    if meta.n_layers < 1 or meta.n_experts < 1:  # checked first: every row's range check divides by them
+        raise UserError(f"metadata: n_layers and n_experts must be at least 1, got {show(meta.n_layers)} and "
+                        f"{show(meta.n_experts)}", where)
     if meta.n_layers > np.iinfo(np.int16).max or meta.n_experts > INT32_MAX:
         raise UserError("metadata: n_layers must fit int16 and n_experts int32", where)
     return meta

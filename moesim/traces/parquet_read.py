@@ -4,9 +4,12 @@ Why chunks: the file has one row per access and eight or more columns; decoding 
 peaked at ~155 bytes per access, forty times the 3.6-byte trace it produces. Here pyarrow hands
 over record batches, they are regrouped into chunks that end where a pass ends (so every rule
 about a pass, its tokens and cells can be checked inside a chunk: parquet_chunk), and each
-chunk's accesses are copied into arrays sized for the whole file. Peak memory is the trace, one
-chunk's working set (about BATCH_ROWS rows, more only for a pass longer than that) and one
-Parquet row group. Errors are the ones a whole-file read reports (see parquet_checks).
+chunk's accesses are copied into arrays sized for the whole file. A pass longer than
+SPLIT_BATCHES batches is cut where a cell ends: the chunk that goes on with it gets the pass's
+phase and token table (parquet_carry.PassCarry), so one 60 M-row prefill costs one chunk's
+working set, not 9 GB. Peak memory is the trace, one chunk's working set (about SPLIT_BATCHES x
+BATCH_ROWS rows; more only for a single cell longer than that) and one Parquet row group. Errors
+are the ones a whole-file read reports (see parquet_checks).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from moesim.errors import UserError
+from moesim.limits import check_memory
 from moesim.traces.parquet_checks import Check, CheckFailed, CheckSkipped
+from moesim.traces.parquet_carry import PassCarry
 from moesim.traces.parquet_chunk import ChunkDecoder, FileState, Piece, PieceAccesses
 from moesim.traces.parquet_layout import ANNOTATION_PREFIX, BASE_COLUMNS, PREDICTION_PREFIX
 from moesim.traces.trace import Trace, TraceMeta, expert_dtype
@@ -29,6 +34,9 @@ from moesim.traces.trace import Trace, TraceMeta, expert_dtype
 # masks): 64 Ki rows keep it near 10 MB, and larger batches were not faster (10 M accesses: 3.4 s
 # at 64 Ki, 4.0 s at 256 Ki). Decoding itself holds one Parquet row group (ROW_GROUP_SIZE rows).
 BATCH_ROWS = 1 << 16
+# A pass is cut at a cell boundary once its rows pass this many batches (~40 MB of working set).
+SPLIT_BATCHES = 4
+CHUNK_BYTES_PER_ROW = 150  # a chunk's decoding working set per row (parquet_chunk's module docstring)
 
 ARROW_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError, EOFError)
 
@@ -57,10 +65,16 @@ def read_rows(path: Path, meta: TraceMeta, widths: dict[str, Any], where: str,
         raise failed.error from None
     assembler = _Assembler(state, n_rows)
     previous_pass: int | None = None
-    for row0, table in _whole_pass_chunks(batches):
-        decoder = ChunkDecoder(table, row0, previous_pass, state)
+    carry: PassCarry | None = None
+    for row0, table, open_end in _whole_pass_chunks(batches, SPLIT_BATCHES * batch_rows):
+        # only a single cell longer than the split size makes a chunk this large: refuse it rather
+        # than run out of memory half-way (moesim.limits)
+        check_memory(table.num_rows * CHUNK_BYTES_PER_ROW, f"decoding one cell of {table.num_rows:,} rows",
+                     f"{where}: row {row0}")
+        decoder = ChunkDecoder(table, row0, previous_pass, state, carry, open_end)
         _decode_into(assembler, decoder)
         previous_pass = decoder.last_pass
+        carry = decoder.next_carry
     if n_rows == 0:  # no chunk at all: decode the empty table, as a whole-file read does
         _decode_into(assembler, ChunkDecoder(schema.empty_table(), 0, None, state))
     # pyarrow's allocator keeps the decoded row groups' freed buffers for reuse; numpy cannot reuse
@@ -126,29 +140,55 @@ def _batches(file: pq.ParquetFile, batch_rows: int, where: str) -> Iterator[pa.R
                         f"{'more' if seen > expected else seen})", where)
 
 
-def _whole_pass_chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.Table]]:
-    """Regroup batches into (first row, table) chunks that each end where a pass ends.
+def _whole_pass_chunks(batches: Iterator[pa.RecordBatch],
+                       split_rows: int | None = None) -> Iterator[tuple[int, pa.Table, bool]]:
+    """Regroup batches into (first row, table, pass goes on) chunks that end where a pass ends, or,
+    once a pass holds more than `split_rows` rows, where one of its cells ends (pass goes on: True).
 
-    A pass longer than a batch makes one longer chunk. Rows with a null pass count as a change of
+    A cell longer than that makes one longer chunk. Rows with a null pass count as a change of
     pass: where chunks are cut then does not matter, the file fails the null check anyway.
     """
     held: list[pa.RecordBatch] = []
+    held_rows = 0
     held_last: Any = None  # the pass value of the last held row
+    held_layer: Any = None  # and its layer
     row0 = 0
     for batch in batches:
         passes = batch.column("pass")
         cut = _last_pass_start(passes, held_last if held else _NO_ROW)
+        open_end = False
+        if cut is None and split_rows is not None and held_rows + batch.num_rows > split_rows:
+            cut = _last_cell_start(batch.column("layer"), held_layer if held else _NO_ROW)
+            open_end = True
+            if cut == 0 and not held:
+                cut = None
         if cut is not None:
             table = pa.Table.from_batches([*held, batch.slice(0, cut)])
-            yield row0, table
+            yield row0, table, open_end
             row0 += table.num_rows
-            held = []
+            held, held_rows = [], 0
             batch = batch.slice(cut)
         if batch.num_rows:
             held.append(batch)
+            held_rows += batch.num_rows
             held_last = passes[-1].as_py()
+            held_layer = batch.column("layer")[-1].as_py()
     if held:
-        yield row0, pa.Table.from_batches(held)
+        yield row0, pa.Table.from_batches(held), False
+
+
+def _last_cell_start(layers: pa.Array, before: Any) -> int | None:
+    """The last row of a batch (inside one pass) where the layer changes between two rows that
+    both have one: a cell starts there. None if there is no such row."""
+    n = len(layers)
+    if n > 1:
+        change = pc.fill_null(pc.not_equal(layers.slice(1), layers.slice(0, n - 1)), False)
+        rows = np.flatnonzero(change.to_numpy(zero_copy_only=False))
+        if rows.size:
+            return int(rows[-1]) + 1
+    if n and before is not _NO_ROW and before is not None and layers[0].is_valid and layers[0].as_py() != before:
+        return 0
+    return None
 
 
 _NO_ROW = object()
@@ -179,9 +219,11 @@ class _Assembler:
         self.weight: np.ndarray | None = None  # made when a chunk first sets weights
         self.annotations: dict[str, np.ndarray] = {}
         self.n_accesses = 0
+        self.starts: list[int] = []  # each piece's first access
 
     def add(self, piece: Piece, accesses: PieceAccesses) -> None:
         start = self.n_accesses
+        self.starts.append(start)
         stop = start + accesses.expert.shape[0]
         self.expert[start:stop] = accesses.expert
         if accesses.weight is not None:
@@ -230,12 +272,45 @@ class _Assembler:
             annotations=dict(self.annotations),
             predictions=predictions,
         )
-        if any(p.access_token is not None for p in pieces):
-            trace.access_token = np.concatenate([_canonical_tokens(p) if p.access_token is None else p.access_token
-                                                 for p in pieces])
+        if any(p.access_token is not None for p in pieces) or not _split_cells_canonical(pieces):
+            trace.access_token = self._access_tokens(trace)
             trace.normalize_access_token()
         trace.validate(state.where)
         return trace
+
+
+    def _access_tokens(self, trace: Trace) -> np.ndarray:
+        """Every access's token, for a trace whose layout is not canonical: pieces that kept their
+        accesses' tokens give them; the others' cells hold consecutive token runs of equal length
+        that end at the cell's end token (its pass's last token, or for a cut pass what it read)."""
+        ends = np.repeat(trace.pass_token_offsets[1:] - trace.pass_token_offsets[:-1], np.diff(trace.pass_cell_offsets))
+        cell0 = 0
+        for piece in self.pieces:
+            n = piece.cell_tokens.shape[0]
+            if piece.cell_end is not None:
+                own = piece.cell_end >= 0
+                ends[cell0:cell0 + n][own] = piece.cell_end[own]
+            cell0 += n
+        sizes = np.diff(trace.cell_offsets)
+        tokens = trace.cell_tokens.astype(np.int64)
+        per_token = np.where(tokens > 0, sizes // np.maximum(tokens, 1), 1)
+        within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(trace.cell_offsets[:-1], sizes)
+        out = (np.repeat(ends - tokens, sizes) + within // np.repeat(per_token, sizes)).astype(np.int32)
+        for piece, start in zip(self.pieces, self.starts):
+            if piece.access_token is not None:
+                out[start:start + piece.access_token.shape[0]] = piece.access_token
+        return out
+
+
+def _split_cells_canonical(pieces: list[Piece]) -> bool:
+    """True if every cell of a cut pass (checked against its own end while the pass was open) ends
+    at the pass's last token, as the canonical layout needs."""
+    for piece in pieces:
+        for index, ends in piece.closed_cell_ends:
+            final = int(piece.pass_tokens[index])
+            if ((ends >= 0) & (ends != final)).any():
+                return False
+    return True
 
 
 def _joined(pieces: list[Piece], name: str) -> np.ndarray:
@@ -251,17 +326,3 @@ def _offsets(counts: np.ndarray) -> np.ndarray:
 def _first(values: np.ndarray, n: int) -> np.ndarray:
     """The first n entries of a file-sized array, without a copy when they are all of it."""
     return values if values.shape[0] == n else values[:n].copy()
-
-
-def _canonical_tokens(piece: Piece) -> np.ndarray:
-    """The token of every access of a piece in the canonical layout (its cells' accesses split evenly
-    over their tokens, which are their pass's last ones): needed only when another piece is not
-    canonical and the whole trace then stores access_token."""
-    sizes = piece.cell_sizes.astype(np.int64)
-    tokens = piece.cell_tokens.astype(np.int64)
-    per_token = np.where(tokens > 0, sizes // np.maximum(tokens, 1), 1)
-    cell_pass = np.repeat(np.arange(piece.pass_cells.shape[0]), piece.pass_cells)
-    first = piece.pass_tokens[cell_pass] - tokens
-    starts = _offsets(sizes)[:-1]
-    within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(starts, sizes)
-    return np.repeat(first, sizes) + within // np.repeat(per_token, sizes)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.units import parse_quantity
+from moesim.units import MAX_BYTES, check_seed, parse_quantity
 
 MiB = 1 << 20
 _WHERE = "synth config"
@@ -134,18 +134,24 @@ def _opt_str(text: Any) -> str | None:
 
 
 def parse_count(text: Any) -> int:
-    """A count such as 10000, '10k' or '10M' (decimal prefixes)."""
-    if isinstance(text, bool):
-        raise ValueError(text)
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        scale = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}.get(s[-1:], 1.0)
-        value = float(s[:-1] if scale != 1.0 else s) * scale
-    if value != int(value):
-        raise ValueError(text)
-    return int(value)
+    """A count such as 10000, '10k', '10M' or 2e6 (decimal prefixes), within 0..2**62."""
+    from moesim.units import parse_count as checked_count
+
+    return checked_count(text, "count", 0, 2**62)
+
+
+def _int(text: Any) -> int:
+    """An integer setting (layers, experts, requests ...): range-checked, at most 2**62."""
+    from moesim.units import parse_count as checked_count
+
+    return checked_count(text, "value", -2**62, 2**62)
+
+
+def _seed(text: Any) -> int:
+    from moesim.units import check_seed
+
+    value = text if isinstance(text, int) else _int(text)
+    return check_seed(value, "seed")
 
 
 def _meta(help_text: str, parse: Callable[[Any], Any]) -> dict[str, Any]:
@@ -156,9 +162,9 @@ def _meta(help_text: str, parse: Callable[[Any], Any]) -> dict[str, Any]:
 class SynthConfig:
     """Every knob of a synthetic trace. Same config (seed included) -> byte-identical trace."""
 
-    n_layers: int = field(default=16, metadata=_meta("MoE layers", int))
-    n_experts: int = field(default=64, metadata=_meta("routed experts per layer", int))
-    top_k: int = field(default=8, metadata=_meta("experts each token routes to per layer", int))
+    n_layers: int = field(default=16, metadata=_meta("MoE layers", _int))
+    n_experts: int = field(default=64, metadata=_meta("routed experts per layer", _int))
+    top_k: int = field(default=8, metadata=_meta("experts each token routes to per layer", _int))
     object_bytes: tuple[int, ...] = field(
         default=(12 * MiB,),
         metadata=_meta("bytes of one expert: one value for all layers or one per layer ('12 MiB' or bytes)", _sizes),
@@ -192,7 +198,7 @@ class SynthConfig:
         metadata=_meta("the Markov map pairs popularity ranks at random within blocks of this many ranks "
                        "(0 = one block: any expert may lead to any)", int),
     )
-    n_requests: int = field(default=1, metadata=_meta("requests (sequences); ignored when accesses > 0", int))
+    n_requests: int = field(default=1, metadata=_meta("requests (sequences); ignored when accesses > 0", _int))
     accesses: int = field(
         default=0, metadata=_meta("if > 0, draw requests until the trace has at least this many accesses", parse_count)
     )
@@ -206,9 +212,9 @@ class SynthConfig:
         metadata=_meta("decode tokens (passes) per request, same forms as prefill",
                        lambda t: LengthDist.parse(t, 0)),
     )
-    batch_size: int = field(default=1, metadata=_meta("decode slots: a decode pass holds up to this many sequences", int))
+    batch_size: int = field(default=1, metadata=_meta("decode slots: a decode pass holds up to this many sequences", _int))
     weights: bool = field(default=False, metadata=_meta("store gate weights (2 more bytes per access)", _bool))
-    seed: int = field(default=0, metadata=_meta("seed of every random draw", int))
+    seed: int = field(default=0, metadata=_meta("seed of every random draw", _seed))
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_experts", "top_k", "n_requests", "batch_size"):
@@ -220,6 +226,7 @@ class SynthConfig:
             raise UserError(f"top_k={self.top_k} exceeds n_experts={self.n_experts}", _WHERE)
         if self.accesses < 0:
             raise UserError(f"accesses must be >= 0, got {self.accesses}", _WHERE)
+        check_seed(self.seed, f"{_WHERE}: seed")
         if not self.request_active or any(not (0.0 < a <= 1.0) for a in self.request_active):
             raise UserError(f"request_active shares must be in (0, 1], got {list(self.request_active)}", _WHERE)
         if not 0.0 <= self.reuse < 1.0:
@@ -229,7 +236,9 @@ class SynthConfig:
         if not self.zipf or any(not math.isfinite(z) or z < 0 for z in self.zipf):
             raise UserError(f"zipf exponents must be finite and >= 0, got {list(self.zipf)}", _WHERE)
         if not self.object_bytes or any(b <= 0 for b in self.object_bytes):
-            raise UserError(f"object_bytes must be positive, got {list(self.object_bytes)}", _WHERE)
+            raise UserError(f"object_bytes must be positive, got {list(self.object_bytes)[:8]}", _WHERE)
+        if any(b > MAX_BYTES for b in self.object_bytes):
+            raise UserError("object_bytes: an expert of more than 1 EiB is not a real size", _WHERE)
         if self.model is None:
             self._check_per_layer(self.n_layers)
 

@@ -72,6 +72,22 @@ def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return idx - np.repeat(seg_start - starts.astype(np.int64), lengths)
 
 
+def check_synth_memory(cfg: SynthConfig, where: str = "--set") -> None:
+    """Refuse, before drawing anything, a config whose arrays cannot fit (moesim.limits)."""
+    from moesim.limits import BYTES_PER_OBJECT, BYTES_PER_SYNTH_ACCESS, BYTES_PER_SYNTH_REQUEST, check_memory
+
+    per_token = cfg.n_layers * cfg.top_k
+    check_memory(cfg.n_layers * cfg.n_experts * BYTES_PER_OBJECT,
+                 f"n_layers x n_experts = {cfg.n_layers:,} x {cfg.n_experts:,} experts", where)
+    if cfg.accesses > 0:
+        check_memory(cfg.accesses * BYTES_PER_SYNTH_ACCESS, f"{cfg.accesses:,} accesses", "--accesses")
+        return
+    tokens = cfg.n_requests * max(1.0, cfg.prefill.mean() + cfg.decode.mean())
+    check_memory(cfg.n_requests * BYTES_PER_SYNTH_REQUEST, f"{cfg.n_requests:,} requests", "--requests")
+    check_memory(tokens * per_token * BYTES_PER_SYNTH_ACCESS,
+                 f"{cfg.n_requests:,} requests of about {tokens / cfg.n_requests:,.0f} tokens", "--requests")
+
+
 def draw_lengths(config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Prompt and decode lengths of every request; with `accesses`, requests are drawn in blocks
     until the trace reaches the target (the last request is the one that crosses it)."""
@@ -441,6 +457,7 @@ def generate(config: SynthConfig) -> Trace:
     O(accesses) numpy work with small constants: 10 M OLMoE-shaped accesses take a few seconds.
     """
     cfg = config.resolved()
+    check_synth_memory(cfg)
     length_seed, route_seed, weight_seed = np.random.SeedSequence(cfg.seed).spawn(3)
     pre, dec = draw_lengths(cfg, np.random.default_rng(length_seed))
     schedule = build_schedule(pre, dec, cfg.batch_size)

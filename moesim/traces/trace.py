@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.limits import BYTES_PER_OBJECT, check_memory
+from moesim.units import MAX_BYTES, show
 
 PREFILL = 0
 DECODE = 1
@@ -272,12 +274,20 @@ class Trace:
     def validate(self, where: str = "trace") -> None:
         """Check every structural invariant; raise UserError naming the first violation."""
         m = self.meta
+        if m.kind not in (KIND_MOE, KIND_TOL):
+            raise UserError(f"metadata: kind {show(m.kind)} is not {KIND_MOE!r} or {KIND_TOL!r}", where)
         if m.n_layers <= 0 or m.n_experts <= 0:
             raise UserError(f"n_layers and n_experts must be positive (got {m.n_layers}, {m.n_experts})", where)
         if len(m.object_bytes) != m.n_layers:
             raise UserError(f"object_bytes has {len(m.object_bytes)} entries for {m.n_layers} layers", where)
         if any(int(b) <= 0 for b in m.object_bytes):
             raise UserError("object_bytes must be positive for every layer", where)
+        if any(int(b) > MAX_BYTES for b in m.object_bytes):
+            raise UserError("object_bytes: an expert of more than 1 EiB is not a real size", where)
+        if m.dense_bytes is not None and any(not 0 <= int(b) <= MAX_BYTES for b in m.dense_bytes):
+            raise UserError("dense_bytes must be between 0 and 1 EiB for every layer", where)
+        check_memory(m.n_layers * m.n_experts * BYTES_PER_OBJECT,
+                     f"n_layers x n_experts = {m.n_layers:,} x {m.n_experts:,} objects", where)
         if m.top_k is not None and m.top_k <= 0:
             raise UserError(f"top_k must be positive (got {m.top_k})", where)
         n_p, n_c, n_a = self.n_passes, self.n_cells, self.n_accesses
@@ -304,6 +314,11 @@ class Trace:
                 raise UserError(f"access {i}: expert id {int(self.expert[i])} outside 0..{m.n_experts - 1}", where)
         if self.weight is not None and self.weight.shape[0] != n_a:
             raise UserError("weight must have one entry per access", where)
+        if self.weight is not None and n_a:
+            bad = np.flatnonzero(~(self.weight >= 0))  # negative or NaN: a gate weight is a probability
+            if bad.size:
+                i = int(bad[0])
+                raise UserError(f"access {i}: gate weight {float(self.weight[i])} is negative or not a number", where)
         for name, arr in self.annotations.items():
             if arr.shape[0] != n_a:
                 raise UserError(f"annotation {name!r} must have one entry per access", where)

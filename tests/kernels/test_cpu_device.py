@@ -82,7 +82,7 @@ def test_calibrate_cpu_writes_a_profile_the_loader_reads(tmp_path, capsys):
     assert ("O_DIRECT" in profile.provenance["links.ssd_d.bandwidth"]
             or "buffered" in profile.provenance["links.ssd_d.bandwidth"])
     topo = build_topology(profile, 10**12)
-    assert topo.home == "ssd" and topo.ssd_direct and topo.last_hop_route == ROUTE_SSD_VRAM and topo.ssd_slots == 1
+    assert topo.home == "ssd" and topo.far and topo.stage is None and topo.last_hop_route == ROUTE_SSD_VRAM and topo.ssd_slots == 1
     report = json.loads((tmp_path / "cpu.calibration.json").read_text())
     assert {p["queue_depth"] for p in report["file_reads"]["curve"]} == {1, 2}
     raw = pd.read_csv(tmp_path / "cpu.calibration.csv")

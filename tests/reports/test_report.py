@@ -77,7 +77,7 @@ def test_report_embeds_at_least_four_real_plots_and_fetches_nothing(count_result
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", html) and "<script" not in html
     assert "t&lt;b&gt;" in html  # text is escaped
     md = (tmp_path / "r.md").read_text()
-    assert md.startswith("# t<b>") and "## Policy ranking" in md
+    assert md.startswith("# t&lt;b&gt;") and "## Policy ranking" in md  # Markdown escapes HTML too
 
 
 def test_count_only_report_from_the_command_line(count_results, tmp_path, capsys):

@@ -50,7 +50,7 @@ def spec_file(tmp_path_factory) -> Path:
 def reference(spec_file, tmp_path_factory):
     """The uninterrupted sweep, on two worker processes."""
     out = tmp_path_factory.mktemp("reference")
-    outcome = run_sweep(load_spec(spec_file), out, jobs=2, progress=False)
+    outcome = run_sweep(load_spec(spec_file, allow_code=True), out, jobs=2, progress=False)
     return out, outcome
 
 
@@ -88,7 +88,7 @@ def test_216_runs_complete_and_failed_runs_are_rows_with_their_error(reference):
 def test_a_rerun_skips_every_finished_run_and_rewrites_nothing(reference, spec_file):
     out, first = reference
     before = {p.name: p.read_bytes() for p in store.run_files(out)}
-    again = run_sweep(load_spec(spec_file), out, jobs=2, progress=False)
+    again = run_sweep(load_spec(spec_file, allow_code=True), out, jobs=2, progress=False)
     assert (again.ran, again.skipped) == (0, 216)
     assert {p.name: p.read_bytes() for p in store.run_files(out)} == before
     assert again.table.equals(first.table)
@@ -97,7 +97,7 @@ def test_a_rerun_skips_every_finished_run_and_rewrites_nothing(reference, spec_f
 def test_sigkill_halfway_then_resume_gives_the_uninterrupted_table(reference, spec_file, tmp_path, subprocess_env):
     ref_out, _ = reference
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "moesim", "sweep", str(spec_file), "--out", str(out), "--jobs", "1",
+    cmd = [sys.executable, "-m", "moesim", "sweep", str(spec_file), "--out", str(out), "--jobs", "1", "--allow-code",
            "--no-progress"]
     child = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -114,7 +114,7 @@ def test_sigkill_halfway_then_resume_gives_the_uninterrupted_table(reference, sp
     assert child.returncode == -signal.SIGKILL
     done_at_kill = len(store.run_files(out))
     assert 40 <= done_at_kill < 216
-    resumed = run_sweep(load_spec(spec_file), out, jobs=1, progress=False)
+    resumed = run_sweep(load_spec(spec_file, allow_code=True), out, jobs=1, progress=False)
     assert resumed.skipped == done_at_kill and resumed.ran == 216 - done_at_kill
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
     # one file per run, each byte-identical to the uninterrupted sweep's, and the same table bytes
@@ -175,12 +175,12 @@ def test_sweep_table_command(reference, tmp_path, capsys):
 def test_sweep_command_and_its_mistakes(tmp_path, capsys, spec_file):
     small = tmp_path / "small.yaml"
     small.write_text(SPEC_216.replace(json.dumps(CAPACITIES), '["50%"]').replace("[global, layer]", "[global]"))
-    assert main(["sweep", str(small), "--out", str(tmp_path / "o"), "--jobs", "1", "--json"]) == 0
+    assert main(["sweep", str(small), "--out", str(tmp_path / "o"), "--jobs", "1", "--json", "--allow-code"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["runs"] == 2 * 3 * 2 and data["ran"] == 12
     assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
-    assert "missing.yaml: cannot read" in err and len(err.strip().splitlines()) == 1
-    assert main(["sweep", str(small), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 1
+    assert "missing.yaml: no such file" in err and len(err.strip().splitlines()) == 1
+    assert main(["sweep", str(small), "--out", str(tmp_path / "o"), "--jobs", "0", "--allow-code"]) == 1
     assert main(["sweep-table", str(tmp_path / "nowhere")]) == 1
     assert "no such sweep directory" in capsys.readouterr().err

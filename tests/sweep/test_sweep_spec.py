@@ -50,7 +50,7 @@ def test_spec_mistakes_are_one_line_user_errors_naming_the_spec(data, fragment):
 def test_yaml_errors_name_the_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("traces: [a\neviction: lru\n")
-    with pytest.raises(UserError, match=r"bad.yaml: not valid YAML at line \d"):
+    with pytest.raises(UserError, match=r"bad.yaml: line \d: not valid YAML"):
         load_spec(path)
 
 

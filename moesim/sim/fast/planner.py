@@ -67,6 +67,8 @@ def why_not_fast_plan(planner: Planner) -> str | None:
         return f"miss handling {planner.miss_spec.name} has no compiled planner"
     if planner.dram is not None:
         return "a DRAM cache tier has no compiled planner"
+    if getattr(planner, "placed", None) is not None:
+        return "an expert placement has no compiled planner"
     if planner.next_cell != 0:
         return "the planner has already stepped cells"
     return why_not_fast(planner.eviction_spec, planner.trace.n_objects)

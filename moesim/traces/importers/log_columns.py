@@ -68,6 +68,9 @@ def parse_column_map(text: Any) -> dict[str, str]:
             raise UserError(f"unknown field {key!r}; fields: {', '.join(FIELDS)}, ann_<name>", "--map")
         if field in out:
             raise UserError(f"field {field!r} is mapped twice", "--map")
+        twin = next((f for f, c in out.items() if c == value), None)
+        if twin is not None:  # one column cannot be two fields: one of them would be read wrong
+            raise UserError(f"fields {twin!r} and {field!r} both read column {value!r}", "--map")
         out[field] = value
     return out
 
@@ -268,7 +271,7 @@ def _check_numbers(values: np.ndarray, row_of: np.ndarray, field: str, at: At, i
     if idx.size:
         i = int(idx[0])
         kind = "an integer" if integer else "a finite number"
-        raise UserError(f"field '{field}': {values[i]!r} is not {kind}", at(int(row_of[i])))
+        raise UserError(f"field '{field}': {float(values[i])!r} is not {kind}", at(int(row_of[i])))
 
 
 def annotation(series: pd.Series, field: str, at: At) -> np.ndarray:
