@@ -11,8 +11,8 @@ The trace is synthetic with the model's shapes (moesim/traces/synthetic.py, cata
 58 MoE layers x 256 experts, top-8. Expert bytes follow llama.cpp's Q4_K_M recipe: gate and up in
 Q4_K (4.5 bits/weight), down in Q6_K (6.5625) on the layers `use_more_bits` picks (the first and last
 eighth and every third in between) and Q4_K elsewhere; each matrix is 7168 x 2048.
-Predicting these rows needs CPU expert placement (issue 13's compute-ops work): until it is in the
-engine, `anchor_rows` reports them as pending.
+Predicted with placement cpu-all (every routed expert on the CPU) and the profiles' datasheet figures:
+nothing here is fitted to the anchors.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Anchor:
     decode_tok_s: float
     prefill_tok_s: float
     placement: str  # where routed experts run
+    framework: str | None = None  # kernel counts per operator (moesim/sim/compute/processors.py); None: the profile's
 
 
 ANCHORS = (
@@ -44,7 +45,7 @@ ANCHORS = (
     Anchor("KTransformers V0.2, single socket", "ktransformers-xeon6454s-1s-4090d",
            "KTransformers V0.2 (numactl -N 1 -m 1, --cpu_infer 33)", 8.73, 54.21, "all routed experts on the CPU"),
     Anchor("llama.cpp, dual socket", "ktransformers-xeon6454s-2s-4090d", "llama.cpp (2 x 32 cores)", 4.51, 10.31,
-           "the tutorial does not give llama.cpp's offload settings"),
+           "all routed experts on the CPU (assumed: the tutorial gives no llama.cpp offload settings)", "llama.cpp"),
 )
 
 
@@ -90,6 +91,6 @@ def predict_anchor(anchor: Anchor, trace: Trace) -> float:
     from moesim.sim.timed_replay import TimedConfig, timed_replay
 
     config = TimedConfig(capacity_bytes=0, placement="cpu-all", model="deepseek-v3", bounds=False,  # type: ignore[call-arg]
-                         profile=anchor.profile)
+                         profile=anchor.profile, framework=anchor.framework)
     result = timed_replay(trace, load_profile(anchor.profile), config)
     return 1.0 / float(result.summary["tpot_s"]["mean"])
