@@ -30,10 +30,10 @@ def test_fit_profile_writes_a_loadable_profile_and_never_overwrites(tmp_path: Pa
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fitted.yaml"
     args = ["fit-profile", "bundled:gemma", "--trace", "bundled:gemma", "--profile", "phone-oneplus-15r",
-            "--free", "memory_bandwidth,ssd_bandwidth,mgmt_per_byte", "--out", str(out), "--json"]
+            "--free", "memory_bandwidth,peak_flops,mgmt_per_byte", "--out", str(out), "--json"]
     assert main(args) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data["fitted"]) == {"memory_bandwidth", "ssd_bandwidth", "mgmt_per_byte"}
+    assert set(data["fitted"]) == {"memory_bandwidth", "peak_flops", "mgmt_per_byte"}
     profile = load_profile(str(out))
     assert profile.device.memory_bandwidth == pytest.approx(data["fitted"]["memory_bandwidth"]["value"], rel=1e-4)
     assert "fitted by" in profile.provenance["processors.cpu.memory_bandwidth"]
