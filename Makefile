@@ -7,7 +7,7 @@ VENV ?= $(HOME)/.cache/moesim/venv-$(HASH)
 PY := $(VENV)/bin/python
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test probes mutants test-gpu bench venv dev clean
+.PHONY: demo test probes mutants test-gpu bench fidelity venv dev clean
 
 $(VENV)/.core:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ test-gpu: $(if $(filter $(GPU_VENV)/bin/python,$(GPU_PY)),$(GPU_VENV)/.gpu,)
 bench: $(VENV)/.dev
 	$(PY) -m pip install -q --no-deps -e . >/dev/null
 	$(PY) -m bench.run_all
+
+# fit the phone profile on the qwen run only, predict every gemma run, write docs/fidelity.md
+# (runs from the source tree with the venv's interpreter; no editable install is touched)
+SHARED ?= ../shared
+fidelity: $(VENV)/.dev
+	PYTHONPATH=$(CURDIR) $(PY) -m moesim.runs.fidelity --data $(SHARED)/traces/bigmoeonedge
 
 clean:
 	rm -rf out build *.egg-info

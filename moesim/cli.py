@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.kernels.cli_gpu",
     "moesim.harness.cli_harness",
     "moesim.traces.cli_record",
+    "moesim.runs.cli_runs",
 )
 
 

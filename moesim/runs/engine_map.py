@@ -1,0 +1,71 @@
+"""The ONE place a run's configuration becomes simulator options (cache, read lanes, overlap, k).
+
+    setup = engine_setup(run.config, "phone-oneplus-15r")
+    result = timed_replay(trace, setup.profile, setup.timed)
+
+What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the hardware graph):
+- cache_mib      -> TimedConfig.capacity_bytes (MiB x 2^20; 0 = every routed expert re-read)
+- lanes          -> TimedConfig.io_lanes: reads in flight from storage; the storage's throughput curve
+                    (memories.ssd.throughput) gives their aggregate rate, shared by the reads in flight
+- overlap        -> TimedConfig.overlap: "expert" (per-expert pipelining = the engine's --overlap) or
+                    "layer" (a per-layer barrier = its serial mode)
+- top_k          -> the trace's own k (check_run refuses a trace whose k differs)
+- mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
+                    has one; the phone profile has none, so a plain-mmap run is refused with the reason
+Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
+(moesim/runs/fit.py) and reports them, and `Setup.approximations` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moesim.errors import UserError
+from moesim.hw_profiles.profile import HardwareProfile
+from moesim.runs.measured import RunConfig
+from moesim.sim.timed_replay import TimedConfig
+
+MIB = 2**20
+# what this tree's engine can express; flipped as the issue-13 knobs land
+ENGINE_HAS_MGMT_PER_BYTE = False
+
+
+@dataclass(frozen=True)
+class Setup:
+    profile: HardwareProfile
+    timed: TimedConfig
+    overrides: tuple[str, ...]
+    approximations: tuple[str, ...] = field(default_factory=tuple)
+
+
+def has_page_cache(profile: HardwareProfile) -> bool:
+    return any(getattr(m, "is_page_cache", False) for m in profile.tiers.values())
+
+
+def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[str, ...] = (),
+                 where: str = "run") -> Setup:
+    from moesim.sim.cli_timing import resolve_profile
+
+    profile = resolve_profile(profile_name, tuple(extra_overrides))
+    missing = config.missing(("cache_mib", "lanes", "overlap")) if not config.mmap else []
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise UserError(f"the run's files do not say its {', '.join(missing)}: pass {flags}", where)
+    if config.mmap and not has_page_cache(profile):
+        raise UserError(f"a plain-mmap run reads through the OS page cache, and profile {profile.name} has no "
+                        "page-cache memory (kind: page_cache) to model it", where)
+    approximations = []
+    if not ENGINE_HAS_MGMT_PER_BYTE:
+        approximations.append("no cache bookkeeping time per miss and no per-token overhead in the engine")
+    timed = TimedConfig(eviction="lru", prefetch=_prefetch(config.prefetch),
+                        capacity_bytes=int((config.cache_mib or 0) * MIB), profile=profile_name,
+                        profile_overrides=tuple(extra_overrides), bounds=False,
+                        overlap=None if config.overlap is None else ("expert" if config.overlap else "layer"),
+                        io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None)
+    return Setup(profile, timed, tuple(extra_overrides), tuple(approximations))
+
+
+def _prefetch(name: str) -> str:
+    if name in ("none", "", None):
+        return "none"
+    raise UserError(f"prefetch {name!r}: the engine's speculative prefetch has no moesim counterpart yet", "--prefetch")

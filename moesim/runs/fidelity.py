@@ -1,0 +1,293 @@
+"""The fidelity table (docs/fidelity.md): fit the phone profile on the qwen run only, predict the rest.
+
+    python -m moesim.runs.fidelity --data ../shared/traces/bigmoeonedge     (what `make fidelity` runs)
+
+Rows stay whether they pass or fail. Options a run's files do not carry (k, lanes, budget) come from
+runs/SOURCE.txt's description of each run, written out in RUNS below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moesim.atomic_io import write_text_atomic
+from moesim.errors import UserError
+
+BASE_PROFILE = "phone-oneplus-15r"
+
+
+@dataclass(frozen=True)
+class RunCase:
+    name: str
+    path: str  # relative to the bigmoeonedge folder
+    trace: str  # bundled:NAME or "from-run"
+    options: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # identical-work replicates share a group
+    tpot_tol: float = 0.15
+    ttft_tol: float | None = None
+
+
+RUNS = (
+    RunCase("gemma route-trace", "gemma.metrics", "bundled:gemma", {}, tpot_tol=0.10, ttft_tol=0.15),
+    RunCase("gemma_stream", "runs/2026-07-12/gemma_stream.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_stream_ov", "runs/2026-07-12/gemma_stream_ov.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_c2000_l2", "runs/2026-07-12/gemma_c2000_l2.csv", "from-run",
+            {"top_k": 8, "lanes": 2, "cache_mib": 2000}),
+    RunCase("gemma_c2000_l4", "runs/2026-07-12/gemma_c2000_l4.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}),
+    RunCase("gemma_c2000_l4_ov", "runs/2026-07-12/gemma_c2000_l4_ov.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}, group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_base", "runs/2026-07-12-pr23/gemma_base.csv", "from-run",
+            {"top_k": 8, "lanes": 4, "cache_mib": 2000}, group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_base_ov", "runs/2026-07-13/gemma_base_ov.csv", "from-run", {"top_k": 8, "lanes": 4},
+            group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_autocap_ov", "runs/2026-07-13/gemma_autocap_ov.csv", "from-run", {"top_k": 8, "lanes": 4},
+            group="LRU 2000 MiB, 4 lanes, overlap"),
+    RunCase("gemma_auto_ov", "runs/2026-07-13/gemma_auto_ov.csv", "from-run", {"top_k": 8, "lanes": 4}),
+    RunCase("gemma_k6", "runs/2026-07-14/gemma_k6.csv", "bundled:gemma", {"top_k": 6, "lanes": 4}),
+    RunCase("gemma_mmap", "runs/2026-07-12/gemma_mmap.csv", "from-run", {"top_k": 8, "lanes": 4}),
+)
+
+LESSONS = {
+    "gemma route-trace": "TPOT +12 % from three parts (breakdown below): compute +23 % (the qwen fit's weight-read rate "
+                         "charges gemma's 2.0 GB per token at qwen's rate; on one model at one k a per-layer overhead "
+                         "and the read rate move the run identically, and qwen has 48 layers to gemma's 30, so the "
+                         "split this fit could not identify is what gemma needs), waiting for reads +9 ms, and 15 ms "
+                         "of cache bookkeeping with no engine term. TTFT -25 %: the prefill rate is held at the floor "
+                         "that keeps decode bandwidth-bound (see the note under the fitted figures)",
+    "gemma_stream": "serial with no cache: 8 reads per layer keep all 4 lanes busy and the flash delivers ~2.1 GB/s, "
+                    "but the qwen run, whose 1-2 misses per layer rarely filled the lanes, barely constrains the "
+                    "curve's full-depth point (5.7 +- 3.8 GB/s): reads 253 ms predicted vs 449 measured. A run that "
+                    "saturates the lanes pins it",
+    "gemma_stream_ov": "the same saturated flash, overlapped: stall 214 vs 367 ms",
+    "gemma_c2000_l2": "2 lanes: the storage curve's one-read point gives two lanes their rate and reads match (253 vs "
+                      "256 ms); the older build's compute residual also holds its cache bookkeeping (~45 ms), which "
+                      "the prediction lacks",
+    "gemma_c2000_l4": "serial, 4 lanes: reads 153 vs 221 ms (the under-determined full-depth throughput, as "
+                      "gemma_stream); compute residual includes bookkeeping on this build",
+    "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB (gemma_auto_ov.metrics) and the compute residual "
+                     "tripled (452 ms vs ~140 in the 2000 MiB replicates): the OS evicts the mmapped dense weights "
+                     "and the engine re-faults them. A profile states no page-cache pressure mechanism, so this row "
+                     "fails by design",
+    "gemma_k6": "same model, k and budget as the bundled gemma trace but another prompt and 256 steps: replayed with "
+                "the bundled routing, so per-step comparison is only indicative; its parts miss like the route-trace "
+                "row's",
+    "gemma_mmap": "plain mmap: expert reads are page faults through the OS page cache; the phone profile has no "
+                  "page-cache memory, so it is not predicted",
+}
+REPLICATE_LESSON = ("one of four identical-work runs (LRU 2000 MiB, 4 lanes, overlap, k=8), whose s/token spread "
+                    "14.5 %: compute +35-47 ms (k=8 at qwen's read rate), stall -32 ms (the under-determined "
+                    "full-depth flash throughput) and 45 ms of bookkeeping the engine lacks (breakdown below)")
+
+
+def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
+    from moesim.runs.check import check_run
+    from moesim.runs.cli_runs import timing_trace_for
+    from moesim.runs.engine_map import engine_setup
+    from moesim.runs.fit import fit_run
+    from moesim.runs.padding import slices_for
+    from moesim.runs.profile_out import fitted_profile_text
+    from moesim.runs.readers import read_run
+    from moesim.runs.step_model import SimulatorModel, profile_figures
+    from moesim.traces.io import load_trace
+
+    qwen = read_run(data / "qwen.metrics")
+    setup = engine_setup(qwen.config, BASE_PROFILE)
+    model = SimulatorModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
+    fit = fit_run(qwen, model, profile_figures(setup.profile))
+    command = "make fidelity (python -m moesim.runs.fidelity)"
+    out_profile.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_profile, fitted_profile_text(setup.profile, fit, qwen, "bundled:qwen", command))
+    gemma_like = load_trace("bundled:gemma")
+    rows = []
+    for case in RUNS:
+        run = read_run(data / case.path)
+        run.config = run.config.merged(**case.options)
+        row: dict[str, Any] = {"case": case, "run": run, "measured_tpot": float(run.steps["wall_s"].mean()),
+                               "measured_prefill": run.config.prefill_s}
+        try:
+            setup_r = engine_setup(run.config, str(out_profile), where=case.name)
+            if case.trace == "from-run":
+                trace = timing_trace_for(run, gemma_like, slices_for("gemma4"))
+                name, kind = "from-run", "timing-only from the run"
+            else:
+                trace = load_trace(case.trace)
+                same = int((trace.pass_phase == 1).sum()) == run.n_steps and case.path == "gemma.metrics"
+                name, kind = case.trace, ("the run's own" if same else "same model and k")
+            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"), arch="gemma4")
+            row.update(components=check.summary["components_s"],
+                       predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
+                       predicted_ttft=check.summary["ttft_s"]["predicted"], trace=kind,
+                       per_step=check.summary["per_step_error"]["median_abs"])
+        except UserError as exc:
+            row.update(predicted_tpot=None, predicted_ttft=None, trace=case.trace, not_run=str(exc))
+        rows.append(row)
+    noise = _replicate_noise(rows)
+    md = _markdown(rows, noise, fit, qwen)
+    write_text_atomic(out_md, md)
+    return {"rows": len(rows), "fit": fit.to_dict()}
+
+
+def _replicate_noise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if r["case"].group:
+            groups.setdefault(r["case"].group, []).append(r["measured_tpot"])
+    return {g: max(v) / min(v) - 1.0 for g, v in groups.items() if len(v) > 1}
+
+
+def _fmt_ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1e3:.0f} ms"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.1f} %"
+
+
+def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwen: Any) -> str:
+    lines = ["# Fidelity: moesim against measured runs it was not fitted to", "",
+             "Produced by `make fidelity` (`python -m moesim.runs.fidelity`). The phone profile's free figures are "
+             "fitted on the qwen route-trace run ONLY (`moesim fit-profile`, figures below); every gemma run is "
+             "then predicted by the simulator (`moesim check-run`) with the run's own configuration. Rows stay "
+             "whether they pass or fail. Measured data: BigMoeOnEdge (Apache-2.0), see NOTICE.", "",
+             "Tolerance: the route-trace run TPOT 10 % and TTFT 15 % (issue 14); every other run s/token 15 % or "
+             "its replicate noise, whichever is larger. Replicate noise = slowest / fastest s/token - 1 among "
+             "identical-work runs (same budget, lanes, overlap, k, prompt: bytes and hits are identical).", "",
+             "| run | configuration | trace | measured s/token | predicted | error | replicate noise | tolerance | "
+             "pass | TTFT measured | TTFT predicted | TTFT error | median per-step error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        case, run = r["case"], r["run"]
+        n = noise.get(case.group) if case.group else None
+        tol = max(case.tpot_tol, n or 0.0)
+        pred = r.get("predicted_tpot")
+        err = None if pred is None else pred / r["measured_tpot"] - 1.0
+        ok = "no (not modelled)" if err is None else ("yes" if abs(err) <= tol else "no")
+        ttft_err = None
+        if r.get("predicted_ttft") is not None and r["measured_prefill"]:
+            ttft_err = r["predicted_ttft"] / r["measured_prefill"] - 1.0
+            if case.ttft_tol is not None and abs(ttft_err) > case.ttft_tol:
+                ok += " (TTFT no)"
+        per_step = r.get("per_step")
+        prefill = r["measured_prefill"]
+        ttft_pred = r.get("predicted_ttft")
+        cells = [case.name, run.config.label(), r["trace"], _fmt_ms(r["measured_tpot"]), _fmt_ms(pred), _pct(err),
+                 "—" if n is None else f"{n * 100:.1f} %", f"{tol * 100:.0f} %", ok,
+                 "—" if not prefill else f"{prefill:.2f} s", "—" if ttft_pred is None else f"{ttft_pred:.2f} s" + ("" if r["trace"] == "the run's own" else " †"),
+                 _pct(ttft_err), "—" if per_step is None else f"{per_step * 100:.1f} %"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "† TTFT from a trace that is not the run's own (a timing-only trace invents the prompt's routing; "
+              "the k=6 run is replayed with another prompt's): indicative only, not a prediction."]
+    lines += _component_rows(rows)
+    lines += _anchor_rows()
+    lines += ["", "## What each row teaches", ""]
+    for r in rows:
+        name = r["case"].name
+        text = LESSONS.get(name, REPLICATE_LESSON)
+        if r.get("not_run"):
+            text += f" — not predicted: {r['not_run']}"
+        lines.append(f"- **{name}**: {text}")
+    lines += ["", "## Fitted on the qwen run", "",
+              f"Run: {qwen.source} (trace bundled:qwen), {fit.n_obs} residuals; 1-sigma from the Jacobian.", "",
+              "| figure | value | 1 sigma | fitted to |", "|---|---|---|---|"]
+    from moesim.runs.fit import UNITS
+    from moesim.runs.profile_out import FITTED_TO
+
+    for name, (value, sigma) in fit.fitted.items():
+        lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
+    for name, why in fit.not_identified.items():
+        lines.append(f"| {name} | not identified | — | {why} |")
+    lines += [""] + [f"Note: {n}" for n in fit.notes]
+    lines += ["", "## How the runs are treated", "",
+              "- The route-trace runs (qwen, gemma) had route tracing on: a barrier per MoE layer and a row per "
+              "routed expert, and capped CPU clocks (their .state files: policy0 capped at 2.19 GHz of 3.32, "
+              "policy6 at 1.65 of 3.80). The profile is fitted on one of them, so its compute rates carry those "
+              "clocks and that overhead; the gemma route-trace run shares them, the runs/ runs (trace off, other "
+              "sessions) do not, which is part of their error and is not corrected for.",
+              "- Runs without a routing trace are replayed from a timing-only trace built from their own per-step "
+              "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
+              "- Overlapped runs are replayed with per-expert pipelining, serial ones with a per-layer barrier, "
+              "each with its own read lanes on the flash's throughput curve (moesim/runs/engine_map.py). The "
+              "engine has no cache-bookkeeping or per-token term yet: the fit reports them, predictions lack "
+              "them. Compute is the pre-operator roofline on the trace's own byte counts (the operator model of "
+              "issue 13 has not merged into this tree yet).", ""]
+    return "\n".join(lines)
+
+
+def _component_rows(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Where the error comes from (mean ms per step, measured / predicted)", "",
+             "Compute is the engine's residual (it absorbs page faults); waiting for reads is its stall when "
+             "overlapped and its read time when serial; cache bookkeeping (mgmt_ms, later builds only; older "
+             "builds fold it into compute) has no simulator term yet.", "",
+             "| run | compute | waiting for reads | cache bookkeeping |", "|---|---|---|---|"]
+
+    def pair(c: dict[str, float | None]) -> str:
+        m, p = c["measured"], c["predicted"]
+        return f"{'—' if m is None else f'{m * 1e3:.0f}'} / {'—' if p is None else f'{p * 1e3:.0f}'}"
+
+    for r in rows:
+        comp = r.get("components")
+        if comp:
+            lines.append(f"| {r['case'].name} | {pair(comp['compute'])} | {pair(comp['waiting for reads'])} | "
+                         f"{pair(comp['cache bookkeeping'])} |")
+    return lines
+
+
+def _anchor_rows() -> list[str]:
+    from moesim.runs.anchors import ANCHORS, SOURCE, cpu_placement_available
+
+    lines = ["", "## Published anchors (no traces)", "",
+             f"Source: {SOURCE}. DeepSeek-V3 Q4_K_M, 500-token prompt, synthetic trace with the model's shapes "
+             "and Q4_K_M expert sizes (moesim/runs/anchors.py); tolerance 20 % (issue 14).", "",
+             "| anchor | profile | placement | measured decode | predicted | error | pass |", "|---|---|---|---|---|---|---|"]
+    pending = not cpu_placement_available()
+    trace = None
+    for a in ANCHORS:
+        pred_text, err_text, ok = "pending CPU placement", "—", "pending"
+        if not pending:
+            from moesim.runs.anchors import anchor_trace, predict_anchor
+
+            try:
+                trace = trace if trace is not None else anchor_trace(decode_tokens=32)
+                tok_s = predict_anchor(a, trace)
+                err = tok_s / a.decode_tok_s - 1.0
+                pred_text, err_text = f"{tok_s:.2f} tok/s", f"{err * 100:+.1f} %"
+                ok = "yes" if abs(err) <= 0.20 else "no"
+            except (UserError, KeyError, ValueError) as exc:
+                pred_text, ok = f"not run: {exc}", "no"
+        lines.append(f"| {a.name} ({a.engine}) | {a.profile} | {a.placement} | {a.decode_tok_s:g} tok/s "
+                     f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred_text} | {err_text} | {ok} |")
+    if not pending:
+        lines += ["", "What these rows teach: the machine profiles carry datasheet ceilings (8 channels of DDR5-4800 "
+                  "per socket = 307 GB/s, AVX-512 FMA peak) and nothing is fitted to the anchors, so the predictions "
+                  "are upper bounds on speed: KTransformers reaches a fraction of the DRAM ceiling, and llama.cpp "
+                  "(4.51 tok/s) far less; the tutorial gives no llama.cpp offload settings, so its row assumes the "
+                  "same expert placement. A run of one's own on such a machine, through `moesim fit-profile`, "
+                  "would fit the achieved CPU read rate."]
+    if pending:
+        lines += ["", "These rows wait for CPU expert placement in the engine (issue 13, compute-ops): this tree's "
+                  "engine can only run missed experts on the CPU (`--miss cpu`), not place every routed expert "
+                  "there, which is what KTransformers and llama.cpp's -ot/--n-cpu-moe do."]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="fit on qwen, predict the gemma runs, write docs/fidelity.md")
+    parser.add_argument("--data", type=Path, default=Path("../shared/traces/bigmoeonedge"))
+    parser.add_argument("--out", type=Path, default=Path("docs/fidelity.md"))
+    parser.add_argument("--profile-out", type=Path, default=Path("results/fidelity/phone-oneplus-15r-fitted-qwen.yaml"))
+    args = parser.parse_args(argv)
+    if not (args.data / "qwen.metrics").is_file():
+        raise SystemExit(f"{args.data}: no qwen.metrics (give --data the bigmoeonedge folder)")
+    info = run_fidelity(args.data, args.out, args.profile_out)
+    print(json.dumps({"wrote": str(args.out), "rows": info["rows"]}))
+
+
+if __name__ == "__main__":
+    main()

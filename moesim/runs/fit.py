@@ -1,0 +1,270 @@
+"""Fit a profile's free figures to one measured run by weighted least squares.
+
+Each figure is fitted to the measured column that isolates its mechanism, not to the wall time:
+  compute_s (the engine's residual) <- dense + expert compute + per-token overhead
+  io_s (summed lane busy time under overlap; read wall time serial) <- storage figures
+  mgmt_s <- cache bookkeeping per byte copied
+  prefill_s <- the prefill pass (compute-bound: peak_flops)
+so wall time, and with it the overlap mechanism, stays a prediction. Residual blocks are weighted by
+their own scatter (re-estimated from the residuals, Gauss-Newton with Levenberg damping on the fast
+simulator (moesim/runs/step_model.py)). Uncertainties: the square roots of diag((J^T J)^-1) of the
+weighted Jacobian at the optimum. Identifiability: a figure whose column is (nearly) a combination
+of the others' (smallest singular value of the column-normalised Jacobian below 1e-3 of the
+largest) cannot be told apart by this run: the lowest-priority figure in that direction keeps its
+base value and is reported as not identified, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from moesim.errors import UserError
+from moesim.runs.measured import MeasuredRun
+from moesim.runs.step_model import ALL_FIGURES, SimulatorModel
+
+# which figure keeps its freedom when two cannot be told apart (first = kept longest)
+PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "mgmt_per_byte", "ssd_bandwidth_qd1", "ssd_latency",
+            "token_overhead", "launch_overhead")
+# typical magnitudes (the fit's units) for figures whose base value may be 0
+SCALE_FLOOR = {"launch_overhead": 1e-4, "token_overhead": 1e-3, "mgmt_per_byte": 1e-10, "ssd_latency": 1e-5}
+UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "launch_overhead": "s", "ssd_bandwidth": "B/s",
+         "ssd_bandwidth_qd1": "B/s", "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
+IDENTIFY_RATIO = 1e-3
+
+
+@dataclass
+class FitResult:
+    figures: dict[str, float]  # all figures: fitted ones replaced
+    fitted: dict[str, tuple[float, float]]  # name -> (value, 1-sigma)
+    not_identified: dict[str, str]  # name -> why
+    blocks: dict[str, dict[str, float]]  # residual block -> rms, sigma, n
+    n_obs: int
+    iterations: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"figures": self.figures,
+                "fitted": {k: {"value": v, "sigma": s, "unit": UNITS[k]} for k, (v, s) in self.fitted.items()},
+                "not_identified": self.not_identified, "blocks": self.blocks, "n_obs": self.n_obs,
+                "iterations": self.iterations, "notes": self.notes}
+
+
+class _Problem:
+    """Residual blocks of one run against the fast model."""
+
+    def __init__(self, run: MeasuredRun, model: SimulatorModel) -> None:
+        steps = run.steps
+        n_dec = int(model.decode.sum())
+        if n_dec == 0:
+            raise UserError("the trace has no decode passes to compare with the run's steps", run.source)
+        self.n = min(n_dec, len(steps))
+        self.model = model
+        self.overlap = bool(run.config.overlap)
+        self.targets: dict[str, np.ndarray] = {}
+        for block, column in (("compute", "compute_s"), ("io", "io_s"), ("mgmt", "mgmt_s")):
+            values = steps[column].to_numpy(dtype=float)[: self.n]
+            if np.isfinite(values).all() and (values > 0).any():
+                self.targets[block] = values
+        if run.config.prefill_s:
+            self.targets["prefill"] = np.array([float(run.config.prefill_s)])
+        if not self.targets:
+            raise UserError("the run has no compute, io, mgmt or prefill measurements to fit", run.source)
+        self.sigma = {b: max(0.1 * float(np.mean(np.abs(v))), 1e-6) for b, v in self.targets.items()}
+
+    def predict(self, figures: dict[str, float]) -> dict[str, np.ndarray]:
+        t = self.model.times(figures)
+        dec = np.flatnonzero(t.decode)[: self.n]
+        out = {"compute": t.compute[dec], "io": (t.io_busy if self.overlap else t.stall)[dec], "mgmt": t.mgmt[dec],
+               "prefill": np.array([t.total[~t.decode].sum()])}
+        return {b: out[b] for b in self.targets}
+
+    def residuals(self, figures: dict[str, float]) -> np.ndarray:
+        pred = self.predict(figures)
+        blocks = self.only or tuple(self.targets)
+        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] for b in blocks])
+
+    only: tuple[str, ...] | None = None  # restrict the residuals to these blocks (staged fitting)
+
+
+def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
+            max_iter: int = 12) -> FitResult:
+    """Decode figures first (on the decode blocks, decode taken as bandwidth-bound), then the prefill's
+    peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result."""
+    problem = _Problem(run, model)
+    free = tuple(f for f in free if f in base)
+    scale = {f: max(abs(base[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
+    not_identified: dict[str, str] = {}
+    figures = dict(base)
+    decode_blocks = tuple(b for b in problem.targets if b != "prefill")
+    staged = "peak_flops" in free and "prefill" in problem.targets and decode_blocks
+    staged_note = ""
+    iterations = 0
+    if staged:
+        figures["peak_flops"] = 1e30  # stage A: decode at batch 1 reads weights; its FLOPs do not bind
+        problem.only = decode_blocks
+        figures, n_it = _solve(problem, figures, [f for f in free if f != "peak_flops"], scale, not_identified,
+                               max_iter)
+        iterations += n_it
+        decode_compute = problem.predict(figures)["compute"] if "compute" in problem.targets else None
+        figures["peak_flops"] = base["peak_flops"]
+        problem.only = ("prefill",)
+        figures, n_it = _gauss_newton(problem, figures, ["peak_flops"], scale, max_iter)
+        iterations += n_it
+        problem.only = None
+        if decode_compute is not None:
+            floor = _bandwidth_bound_floor(problem, figures, decode_compute)
+            if floor > figures["peak_flops"]:
+                staged_note = (f"the prefill alone asks for peak_flops {figures['peak_flops']:.3g} FLOP/s, which would "
+                               "make decode FLOP-bound and break the decode fit (the roofline with the trace's FLOP "
+                               f"count cannot fit both); raised to {floor:.3g}, the lowest that keeps decode "
+                               "bandwidth-bound")
+                figures["peak_flops"] = floor
+    else:
+        figures, n_it = _solve(problem, figures, list(free), scale, not_identified, max_iter)
+        iterations += n_it
+    active = [f for f in free if f not in not_identified]
+    if staged:  # each stage's figures get their uncertainty from the blocks and the regime they were fitted in
+        fitted = {}
+        problem.only = decode_blocks
+        decode_active = [f for f in active if f != "peak_flops"]
+        fitted.update(_sigmas(problem, figures | {"peak_flops": 1e30}, decode_active, scale, figures))
+        problem.only = ("prefill",)
+        fitted.update(_sigmas(problem, figures, ["peak_flops"], scale, figures))
+        problem.only = None
+    else:
+        fitted = _sigmas(problem, figures, active, scale, figures)
+    res = problem.residuals(figures)
+    blocks = {}
+    offset = 0
+    for b, target in problem.targets.items():
+        r = res[offset: offset + target.size] * problem.sigma[b]
+        offset += target.size
+        blocks[b] = {"rms_s": float(np.sqrt(np.mean(r ** 2))), "mean_measured_s": float(np.mean(target)),
+                     "n": int(target.size)}
+    notes = [staged_note] if staged_note else []
+    weak = [f for f, (v, sd) in fitted.items() if v and sd > abs(v)]
+    if weak:
+        notes.append(f"weakly identified (1 sigma larger than the value): {', '.join(weak)}; their combination with "
+                     "the correlated figures is what the run pins down")
+    if "prefill" in problem.targets:
+        notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
+                     "uses the decode blocks' weighting and understates the run-to-run noise")
+    return FitResult(figures, fitted, not_identified, blocks, int(res.size), iterations, notes)
+
+
+def _sigmas(problem: _Problem, at: dict[str, float], active: list[str], scale: dict[str, float],
+            figures: dict[str, float]) -> dict[str, tuple[float, float]]:
+    jac = _jacobian(problem, at, active, scale)
+    cov = np.linalg.pinv(jac.T @ jac)
+    return {f: (figures[f], float(np.sqrt(max(cov[i, i], 0.0))) * scale[f]) for i, f in enumerate(active)}
+
+
+def _bandwidth_bound_floor(problem: _Problem, figures: dict[str, float], decode_compute: np.ndarray) -> float:
+    """Lowest peak_flops at which decode compute stays within 0.5 % of its bandwidth-bound value (bisection)."""
+    def ok(peak: float) -> bool:
+        got = problem.predict(figures | {"peak_flops": peak})["compute"]
+        return bool(np.all(got <= decode_compute * 1.005))
+
+    lo, hi = figures["peak_flops"], max(figures["peak_flops"], 1.0)
+    if ok(lo):
+        return lo
+    while not ok(hi):
+        hi *= 2
+    for _ in range(20):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],
+           not_identified: dict[str, str], max_iter: int) -> tuple[dict[str, float], int]:
+    """Drop figures the blocks cannot identify (back to their base values), fit the rest, re-weight the
+    blocks by their scatter; repeat until no figure is dropped and the weights have settled once."""
+    base = dict(figures)
+    iterations = 0
+    active = [f for f in free if f not in not_identified]
+    settled = False
+    for _ in range(5):
+        dropped_any = False
+        while True:
+            jac = _jacobian(problem, figures, active, scale)
+            dropped = _unidentifiable(jac, active, problem)
+            if not dropped:
+                break
+            name, why = dropped
+            not_identified[name] = why
+            active.remove(name)
+            figures[name] = base[name]
+            dropped_any = True
+        if settled and not dropped_any:
+            break
+        figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
+        iterations += n_it
+        pred = problem.predict(figures)
+        for b in problem.only or tuple(problem.targets):
+            target = problem.targets[b]
+            if target.size > 1:
+                problem.sigma[b] = max(float(np.sqrt(np.mean((pred[b] - target) ** 2))), 1e-6)
+        settled = True
+    return figures, iterations
+
+
+def _jacobian(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float]) -> np.ndarray:
+    """Forward differences (each column one simulator run), 1e-3 of the figure's scale."""
+    base = problem.residuals(figures)
+    cols = []
+    for f in active:
+        up = dict(figures)
+        up[f] = figures[f] + 1e-3 * scale[f]
+        cols.append((problem.residuals(up) - base) / 1e-3)
+    return np.column_stack(cols) if cols else np.zeros((base.size, 0))
+
+
+def _unidentifiable(jac: np.ndarray, active: list[str], problem: _Problem) -> tuple[str, str] | None:
+    if not active:
+        return None
+    norms = np.linalg.norm(jac, axis=0)
+    for i, f in enumerate(active):
+        if norms[i] < 1e-9:
+            return f, "no measured column of this run depends on it"
+    _, s, vt = np.linalg.svd(jac / norms, full_matrices=False)
+    if s[-1] >= IDENTIFY_RATIO * s[0]:
+        return None
+    direction = np.abs(vt[-1])
+    involved = [active[i] for i in np.argsort(-direction) if direction[i] > 0.2]
+    victim = max(involved, key=lambda f: PRIORITY.index(f) if f in PRIORITY else len(PRIORITY))
+    others = ", ".join(f for f in involved if f != victim)
+    return victim, f"moves the measured columns only as {others} does (collinear in this run); kept at base value"
+
+
+def _gauss_newton(problem: _Problem, figures: dict[str, float], active: list[str], scale: dict[str, float],
+                  max_iter: int) -> tuple[dict[str, float], int]:
+    figures = dict(figures)
+    cost = float(np.sum(problem.residuals(figures) ** 2))
+    damping = 1e-3
+    it = 0
+    for it in range(1, max_iter + 1):
+        jac = _jacobian(problem, figures, active, scale)
+        r = problem.residuals(figures)
+        jtj = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        for _ in range(12):
+            step = np.linalg.solve(jtj + damping * np.diag(np.diag(jtj) + 1e-12), -g)
+            trial = dict(figures)
+            for i, f in enumerate(active):
+                trial[f] = max(figures[f] + step[i] * scale[f], 0.0 if f in SCALE_FLOOR else 1e-3 * scale[f])
+            new_cost = float(np.sum(problem.residuals(trial) ** 2))
+            if new_cost < cost:
+                improved = True
+                figures, damping = trial, max(damping / 3, 1e-9)
+                rel = (cost - new_cost) / max(cost, 1e-300)
+                cost = new_cost
+                break
+            damping *= 4
+        if not improved or rel < 1e-10:
+            break
+    return figures, it
