@@ -439,6 +439,10 @@ class ChunkDecoder:
         if bad.size:
             self.fail_at(extra_column_key(position, 1), int(first_rows[bad[0]]),
                          f"field '{name}' is null on the first row of a cell")
+        stray = np.setdiff1d(np.flatnonzero(~_nulls(col)), first_rows)
+        if stray.size:  # a value the format has no place for would be dropped silently
+            self.fail_at(extra_column_key(position, 1), int(stray[0]),
+                         f"field '{name}' is set on a row that is not its cell's first (predictions are per cell)")
         self.state.errors.reach(extra_column_key(position, 2))
         lengths = pc.list_value_length(picked).to_numpy(zero_copy_only=False).astype(np.int64)
         width = self.state.widths.get(short)

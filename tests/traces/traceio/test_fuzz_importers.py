@@ -232,3 +232,17 @@ def test_a_footer_claiming_negative_rows_is_a_user_error():
     path = Path(__file__).with_name("negative_row_count.parquet")
     outcome = only_user_errors(path, "moesim")
     assert isinstance(outcome, UserError) and "footer claims" in str(outcome), outcome
+
+
+def test_a_prediction_on_a_cells_later_row_is_refused_not_dropped(tmp_path):
+    """Found by the fuzz case above: pred_p set on row 1 (not its cell's first row) was read back as
+    null. The format keeps predictions on a cell's first row, so the reader names the row instead."""
+    (tmp_path / "seed.parquet").write_bytes(SEEDS["moesim"][2])
+    table = pq.read_table(tmp_path / "seed.parquet")
+    data = table.to_pydict()
+    assert data["pred_p"][1] is None and data["pred_p"][0] is not None
+    data["pred_p"][1] = [0]
+    pq.write_table(pa.table(data, schema=table.schema), tmp_path / "m.parquet")
+    with pytest.raises(UserError) as err:
+        load_trace(tmp_path / "m.parquet")
+    assert "pred_p" in err.value.message and "not its cell's first" in err.value.message
