@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -150,15 +150,7 @@ def _read_jsonl(path: Path, experts_keys: tuple[str, ...], where: str) -> tuple[
     records: list[dict[str, Any]] = []
     lines: list[int] = []
     meta: dict[str, Any] = {}
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise UserError(f"not valid JSON ({str(exc)[:120]})", f"{where}: line {number}") from None
-        if not isinstance(obj, dict):
-            raise UserError("each line must be a JSON object", f"{where}: line {number}")
+    for number, obj in json_object_lines(read_text(path), where):
         if not records and not meta and not any(k in obj for k in experts_keys + ROW_KEYS):
             meta = canonical_meta(obj, f"{where}: line {number}")
             meta["_line"] = number
@@ -168,3 +160,18 @@ def _read_jsonl(path: Path, experts_keys: tuple[str, ...], where: str) -> tuple[
     if not records:
         raise UserError("no route lines", where)
     return pd.DataFrame.from_records(records), np.asarray(lines, dtype=np.int64), meta
+
+
+def json_object_lines(text: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL text; a line that is not a JSON
+    object is a UserError naming it. Shared by every JSONL importer."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"not valid JSON ({str(exc)[:120]})", f"{where}: line {number}") from None
+        if not isinstance(obj, dict):
+            raise UserError("each line must be a JSON object", f"{where}: line {number}")
+        yield number, obj

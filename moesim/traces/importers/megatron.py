@@ -18,7 +18,6 @@ meta.layer_ids. No sizes: `--option model=...` or `--option expert_bytes=...`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ import pandas as pd
 from moesim.errors import UserError
 from moesim.traces.importers.common import read_text
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
-from moesim.traces.importers.log_read import LogFile, expand_inputs
+from moesim.traces.importers.log_read import LogFile, expand_inputs, json_object_lines
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import Trace
 
@@ -90,15 +89,7 @@ def load(path: Path, options: Options) -> Trace:
 def _read(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     where = str(path)
     records, lines = [], []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise UserError(f"not valid JSON ({str(exc)[:120]})", f"{where}: line {number}") from None
-        if not isinstance(obj, dict):
-            raise UserError("each line must be a JSON object", f"{where}: line {number}")
+    for number, obj in json_object_lines(read_text(path), where):
         missing = [k for k in REQUIRED if k not in obj]
         if missing:
             raise UserError(f"a router trace record needs {', '.join(REQUIRED)}; missing {', '.join(missing)}",

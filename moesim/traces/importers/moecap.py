@@ -32,7 +32,7 @@ import pandas as pd
 from moesim.errors import UserError
 from moesim.traces.importers.common import read_text
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
-from moesim.traces.importers.log_read import LogFile, expand_inputs
+from moesim.traces.importers.log_read import LogFile, expand_inputs, json_object_lines
 from moesim.traces.importers.options import Options
 from moesim.traces.trace import Trace
 
@@ -109,15 +109,7 @@ def _records(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
             raise UserError("expected {\"records\": [...]} or a list of records", where)
         return recs, list(range(1, len(recs) + 1))
     recs, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise UserError(f"not valid JSON ({str(exc)[:120]})", f"{where}: line {number}") from None
-        if not isinstance(obj, dict):
-            raise UserError("each line must be a JSON object", f"{where}: line {number}")
+    for number, obj in json_object_lines(text, where):
         recs.append(obj)
         lines.append(number)
     if not recs:
