@@ -80,16 +80,13 @@ def profile_to_document(profile: HardwareProfile) -> dict[str, Any]:
         doc["links"] = {name: {} for name in profile.links}
     doc["power"] = {}
     for path, spec, value in _entries(profile):
-        parts = path.split(".")
-        node = doc
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        node, key = _slot(doc, path)
         if spec.kind == TEXT:
-            node[parts[-1]] = value
+            node[key] = value
             continue
         provenance = _fallback_provenance(profile, path) if spec.kind != COUNT else profile.provenance.get(path)
         shown = value if spec.kind == COUNT else format_quantity(value, spec.kind)
-        node[parts[-1]] = {"value": shown, "provenance": provenance} if provenance else shown
+        node[key] = {"value": shown, "provenance": provenance} if provenance else shown
     for name, mem in profile.tiers.items():
         if mem.throughput is not None and mem.read_bandwidth is None:
             doc["memories"][name]["throughput"] = {
@@ -109,14 +106,11 @@ def profile_values(profile: HardwareProfile) -> dict[str, Any]:
     for key in TOP_TEXT:
         out[key] = getattr(profile, key)
     for path, spec, value in _entries(profile):
-        parts = path.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        node, key = _slot(out, path)
         if spec.kind == TEXT:
-            node[parts[-1]] = value
+            node[key] = value
             continue
-        node[parts[-1]] = {
+        node[key] = {
             "value": value,
             "unit": SI_UNITS[spec.kind],
             "provenance": profile.provenance.get(path, "default"),
@@ -131,3 +125,12 @@ def profile_values(profile: HardwareProfile) -> dict[str, Any]:
                 "provenance": profile.provenance.get(f"memories.{name}.throughput",
                                                      f"memories.{name}.read_bandwidth / queue_depth")}
     return out
+
+
+def _slot(root: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The mapping a dotted path's last key lives in (made on the way) and that key."""
+    *parents, key = path.split(".")
+    node = root
+    for part in parents:
+        node = node.setdefault(part, {})
+    return node, key
