@@ -32,6 +32,8 @@ adds only a clock and bytes:
 Copies are never cancelled: the plan decides which copies move bytes (see moesim.sim.plan,
 `cancels`), so a config with `cancel_unstarted` is refused. Lossy miss handlers (lowbit, drop)
 are refused too: they change which weights a token sees in ways the plan does not record.
+The copies and slots are moesim/kernels/device_copies.py's; the tables and summary
+moesim/kernels/execution_tables.py's.
 On CPU (`device="cpu"`) everything runs synchronously with torch CPU tensors: decisions, data
 movement and outputs are exact; times are host stamps and mean nothing.
 GPU path only: imports torch.
@@ -40,70 +42,35 @@ GPU path only: imports torch.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.kernels.compute import compute_cell, pick_backend
 from moesim.kernels.cpu_expert import swiglu_experts
-from moesim.kernels.decision_log import DecisionLog
-from moesim.kernels.host_store import HostExpertStore, unpack
+from moesim.kernels.device_copies import DeviceCopies
+from moesim.kernels.execution_tables import ExecutionResult, build_result
+from moesim.kernels.host_store import HostExpertStore
 from moesim.kernels.reference import moe_reference
 from moesim.kernels.shapes import ExpertShapes
-from moesim.kernels.slot_pool import SlotPool
 from moesim.kernels.ssd_store import SsdExpertStore
-from moesim.kernels.streams import CopyStream, DeviceClock, Event
-from moesim.kernels.validation_metrics import step_times
+from moesim.kernels.streams import DeviceClock, Event
 from moesim.kernels.weights import random_activations
 from moesim.policies.registry import parse_spec
 from moesim.sim.cache_core import CoreConfig, partition_capacities
-from moesim.sim.plan import SETUP_CELL, CellPlan, PlannedCopy
+from moesim.sim.copy_ledger import SETUP_CELL, PlannedCopy
+from moesim.sim.plan import CellPlan
 from moesim.sim.timed_replay import TimedConfig, setup_planner
-from moesim.sim.timed_result import request_table
-from moesim.sim.topology import ROUTE_HOST, ROUTE_NAMES, ROUTE_SSD_DRAM, ROUTE_SSD_VRAM
-from moesim.traces.trace import PHASE_NAMES, Trace
+from moesim.traces.trace import Trace
 
-FORMAT = "moesim.execution/1"
+__all__ = ["ExecutionResult", "cache_slots", "check_supported", "execute", "resolve_device", "shapes_for_trace"]
+
 SUPPORTED_MISS = ("stall", "cpu")
 DENSE_RING = 4
 """Dense weight buffers cycled over layers: more than one so consecutive layers do not hit in L2."""
-CPU_NOTE = ("device cpu with a GPU-shaped profile or prefetch: decisions, data movement and outputs are exact; "
-            "timings are host stamps and mean nothing")
-CPU_DEVICE_NOTE = ("device cpu with a CPU-device profile (experts in a file, DRAM cache) and no prefetch: the CPU "
-                   "runs what the simulator models (reads at the gate, then the experts), so step times are measured")
-
-
-@dataclass
-class ExecutionResult:
-    """One configuration run on a device: its decisions and what the clock measured.
-
-    `cells` per cell (seconds from the run's start): start, gate (after the dense part), ready
-    (after the stall), end; `passes` the step time of every pass; `requests` TTFT/TPOT as the
-    simulator defines them; `copies` every copy with planned and moved bytes and its measured span.
-    A cell's `gap_s` (and a pass's) is time the device sat idle before it because the host had not
-    enqueued it yet: Python and policy overhead, which the simulator does not model.
-    """
-
-    config: TimedConfig
-    profile: str
-    device: str
-    backend: str
-    shapes: ExpertShapes
-    trace_hash: str
-    decisions: DecisionLog
-    cells: pd.DataFrame
-    passes: pd.DataFrame
-    requests: pd.DataFrame
-    copies: pd.DataFrame
-    summary: dict[str, Any]
-    outputs: list[np.ndarray] | None = field(default=None, repr=False)
-    hazard_log: list[tuple] | None = field(default=None, repr=False)
-    checked_cells: int = 0
 
 
 def shapes_for_trace(trace: Trace, model: str | None = None, dtype: str = "bf16") -> ExpertShapes:
@@ -246,30 +213,11 @@ class _Run:
         self.keep_outputs = keep_outputs
         self.dtype = shapes.torch_dtype()
         self.clock = DeviceClock(dev)
-        self.copies = CopyStream(dev, log=check, clock=self.clock)
-        # one side stream per host-link copy engine of the profile, as the simulator's copy server has
-        self.copy_streams = [self.copies] + [CopyStream(dev, shared=self.copies)
-                                             for _ in range(max(self.topology.host_engines, 1) - 1)]
-        self.device_copies = 0
-        # a high-priority side stream for demand copies (CUDA): queued demand goes before queued prefetch
-        self.demand_stream = CopyStream(dev, shared=self.copies, priority=-1) if self.cuda else None
-
-        self.own_store = store is None
-        self.store = HostExpertStore(shapes, seed=seed, pin=self.cuda) if store is None else store
-        topo = self.topology
-        self.own_ssd = ssd_store is None
-        self.ssd = (ssd_store or SsdExpertStore(self.store, ssd_dir)) if topo.far else None
-        sizes = [int(b) for b in trace.meta.object_bytes]
-        self.dram: SlotPool | None = None
-        if topo.dram_cache_bytes is not None:
-            n_dram = int(min(topo.dram_cache_bytes // min(sizes), trace.n_objects))
-            self.dram = SlotPool(shapes, n_dram, "cpu", n_spare=0 if n_dram else 1, pin=self.cuda)
-        self.dram_staged: dict[int, torch.Tensor] = {}  # DRAM misses the DRAM cache refused, this cell
-        self.dram_last_read: dict[int, Event] = {}  # DRAM slot -> end of the last copy that read it
-
         stream = self.planner.stream
-        most = int(np.diff(stream.cell_offsets).max(initial=0))
-        self.vram = SlotPool(shapes, cache_slots(trace, config), dev, n_spare=max(most, 1))
+        self.mover = DeviceCopies(setup.topology, dev, shapes, self.clock, check, trace.n_objects,
+                                  [int(b) for b in trace.meta.object_bytes], cache_slots(trace, config),
+                                  int(np.diff(stream.cell_offsets).max(initial=0)), seed, ssd_dir, store, ssd_store)
+        self.vram = self.mover.vram
 
         max_tokens = int(trace.cell_tokens.max(initial=0))
         x = torch.from_numpy(random_activations(max(max_tokens, 1), shapes.hidden, seed))
@@ -286,9 +234,7 @@ class _Run:
                 self.dense_w.append(torch.from_numpy(w).to(dev, self.dtype))
             self.dense_cols = [max(1, int(b) // (shapes.itemsize * shapes.hidden)) if b else 0 for b in dense_bytes]
 
-        # per copy (by copy id) and per cell
-        self.done: list[Event] = []
-        self.copy_rows: list[dict[str, Any]] = []
+        # per cell
         self.cell_events: list[tuple[Event, Event, Event, Event]] = []
         self.cell_cpu_s: list[float] = []
         self.plans: list[CellPlan] = []
@@ -337,25 +283,20 @@ class _Run:
         t0 = self.clock.record()
         self.setup = self.planner.setup_copies()
         for cp in self.setup:
-            self._issue(cp, None, SETUP_CELL)
+            self.mover.issue(cp, None, SETUP_CELL)
         for c in range(self.trace.n_cells):
             self._cell(c)
-        self.clock.synchronize()
-        for engine in self.copy_streams:
-            engine.synchronize()
+        self.mover.synchronize()
         nvml = None
         if tele is not None:
             tele.stop()
             window = tele.summary()
             nvml = {"device": tele.device_info(), "window": None if window is None else window.to_dict()}
             tele.close()
-        return self._result(t0, nvml)
+        return build_result(self, t0, nvml)
 
     def close(self) -> None:
-        if self.ssd is not None and self.own_ssd:
-            self.ssd.close()
-        if self.own_store:
-            self.store.close()
+        self.mover.close()
 
     def _warm_up(self) -> None:
         """JIT-compile the kernel's tile configs, create the cuBLAS handle and the copy stream's first use."""
@@ -372,8 +313,9 @@ class _Run:
                                config=default_config(tokens, device_smem_limit(self.dev), self.shapes.itemsize))
             for dense_w in self.dense_w[:1]:
                 _ = self.x_dev[:n] @ dense_w
-        self.copies.copy(self.vram.pool[0, :16], self.store.buffer(self.store.objects[0])[:16])
-        self.copies.records.clear()
+        store, copies = self.mover.store, self.mover.copies
+        copies.copy(self.vram.pool[0, :16], store.buffer(store.objects[0])[:16])
+        copies.records.clear()
         torch.cuda.synchronize(self.dev)
 
     # ---- one cell -----------------------------------------------------------------------------
@@ -391,10 +333,10 @@ class _Run:
             torch.topk(x @ self.router_w, self.top_k, dim=-1).indices.cpu()
         gate = clock.record()
         for cp in plan.copies:
-            self._issue(cp, gate, c)
+            self.mover.issue(cp, gate, c)
         compute_stream = clock.compute_stream()
         for k in plan.waits:  # the stall: copies this cell must see landed (the plan's, as in the simulator)
-            ev = self.done[k].cuda_event
+            ev = self.mover.done[k].cuda_event
             if ev is not None:
                 compute_stream.wait_event(ev)
         ready = clock.record()
@@ -408,7 +350,7 @@ class _Run:
                           for e, rows, gate in self.groups[c]]
                 y = swiglu_experts(x, torch.zeros_like(x), groups)
             else:
-                y = compute_cell(self.vram, layer, x, ids, weights, self.copies,
+                y = compute_cell(self.vram, layer, x, ids, weights, self.mover.copies,
                                  backend="torch" if self.backend == "cpu" else self.backend, skip=on_host)
             if on_host:
                 t_host = time.perf_counter()
@@ -421,10 +363,10 @@ class _Run:
         end = clock.record()
         self.cell_events.append((start, gate, ready, end))
         self.cell_cpu_s.append(cpu_s)
-        self.vram.release_staged()
-        self.dram_staged.clear()
+        self.mover.end_cell()
         if self.check:
-            self._check_slots(c)
+            self.mover.check_slots(c, self.planner)
+            self.checked += 1
 
     def _host_experts(self, layer: int, tokens: int, ids: np.ndarray, weights: np.ndarray,
                       experts: list[int]) -> torch.Tensor:
@@ -435,339 +377,8 @@ class _Run:
                  torch.zeros(shapes.inter, shapes.hidden))
 
         def weights_of(e: int) -> tuple[torch.Tensor, ...]:
-            return self._host_views(shapes.obj(layer, e)) if e in wanted else zeros
+            return self.mover.host_views(shapes.obj(layer, e)) if e in wanted else zeros
 
         y = moe_reference(self.x_host[:tokens], torch.from_numpy(ids), torch.from_numpy(weights), weights_of,
                           compute_dtype=torch.float32)
         return y.to(self.dev, self.dtype)
-
-    def _host_views(self, obj: int) -> tuple[torch.Tensor, ...]:
-        """Host weights of obj where the plan put them: read from SSD this cell, the DRAM tier, or the host store."""
-        if obj in self.dram_staged or self.topology.far:
-            return unpack(self._dram_buffer(obj), self.shapes)
-        return self.store.views(obj)
-
-    # ---- copies -------------------------------------------------------------------------------
-    def _issue(self, cp: PlannedCopy, gate: Event | None, cell: int) -> None:
-        if cp.copy_id != len(self.done):
-            raise RuntimeError(f"copy {cp.copy_id} issued out of order (expected {len(self.done)})")
-        row: dict[str, Any] = {"copy": cp.copy_id, "cell": cell, "obj": cp.obj, "route": ROUTE_NAMES[cp.route],
-                               "prefetch": cp.prefetch, "resident": cp.resident, "planned_bytes": cp.nbytes,
-                               "moved_bytes": self.shapes.expert_bytes, "host_read_s": 0.0}
-        if cp.route == ROUTE_SSD_DRAM:
-            self._host_at(gate)
-            self._host_wait(cp.deps)
-            dst = self._dram_place(cp)
-            t_read = time.perf_counter_ns()
-            self.ssd.read_into(cp.obj, dst)  # type: ignore[union-attr]
-            now = time.perf_counter_ns()
-            row["host_read_s"] = (now - t_read) * 1e-9
-            self.done.append(Event(-1, now))
-            row["start"] = row["end"] = None
-            self.copy_rows.append(row)
-            return
-        if cp.route == ROUTE_SSD_VRAM and not self.cuda:  # CPU device: the file read fills the cache slot itself
-            slot = self._vram_place(cp)
-            t_read = time.perf_counter_ns()
-            start = self.clock.record()
-            self.ssd.read_into(cp.obj, self.vram.pool[slot])  # type: ignore[union-attr]
-            end = self.clock.record()
-            row["host_read_s"] = (time.perf_counter_ns() - t_read) * 1e-9
-            self.done.append(end)
-            row["start"], row["end"] = start, end
-            self.copy_rows.append(row)
-            return
-        if cp.route == ROUTE_SSD_VRAM:
-            self._host_at(gate)
-            src = torch.empty(self.shapes.elems, dtype=self.dtype, pin_memory=self.cuda)
-            t_read = time.perf_counter_ns()
-            self.ssd.read_into(cp.obj, src)  # type: ignore[union-attr]
-            row["host_read_s"] = (time.perf_counter_ns() - t_read) * 1e-9
-            dram_slot = None
-        elif self.dram is not None:
-            src = self._dram_buffer(cp.obj)
-            slot = int(self.dram.slot_of[cp.obj])
-            dram_slot = slot if 0 <= slot < self.dram.n_slots else None
-        else:
-            src = self.store.buffer(cp.obj)
-            dram_slot = None
-        slot = self._vram_place(cp)
-        if cp.prefetch or self.demand_stream is None:
-            engine = self.copy_streams[self.device_copies % len(self.copy_streams)]  # round robin over engines
-            self.device_copies += 1
-        else:  # demand copies do not queue behind issued prefetches (the simulator's rule, README "copy order")
-            engine = self.demand_stream
-        if self.cuda:
-            side = engine.stream
-            if gate is not None:
-                side.wait_event(gate.cuda_event)
-            for j in cp.deps + cp.cancels:  # copies that must finish first (a reused slot's previous writer)
-                ev = self.done[j].cuda_event
-                if ev is not None:
-                    side.wait_event(ev)
-        rec = engine.copy(self.vram.pool[slot], src, slot=slot, tag=cp.obj)
-        self.done.append(rec.end)
-        if dram_slot is not None:
-            self.dram_last_read[dram_slot] = rec.end
-        row["start"], row["end"] = rec.start, rec.end
-        self.copy_rows.append(row)
-
-    def _host_at(self, gate: Event | None) -> None:
-        """The host waits until the device reached the cell's gate (host-side reads are issued there)."""
-        if gate is not None and gate.cuda_event is not None:
-            gate.cuda_event.synchronize()
-
-    def _host_wait(self, copy_ids: tuple[int, ...]) -> None:
-        for j in copy_ids:
-            ev = self.done[j].cuda_event
-            if ev is not None:
-                ev.synchronize()
-
-    def _vram_place(self, cp: PlannedCopy) -> int:
-        """The VRAM slot copy `cp` writes: evict its victims, then a cache slot (resident) or a spare one."""
-        pool = self.vram
-        obj = cp.obj
-        current = int(pool.slot_of[obj])
-        if 0 <= current < pool.n_slots:  # evicted earlier with nobody taking its room yet: copy it again
-            pool.evict(obj)
-        victims = [v for v in cp.victims if v != obj]
-        for v in victims:
-            if not 0 <= int(pool.slot_of[v]) < pool.n_slots:
-                raise RuntimeError(f"victim {v} of copy {cp.copy_id} has no cache slot")
-        if cp.resident:
-            slot, needs_copy = pool.place(obj, victims)
-            assert needs_copy
-            return slot
-        for v in victims:
-            pool.evict(v)
-        return pool.stage(obj)
-
-    def _dram_place(self, cp: PlannedCopy) -> torch.Tensor:
-        """The host buffer an ssd -> dram copy fills, after the readers of the slot it overwrites."""
-        dram = self.dram
-        obj = cp.obj
-        if dram is None:  # objects live on SSD and DRAM caches nothing: a buffer for this cell (cpu handler)
-            buf = torch.empty(self.shapes.elems, dtype=self.dtype, pin_memory=self.cuda)
-            self.dram_staged[obj] = buf
-            return buf
-        current = int(dram.slot_of[obj])
-        if 0 <= current < dram.n_slots:
-            dram.evict(obj)
-        victims = [v for v in cp.victims if v != obj]
-        if not cp.resident:
-            for v in victims:
-                dram.evict(v)
-            buf = torch.empty(self.shapes.elems, dtype=self.dtype, pin_memory=self.cuda)
-            self.dram_staged[obj] = buf
-            return buf
-        slot, _ = dram.place(obj, victims)
-        last = self.dram_last_read.pop(slot, None)  # write-after-read on the DRAM slot
-        if last is not None and last.cuda_event is not None:
-            last.cuda_event.synchronize()
-        return dram.pool[slot]
-
-    def _dram_buffer(self, obj: int) -> torch.Tensor:
-        dram = self.dram
-        if dram is not None and 0 <= int(dram.slot_of[obj]) < dram.n_slots:
-            return dram.pool[int(dram.slot_of[obj])]
-        try:
-            return self.dram_staged[obj]
-        except KeyError:
-            raise RuntimeError(f"object {obj} is in neither the DRAM tier nor a staging buffer") from None
-
-    # ---- checks -------------------------------------------------------------------------------
-    def _check_slots(self, c: int) -> None:
-        """Every object the cache core holds sits in a slot holding its host bytes (both tiers)."""
-        self.clock.synchronize()
-        for engine in self.copy_streams:
-            engine.synchronize()
-        core = self.planner.core
-        resident = set(core.resident_objects())
-        pending = set(self.planner.orphans)  # evicted, their room not yet taken: still mapped
-        mapped = set(self.vram.resident())
-        if mapped - pending != resident:
-            raise RuntimeError(f"cell {c}: VRAM slots hold {sorted(mapped - pending)}, the cache core "
-                               f"{sorted(resident)}")
-        for obj in resident:
-            slot = int(self.vram.slot_of[obj])
-            if not torch.equal(self.vram.pool[slot].cpu(), self.store.buffer(obj)):
-                raise RuntimeError(f"cell {c}: VRAM slot {slot} does not hold object {obj}'s bytes")
-        if self.dram is not None and self.planner.dram is not None:
-            d_resident = set(self.planner.dram.resident_objects())
-            d_mapped = set(self.dram.resident()) - set(self.planner.dram_orphans)
-            if d_mapped != d_resident:
-                raise RuntimeError(f"cell {c}: DRAM slots hold {sorted(d_mapped)}, the DRAM core {sorted(d_resident)}")
-            for obj in d_resident:
-                if not torch.equal(self.dram.pool[int(self.dram.slot_of[obj])], self.store.buffer(obj)):
-                    raise RuntimeError(f"cell {c}: the DRAM slot of object {obj} does not hold its bytes")
-        self.checked += 1
-
-    # ---- results ------------------------------------------------------------------------------
-    def _result(self, t0: Event, nvml: dict[str, Any] | None) -> ExecutionResult:
-        trace = self.trace
-        n = trace.n_cells
-        times = np.asarray([[t0.seconds_until(e) for e in ev] for ev in self.cell_events], dtype=np.float64)
-        times = times.reshape(n, 4)
-        start, gate, ready, end = times.T
-        decisions = DecisionLog.from_steps(self.setup, self.plans)
-        copies = self._copy_table(t0)
-        cells = self._cell_table(decisions, start, gate, ready, end)
-        cells["late_prefetch"] = self._late_prefetches(copies, gate)
-        steps = step_times(trace, end)
-        phase = np.asarray([PHASE_NAMES[int(p)] for p in trace.pass_phase], dtype=object)
-        gaps = np.bincount(trace.cell_pass(), weights=np.clip(cells["gap_s"].to_numpy(), 0.0, None),
-                           minlength=trace.n_passes) if n else np.zeros(trace.n_passes)
-        passes = pd.DataFrame({
-            "pass": np.arange(trace.n_passes, dtype=np.int64),
-            "phase": phase,
-            "tokens": np.diff(trace.pass_token_offsets).astype(np.int64),
-            "step_s": steps,
-            "gap_s": gaps,  # device idle within the step, waiting for the host to enqueue work
-        })
-        requests = request_table(trace, start, end) if n else pd.DataFrame()
-        summary = self._summary(decisions, cells, copies, passes, requests, nvml)
-        return ExecutionResult(
-            config=self.config, profile=self.profile.name, device=str(self.dev), backend=self.backend,
-            shapes=self.shapes, trace_hash=trace.content_hash(), decisions=decisions, cells=cells, passes=passes,
-            requests=requests, copies=copies, summary=summary, outputs=self.outputs,
-            hazard_log=self.copies.log, checked_cells=self.checked,
-        )
-
-    def _cell_table(self, decisions: DecisionLog, start: np.ndarray, gate: np.ndarray, ready: np.ndarray,
-                    end: np.ndarray) -> pd.DataFrame:
-        trace = self.trace
-        n = trace.n_cells
-        req_cell = self.planner.stream.cell
-        out = decisions.outcomes
-
-        def per_cell(mask: np.ndarray) -> np.ndarray:
-            return np.bincount(req_cell[mask], minlength=n).astype(np.int64)
-
-        in_cell = decisions.copy_cell >= 0
-        cell_of = np.where(in_cell, decisions.copy_cell, 0)
-        previous_end = np.concatenate(([0.0], end[:-1])) if n else end
-        columns: dict[str, Any] = {
-            "pass": trace.cell_pass().astype(np.int64),
-            "layer": trace.cell_layer.astype(np.int64),
-            "tokens": trace.cell_tokens.astype(np.int64),
-            "start_s": start, "gate_s": gate, "ready_s": ready, "end_s": end,
-            "dense_s": gate - start, "stall_s": ready - gate, "expert_s": end - ready,
-            "cpu_s": np.asarray(self.cell_cpu_s, dtype=np.float64),
-            "gap_s": start - previous_end,
-            "hits": per_cell(out <= 1),
-            "misses": per_cell(out >= 2),
-            "compulsory": per_cell(out == 2),
-            "capacity": per_cell(out == 3),
-            "collision": per_cell(out == 4),
-            "demand_copies": np.bincount(cell_of[in_cell & ~decisions.copy_prefetch], minlength=n).astype(np.int64),
-            "prefetch_copies": np.bincount(cell_of[in_cell & decisions.copy_prefetch], minlength=n).astype(np.int64),
-        }
-        for r, name in enumerate(ROUTE_NAMES):
-            sel = in_cell & (decisions.copy_route == r)
-            if sel.any():
-                columns[f"bytes_{name}"] = np.bincount(cell_of[sel], weights=decisions.copy_bytes[sel],
-                                                       minlength=n).astype(np.int64)
-        return pd.DataFrame(columns)
-
-    def _late_prefetches(self, copies: pd.DataFrame, gate: np.ndarray) -> np.ndarray:
-        """Per cell: prefetch copies it waited for that had not landed at its gate (the simulator's `late`)."""
-        end = copies["end_s"].to_numpy()
-        prefetch = copies["prefetch"].to_numpy(dtype=bool)
-        late = np.zeros(len(self.plans), dtype=np.int64)
-        for c, plan in enumerate(self.plans):
-            late[c] = sum(1 for k in plan.waits if prefetch[k] and end[k] > gate[c])
-        return late
-
-    def _copy_table(self, t0: Event) -> pd.DataFrame:
-        rows = []
-        for row in self.copy_rows:
-            start, end = row.pop("start"), row.pop("end")
-            row["start_s"] = t0.seconds_until(start) if start is not None else float("nan")
-            row["end_s"] = t0.seconds_until(end) if end is not None else float("nan")
-            row["copy_s"] = start.seconds_until(end) if start is not None else float("nan")
-            rows.append(row)
-        columns = ["copy", "cell", "obj", "route", "prefetch", "resident", "planned_bytes", "moved_bytes",
-                   "host_read_s", "start_s", "end_s", "copy_s"]
-        return pd.DataFrame(rows, columns=columns)
-
-    def _summary(self, decisions: DecisionLog, cells: pd.DataFrame, copies: pd.DataFrame, passes: pd.DataFrame,
-                 requests: pd.DataFrame, nvml: dict[str, Any] | None) -> dict[str, Any]:
-        moved: dict[str, dict[str, int]] = {}
-        for name, group in copies.groupby("route", sort=True):
-            moved[str(name)] = {"copies": int(len(group)), "bytes": int(group["moved_bytes"].sum())}
-        h2d = copies[(copies["route"] == ROUTE_NAMES[ROUTE_HOST]) & copies["copy_s"].notna()]
-        busy = float(h2d["copy_s"].sum()) if len(h2d) else 0.0
-        per_copy = (h2d["moved_bytes"] / h2d["copy_s"]).replace([np.inf, -np.inf], np.nan).dropna()
-        calibrated = self.topology.host_bandwidth or None
-        throughput = float(h2d["moved_bytes"].sum()) / busy if busy > 0 else None
-        window = (nvml or {}).get("window") or {}
-        rx = window.get("pcie_rx_bytes")
-        total_s = float(cells["end_s"].iloc[-1]) if len(cells) else 0.0
-        steps = passes["step_s"].dropna().to_numpy()
-        summary: dict[str, Any] = {
-            "format": FORMAT,
-            "label": self.config.label(),
-            "config": self.config.to_dict(),
-            "profile": self.profile.name,
-            "device": str(self.dev),
-            "device_name": torch.cuda.get_device_name(self.dev) if self.cuda else "cpu",
-            "backend": self.backend,
-            "shapes": {**asdict(self.shapes), "expert_bytes": self.shapes.expert_bytes},
-            "timings_meaningful": self.cuda or self.cpu_device_timed,
-            "note": "" if self.cuda else (CPU_DEVICE_NOTE if self.cpu_device_timed else CPU_NOTE),
-            "decisions": decisions.counts(),
-            "late_prefetch": int(cells["late_prefetch"].sum()) if len(cells) else 0,
-            "moved": moved,
-            "moved_equals_planned": bool((copies["moved_bytes"] == copies["planned_bytes"]).all()),
-            "time": {
-                "total_s": total_s,
-                "dense_s": float(cells["dense_s"].sum()),
-                "stall_s": float(cells["stall_s"].sum()),
-                "expert_s": float(cells["expert_s"].sum()),
-                "cpu_s": float(cells["cpu_s"].sum()),
-                "gap_s": float(cells["gap_s"].clip(lower=0).sum()),
-            },
-            "step_s": _stats(steps),
-            "ttft_s": _stats(requests["ttft_s"].to_numpy() if len(requests) else np.zeros(0)),
-            "tpot_s": _stats(requests["tpot_s"].to_numpy() if len(requests) else np.zeros(0)),
-            "h2d": {
-                "copies": int(len(h2d)),
-                "bytes": int(h2d["moved_bytes"].sum()),
-                "busy_s": busy,
-                "throughput_Bps": throughput,
-                "median_copy_Bps": float(per_copy.median()) if len(per_copy) else None,
-                "calibrated_Bps": calibrated,
-                "throughput_over_calibrated": throughput / calibrated if throughput and calibrated else None,
-            },
-            "nvml": nvml,
-            "nvml_rx_bytes": rx,
-            "nvml_rx_over_h2d_bytes": (rx / float(h2d["moved_bytes"].sum())) if rx and len(h2d) else None,
-            "energy_J": window.get("energy_J"),
-            "checked_cells": self.checked,
-        }
-        return _clean(summary)
-
-
-def _stats(values: np.ndarray) -> dict[str, float | None]:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {"mean": None, "p50": None, "p99": None, "max": None}
-    return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
-            "max": float(v.max())}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return None if not np.isfinite(v) else v
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
