@@ -127,38 +127,7 @@ class CacheCore:
         self.eviction_log: list[int] | None = None
         """When a list, every eviction is appended to it, including those of an admit() that then
         fails half-way (admit() returns None and so cannot report them). Callers clear it."""
-        self._install_pins()
-
-    # ---- set-up ------------------------------------------------------------------------------
-    def _install_pins(self) -> None:
-        """Load pinned objects first (the config's, then the policies'); they are never evicted.
-
-        Configured pins that do not fit are the user's mistake; a policy's pins beyond the room left
-        are skipped (a policy sizes them from ctx.capacity_bytes, so that only happens after
-        configured pins took the room).
-        """
-        for obj in self.config.pinned:
-            obj = int(obj)
-            if not 0 <= obj < len(self.state):
-                raise UserError(f"pinned object {obj} outside 0..{len(self.state) - 1}", "pinned")
-            if not self._pin(obj):
-                part = self.partition_of[obj]
-                raise UserError(f"pinned objects do not fit partition {part} ({self.capacity[part]} bytes)", "pinned")
-        for policy in self.policies:
-            for obj in policy.pinned_objects():
-                self._pin(int(obj))
-
-    def _pin(self, obj: int) -> bool:
-        if self.state[obj] != ABSENT:
-            return True
-        part = self.partition_of[obj]
-        size = self.object_bytes[obj]
-        if self.used[part] + size > self.capacity[part]:
-            return False
-        self.state[obj] = RESIDENT
-        self.pinned[obj] = 1
-        self.used[part] += size
-        return True
+        install_pins(self)
 
     # ---- queries -----------------------------------------------------------------------------
     def is_resident(self, obj: int) -> bool:
@@ -354,28 +323,65 @@ class CacheCore:
     # ---- invariants (tests call this after every step) ---------------------------------------
     def check(self) -> None:
         """Assert every invariant of the core and of its policies' bookkeeping (O(n); tests only)."""
-        used = [0] * len(self.capacity)
-        present: list[set[int]] = [set() for _ in self.capacity]
-        for obj, s in enumerate(self.state):
-            assert s in (ABSENT, RESIDENT, IN_FLIGHT), (obj, s)
-            if s != ABSENT:
-                part = self.partition_of[obj]
-                used[part] += self.object_bytes[obj]
-                if not self.pinned[obj]:
-                    present[part].add(obj)
-            else:
-                assert not self.pinned[obj], f"pinned object {obj} is absent"
-                assert not self.prefetched_unused[obj], f"absent object {obj} marked as an unused prefetch"
-            if self.pinned[obj]:
-                assert s == RESIDENT, f"pinned object {obj} not resident"
-        assert used == self.used, (used, self.used)
-        for part, cap in enumerate(self.capacity):
-            assert self.used[part] <= cap, (part, self.used[part], cap)
-        for part, policy in enumerate(self.policies):
-            tracked = policy.tracked_objects()
-            if tracked is not None:
-                tracked_set = set(tracked)
-                assert len(tracked_set) == len(list(policy.tracked_objects() or ())), f"{policy.name}: duplicates"
-                assert tracked_set == present[part], (
-                    f"{policy.name} partition {part}: policy tracks {sorted(tracked_set ^ present[part])[:8]} "
-                    "differently from the core")
+        check_core(self)
+
+
+def install_pins(core: CacheCore) -> None:
+    """Load pinned objects first (the config's, then the policies'); they are never evicted.
+
+    Configured pins that do not fit are the user's mistake; a policy's pins beyond the room left
+    are skipped (a policy sizes them from ctx.capacity_bytes, so that only happens after
+    configured pins took the room).
+    """
+    for obj in core.config.pinned:
+        obj = int(obj)
+        if not 0 <= obj < len(core.state):
+            raise UserError(f"pinned object {obj} outside 0..{len(core.state) - 1}", "pinned")
+        if not _pin(core, obj):
+            part = core.partition_of[obj]
+            raise UserError(f"pinned objects do not fit partition {part} ({core.capacity[part]} bytes)", "pinned")
+    for policy in core.policies:
+        for obj in policy.pinned_objects():
+            _pin(core, int(obj))
+
+
+def _pin(core: CacheCore, obj: int) -> bool:
+    if core.state[obj] != ABSENT:
+        return True
+    part = core.partition_of[obj]
+    size = core.object_bytes[obj]
+    if core.used[part] + size > core.capacity[part]:
+        return False
+    core.state[obj] = RESIDENT
+    core.pinned[obj] = 1
+    core.used[part] += size
+    return True
+
+
+def check_core(core: CacheCore) -> None:
+    """Assert every invariant of the core and of its policies' bookkeeping (O(n); tests only)."""
+    used = [0] * len(core.capacity)
+    present: list[set[int]] = [set() for _ in core.capacity]
+    for obj, s in enumerate(core.state):
+        assert s in (ABSENT, RESIDENT, IN_FLIGHT), (obj, s)
+        if s != ABSENT:
+            part = core.partition_of[obj]
+            used[part] += core.object_bytes[obj]
+            if not core.pinned[obj]:
+                present[part].add(obj)
+        else:
+            assert not core.pinned[obj], f"pinned object {obj} is absent"
+            assert not core.prefetched_unused[obj], f"absent object {obj} marked as an unused prefetch"
+        if core.pinned[obj]:
+            assert s == RESIDENT, f"pinned object {obj} not resident"
+    assert used == core.used, (used, core.used)
+    for part, cap in enumerate(core.capacity):
+        assert core.used[part] <= cap, (part, core.used[part], cap)
+    for part, policy in enumerate(core.policies):
+        tracked = policy.tracked_objects()
+        if tracked is not None:
+            tracked_set = set(tracked)
+            assert len(tracked_set) == len(list(policy.tracked_objects() or ())), f"{policy.name}: duplicates"
+            assert tracked_set == present[part], (
+                f"{policy.name} partition {part}: policy tracks {sorted(tracked_set ^ present[part])[:8]} "
+                "differently from the core")
