@@ -179,7 +179,7 @@ def _save_timed(runs: list[tuple[Any, str]], out: str) -> None:
     """One run: `out` is the Parquet file. Several: `out` is a folder of <policy>@<capacity>.parquet."""
     from pathlib import Path
 
-    from moesim.sim.timed_result import save_timed_result
+    from moesim.sim.timed_file import save_timed_result
 
     if len(runs) == 1:
         save_timed_result(runs[0][0], out)

@@ -101,7 +101,7 @@ def _lanes(value: int | None) -> int | None:
 def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:
     """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --out)."""
     from moesim.sim.timed_replay import timed_replay
-    from moesim.sim.timed_result import save_timed_result
+    from moesim.sim.timed_file import save_timed_result
 
     config = timed_config_from_args(args, capacity_bytes, eviction)
     if not config.profile:

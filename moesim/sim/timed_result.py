@@ -11,19 +11,17 @@ Definitions are in docs/metrics.md ("Timing"). In short:
   hit_rate_per_access weighs each lookup by the routed accesses (tokens) it served;
 - energy = sum over links of bytes x J/byte + each processor's active_watts x its compute time +
   its idle_watts x the rest of [0, total_s] (a copy alone does not make a processor active).
+The result file is moesim/sim/timed_file.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from moesim.atomic_io import atomic_path
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
@@ -421,45 +419,3 @@ def _clean(value: Any) -> Any:
         v = float(value)
         return None if np.isnan(v) or np.isinf(v) else v
     return value
-
-
-def timed_summary(result: TimedResult) -> dict[str, Any]:
-    """The run's JSON summary (what `--json` prints)."""
-    return result.summary
-
-
-def save_timed_result(result: TimedResult, path: str) -> None:
-    """Write the per-cell table as Parquet, atomically, with everything needed to reproduce it.
-
-    Schema metadata key b"moesim" holds JSON: format, resolved config, profile (all fields),
-    model source, trace hash, versions, the run summary and the per-request table. No timestamps:
-    identical runs write identical bytes.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from moesim.cli_version import versions
-
-    meta = {
-        "format": FORMAT,
-        "config": result.config.to_dict(),
-        "profile": _clean(dataclasses.asdict(result.profile)),
-        "model_source": result.model_source,
-        "trace_hash": result.trace_hash,
-        "versions": versions(),
-        "summary": result.summary,
-        "requests": _clean(result.requests.to_dict(orient="list")),
-    }
-    arrays = {name: pa.array(result.cells[name].to_numpy()) for name in result.cells.columns}
-    table = pa.table(arrays).replace_schema_metadata(
-        {b"moesim": json.dumps(meta, sort_keys=True, allow_nan=False).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
-def load_timed_metadata(path: str) -> dict[str, Any]:
-    """The metadata a saved timed result carries (config, versions, summary, requests)."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    return json.loads(schema.metadata[b"moesim"].decode())

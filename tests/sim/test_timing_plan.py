@@ -10,7 +10,7 @@ from moesim.policies.registry import available
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.plan import PlanConfig, Planner, plan_trace
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.sim.timed_result import load_timed_metadata, save_timed_result
+from moesim.sim.timed_file import load_timed_metadata, save_timed_result
 from moesim.sim.topology import build_topology
 
 from timing_helpers import make_profile, random_trace
