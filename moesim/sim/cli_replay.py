@@ -1,15 +1,16 @@
 """`moesim replay` and `moesim compare`: replay a trace against eviction policies and capacities.
 
 Both commands go through `run_replay(args)`, which resolves the trace, the policies and the
-capacities once and then dispatches: with `--profile` (and no `--count-only`) every run goes
-through the timing engine (moesim.sim.timed_replay) and reports TTFT/TPOT, stalls, bytes and
-energy beside the counts; otherwise the count replay reports hits and misses only.
+capacities once into one RunSpec per run and runs each with `moesim.sim.run.run` (the front door
+the sweeps, the Python API and `validate` use too): with `--profile` (and no `--count-only`) every
+run goes through the timing engine and reports TTFT/TPOT, stalls, bytes and energy beside the
+counts; otherwise the count replay reports hits and misses only.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
@@ -18,28 +19,14 @@ from moesim.policies.registry import PolicySpec, parse_spec, parse_spec_list
 from moesim.sim.cache_core import SCOPES
 from moesim.sim.capacity import Capacity, layer_capacities, parse_capacity_list, parse_weights
 from moesim.sim.cli_timing import add_timing_arguments
-from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
+from moesim.sim.count_replay import CountResult
 from moesim.sim.fast import ENGINES
 from moesim.sim.requests import MODES
+from moesim.sim.run import RunSpec, run
 from moesim.traces.cli_input import add_trace_input_flags
 from moesim.units import format_bytes
 
 BOUND_POLICY = "belady"
-
-
-@dataclass(frozen=True)
-class ReplayPlan:
-    """Everything a replay command resolved from its arguments before running anything."""
-
-    trace: Any
-    trace_source: str
-    specs: list[PolicySpec]
-    capacities: list[Capacity]
-    scope: str
-    mode: str
-    seed: int
-    layer_weights: list[float] | None
-    engine: str | None = None  # count-replay engine (moesim.sim.fast); None: $MOESIM_ENGINE or auto
 
 
 def load_trace_arg(text: str, args: argparse.Namespace | None = None) -> Any:
@@ -51,36 +38,34 @@ def load_trace_arg(text: str, args: argparse.Namespace | None = None) -> Any:
     return load_cli_trace(args if args is not None else argparse.Namespace(), text)
 
 
-def _plan(args: argparse.Namespace, specs: list[PolicySpec]) -> ReplayPlan:
+@dataclass(frozen=True)
+class ReplayInputs:
+    """What a replay command resolved from its arguments before building its runs."""
+
+    trace: Any
+    trace_source: str
+    capacities: list[Capacity]
+    layer_weights: list[float] | None
+
+
+def _inputs(args: argparse.Namespace) -> ReplayInputs:
     trace = load_trace_arg(args.trace, args)
-    return ReplayPlan(
-        trace=trace,
-        trace_source=args.trace,
-        specs=specs,
-        capacities=parse_capacity_list(args.capacity, trace),
-        scope=args.scope,
-        mode=args.replay,
-        seed=args.seed,
-        layer_weights=parse_weights(args.layer_weights),
-        engine=getattr(args, "engine", None),
-    )
+    return ReplayInputs(trace, args.trace, parse_capacity_list(args.capacity, trace), parse_weights(args.layer_weights))
 
 
-def _count_runs(plan: ReplayPlan) -> list[tuple[CountResult, str]]:
-    runs = []
-    for spec in plan.specs:
-        for cap in plan.capacities:
-            config = ReplayConfig(
-                policy=spec.label(),
-                capacity_bytes=cap.bytes,
-                scope=plan.scope,
-                mode=plan.mode,
-                seed=plan.seed,
-                layer_capacity=(layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
-                                if plan.scope == "layer" else None),
-            )
-            runs.append((count_replay(plan.trace, config, spec=spec, engine=plan.engine), cap.text))
-    return runs
+def _layer_capacity(args: argparse.Namespace, inputs: ReplayInputs, capacity_bytes: int) -> tuple[int, ...] | None:
+    """With --scope layer and --layer-weights: bytes per layer (None: the core splits evenly)."""
+    if args.scope != "layer":
+        return None
+    weights = layer_capacities(capacity_bytes, inputs.layer_weights, inputs.trace.meta.n_layers)
+    return None if weights is None else tuple(weights)
+
+
+def _count_specs(args: argparse.Namespace, inputs: ReplayInputs, specs: list[PolicySpec]) -> list[RunSpec]:
+    return [RunSpec.build(inputs.trace, spec, cap.bytes, capacity=cap.text, scope=args.scope, mode=args.replay,
+                          seed=args.seed, layer_capacity=_layer_capacity(args, inputs, cap.bytes),
+                          engine=getattr(args, "engine", None))
+            for spec in specs for cap in inputs.capacities]
 
 
 def check_model_shape(trace: Any, model: str, where: str = "--model") -> None:
@@ -104,35 +89,27 @@ def is_timed(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "profile", None)) and not args.count_only
 
 
-def _timed_runs(plan: ReplayPlan, args: argparse.Namespace) -> list[tuple[Any, str]]:
-    """Every (policy, capacity) through the timing engine; the same plan as the count replay."""
-    from moesim.sim.cli_timing import resolve_profile, timed_config_from_args
-    from moesim.sim.timed_replay import timed_replay
+def _timed_specs(args: argparse.Namespace, inputs: ReplayInputs, specs: list[PolicySpec]) -> list[RunSpec]:
+    """Every (policy, capacity, placement) for the timing engine; the same runs as the count replay."""
+    from moesim.sim.cli_timing import resolve_profile, run_spec_from_args
 
-    if plan.mode != "event":
+    if args.replay != "event":
         raise UserError("the timing engine replays cells event-atomically; drop --replay sequential "
                         "or add --count-only", "--replay")
     from moesim.traces.doctor import refuse_placeholder_sizes
 
-    refuse_placeholder_sizes(plan.trace, "a timed run (--profile)", "--profile")
+    refuse_placeholder_sizes(inputs.trace, "a timed run (--profile)", "--profile")
     profile = resolve_profile(args.profile, tuple(args.profile_set or ()))
-    runs = []
     # --placement may list several (compare where experts run): one run each
     placements = [p.strip() for p in (getattr(args, "placement", None) or "gpu").split(",") if p.strip()] or ["gpu"]
-    for spec in plan.specs:
-        for cap in plan.capacities:
-            for placement in placements:
-                config = replace(timed_config_from_args(args, cap.bytes, eviction=spec.label()), placement=placement)
-                if plan.scope == "layer":
-                    weights = layer_capacities(cap.bytes, plan.layer_weights, plan.trace.meta.n_layers)
-                    if weights is not None:  # None: the core splits the capacity evenly over layers
-                        config = replace(config, layer_capacity=tuple(weights))
-                runs.append((timed_replay(plan.trace, profile, config, engine=plan.engine), cap.text))
-    return runs
+    return [run_spec_from_args(args, inputs.trace, cap.bytes, eviction=spec, profile=profile, capacity=cap.text,
+                               placement=placement, layer_capacity=_layer_capacity(args, inputs, cap.bytes),
+                               engine=getattr(args, "engine", None))
+            for spec in specs for cap in inputs.capacities for placement in placements]
 
 
-def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[ReplayPlan, list[tuple[Any, str]]]:
-    """Resolve the arguments, then run the count replay or the timed one."""
+def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[ReplayInputs, list[tuple[Any, str]]]:
+    """Resolve the arguments into RunSpecs, then run each (the count replay or the timed one)."""
     if args.layer_weights is not None and args.scope != "layer":
         raise UserError("--layer-weights needs --scope layer", "replay")
     if not is_timed(args) and (args.prefetch != "none" or args.miss != "stall"
@@ -143,23 +120,23 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
     if getattr(args, "model", None) and not is_timed(args):
         raise UserError("--model sets FLOPs and dense sizes for timing: add --profile NAME (without "
                         "--count-only)", "--model")
-    plan = _plan(args, specs)
+    inputs = _inputs(args)
     if getattr(args, "model", None):
-        check_model_shape(plan.trace, args.model)
+        check_model_shape(inputs.trace, args.model)
     if is_timed(args):
-        runs = _timed_runs(plan, args)
+        runs = [(run(spec), spec.capacity) for spec in _timed_specs(args, inputs, specs)]
         _export_trace_events(args, runs)
         if args.out:
             _save_timed(runs, args.out)
     else:
         if getattr(args, "trace_events", None):
             raise UserError("needs the timing engine: add --profile NAME", "--trace-events")
-        runs = _count_runs(plan)
+        runs = [(run(spec), spec.capacity) for spec in _count_specs(args, inputs, specs)]
         if args.out:
             from moesim.sim.results import save_count_results
 
-            save_count_results(runs, args.out, trace_source=plan.trace_source)
-    return plan, runs
+            save_count_results(runs, args.out, trace_source=inputs.trace_source)
+    return inputs, runs
 
 
 def _export_trace_events(args: argparse.Namespace, runs: list[tuple[Any, str]]) -> None:
@@ -192,10 +169,10 @@ def _save_timed(runs: list[tuple[Any, str]], out: str) -> None:
         save_timed_result(result, folder / f"{name}.parquet")
 
 
-def _report(plan: ReplayPlan, runs: list[tuple[Any, str]], bound: str | None = None) -> dict[str, Any]:
+def _report(inputs: ReplayInputs, runs: list[tuple[Any, str]], bound: str | None = None) -> dict[str, Any]:
     from moesim.sim.results import result_record, run_metadata
 
-    data = run_metadata(plan.trace, plan.trace_source)
+    data = run_metadata(inputs.trace, inputs.trace_source)
     if runs and not isinstance(runs[0][0], CountResult):
         data["timed"] = True
         data["runs"] = [dict(r.summary, capacity=text) for r, text in runs]
@@ -297,8 +274,8 @@ def render_replay(data: dict[str, Any]) -> str:
 
 # ---- commands ------------------------------------------------------------------------------
 def _cmd_replay(args: argparse.Namespace) -> int:
-    plan, runs = run_replay(args, [parse_spec(args.policy, "eviction")])
-    emit(args, _report(plan, runs), render_replay)
+    inputs, runs = run_replay(args, [parse_spec(args.policy, "eviction")])
+    emit(args, _report(inputs, runs), render_replay)
     return 0
 
 
@@ -318,8 +295,8 @@ def compare_specs(text: str) -> tuple[list[PolicySpec], str]:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     specs, bound = compare_specs(args.policies)
-    plan, runs = run_replay(args, specs)
-    data = _report(plan, runs, bound)
+    inputs, runs = run_replay(args, specs)
+    data = _report(inputs, runs, bound)
     emit(args, data, render_timed if data.get("timed") else render_table)
     return 0
 

@@ -1,6 +1,7 @@
 """Timing options for `moesim replay` / `moesim compare` (wired in by moesim/sim/cli_replay.py).
 
     add_timing_arguments(parser)            --profile, --set, --prefetch, --miss, --model, --placement, ...
+    run_spec_from_args(args, trace, bytes)  one timed run's RunSpec (moesim/sim/run.py)
     run_timed(args, trace, capacity_bytes)  one timed replay -> JSON-ready summary
     timed_table(summaries)                  compare: one row per run ranked by TPOT then TTFT, bounds as rows
 
@@ -67,29 +68,38 @@ def resolve_profile(name: str | None, overrides: Sequence[str] = ()) -> Hardware
     return load_profile(name, overrides=tuple(overrides))
 
 
-def timed_config_from_args(args: argparse.Namespace, capacity_bytes: int, eviction: str | None = None) -> Any:
-    from moesim.sim.timed_replay import TimedConfig
+def run_spec_from_args(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | Any = None,
+                       profile: HardwareProfile | None = None, **rest: Any) -> Any:
+    """The RunSpec (moesim/sim/run.py) of one timed run from parsed arguments; `rest` sets RunSpec
+    fields the arguments do not (capacity text, placement, layer capacities, engine)."""
+    from moesim.sim.run import RunOptions, RunSpec
 
     policy = eviction or getattr(args, "policy", None) or "lru"
-    if "," in policy:
+    if isinstance(policy, str) and "," in policy:
         raise UserError(f"one eviction policy per timed run, got {policy!r}", "--policy")
-    return TimedConfig(
-        eviction=policy,
-        prefetch=getattr(args, "prefetch", "none") or "none",
-        miss=getattr(args, "miss", "stall") or "stall",
-        capacity_bytes=int(capacity_bytes),
-        scope=getattr(args, "scope", None) or "global",
-        profile=args.profile or "",
-        profile_overrides=tuple(getattr(args, "profile_set", None) or ()),
+    options = RunOptions(
         model=getattr(args, "model", None),
-        seed=int(getattr(args, "seed", 0) or 0),
-        placement=getattr(args, "placement", None) or "gpu",
         framework=getattr(args, "framework", None),
         kernel_table=getattr(args, "kernel_table", None),
         overlap=getattr(args, "overlap", None),
         io_lanes=_lanes(getattr(args, "io_lanes", None)),
         storage_reads=getattr(args, "storage_reads", None),
     )
+    fields: dict[str, Any] = dict(
+        scope=getattr(args, "scope", None) or "global",
+        seed=int(getattr(args, "seed", 0) or 0),
+        placement=getattr(args, "placement", None) or "gpu",
+        profile_name=args.profile or "",
+        profile_overrides=tuple(getattr(args, "profile_set", None) or ()),
+        options=options,
+    )
+    fields.update(rest)
+    if not fields["profile_name"]:
+        raise UserError("timing needs a hardware profile: pass --profile NAME", "--profile")
+    if profile is None:
+        profile = resolve_profile(fields["profile_name"], fields["profile_overrides"])
+    return RunSpec.build(trace, policy, capacity_bytes, prefetch=getattr(args, "prefetch", "none") or "none",
+                         miss=getattr(args, "miss", "stall") or "stall", profile=profile, **fields)
 
 
 def _lanes(value: int | None) -> int | None:
@@ -100,14 +110,10 @@ def _lanes(value: int | None) -> int | None:
 
 def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:
     """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --out)."""
-    from moesim.sim.timed_replay import timed_replay
+    from moesim.sim.run import run
     from moesim.sim.timed_file import save_timed_result
 
-    config = timed_config_from_args(args, capacity_bytes, eviction)
-    if not config.profile:
-        raise UserError("timing needs a hardware profile: pass --profile NAME", "--profile")
-    profile = resolve_profile(config.profile, config.profile_overrides)
-    result = timed_replay(trace, profile, config)
+    result = run(run_spec_from_args(args, trace, capacity_bytes, eviction))
     out = getattr(args, "out", None)
     if out:
         save_timed_result(result, out)

@@ -1,8 +1,9 @@
 """Where sweeps, what-if studies and reports call the other rooms of moesim.
 
-Traces (moesim.traces.io, moesim.traces.synthetic), hardware profiles (moesim.hw_profiles.loader),
-capacities (moesim.sim.capacity) and the timing engine (moesim.sim.timed_replay) are each reached
-through one small function here, so an interface change in one of them is fixed in one place.
+Traces (moesim.traces.io, moesim.traces.synthetic), hardware profiles (moesim.hw_profiles.loader)
+and capacities (moesim.sim.capacity) are each reached through one small function here, so an
+interface change in one of them is fixed in one place. Runs themselves go through the front door
+(moesim/sim/run.py), from moesim/sweeps/execute.py.
 """
 
 from __future__ import annotations
@@ -94,19 +95,3 @@ def capacity_bytes(text: str, trace: Trace, where: str) -> int:
 
 
 # ---- the timing engine -------------------------------------------------------------------------
-def timed_replay(trace: Trace, profile: Any, *, eviction: str, prefetch: str, miss: str, capacity_bytes: int,
-                 scope: str, seed: int, profile_name: str, profile_set: Sequence[tuple[str, str]]) -> Any:
-    """One timed replay (moesim.sim.timed_replay): returns its TimedResult."""
-    from moesim.sim.timed_replay import TimedConfig, timed_replay as run
-
-    config = TimedConfig(
-        eviction=eviction,
-        prefetch=prefetch,
-        miss=miss,
-        capacity_bytes=int(capacity_bytes),
-        scope=scope,
-        profile=profile_name,
-        profile_overrides=tuple(f"{p}={v}" for p, v in profile_set),
-        seed=int(seed),
-    )
-    return run(trace, profile, config)

@@ -1,5 +1,7 @@
 """Run one configuration: a pure function of (RunConfig, trace, profile) -> result tables.
 
+The run goes through the front door (moesim/sim/run.py `run`), as the command line's do.
+
 It never raises for a failed run: the failure becomes a run row with status "error" and the
 error's first line, and the traceback travels beside it, so a sweep records it and goes on.
 """
@@ -13,8 +15,7 @@ from typing import Any
 from moesim.errors import UserError
 from moesim.reports import adapters
 from moesim.reports.tables import RunTables
-from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.sweeps import bindings
+from moesim.sim.run import RunSpec, run
 from moesim.sweeps.run_config import RunConfig
 from moesim.traces.trace import Trace
 
@@ -43,22 +44,25 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         return ident
 
 
+def run_spec(config: RunConfig, trace: Trace, profile: Any | None) -> RunSpec:
+    """The front door's RunSpec (moesim/sim/run.py) of a sweep run; count-only when `profile` is None."""
+    return RunSpec.build(trace, config.eviction, config.capacity_bytes, capacity=config.capacity,
+                         prefetch=config.prefetch, miss=config.miss, scope=config.scope, mode=config.mode,
+                         seed=config.seed, profile=profile, profile_name=config.profile if profile is not None else "",
+                         profile_overrides=tuple(f"{p}={v}" for p, v in config.profile_set))
+
+
 def execute_run(config: RunConfig, trace: Trace, profile: Any | None = None) -> RunOutput:
     """Replay `trace` as `config` says: the count replay, or the timed one with `profile`."""
     run_id = config.run_id
     identity = _identity(config)
     try:
+        if config.engine != "count" and profile is None:
+            raise UserError("a timed run needs a hardware profile", "run")
+        result = run(run_spec(config, trace, profile if config.engine != "count" else None))
         if config.engine == "count":
-            replay = ReplayConfig(policy=config.eviction, capacity_bytes=config.capacity_bytes, scope=config.scope,
-                                  mode=config.mode, seed=config.seed)
-            results = adapters.count_tables(count_replay(trace, replay), identity, config.pass_table)
+            results = adapters.count_tables(result, identity, config.pass_table)
         else:
-            if profile is None:
-                raise UserError("a timed run needs a hardware profile", "run")
-            result = bindings.timed_replay(
-                trace, profile, eviction=config.eviction, prefetch=config.prefetch, miss=config.miss,
-                capacity_bytes=config.capacity_bytes, scope=config.scope, seed=config.seed,
-                profile_name=config.profile, profile_set=config.profile_set)
             results = adapters.timed_tables(result, identity, config.pass_table, config.timeline_passes)
     except Exception as exc:  # a failed run is data: record it, let the sweep go on
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"

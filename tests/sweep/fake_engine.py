@@ -97,7 +97,7 @@ def fake_timed_replay(trace, profile: FakeProfile, *, eviction, prefetch, miss, 
 
 def install(monkeypatch) -> list[tuple[str, tuple]]:
     """Route moesim's engine and profile bindings to the fakes; returns the load_profile calls made."""
-    from moesim.sweeps import bindings
+    from moesim.sweeps import bindings, execute
     from moesim.reports.frames import setting_value
 
     calls: list[tuple[str, tuple]] = []
@@ -109,6 +109,16 @@ def install(monkeypatch) -> list[tuple[str, tuple]]:
         lat = setting_value("lat", values.get("links.h2d.latency", "0 s"))
         return FakeProfile(name, bw, lat)
 
+    real_run = execute.run
+
+    def run(spec):  # the front door (moesim/sim/run.py): timed runs go to the fake
+        if spec.profile is None:
+            return real_run(spec)
+        return fake_timed_replay(spec.trace, spec.profile, eviction=spec.eviction.label(),
+                                 prefetch=spec.prefetch.label(), miss=spec.miss.label(),
+                                 capacity_bytes=spec.capacity_bytes, scope=spec.scope, seed=spec.seed,
+                                 profile_name=spec.profile_name, profile_set=spec.profile_overrides)
+
     monkeypatch.setattr(bindings, "load_profile", load_profile)
-    monkeypatch.setattr(bindings, "timed_replay", fake_timed_replay)
+    monkeypatch.setattr(execute, "run", run)
     return calls
