@@ -74,7 +74,7 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     """Run every combination on both sides and compare (executor first, then the simulator)."""
     from moesim.kernels.executor import execute, shapes_for_trace
     from moesim.kernels.host_store import HostExpertStore
-    from moesim.sim.timed_replay import timed_replay
+    from moesim.sim.run import RunSpec, run
 
     shapes = config.shapes_override or shapes_for_trace(trace, config.model, config.dtype)
     if progress is not None:
@@ -88,23 +88,26 @@ def run_validation(trace: Trace, profile: HardwareProfile, config: ValidateConfi
     combos = config.combinations()
     reals: list[list[Any]] = [[] for _ in combos]
     sims: list[Any] = [None] * len(combos)
-    timed_of = [TimedConfig(eviction=policy, prefetch=prefetch, miss=config.miss, capacity_bytes=cap.bytes,
-                            scope=config.scope, profile=config.profile_source or profile.name, model=config.model,
-                            seed=config.seed, bounds=False, grouped_experts=config.backend != "cpu",
-                            routing_sync=config.routing_sync)
-                for policy, cap, prefetch in combos]
+    # one RunSpec per combination (moesim/sim/run.py): the simulator runs it through the front door,
+    # the executor runs its TimedConfig view
+    specs = [RunSpec.build(trace, policy, cap.bytes, capacity=cap.text, prefetch=prefetch, miss=config.miss,
+                           scope=config.scope, seed=config.seed, profile=profile,
+                           profile_name=config.profile_source or profile.name, model=config.model, bounds=False,
+                           grouped_experts=config.backend != "cpu", routing_sync=config.routing_sync)
+             for policy, cap, prefetch in combos]
+    timed_of = [spec.timed_config() for spec in specs]
     try:
         for round_ in range(max(config.repeats, 1)):  # rounds outside: drift spreads over every run alike
             for i, (_, cap, _) in enumerate(combos):
                 timed = timed_of[i]
                 if progress is not None:
                     tag = f" (round {round_ + 1}/{config.repeats})" if config.repeats > 1 else ""
-                    progress(f"{timed.label()} @ {cap.text}{tag}")
+                    progress(f"{specs[i].label} @ {cap.text}{tag}")
                 reals[i].append(execute(trace, profile, timed, device=config.device, model=None, dtype=config.dtype,
                                         seed=config.seed, telemetry=config.telemetry, shapes_override=shapes,
                                         backend=config.backend, store=store, ssd_store=ssd))
                 if sims[i] is None:
-                    sims[i] = timed_replay(trace, profile, timed)
+                    sims[i] = run(specs[i])
     finally:
         if ssd is not None:
             ssd.close()
