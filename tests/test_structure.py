@@ -186,3 +186,22 @@ def test_the_checks_catch_what_they_check():
     tree = ast.parse("import x\nif TYPE_CHECKING:\n    import y\ndef f():\n    import z\ntry:\n    import w\n"
                      "except ImportError:\n    pass\n")
     assert [a.name for s in _load_time_imports(tree.body) for a in s.names] == ["x", "w"]
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every moesim module a file imports, function-local imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("moesim")}
+
+
+def test_reports_read_results_without_the_sweeps():
+    """Sweeps write through reports (run files, tables); reports never reach back into sweeps, not even
+    from inside a function (issue 17: the reports <-> sweeps cycle)."""
+    offenders = {_rel(p): sorted(m for m in _all_imports(p) if m.startswith("moesim.sweeps"))
+                 for p in (PACKAGE / "reports").rglob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}, offenders

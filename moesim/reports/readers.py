@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from moesim.atomic_io import note_input
 from moesim.errors import UserError
-from moesim.reports import adapters, run_file, tables
+from moesim.reports import adapters, dataset, run_file, tables
 from moesim.reports.tables import ResultSet, arrow_table
 
 TIMED_FORMAT_PREFIX = "moesim.timed_result/"
@@ -43,12 +43,10 @@ def _load_one(path: Path) -> ResultSet:
     if not path.exists():
         raise UserError("no such file or directory", str(path))
     if path.is_dir():
-        from moesim.sweeps import store
-
-        if store.is_dataset(path):
-            for name in (store.TABLE, store.MANIFEST):  # a dataset's own files are inputs too
+        if dataset.is_dataset(path):
+            for name in (dataset.TABLE, dataset.MANIFEST):  # a dataset's own files are inputs too
                 note_input(path / name)
-            return store.read_dataset(path)
+            return dataset.read_dataset(path)
         files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
         if not files:
             raise UserError("holds no result files (*.parquet) and is not a sweep directory", str(path))
@@ -153,7 +151,7 @@ def _from_timed_file(path: Path, meta: Mapping[str, Any]) -> ResultSet:
     prefetch = _policy_label(cfg.get("prefetch"), "prefetch")
     miss = _policy_label(cfg.get("miss"), "miss")
     run_id = _run_id("timed-file", trace_hash, cfg)
-    from moesim.sweeps.run_config import is_offline, policy_label
+    from moesim.policies.labels import is_offline, policy_label
 
     try:
         offline = is_offline(eviction, prefetch)

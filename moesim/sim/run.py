@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.policies.labels import run_label
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
@@ -85,16 +86,8 @@ class RunSpec:
 
     @cached_property
     def label(self) -> str:
-        """Short name for tables: eviction [pf=prefetch] [miss=handling] [place=placement] (defaults left out)."""
-        parts = [self.eviction.label()]
-        if self.prefetch.name != "none":
-            parts.append("pf=" + self.prefetch.label())
-        if self.miss.name != "stall":
-            parts.append("miss=" + self.miss.label())
-        placement = parse_placement(self.placement)
-        if placement.name != "gpu":
-            parts.append("place=" + placement.label())
-        return " ".join(parts)
+        """Short name for tables (moesim/policies/labels.py): eviction [pf=...] [miss=...] [place=...]."""
+        return run_label(self.eviction, self.prefetch, self.miss, parse_placement(self.placement))
 
     def replay_config(self) -> ReplayConfig:
         """The count replay's input."""

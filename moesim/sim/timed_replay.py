@@ -19,6 +19,7 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.policies.labels import run_label
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import parse_spec
 from moesim.sim.bounds import compute_bounds
@@ -101,17 +102,8 @@ class TimedConfig:
 
     def label(self) -> str:
         """Short name for tables: eviction + prefetch + miss handling (defaults left out)."""
-        parts = [parse_spec(self.eviction, "eviction").label()]
-        prefetch = parse_spec(self.prefetch, "prefetch")
-        if prefetch.name != "none":
-            parts.append("pf=" + prefetch.label())
-        miss = parse_spec(self.miss, "miss")
-        if miss.name != "stall":
-            parts.append("miss=" + miss.label())
-        placement = parse_placement(self.placement)
-        if placement.name != "gpu":
-            parts.append("place=" + placement.label())
-        return " ".join(parts)
+        return run_label(parse_spec(self.eviction, "eviction"), parse_spec(self.prefetch, "prefetch"),
+                         parse_spec(self.miss, "miss"), parse_placement(self.placement))
 
 
 @dataclass(frozen=True)

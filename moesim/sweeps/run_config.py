@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from moesim.errors import UserError
+from moesim.policies.labels import DEFAULT_MISS, DEFAULT_PREFETCH, is_offline, policy_label
 from moesim.policies.registry import available, parse_spec
 
+__all__ = ["DEFAULT_MISS", "DEFAULT_PREFETCH", "ENGINES", "RunConfig", "canonical_policy", "is_offline", "policy_label"]
+
 ENGINES = ("count", "timed")
-DEFAULT_PREFETCH = "none"
-DEFAULT_MISS = "stall"
 RUN_ID_CHARS = 20
 
 
@@ -30,24 +31,6 @@ def canonical_policy(text: str, kind: str) -> str:
     if kind == "miss" and text.strip() == DEFAULT_MISS and not available("miss"):
         return DEFAULT_MISS
     return parse_spec(text, kind).label()
-
-
-def is_offline(eviction: str, prefetch: str) -> bool:
-    """True when a policy of the run reads the trace's future (its result is a bound)."""
-    specs = [parse_spec(eviction, "eviction")]
-    if prefetch != DEFAULT_PREFETCH:
-        specs.append(parse_spec(prefetch, "prefetch"))
-    return any(bool(getattr(s.entry.cls, "offline", False)) for s in specs)
-
-
-def policy_label(eviction: str, prefetch: str, miss: str) -> str:
-    """Short name for tables and plots: eviction [pf=prefetch] [miss=handling] (defaults left out)."""
-    parts = [eviction]
-    if prefetch != DEFAULT_PREFETCH:
-        parts.append(f"pf={prefetch}")
-    if miss != DEFAULT_MISS:
-        parts.append(f"miss={miss}")
-    return " ".join(parts)
 
 
 @dataclass(frozen=True)

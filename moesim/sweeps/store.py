@@ -9,7 +9,8 @@ A run file appears whole or not at all (temporary file + rename), so a sweep kil
 instant leaves only whole results and, at worst, a temporary file that the next start removes
 (under the lock, so never a live sweep's); the next start skips every run whose file reads back
 whole and sets a damaged one aside (`<id>.parquet.damaged`) to run again. The table is a cache:
-missing or damaged, it is rebuilt from runs/. Nothing is lost and nothing is run twice.
+missing or damaged, it is rebuilt from runs/. Nothing is lost and nothing is run twice. Reading a
+dataset (is_dataset, read_dataset, run_files) is moesim/reports/dataset.py's, re-exported here.
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import moesim
 from moesim.atomic_io import TMP_SUFFIX, atomic_path, is_stale_tmp, write_text_atomic
 from moesim.errors import UserError
 from moesim.reports import run_file, tables
-from moesim.reports.tables import ResultSet
+from moesim.reports.dataset import (MANIFEST, RUNS, SUFFIX, TABLE, is_dataset, read_dataset, read_runs,  # noqa: F401
+                                    reads_back, run_files)
 from moesim.sweeps.execute import RunOutput
 from moesim.sweeps.run_config import RunConfig
 
-RUNS = "runs"
-MANIFEST = "sweep.json"
-TABLE = "table.parquet"
-SUFFIX = ".parquet"
 LOCK = ".lock"
 DAMAGED = ".damaged"
 # run files read per Arrow concatenation while building the runs table: keeps the pieces' per-file
@@ -74,22 +72,6 @@ def locked(out: Path) -> Iterator[None]:
 
 def run_path(out: Path, run_id: str) -> Path:
     return Path(out) / RUNS / f"{run_id}{SUFFIX}"
-
-
-def run_files(out: Path) -> list[Path]:
-    folder = Path(out) / RUNS
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX and not p.name.startswith("."))
-
-
-def reads_back(path: Path) -> bool:
-    """True if the run file's footer and row groups are whole (a truncated file has no footer)."""
-    try:
-        meta = pq.read_metadata(path)
-        return meta.num_rows > 0 and run_file.METADATA_KEY in (meta.metadata or {})
-    except (OSError, pa.ArrowException, ValueError):
-        return False
 
 
 def set_aside(path: Path) -> Path:
@@ -149,34 +131,6 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise UserError("sweep manifest is not valid JSON", str(path)) from None
-
-
-def is_dataset(path: Path) -> bool:
-    return (Path(path) / RUNS).is_dir() or (Path(path) / MANIFEST).is_file()
-
-
-def read_runs(paths: Iterable[Path]) -> ResultSet:
-    """Every table of the given run files, concatenated once and sorted by run_id."""
-    parts = [run_file.read_long_table(path) for path in paths]
-    if not parts:
-        return ResultSet()
-    merged = run_file.from_long_table(pa.concat_tables(parts))
-    return ResultSet.combine([merged])
-
-
-def read_dataset(out: Path, run_ids: Iterable[str] | None = None) -> ResultSet:
-    """The dataset's runs (all of them, or those in `run_ids` that are done); a run file that does
-    not read back whole is left out with a note (the next sweep start runs it again)."""
-    files = run_files(out)
-    if run_ids is not None:
-        wanted = set(run_ids)
-        files = [p for p in files if p.stem in wanted]
-    whole = [p for p in files if reads_back(p)]
-    if len(whole) < len(files):
-        bad = [p for p in files if p not in set(whole)]
-        print(f"moesim: note: {len(bad)} damaged run file(s) left out (first: {bad[0]}); run the sweep again to "
-              "redo them", file=sys.stderr)
-    return read_runs(whole)
 
 
 def write_table(path: Path, runs: pd.DataFrame, where: str | None = None, replace_input: bool = False) -> None:
