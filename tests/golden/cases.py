@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]  # written as <repo> (a profile's source_file is an absolute path)
 EXPECTED = HERE / "expected"
 SWEEP_SPEC = HERE / "sweep.yaml"
 MAX_INLINE = 20_000  # characters of a Parquet file's rows kept inline
@@ -101,7 +102,7 @@ def run_case(case: Case, scratch: Path) -> str:
              out.getvalue().replace(str(HERE), "tests/golden")]
     for name in case.writes:
         parts += [f"--- {name}", dump_file(scratch / name)]
-    return "\n".join(parts) + "\n"
+    return ("\n".join(parts) + "\n").replace(str(REPO), "<repo>")
 
 
 def run_all(scratch: Path) -> dict[str, str]:
