@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from moesim.json_ready import json_ready
 from moesim.kernels.decision_log import DecisionLog
 from moesim.kernels.shapes import ExpertShapes
 from moesim.kernels.streams import Event
@@ -203,7 +204,7 @@ def _summary(run: Any, decisions: DecisionLog, cells: pd.DataFrame, copies: pd.D
         "energy_J": window.get("energy_J"),
         "checked_cells": run.checked,
     }
-    return _clean(summary)
+    return json_ready(summary)
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -213,19 +214,3 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
         return {"mean": None, "p50": None, "p99": None, "max": None}
     return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
             "max": float(v.max())}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return None if not np.isfinite(v) else v
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

@@ -2,8 +2,9 @@
 
 Accepted (detected from the Parquet schema metadata, key b"moesim"):
 - run files ("format": "moesim.runs/1"), alone or as a sweep dataset directory (DIR/runs/*.parquet);
-- count results written by `moesim replay/compare --out` (metadata with "runs" and "trace");
-- timed results written by the timing engine ("format": "moesim.timed_result/1"; per-cell rows);
+- (older files) count results that `moesim replay/compare --out` wrote in moesim 0.1 (metadata with
+  "runs" and "trace"); every command now writes run files (moesim/reports/run_results.py);
+- (older files) timed results ("format": "moesim.timed_result/1"; per-cell rows), likewise;
 - a directory of any of these files.
 Reading another room's layout happens in `_from_count_file` and `_from_timed_file` alone.
 """

@@ -124,18 +124,19 @@ def run_replay(args: argparse.Namespace, specs: list[PolicySpec]) -> tuple[Repla
     if getattr(args, "model", None):
         check_model_shape(inputs.trace, args.model)
     if is_timed(args):
-        runs = [(run(spec), spec.capacity) for spec in _timed_specs(args, inputs, specs)]
-        _export_trace_events(args, runs)
-        if args.out:
-            _save_timed(runs, args.out)
+        run_specs = _timed_specs(args, inputs, specs)
     else:
         if getattr(args, "trace_events", None):
             raise UserError("needs the timing engine: add --profile NAME", "--trace-events")
-        runs = [(run(spec), spec.capacity) for spec in _count_specs(args, inputs, specs)]
-        if args.out:
-            from moesim.sim.results import save_count_results
+        run_specs = _count_specs(args, inputs, specs)
+    results = [run(spec) for spec in run_specs]
+    runs = [(result, spec.capacity) for result, spec in zip(results, run_specs)]
+    if is_timed(args):
+        _export_trace_events(args, runs)
+    if args.out:  # one run file for every run (moesim/reports/run_results.py), as a sweep writes
+        from moesim.reports.run_results import save_runs
 
-            save_count_results(runs, args.out, trace_source=inputs.trace_source)
+        save_runs(args.out, list(zip(run_specs, results)), inputs.trace_source)
     return inputs, runs
 
 
@@ -150,23 +151,6 @@ def _export_trace_events(args: argparse.Namespace, runs: list[tuple[Any, str]]) 
     from moesim.sim.trace_events import write_trace_events
 
     write_trace_events(runs[0][0], path)
-
-
-def _save_timed(runs: list[tuple[Any, str]], out: str) -> None:
-    """One run: `out` is the Parquet file. Several: `out` is a folder of <policy>@<capacity>.parquet."""
-    from pathlib import Path
-
-    from moesim.sim.timed_file import save_timed_result
-
-    if len(runs) == 1:
-        save_timed_result(runs[0][0], out)
-        return
-    folder = Path(out)
-    if folder.suffix == ".parquet":
-        raise UserError("several runs need a folder, not a .parquet file", "--out")
-    for result, text in runs:
-        name = f"{result.config.eviction}+{result.config.prefetch}@{text}".replace("/", "_").replace(":", "-")
-        save_timed_result(result, folder / f"{name}.parquet")
 
 
 def _report(inputs: ReplayInputs, runs: list[tuple[Any, str]], bound: str | None = None) -> dict[str, Any]:
@@ -316,7 +300,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count-only", action="store_true",
                         help="count hits and misses only (no timing, even with --profile)")
     parser.add_argument("--out", default=None,
-                        help="write the result tables to this Parquet file (a folder for several timed runs)")
+                        help="write every run's tables to this Parquet run file (the format sweeps write)")
     parser.add_argument("--trace-events", default=None, metavar="FILE",
                         help="with a profile: write the timed run's timeline as Chrome trace-event JSON (Perfetto)")
     add_timing_arguments(parser)

@@ -110,13 +110,14 @@ def _lanes(value: int | None) -> int | None:
 
 def run_timed(args: argparse.Namespace, trace: Trace, capacity_bytes: int, eviction: str | None = None) -> dict[str, Any]:
     """One timed replay from parsed arguments; returns the JSON-ready summary (and writes --out)."""
+    from moesim.reports.run_results import save_runs
     from moesim.sim.run import run
-    from moesim.sim.timed_file import save_timed_result
 
-    result = run(run_spec_from_args(args, trace, capacity_bytes, eviction))
+    spec = run_spec_from_args(args, trace, capacity_bytes, eviction)
+    result = run(spec)
     out = getattr(args, "out", None)
     if out:
-        save_timed_result(result, out)
+        save_runs(out, [(spec, result)], None)
     return result.summary
 
 

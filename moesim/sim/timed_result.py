@@ -11,7 +11,7 @@ Definitions are in docs/metrics.md ("Timing"). In short:
   hit_rate_per_access weighs each lookup by the routed accesses (tokens) it served;
 - energy = sum over links of bytes x J/byte + each processor's active_watts x its compute time +
   its idle_watts x the rest of [0, total_s] (a copy alone does not make a processor active).
-The result file is moesim/sim/timed_file.py's.
+Results are written as run files (moesim/reports/run_results.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moesim.json_ready import json_ready
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
@@ -404,18 +405,4 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
             "tpot_bound_s": tpot_b["mean"],
             "tpot_over_bound": _ratio(tpot["mean"], tpot_b["mean"]),
         }
-    return _clean(summary)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN to None, dict keys sorted on dump."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return None if np.isnan(v) or np.isinf(v) else v
-    return value
+    return json_ready(summary)

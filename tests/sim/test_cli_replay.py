@@ -12,7 +12,7 @@ import pytest
 import moesim
 from moesim.cli import main
 from moesim.sim import cli_replay
-from moesim.sim.results import load_count_result
+from moesim.reports.run_file import read_run_file
 from moesim.traces.trace import PREFILL, DECODE, simple_trace
 
 
@@ -106,14 +106,17 @@ def test_compare_text_table_has_the_miss_taxonomy_and_marks_the_bound(small_trac
 def test_out_writes_per_layer_and_per_pass_parquet(small_trace, tmp_path, capsys):
     out = tmp_path / "r" / "result.parquet"
     assert main(["replay", "--trace", "small.trace", "--capacity", "30%", "--count-only", "--out", str(out)]) == 0
-    df, meta = load_count_result(out)
+    results, meta = read_run_file(out)  # the run file a sweep writes (moesim/reports/run_file.py)
     assert meta["trace"]["hash"] == small_trace.content_hash()
-    layers = df[df.table == "layer"]
-    passes = df[df.table == "pass"]
-    assert layers["index"].tolist() == [0, 1, 2, 3] and len(passes) == small_trace.n_passes
-    assert int(layers.requests.sum()) == int(passes.requests.sum()) == meta["runs"][0]["summary"]["requests"]
+    layers, passes, runs = results.layers, results.passes, results.runs
+    assert layers["layer"].tolist() == [0, 1, 2, 3] and len(passes) == small_trace.n_passes
+    summary_requests = int(runs["requests"].iloc[0])
+    assert int(layers.requests.sum()) == int(passes.requests.sum()) == summary_requests
     assert set(passes.phase) == {"prefill", "decode"}
-    assert int(layers.capacity_misses.sum()) == meta["runs"][0]["summary"]["capacity"]
+    assert int(layers.capacity_misses.sum()) == int(runs["capacity_misses"].iloc[0])
+    assert runs["capacity"].tolist() == ["30%"] and runs["engine"].tolist() == ["count"]
+    assert meta["runs"][0]["run_id"] == runs["run_id"].iloc[0]
+    assert meta["runs"][0]["config"]["policy"]["label"] == "lru"
     assert [f for f in os.listdir(out.parent)] == ["result.parquet"]  # no temporary file left behind
     first = out.read_bytes()
     assert main(["replay", "--trace", "small.trace", "--capacity", "30%", "--count-only", "--out", str(out)]) == 0
@@ -159,12 +162,12 @@ def test_with_a_profile_replay_is_timed_and_counts_agree_with_the_count_replay(s
 
 def test_a_failed_run_leaves_no_output_file(small_trace, tmp_path, monkeypatch, capsys):
     out = tmp_path / "result.parquet"
-    import moesim.sim.results as results
+    import moesim.reports.run_file as run_file
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.pq, "write_table", broken)
+    monkeypatch.setattr(run_file.pq, "write_table", broken)
     assert main(["replay", "--trace", "small.trace", "--capacity", "5%", "--count-only", "--out", str(out)]) == 1
     assert "cannot write the result: disk full" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,9 @@ from moesim.policies.registry import available
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.plan import PlanConfig, Planner, plan_trace
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.sim.timed_file import load_timed_metadata, save_timed_result
+from moesim.reports.run_file import read_run_file
+from moesim.reports.run_results import save_runs
+from moesim.sim.run import RunSpec, run
 from moesim.sim.topology import build_topology
 
 from timing_helpers import make_profile, random_trace
@@ -77,16 +79,17 @@ def test_step_api_gives_the_bulk_decisions(prefetch):
 def test_identical_runs_write_identical_files(tmp_path):
     trace = random_trace(7, requests=2, decode=5)
     profile = make_profile(host_latency=5e-6, joules_per_byte={"h2d": 2e-11})
-    config = TimedConfig(eviction="lru", prefetch="oracle:lookahead=1", capacity_bytes=int(trace.total_object_bytes() * 0.25),
-                         profile="test", seed=3)
+    spec = RunSpec.build(trace, "lru", int(trace.total_object_bytes() * 0.25), prefetch="oracle:lookahead=1",
+                         profile=profile, profile_name="test", seed=3)
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     for path in paths:
-        save_timed_result(timed_replay(trace, profile, config), str(path))
+        save_runs(path, [(spec, run(spec))], "t.parquet")
     assert paths[0].read_bytes() == paths[1].read_bytes()
-    meta = load_timed_metadata(str(paths[0]))
-    assert meta["trace_hash"] == trace.content_hash()
-    assert meta["config"]["prefetch"] == {"name": "oracle", "kind": "prefetch", "params": {"cross_pass": False, "lookahead": 1}}
-    assert meta["profile"]["name"] == "test"
+    results, meta = read_run_file(paths[0])
+    assert meta["trace"]["hash"] == trace.content_hash()
+    assert meta["runs"][0]["config"]["prefetch"] == {"name": "oracle", "kind": "prefetch",
+                                                     "params": {"cross_pass": False, "lookahead": 1}}
+    assert meta["profile"]["values"]["name"] == "test"
     assert meta["versions"]["dependencies"]["simpy"]
-    assert len(meta["requests"]["request"]) == 2
+    assert len(results.requests) == 2 and results.runs["profile"].tolist() == ["test"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "b.parquet"]  # no temp files left
