@@ -95,8 +95,7 @@ class Planner:
         self.topology = topology
         self.config = config
         self.stream = build_request_stream(trace, "event")
-        self.policies = PlanPolicies.build(trace, self.stream, config.eviction, config.prefetch, config.miss,
-                                           config.placement, config.seed)
+        self.policies = PlanPolicies.build(trace, self.stream, config.specs(), config.placement, config.seed)
         self.tiers = TierCaches(topology, CoreConfig(capacity_bytes=int(config.capacity_bytes), scope=config.scope,
                                                      layer_capacity=config.layer_capacity),
                                 self.policies.eviction_spec, self.policies.eviction_ctx, config.dram_eviction)

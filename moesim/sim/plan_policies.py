@@ -14,7 +14,7 @@ from typing import Any
 
 from moesim.policies.base import PolicyContext
 from moesim.policies.placement import parse_placement
-from moesim.policies.registry import PolicySpec, parse_spec
+from moesim.policies.registry import PolicySpec
 from moesim.sim.count_replay import profile_counts
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream
@@ -38,11 +38,9 @@ class PlanPolicies:
     lossy: bool
 
     @classmethod
-    def build(cls, trace: Trace, stream: RequestStream, eviction: str, prefetch: str, miss: str, placement: str,
+    def build(cls, trace: Trace, stream: RequestStream, specs: tuple[PolicySpec, ...], placement: str,
               seed: int) -> PlanPolicies:
-        eviction_spec = parse_spec(eviction, "eviction")
-        prefetch_spec = parse_spec(prefetch, "prefetch")
-        miss_spec = parse_spec(miss, "miss")
+        eviction_spec, prefetch_spec, miss_spec = specs
         offline = bool(getattr(eviction_spec.entry.cls, "offline", False))
         future = StreamFuture(stream.obj, trace.n_objects) if offline else None
         ctx = PolicyContext(

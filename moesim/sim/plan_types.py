@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moesim.policies.registry import PolicySpec
+from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.cache_core import CoreCounters
 from moesim.sim.copy_ledger import PlannedCopy
 from moesim.sim.requests import RequestStream
@@ -20,6 +20,15 @@ from moesim.traces.trace import Trace
 
 PLACED = -1
 """Outcome of a request whose object a placement policy keeps on the CPU (neither hit nor miss)."""
+KINDS = ("eviction", "prefetch", "miss")
+
+
+def parsed_specs(parsed: tuple[PolicySpec, ...] | None, texts: tuple[str, str, str]) -> tuple[PolicySpec, ...]:
+    """Specs parsed once upstream (a RunSpec's), used while each still has the canonical label its
+    text gives; else the texts parsed here (a config built or changed from strings)."""
+    if parsed is not None and all(spec.label() == text for spec, text in zip(parsed, texts)):
+        return parsed
+    return tuple(parse_spec(text, kind) for text, kind in zip(texts, KINDS))
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,11 @@ class PlanConfig:
     dram_eviction: str = "lru"
     cancel_unstarted: bool = False  # see the module docstring (`cancels`)
     placement: str = "gpu"  # moesim/policies/placement.py: objects kept on the CPU never enter the cache
+    parsed: tuple[PolicySpec, PolicySpec, PolicySpec] | None = field(default=None, compare=False, repr=False)
+    """eviction, prefetch and miss already parsed (see `parsed_specs`)"""
+
+    def specs(self) -> tuple[PolicySpec, PolicySpec, PolicySpec]:
+        return parsed_specs(self.parsed, (self.eviction, self.prefetch, self.miss))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class RunSpec:
             layer_capacity=self.layer_capacity, dram_eviction=o.dram_eviction, grouped_experts=o.grouped_experts,
             bounds=o.bounds, cancel_unstarted=o.cancel_unstarted, placement=self.placement, framework=o.framework,
             kernel_table=o.kernel_table, routing_sync=o.routing_sync, overlap=o.overlap, io_lanes=o.io_lanes,
-            storage_reads=o.storage_reads,
+            storage_reads=o.storage_reads, parsed=(self.eviction, self.prefetch, self.miss),
         )
 
 

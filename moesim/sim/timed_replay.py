@@ -12,7 +12,7 @@ engine (moesim.sim.engine: the simpy clock). Bounds (moesim.sim.bounds) are comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.policies.labels import run_label
 from moesim.policies.placement import parse_placement
-from moesim.policies.registry import parse_spec
+from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.bounds import compute_bounds
 from moesim.sim.compute import (ComputeModel, compute_model, expert_cell_times, expert_request_times,
                                 non_expert_cell_times)
@@ -29,6 +29,7 @@ from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import Pipelined, simulate
 from moesim.sim.expert_compute import wait_compute
 from moesim.sim.plan import PlanConfig, Planner
+from moesim.sim.plan_types import parsed_specs
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
 from moesim.traces.trace import Trace
@@ -65,17 +66,23 @@ class TimedConfig:
     overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
     io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
     storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
+    parsed: tuple[PolicySpec, PolicySpec, PolicySpec] | None = field(default=None, compare=False, repr=False)
+    """The eviction, prefetch and miss specs already parsed (a RunSpec's, moesim/sim/run.py); see specs()."""
+
+    def specs(self) -> tuple[PolicySpec, PolicySpec, PolicySpec]:
+        """The parsed eviction, prefetch and miss specs: `parsed` while it still matches the strings (a
+        dataclasses.replace() of a string leaves it stale), else parsed here."""
+        return parsed_specs(self.parsed, (self.eviction, self.prefetch, self.miss))
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
                           capacity_bytes=int(self.capacity_bytes), scope=self.scope,
                           layer_capacity=self.layer_capacity, seed=self.seed, dram_eviction=self.dram_eviction,
-                          cancel_unstarted=self.cancel_unstarted, placement=self.placement)
+                          cancel_unstarted=self.cancel_unstarted, placement=self.placement, parsed=self.specs())
 
     def to_dict(self) -> dict[str, Any]:
         """Resolved: policy specs in canonical form with all their parameters."""
-        specs = {kind: parse_spec(text, kind) for kind, text in
-                 (("eviction", self.eviction), ("prefetch", self.prefetch), ("miss", self.miss))}
+        specs = dict(zip(("eviction", "prefetch", "miss"), self.specs()))
         return {
             "eviction": specs["eviction"].to_dict(),
             "prefetch": specs["prefetch"].to_dict(),
@@ -102,8 +109,7 @@ class TimedConfig:
 
     def label(self) -> str:
         """Short name for tables: eviction + prefetch + miss handling (defaults left out)."""
-        return run_label(parse_spec(self.eviction, "eviction"), parse_spec(self.prefetch, "prefetch"),
-                         parse_spec(self.miss, "miss"), parse_placement(self.placement))
+        return run_label(*self.specs(), parse_placement(self.placement))
 
 
 @dataclass(frozen=True)
