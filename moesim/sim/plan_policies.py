@@ -15,7 +15,7 @@ from typing import Any
 from moesim.policies.base import PolicyContext
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec
-from moesim.sim.count_replay import profile_counts
+from moesim.sim.count_replay import make_context, profile_counts
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream
 from moesim.traces.trace import Trace
@@ -43,17 +43,7 @@ class PlanPolicies:
         eviction_spec, prefetch_spec, miss_spec = specs
         offline = bool(getattr(eviction_spec.entry.cls, "offline", False))
         future = StreamFuture(stream.obj, trace.n_objects) if offline else None
-        ctx = PolicyContext(
-            n_objects=trace.n_objects,
-            n_layers=trace.meta.n_layers,
-            n_experts=trace.meta.n_experts,
-            object_layer=trace.object_layer_array(),
-            object_bytes=trace.object_bytes_array(),
-            seed=seed,
-            future=future,
-            profile_counts=profile_counts(trace, eviction_spec),
-            trace=trace,
-        )
+        ctx = make_context(trace, seed, future, profile_counts(trace, eviction_spec), offline=True)  # with the trace
         # the trace goes only to offline eviction policies; prefetchers get it (oracles, recorded predictions)
         eviction_ctx = ctx if offline else dataclasses.replace(ctx, trace=None)
         prefetcher = prefetch_spec.build(ctx)
