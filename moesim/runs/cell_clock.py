@@ -12,7 +12,7 @@ idle lanes), the engine's clock (moesim/sim/engine.py) decomposes by cell:
     the link's latency, then flows at aggregate(n)/n with n reads flowing (the same fluid server as
     moesim/sim/link_server.py, here as a loop over one cell's few reads, no event queue);
   - stall: the engine's own rule (engine._pipelined_stall under per-expert overlap; the last arrival
-    under a per-layer barrier);
+    under a per-layer barrier, and in the prefill where config.prefill_overlap says "layer");
   - a cell lasts dense + stall + experts; a pass is the sum of its cells.
 Compute arrays come from the same functions timed_replay calls (moesim/sim/compute). The two halves
 are memoised apart: compute figures (memory_bandwidth, peak_flops, launch_overhead) and storage
@@ -35,7 +35,7 @@ from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import _pipelined_stall
 from moesim.sim.expert_compute import wait_compute
 from moesim.sim.link_server import TIE_S
-from moesim.sim.timed_replay import TimedConfig, routing_sync_seconds, setup_planner
+from moesim.sim.timed_replay import TimedConfig, prefill_barrier, routing_sync_seconds, setup_planner
 from moesim.sim.topology import LinkServer, build_topology
 from moesim.traces.trace import DECODE, Trace
 
@@ -53,6 +53,7 @@ class CellCompute:
     post: np.ndarray
     expert: np.ndarray
     wait_compute: np.ndarray  # per entry of plan.waits (pipelined), else empty
+    barrier: np.ndarray  # bool per cell: waits for all its reads (per-layer barrier)
 
 
 def fluid_cell(nbytes: list[float], server: LinkServer) -> tuple[list[float], list[float]]:
@@ -174,11 +175,19 @@ class ReplayedRun:
             expert = np.bincount(self.req_cell, weights=per_req, minlength=self.n_cells)
             waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, self.req_cell, self.req_obj, per_req,
                                   trace.n_objects)
+            barrier = prefill_barrier(trace, cfg)
+            if barrier is None:
+                barrier = np.zeros(self.n_cells, dtype=bool)
+            else:
+                expert = np.where(barrier, expert_cell_times(model, self.req_cell, self.req_layer, self.req_bytes,
+                                                             plan.gpu_tokens, self.n_cells, "gpu",
+                                                             cfg.grouped_experts), expert)
         else:
             expert = expert_cell_times(model, self.req_cell, self.req_layer, self.req_bytes, plan.gpu_tokens,
                                        self.n_cells, "gpu", cfg.grouped_experts)
             waited = np.zeros(0)
-        out = CellCompute(pre, ne.post, expert, waited)
+            barrier = np.ones(self.n_cells, dtype=bool)
+        out = CellCompute(pre, ne.post, expert, waited, barrier)
         self._compute_memo[key] = out
         return out
 
@@ -217,9 +226,10 @@ class ReplayedRun:
         end_list = end.tolist()
         wc = comp.wait_compute.tolist()
         expert = comp.expert.tolist()
+        barrier = comp.barrier.tolist()
         for c in np.flatnonzero(np.diff(self.wait_off) > 0).tolist():
             pending = list(range(wait_off[c], wait_off[c + 1]))
-            if self.overlap == "expert":
+            if not barrier[c]:
                 stall[c] = _pipelined_stall(0.0, pending, waits, end_list, wc, expert[c], 0.0)
             else:
                 stall[c] = max(end_list[waits[w]] for w in pending)

@@ -56,6 +56,7 @@ class Pipelined:
     wait_compute: np.ndarray
     expert: np.ndarray
     cpu_path: np.ndarray
+    barrier: np.ndarray | None = None  # bool per cell: these cells wait for all their copies (an engine's prefill)
 
 
 def simulate(
@@ -157,6 +158,7 @@ def simulate(
         wait_compute = pipelined.wait_compute.tolist()
         cell_expert = pipelined.expert.tolist()
         cell_cpu = pipelined.cpu_path.tolist()
+        cell_barrier = pipelined.barrier.tolist() if pipelined.barrier is not None else [False] * n_cells
 
     def compute():  # noqa: ANN202 - a simpy process
         for k in range(plan.n_setup_copies):  # pinned objects load before the first cell
@@ -184,7 +186,7 @@ def simulate(
                 compute_state[0] = len(pending)
                 compute_state[1] = wake
                 yield wake
-                if pipelined is None:
+                if pipelined is None or cell_barrier[e]:
                     stall[e] = env.now - gate
                 else:
                     stall[e] = _pipelined_stall(gate, pending, waits, end_t, wait_compute, cell_expert[e], cell_cpu[e])

@@ -30,7 +30,7 @@ from moesim.sim.expert_compute import wait_compute
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
-from moesim.traces.trace import Trace
+from moesim.traces.trace import DECODE, Trace
 
 OVERLAP_MODES = ("layer", "expert")
 
@@ -64,6 +64,7 @@ class TimedConfig:
     overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
     io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
     storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
+    prefill_overlap: str | None = None  # "layer": prefill cells wait for all their reads whatever `overlap` says
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -97,6 +98,7 @@ class TimedConfig:
             "overlap": self.overlap,
             "io_lanes": self.io_lanes,
             "storage_reads": self.storage_reads,
+            **({"prefill_overlap": self.prefill_overlap} if self.prefill_overlap else {}),  # only when set
         }
 
     def label(self) -> str:
@@ -168,6 +170,8 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     overlap = config.overlap or profile.overlap
     if overlap not in OVERLAP_MODES:
         raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
+    if config.prefill_overlap not in (None, "layer"):
+        raise UserError(f"prefill overlap must be layer (or unset), got {config.prefill_overlap!r}", "prefill_overlap")
     setup = setup_planner(trace, profile, config)
     planner, model, topology, dense, expert_full = (setup.planner, setup.compute, setup.topology, setup.dense,
                                                      setup.expert_full)
@@ -200,7 +204,11 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
         waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, stream.cell, stream.obj, per_req,
                               trace.n_objects)
-        pipelined = Pipelined(waited, expert, cpu_path)
+        barrier = prefill_barrier(trace, config)
+        if barrier is not None:  # those cells run their experts as one grouped call once all are in
+            expert = np.where(barrier, expert_cell_times(model, stream.cell, req_layer, req_bytes, plan.gpu_tokens,
+                                                         n_cells, "gpu", config.grouped_experts), expert)
+        pipelined = Pipelined(waited, expert, cpu_path, barrier)
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
@@ -220,6 +228,14 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
                                 valid=handler.bounds_hold and planner.placed is None, pipelined=overlap == "expert")
     return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
+
+
+def prefill_barrier(trace: Trace, config: TimedConfig) -> np.ndarray | None:
+    """Cells that wait for all their reads under per-expert overlap: the prefill's, where the engine's
+    batched expert matmul runs only once the layer's reads have returned (config.prefill_overlap)."""
+    if config.prefill_overlap != "layer":
+        return None
+    return (trace.pass_phase != DECODE)[trace.cell_pass()]
 
 
 def routing_sync_seconds(profile: HardwareProfile) -> float:

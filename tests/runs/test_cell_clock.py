@@ -13,6 +13,7 @@ from moesim.runs.measured import RunConfig
 from moesim.runs.step_model import apply_figures, profile_figures
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.traces.io import load_trace
+from moesim.traces.trace import DECODE, PREFILL, simple_trace
 
 # figures of the kind a fit lands on (not the shipped ones: the curve is no longer linear in depth)
 FITTED = {"memory_bandwidth": 12.2e9, "peak_flops": 30e9, "launch_overhead": 20e-6, "ssd_bandwidth": 2.3e9,
@@ -68,3 +69,25 @@ def test_prefetch_is_not_closed_form() -> None:
     config = TimedConfig(**{**setup.timed.__dict__, "prefetch": "oracle:lookahead=1"})
     with pytest.raises(NotClosedForm):
         ReplayedRun(trace, setup.profile, config)
+
+
+def test_prefill_barrier_waits_for_the_last_read_by_hand() -> None:
+    # one layer, a 2-token prefill routing experts 0 and 1, then a decode step; 4 MB experts, an empty 100 MB
+    # cache, ONE read lane on the phone's flash (0.788 GB/s) with 100 us per read: the reads land at a and 2a,
+    # a = 1e-4 + 4e6 / 0.788e9. Under the prefill barrier the stall is 2a. With per-expert overlap expert 0
+    # runs (wc seconds) while expert 1 is read: the stream ends at 2a + wc after 2 wc of compute, a stall of 2a - wc.
+    trace = simple_trace([[[0, 1]], [[2, 3]]], 1, 8, 4_000_000, top_k=2, phases=[PREFILL, DECODE])
+    setup = engine_setup(RunConfig(cache_mib=100, lanes=1, overlap=True, top_k=2), "phone-oneplus-15r")
+    assert setup.timed.prefill_overlap == "layer"
+    cells = timed_replay(trace, setup.profile, setup.timed).cells
+    a = 1e-4 + 4e6 / 0.788e9
+    assert cells["stall_s"].iloc[0] == pytest.approx(2 * a, rel=1e-12)
+    pipelined = timed_replay(trace, setup.profile, TimedConfig(**{**setup.timed.__dict__, "prefill_overlap": None}))
+    wc = pipelined.cells["expert_s"].iloc[0] / 2
+    assert 0 < wc < a
+    assert pipelined.cells["stall_s"].iloc[0] == pytest.approx(2 * a - wc, rel=1e-12)
+    # decode keeps per-expert overlap either way
+    assert cells["stall_s"].iloc[1] == pytest.approx(pipelined.cells["stall_s"].iloc[1], rel=1e-12)
+    # the closed form agrees
+    got = ReplayedRun(trace, setup.profile, setup.timed).pass_totals(profile_figures(setup.profile))
+    np.testing.assert_allclose(got["stall"], cells["stall_s"].to_numpy(), rtol=1e-12)
