@@ -130,7 +130,10 @@ def cmd_check_run(args: argparse.Namespace) -> int:
 
     run, trace, name, kind, slices = load_inputs(args)
     setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source)
-    result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace))
+    from moesim.runs.profile_out import fitted_extras
+
+    mgmt = fitted_extras(args.profile).get("mgmt_per_byte", 0.0)  # a fit-profile output carries it in its header
+    result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace), mgmt_per_byte=mgmt)
     if args.out:
         write_report(result, Path(args.out))
     emit(args, result.to_dict(), render_check)
