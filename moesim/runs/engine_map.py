@@ -63,7 +63,8 @@ def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[st
                         "page-cache memory (kind: page_cache) to model it", where)
     approximations = []
     if not ENGINE_HAS_MGMT_PER_BYTE:
-        approximations.append("no cache bookkeeping time per miss and no per-token overhead in the engine")
+        approximations.append("cache bookkeeping is added per byte read only where the profile carries a fitted "
+                              "mgmt_per_byte (a fit-profile output); no per-token overhead")
     timed = TimedConfig(eviction="lru", prefetch=_prefetch(config.prefetch),
                         capacity_bytes=int((config.cache_mib or 0) * MIB), profile=profile_name,
                         profile_overrides=tuple(extra_overrides), bounds=False,
