@@ -35,7 +35,8 @@ from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import _pipelined_stall
 from moesim.sim.expert_compute import wait_compute
 from moesim.sim.link_server import TIE_S
-from moesim.sim.timed_replay import TimedConfig, prefill_barrier, routing_sync_seconds, setup_planner
+from moesim.sim.timed_replay import (TimedConfig, ffn_overlappable, prefill_barrier, routing_sync_seconds,
+                                     setup_planner)
 from moesim.sim.topology import LinkServer, build_topology
 from moesim.traces.trace import DECODE, Trace
 
@@ -54,6 +55,7 @@ class CellCompute:
     expert: np.ndarray
     wait_compute: np.ndarray  # per entry of plan.waits (pipelined), else empty
     barrier: np.ndarray  # bool per cell: waits for all its reads (per-layer barrier)
+    overlappable: np.ndarray  # seconds per cell of post-expert work run while its reads are in flight
 
 
 def fluid_cell(nbytes: list[float], server: LinkServer) -> tuple[list[float], list[float]]:
@@ -187,7 +189,9 @@ class ReplayedRun:
                                        self.n_cells, "gpu", cfg.grouped_experts)
             waited = np.zeros(0)
             barrier = np.ones(self.n_cells, dtype=bool)
-        out = CellCompute(pre, ne.post, expert, waited, barrier)
+        ffn = ne.by_operator.get("shared", 0.0) + ne.by_operator.get("dense_ffn", 0.0)
+        over = ffn_overlappable(np.zeros(self.n_cells) + ffn, trace, cfg) if self.overlap == "expert" else None
+        out = CellCompute(pre, ne.post, expert, waited, barrier, np.zeros(self.n_cells) if over is None else over)
         self._compute_memo[key] = out
         return out
 
@@ -225,7 +229,7 @@ class ReplayedRun:
         wait_off, waits = self.wait_off.tolist(), self.waits.tolist()
         end_list = end.tolist()
         wc = comp.wait_compute.tolist()
-        expert = comp.expert.tolist()
+        expert = (comp.expert + comp.overlappable).tolist()
         barrier = comp.barrier.tolist()
         for c in np.flatnonzero(np.diff(self.wait_off) > 0).tolist():
             pending = list(range(wait_off[c], wait_off[c + 1]))

@@ -16,6 +16,10 @@ What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the
                     "Mechanism"); its --overlap overlaps decode reads with FFN compute (the runs'
                     .log: "flash reads overlapped with FFN compute"), while a prefill's batched
                     expert matmul needs all of the layer's experts: a per-layer barrier
+- overlap (ffn)  -> TimedConfig.ffn_overlap when overlapped: the engine's --overlap reports "flash reads
+                    overlapped with FFN compute" (the runs' .log, moe-overlap line): a layer's shared
+                    experts / dense FFN, which need only the layer's input, run while its routed
+                    experts are read (models without them, e.g. Qwen3-30B-A3B, are unaffected)
 - mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
                     has one; the phone profile has none, so a plain-mmap run is refused with the reason
 Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
@@ -70,7 +74,7 @@ def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[st
                         profile_overrides=tuple(extra_overrides), bounds=False,
                         overlap=None if config.overlap is None else ("expert" if config.overlap else "layer"),
                         io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None,
-                        prefill_overlap=PREFILL_OVERLAP)
+                        prefill_overlap=PREFILL_OVERLAP, ffn_overlap=bool(config.overlap))
     return Setup(profile, timed, tuple(extra_overrides), tuple(approximations))
 
 

@@ -57,6 +57,7 @@ class Pipelined:
     expert: np.ndarray
     cpu_path: np.ndarray
     barrier: np.ndarray | None = None  # bool per cell: these cells wait for all their copies (an engine's prefill)
+    overlappable: np.ndarray | None = None  # seconds per cell of post-expert work run while its reads are in flight
 
 
 def simulate(
@@ -159,6 +160,8 @@ def simulate(
         cell_expert = pipelined.expert.tolist()
         cell_cpu = pipelined.cpu_path.tolist()
         cell_barrier = pipelined.barrier.tolist() if pipelined.barrier is not None else [False] * n_cells
+        if pipelined.overlappable is not None:  # e.g. a dense FFN beside the experts: the stream runs it first
+            cell_expert = (pipelined.expert + pipelined.overlappable).tolist()
 
     def compute():  # noqa: ANN202 - a simpy process
         for k in range(plan.n_setup_copies):  # pinned objects load before the first cell

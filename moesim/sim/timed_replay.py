@@ -65,6 +65,7 @@ class TimedConfig:
     io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
     storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
     prefill_overlap: str | None = None  # "layer": prefill cells wait for all their reads whatever `overlap` says
+    ffn_overlap: bool = False  # per-expert overlap: shared experts / dense FFN run while the layer's reads are in flight
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(eviction=self.eviction, prefetch=self.prefetch, miss=self.miss,
@@ -99,6 +100,7 @@ class TimedConfig:
             "io_lanes": self.io_lanes,
             "storage_reads": self.storage_reads,
             **({"prefill_overlap": self.prefill_overlap} if self.prefill_overlap else {}),  # only when set
+            **({"ffn_overlap": True} if self.ffn_overlap else {}),
         }
 
     def label(self) -> str:
@@ -127,6 +129,7 @@ class PlanSetup:
     expert_full: np.ndarray  # seconds per cell with every routed expert on the device
     pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
     post: np.ndarray  # after them (shared experts, dense FFN, LM head)
+    ffn: np.ndarray | None = None  # the part of `post` that does not read the routed experts' output (shared, dense FFN)
 
     @property
     def shape(self) -> ComputeModel:
@@ -158,7 +161,8 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
                                     trace.n_cells, "gpu", config.grouped_experts)
     # from this cell's gate to the next one's: its experts, its post part, the next cell's pre part
     planner.compute_window = expert_full + post + np.append(pre[1:], 0.0)
-    return PlanSetup(planner, model, topology, dense, expert_full, pre, post)
+    ffn = non_expert.by_operator.get("shared", 0.0) + non_expert.by_operator.get("dense_ffn", 0.0)
+    return PlanSetup(planner, model, topology, dense, expert_full, pre, post, np.zeros(trace.n_cells) + ffn)
 
 
 def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
@@ -208,7 +212,8 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         if barrier is not None:  # those cells run their experts as one grouped call once all are in
             expert = np.where(barrier, expert_cell_times(model, stream.cell, req_layer, req_bytes, plan.gpu_tokens,
                                                          n_cells, "gpu", config.grouped_experts), expert)
-        pipelined = Pipelined(waited, expert, cpu_path, barrier)
+        overlappable = ffn_overlappable(setup.ffn, trace, config)
+        pipelined = Pipelined(waited, expert, cpu_path, barrier, overlappable)
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
@@ -236,6 +241,15 @@ def prefill_barrier(trace: Trace, config: TimedConfig) -> np.ndarray | None:
     if config.prefill_overlap != "layer":
         return None
     return (trace.pass_phase != DECODE)[trace.cell_pass()]
+
+
+def ffn_overlappable(ffn: np.ndarray | None, trace: Trace, config: TimedConfig) -> np.ndarray | None:
+    """Seconds per cell the stream can run while the cell's reads are in flight (config.ffn_overlap): its
+    shared experts and dense FFN, which read only the layer's input. Not in barrier (prefill) cells."""
+    if not config.ffn_overlap or ffn is None:
+        return None
+    barrier = prefill_barrier(trace, config)
+    return ffn if barrier is None else np.where(barrier, 0.0, ffn)
 
 
 def routing_sync_seconds(profile: HardwareProfile) -> float:

@@ -91,3 +91,31 @@ def test_prefill_barrier_waits_for_the_last_read_by_hand() -> None:
     # the closed form agrees
     got = ReplayedRun(trace, setup.profile, setup.timed).pass_totals(profile_figures(setup.profile))
     np.testing.assert_allclose(got["stall"], cells["stall_s"].to_numpy(), rtol=1e-12)
+
+
+def test_ffn_overlap_hides_the_dense_ffn_behind_reads_by_hand() -> None:
+    from moesim.sim.engine import _pipelined_stall
+
+    # one missing expert (compute w) landing at a, and s seconds of dense FFN the stream may run first:
+    # the stream runs the FFN (ends at s), waits for the read, then the expert: it ends at max(s, a) + w after
+    # w + s of work, a stall of max(0, a - s) instead of a
+    a, w = 3e-3, 1e-3
+    for s, expected in ((1e-3, 2e-3), (5e-3, 0.0)):
+        assert _pipelined_stall(0.0, [0], [0], [a], [w], w + s, 0.0) == pytest.approx(expected, abs=1e-15)
+    assert _pipelined_stall(0.0, [0], [0], [a], [w], w, 0.0) == pytest.approx(a)
+
+
+def test_ffn_overlap_only_lowers_stalls_and_only_where_a_model_has_an_ffn_beside_its_experts() -> None:
+    gemma, qwen = load_trace("bundled:gemma"), load_trace("bundled:qwen")
+    setup = engine_setup(RunConfig(cache_mib=4000, lanes=4, overlap=True, top_k=6), "phone-oneplus-15r")
+    assert setup.timed.ffn_overlap
+    off = TimedConfig(**{**setup.timed.__dict__, "ffn_overlap": False})
+    with_ffn = timed_replay(gemma, setup.profile, setup.timed).cells
+    without = timed_replay(gemma, setup.profile, off).cells
+    assert (with_ffn["stall_s"] <= without["stall_s"] + 1e-12).all()
+    assert with_ffn["stall_s"].sum() < 0.9 * without["stall_s"].sum()  # gemma's dense MLP beside every MoE layer
+    np.testing.assert_allclose(with_ffn["compute_s"], without["compute_s"])  # the work is the same, only its order
+    # Qwen3-30B-A3B has no shared expert and no dense FFN: nothing changes
+    q_with = timed_replay(qwen, setup.profile, setup.timed).cells["stall_s"].to_numpy()
+    q_without = timed_replay(qwen, setup.profile, off).cells["stall_s"].to_numpy()
+    np.testing.assert_array_equal(q_with, q_without)
