@@ -18,7 +18,7 @@ import numpy as np
 
 from moesim.atomic_io import write_text_atomic
 from moesim.errors import UserError
-from moesim.runs.fidelity_lessons import ANCHOR_LESSON, LESSONS, REPLICATE_LESSON
+from moesim.runs.fidelity_lessons import ANCHOR_LESSON, LESSONS, QWEN_NOTE, REPLICATE_LESSON
 from moesim.runs.step_model import ALL_FIGURES
 
 BASE_PROFILE = "phone-oneplus-15r"
@@ -202,14 +202,16 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
               "- Overlapped runs are replayed with per-expert pipelining, serial ones with a per-layer barrier, "
               "each with its own read lanes on the flash's throughput curve; the prefill is a per-layer barrier "
-              "in both (moesim/runs/engine_map.py says why). Compute is by operator (attention and its KV reads, "
+              "in both, and overlapped runs run each layer's dense FFN and shared experts while its reads are in "
+              "flight (moesim/runs/engine_map.py says why). Compute is by operator (attention and its KV reads, "
               "router, shared experts, LM head, routed experts at their Q4_K/Q6_K bytes) at the fitted rates. "
               "Cache bookkeeping is the fitted seconds per byte read (the engine's mgmt_ms) added to each step, as "
               "the fit's step model adds it; there is no per-token term (qwen cannot identify one).",
               "- The fit (moesim/runs/fit.py) runs the engine's clock in closed form per cell on a plan replayed "
               "once (moesim/runs/cell_clock.py; tests/runs/test_cell_clock.py checks it equals the simulator), "
               "weights each step by Huber's rule (qwen's steps carry interference spikes of up to 6x the median "
-              "compute), and predictions then run the full simulator once per run.", ""]
+              "compute), and predictions then run the full simulator once per run.",
+              "- " + QWEN_NOTE, ""]
     return "\n".join(lines)
 
 
