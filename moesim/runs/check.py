@@ -54,7 +54,7 @@ def _components(table: pd.DataFrame, overlap: bool) -> dict[str, dict[str, float
     """Mean seconds per step of each part, measured beside predicted: where a miss comes from.
 
     Waiting for reads is the engine's stall under overlap and its read time (io) when serial; the
-    simulator's is its stall either way. Cache bookkeeping has no simulator counterpart yet (0).
+    simulator's is its stall either way. Cache bookkeeping: mgmt_per_byte x bytes read (0 when not given).
     """
     def mean(col: str) -> float | None:
         values = table[col].to_numpy(dtype=float) if col in table else np.array([np.nan])
@@ -63,7 +63,7 @@ def _components(table: pd.DataFrame, overlap: bool) -> dict[str, dict[str, float
     wait = mean("stall_s_measured") if overlap else mean("io_s_measured")
     return {"compute": {"measured": mean("compute_s_measured"), "predicted": mean("compute_s_predicted")},
             "waiting for reads": {"measured": wait, "predicted": mean("stall_s_predicted")},
-            "cache bookkeeping": {"measured": mean("mgmt_s_measured"), "predicted": 0.0}}
+            "cache bookkeeping": {"measured": mean("mgmt_s_measured"), "predicted": mean("mgmt_s_predicted")}}
 
 
 def decode_miss_counts(trace: Trace, miss: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -79,7 +79,10 @@ def decode_miss_counts(trace: Trace, miss: np.ndarray, dec: np.ndarray) -> np.nd
 
 
 def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, setup: Setup, slices: int,
-              prefill_lookups: int | None = None, arch: str | None = None) -> CheckResult:
+              prefill_lookups: int | None = None, arch: str | None = None, mgmt_per_byte: float = 0.0) -> CheckResult:
+    """`mgmt_per_byte`: seconds of cache bookkeeping per byte read (the engine's mgmt_ms: copying each read
+    out of its lane's bounce buffer into the expert's place, fitted by fit-profile), added to each pass's
+    wall time as the fit's step model adds it (moesim/runs/step_model.py); 0 leaves it out."""
     k = run.config.top_k or trace.meta.top_k
     if run.config.top_k and trace.meta.top_k and run.config.top_k != trace.meta.top_k:
         raise UserError(f"the run used k={run.config.top_k} but the trace routes k={trace.meta.top_k}; give a trace "
@@ -88,6 +91,10 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
     cells = result.cells
     per_pass = cells.groupby("pass")
     duration = (cells["end_s"] - cells["start_s"]).groupby(cells["pass"]).sum().to_numpy()
+    copied = sum((cells[c].groupby(cells["pass"]).sum().to_numpy(dtype=float) for c in cells.columns
+                  if c.startswith("bytes_")), np.zeros(trace.n_passes))
+    mgmt = mgmt_per_byte * copied
+    duration = duration + mgmt
     decode = np.flatnonzero(trace.pass_phase == DECODE)
     n = min(decode.size, run.n_steps)
     if n == 0:
@@ -120,6 +127,7 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
     stall = cells["stall_s"].groupby(cells["pass"]).sum().to_numpy()[dec]
     compute = cells["compute_s"].groupby(cells["pass"]).sum().to_numpy()[dec]
     table["stall_s_predicted"] = stall
+    table["mgmt_s_predicted"] = mgmt[dec]
     table["compute_s_predicted"] = compute
     summary: dict[str, Any] = {"steps": int(n)}
 

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--free", default=None, help="comma list of figures to fit (default: all of "
                      "memory_bandwidth, peak_flops, launch_overhead, ssd_bandwidth, ssd_bandwidth_qd1, ssd_latency, "
                      "token_overhead, mgmt_per_byte)")
+    fit.add_argument("--storage-depth-ratio", type=float, default=None, metavar="R",
+                     help="keep the storage curve's deepest-queue throughput at R x its one-read throughput (a shape "
+                          "known from elsewhere, e.g. the engine's own lane measurements) and fit only the latter")
     add_json_flag(fit)
     fit.set_defaults(func=cmd_fit_profile)
 
@@ -130,7 +133,10 @@ def cmd_check_run(args: argparse.Namespace) -> int:
 
     run, trace, name, kind, slices = load_inputs(args)
     setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source)
-    result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace))
+    from moesim.runs.profile_out import fitted_extras
+
+    mgmt = fitted_extras(args.profile).get("mgmt_per_byte", 0.0)  # a fit-profile output carries it in its header
+    result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace), mgmt_per_byte=mgmt)
     if args.out:
         write_report(result, Path(args.out))
     emit(args, result.to_dict(), render_check)
@@ -226,7 +232,11 @@ def cmd_fit_profile(args: argparse.Namespace) -> int:
     if bad:
         raise UserError(f"unknown figure {bad[0]!r} (known: {', '.join(ALL_FIGURES)})", "--free")
     model = SimulatorModel(trace, setup.profile, setup.timed)
-    result = fit_run(run, model, profile_figures(setup.profile), free)
+    ratio = args.storage_depth_ratio
+    if ratio is not None and not (ratio > 0 and np.isfinite(ratio)):
+        raise UserError(f"must be a positive number, got {ratio}", "--storage-depth-ratio")
+    ties = {"ssd_bandwidth": ("ssd_bandwidth_qd1", ratio)} if ratio is not None else None
+    result = fit_run(run, model, profile_figures(setup.profile), free, ties=ties)
     command = "moesim fit-profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["fit-profile"] \
         else f"moesim fit-profile {args.run} --trace {args.trace} --profile {args.profile}"
     text = fitted_profile_text(setup.profile, result, run, name, command)

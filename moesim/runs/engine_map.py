@@ -10,6 +10,16 @@ What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the
 - overlap        -> TimedConfig.overlap: "expert" (per-expert pipelining = the engine's --overlap) or
                     "layer" (a per-layer barrier = its serial mode)
 - top_k          -> the trace's own k (check_run refuses a trace whose k differs)
+- prefill        -> TimedConfig.prefill_overlap="layer" whatever `overlap` says: the engine reads a
+                    layer's routed experts "just before that layer's expert matmul runs", and the
+                    matmul "runs only after our load returns" (BigMoeOnEdge docs/moe-streaming.md,
+                    "Mechanism"); its --overlap overlaps decode reads with FFN compute (the runs'
+                    .log: "flash reads overlapped with FFN compute"), while a prefill's batched
+                    expert matmul needs all of the layer's experts: a per-layer barrier
+- overlap (ffn)  -> TimedConfig.ffn_overlap when overlapped: the engine's --overlap reports "flash reads
+                    overlapped with FFN compute" (the runs' .log, moe-overlap line): a layer's shared
+                    experts / dense FFN, which need only the layer's input, run while its routed
+                    experts are read (models without them, e.g. Qwen3-30B-A3B, are unaffected)
 - mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
                     has one; the phone profile has none, so a plain-mmap run is refused with the reason
 Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
@@ -28,6 +38,7 @@ from moesim.sim.timed_replay import TimedConfig
 MIB = 2**20
 # what this tree's engine can express; flipped as the issue-13 knobs land
 ENGINE_HAS_MGMT_PER_BYTE = False
+PREFILL_OVERLAP = "layer"  # see the module docstring, "prefill"
 
 
 @dataclass(frozen=True)
@@ -56,12 +67,14 @@ def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[st
                         "page-cache memory (kind: page_cache) to model it", where)
     approximations = []
     if not ENGINE_HAS_MGMT_PER_BYTE:
-        approximations.append("no cache bookkeeping time per miss and no per-token overhead in the engine")
+        approximations.append("cache bookkeeping is added per byte read only where the profile carries a fitted "
+                              "mgmt_per_byte (a fit-profile output); no per-token overhead")
     timed = TimedConfig(eviction="lru", prefetch=_prefetch(config.prefetch),
                         capacity_bytes=int((config.cache_mib or 0) * MIB), profile=profile_name,
                         profile_overrides=tuple(extra_overrides), bounds=False,
                         overlap=None if config.overlap is None else ("expert" if config.overlap else "layer"),
-                        io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None)
+                        io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None,
+                        prefill_overlap=PREFILL_OVERLAP, ffn_overlap=bool(config.overlap))
     return Setup(profile, timed, tuple(extra_overrides), tuple(approximations))
 
 

@@ -18,8 +18,25 @@ import numpy as np
 
 from moesim.atomic_io import write_text_atomic
 from moesim.errors import UserError
+from moesim.runs.fidelity_lessons import ANCHOR_LESSON, LESSONS, QWEN_NOTE, REPLICATE_LESSON
+from moesim.runs.step_model import ALL_FIGURES
 
 BASE_PROFILE = "phone-oneplus-15r"
+# The flash's 4-read throughput as a multiple of one read's. The qwen run cannot pin it (its 1-2 misses a
+# layer rarely fill the lanes: 5.7 +- 3.8 GB/s when fitted free); the engine's own documentation measured it
+# on this class of flash: "On UFS 4.x, 4 lanes roughly triples effective read bandwidth over serial"
+# (BigMoeOnEdge docs/moe-streaming.md, "Parallel reads"). The fit keeps the curve at that shape.
+FOUR_LANES_OVER_ONE = 3.0
+CURVE_TIE = {"ssd_bandwidth": ("ssd_bandwidth_qd1", FOUR_LANES_OVER_ONE)}
+# The per-token and per-kernel overheads are constant per decode step on one model at one k: they move the
+# qwen run exactly as the weight-read rate does (its compute block cannot split them), so they stay at the
+# profile's figures too (0: folded into the effective rate) and the table says so.
+HELD = {"ssd_latency": "every read of the run is one expert of nearly one size: a per-read latency and the one-read "
+                       "rate move its io time alike (fitted free, the pair runs off to 3.6 ms per read at unbounded "
+                       "bandwidth); held at the profile's 100 us",
+        "token_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0",
+        "launch_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0"}
+FIT_FREE = tuple(f for f in ALL_FIGURES if f not in HELD)
 
 
 @dataclass(frozen=True)
@@ -54,38 +71,6 @@ RUNS = (
     RunCase("gemma_mmap", "runs/2026-07-12/gemma_mmap.csv", "from-run", {"top_k": 8, "lanes": 4}),
 )
 
-LESSONS = {
-    "gemma route-trace": "TPOT +12 % from three parts (breakdown below): compute +23 % (the qwen fit's weight-read rate "
-                         "charges gemma's 2.0 GB per token at qwen's rate; on one model at one k a per-layer overhead "
-                         "and the read rate move the run identically, and qwen has 48 layers to gemma's 30, so the "
-                         "split this fit could not identify is what gemma needs), waiting for reads +9 ms, and 15 ms "
-                         "of cache bookkeeping with no engine term. TTFT -25 %: the prefill rate is held at the floor "
-                         "that keeps decode bandwidth-bound (see the note under the fitted figures)",
-    "gemma_stream": "serial with no cache: 8 reads per layer keep all 4 lanes busy and the flash delivers ~2.1 GB/s, "
-                    "but the qwen run, whose 1-2 misses per layer rarely filled the lanes, barely constrains the "
-                    "curve's full-depth point (5.7 +- 3.8 GB/s): reads 253 ms predicted vs 449 measured. A run that "
-                    "saturates the lanes pins it",
-    "gemma_stream_ov": "the same saturated flash, overlapped: stall 214 vs 367 ms",
-    "gemma_c2000_l2": "2 lanes: the storage curve's one-read point gives two lanes their rate and reads match (253 vs "
-                      "256 ms); the older build's compute residual also holds its cache bookkeeping (~45 ms), which "
-                      "the prediction lacks",
-    "gemma_c2000_l4": "serial, 4 lanes: reads 153 vs 221 ms (the under-determined full-depth throughput, as "
-                      "gemma_stream); compute residual includes bookkeeping on this build",
-    "gemma_auto_ov": "4610 MiB budget: MemAvailable fell to 1.6 GB (gemma_auto_ov.metrics) and the compute residual "
-                     "tripled (452 ms vs ~140 in the 2000 MiB replicates): the OS evicts the mmapped dense weights "
-                     "and the engine re-faults them. A profile states no page-cache pressure mechanism, so this row "
-                     "fails by design",
-    "gemma_k6": "same model, k and budget as the bundled gemma trace but another prompt and 256 steps: replayed with "
-                "the bundled routing, so per-step comparison is only indicative; its parts miss like the route-trace "
-                "row's",
-    "gemma_mmap": "plain mmap: expert reads are page faults through the OS page cache; the phone profile has no "
-                  "page-cache memory, so it is not predicted",
-}
-REPLICATE_LESSON = ("one of four identical-work runs (LRU 2000 MiB, 4 lanes, overlap, k=8), whose s/token spread "
-                    "14.5 %: compute +35-47 ms (k=8 at qwen's read rate), stall -32 ms (the under-determined "
-                    "full-depth flash throughput) and 45 ms of bookkeeping the engine lacks (breakdown below)")
-
-
 def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
     from moesim.runs.check import check_run
     from moesim.runs.cli_runs import timing_trace_for
@@ -100,7 +85,7 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
     qwen = read_run(data / "qwen.metrics")
     setup = engine_setup(qwen.config, BASE_PROFILE)
     model = SimulatorModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
-    fit = fit_run(qwen, model, profile_figures(setup.profile))
+    fit = fit_run(qwen, model, profile_figures(setup.profile), FIT_FREE, ties=CURVE_TIE)
     command = "make fidelity (python -m moesim.runs.fidelity)"
     out_profile.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_profile, fitted_profile_text(setup.profile, fit, qwen, "bundled:qwen", command))
@@ -120,7 +105,8 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
                 trace = load_trace(case.trace)
                 same = int((trace.pass_phase == 1).sum()) == run.n_steps and case.path == "gemma.metrics"
                 name, kind = case.trace, ("the run's own" if same else "same model and k")
-            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"), arch="gemma4")
+            check = check_run(run, trace, name, kind, setup_r, slices_for("gemma4"), arch="gemma4",
+                              mgmt_per_byte=fit.figures.get("mgmt_per_byte", 0.0))
             row.update(components=check.summary["components_s"],
                        predicted_tpot=check.summary["tpot_s"]["predicted"]["mean"],
                        predicted_ttft=check.summary["ttft_s"]["predicted"], trace=kind,
@@ -203,6 +189,8 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
         lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
     for name, why in fit.not_identified.items():
         lines.append(f"| {name} | not identified | — | {why} |")
+    for name, why in HELD.items():
+        lines.append(f"| {name} | held: {fit.figures[name]:.4g} {UNITS[name]} | — | {why} |")
     lines += [""] + [f"Note: {n}" for n in fit.notes]
     lines += ["", "## How the runs are treated", "",
               "- The route-trace runs (qwen, gemma) had route tracing on: a barrier per MoE layer and a row per "
@@ -213,18 +201,25 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "- Runs without a routing trace are replayed from a timing-only trace built from their own per-step "
               "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
               "- Overlapped runs are replayed with per-expert pipelining, serial ones with a per-layer barrier, "
-              "each with its own read lanes on the flash's throughput curve (moesim/runs/engine_map.py). The "
-              "engine has no cache-bookkeeping or per-token term yet: the fit reports them, predictions lack "
-              "them. Compute is the pre-operator roofline on the trace's own byte counts (the operator model of "
-              "issue 13 has not merged into this tree yet).", ""]
+              "each with its own read lanes on the flash's throughput curve; the prefill is a per-layer barrier "
+              "in both, and overlapped runs run each layer's dense FFN and shared experts while its reads are in "
+              "flight (moesim/runs/engine_map.py says why). Compute is by operator (attention and its KV reads, "
+              "router, shared experts, LM head, routed experts at their Q4_K/Q6_K bytes) at the fitted rates. "
+              "Cache bookkeeping is the fitted seconds per byte read (the engine's mgmt_ms) added to each step, as "
+              "the fit's step model adds it; there is no per-token term (qwen cannot identify one).",
+              "- The fit (moesim/runs/fit.py) runs the engine's clock in closed form per cell on a plan replayed "
+              "once (moesim/runs/cell_clock.py; tests/runs/test_cell_clock.py checks it equals the simulator), "
+              "weights each step by Huber's rule (qwen's steps carry interference spikes of up to 6x the median "
+              "compute), and predictions then run the full simulator once per run.",
+              "- " + QWEN_NOTE, ""]
     return "\n".join(lines)
 
 
 def _component_rows(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Where the error comes from (mean ms per step, measured / predicted)", "",
              "Compute is the engine's residual (it absorbs page faults); waiting for reads is its stall when "
-             "overlapped and its read time when serial; cache bookkeeping (mgmt_ms, later builds only; older "
-             "builds fold it into compute) has no simulator term yet.", "",
+             "overlapped and its read time when serial; cache bookkeeping is mgmt_ms (later builds only; older "
+             "builds fold it into compute or reads), predicted as the fitted seconds per byte read.", "",
              "| run | compute | waiting for reads | cache bookkeeping |", "|---|---|---|---|"]
 
     def pair(c: dict[str, float | None]) -> str:
@@ -264,12 +259,7 @@ def _anchor_rows() -> list[str]:
         lines.append(f"| {a.name} ({a.engine}) | {a.profile} | {a.placement} | {a.decode_tok_s:g} tok/s "
                      f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred_text} | {err_text} | {ok} |")
     if not pending:
-        lines += ["", "What these rows teach: the machine profiles carry datasheet ceilings (8 channels of DDR5-4800 "
-                  "per socket = 307 GB/s, AVX-512 FMA peak) and nothing is fitted to the anchors, so the predictions "
-                  "are upper bounds on speed: KTransformers reaches a fraction of the DRAM ceiling, and llama.cpp "
-                  "(4.51 tok/s) far less; the tutorial gives no llama.cpp offload settings, so its row assumes the "
-                  "same expert placement. A run of one's own on such a machine, through `moesim fit-profile`, "
-                  "would fit the achieved CPU read rate."]
+        lines += ["", ANCHOR_LESSON]
     if pending:
         lines += ["", "These rows wait for CPU expert placement in the engine (issue 13, compute-ops): this tree's "
                   "engine can only run missed experts on the CPU (`--miss cpu`), not place every routed expert "

@@ -6,8 +6,9 @@ Each figure is fitted to the measured column that isolates its mechanism, not to
   mgmt_s <- cache bookkeeping per byte copied
   prefill_s <- the prefill pass (compute-bound: peak_flops)
 so wall time, and with it the overlap mechanism, stays a prediction. Residual blocks are weighted by
-their own scatter (re-estimated from the residuals, Gauss-Newton with Levenberg damping on the fast
-simulator (moesim/runs/step_model.py)). Uncertainties: the square roots of diag((J^T J)^-1) of the
+their own robust scatter, each residual by its Huber weight (iteratively re-weighted: interference
+spikes of a phone's steps count linearly, not squared; Gauss-Newton with Levenberg damping on the
+engine's clock (moesim/runs/step_model.py)). Uncertainties: the square roots of diag((J^T J)^-1) of the
 weighted Jacobian at the optimum. Identifiability: a figure whose column is (nearly) a combination
 of the others' (smallest singular value of the column-normalised Jacobian below 1e-3 of the
 largest) cannot be told apart by this run: the lowest-priority figure in that direction keeps its
@@ -33,6 +34,7 @@ SCALE_FLOOR = {"launch_overhead": 1e-4, "token_overhead": 1e-3, "mgmt_per_byte":
 UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "launch_overhead": "s", "ssd_bandwidth": "B/s",
          "ssd_bandwidth_qd1": "B/s", "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
 IDENTIFY_RATIO = 1e-3
+IRLS_ROUNDS = 12
 
 
 @dataclass
@@ -55,7 +57,9 @@ class FitResult:
 class _Problem:
     """Residual blocks of one run against the fast model."""
 
-    def __init__(self, run: MeasuredRun, model: SimulatorModel) -> None:
+    def __init__(self, run: MeasuredRun, model: SimulatorModel,
+                 ties: dict[str, tuple[str, float]] | None = None) -> None:
+        self.ties = dict(ties or {})
         steps = run.steps
         n_dec = int(model.decode.sum())
         if n_dec == 0:
@@ -73,9 +77,15 @@ class _Problem:
         if not self.targets:
             raise UserError("the run has no compute, io, mgmt or prefill measurements to fit", run.source)
         self.sigma = {b: max(0.1 * float(np.mean(np.abs(v))), 1e-6) for b, v in self.targets.items()}
+        # Huber weights per residual (1 = plain least squares), re-estimated with the block scales
+        self.weight = {b: np.ones(v.size) for b, v in self.targets.items()}
+
+    def tied(self, figures: dict[str, float]) -> dict[str, float]:
+        """`figures` with each tied figure set to its factor x the figure it follows."""
+        return figures | {name: figures[other] * factor for name, (other, factor) in self.ties.items()}
 
     def predict(self, figures: dict[str, float]) -> dict[str, np.ndarray]:
-        t = self.model.times(figures)
+        t = self.model.times(self.tied(figures))
         dec = np.flatnonzero(t.decode)[: self.n]
         out = {"compute": t.compute[dec], "io": (t.io_busy if self.overlap else t.stall)[dec], "mgmt": t.mgmt[dec],
                "prefill": np.array([t.total[~t.decode].sum()])}
@@ -84,17 +94,45 @@ class _Problem:
     def residuals(self, figures: dict[str, float]) -> np.ndarray:
         pred = self.predict(figures)
         blocks = self.only or tuple(self.targets)
-        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] for b in blocks])
+        return np.concatenate([(pred[b] - self.targets[b]) / self.sigma[b] * np.sqrt(self.weight[b]) for b in blocks])
+
+    def reweight(self, figures: dict[str, float], blocks: tuple[str, ...]) -> None:
+        """Scale and Huber weights of each block from its residuals at `figures` (see huber_weights)."""
+        pred = self.predict(figures)
+        for b in blocks:
+            target = self.targets[b]
+            if target.size > 1:
+                self.sigma[b], self.weight[b] = huber_weights(pred[b] - target)
 
     only: tuple[str, ...] | None = None  # restrict the residuals to these blocks (staged fitting)
 
 
+HUBER_K = 1.345  # the usual Huber constant: 95 % efficiency when the scatter is normal
+
+
+def huber_weights(residuals: np.ndarray) -> tuple[float, np.ndarray]:
+    """Robust scale (1.4826 x the median absolute deviation) and Huber weights min(1, k s / |r|).
+
+    A phone's measured steps carry interference spikes (another app, a thermal dip: qwen.metrics has
+    compute residuals of 257, 311 and 565 ms against a median of 87 ms) that are no property of the
+    configuration; plain least squares moves a rate to half-explain them, Huber weights count a step
+    beyond k robust sigmas only linearly.
+    """
+    r = np.asarray(residuals, dtype=float)
+    scale = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), 1e-6)
+    w = np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(r), 1e-300))
+    return scale, w
+
+
 def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
-            max_iter: int = 12) -> FitResult:
+            max_iter: int = 12, ties: dict[str, tuple[str, float]] | None = None) -> FitResult:
     """Decode figures first (on the decode blocks, decode taken as bandwidth-bound), then the prefill's
-    peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result."""
-    problem = _Problem(run, model)
-    free = tuple(f for f in free if f in base)
+    peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result.
+
+    `ties` {name: (other, factor)}: `name` is not fitted but kept at factor x `other` (a ratio known
+    from elsewhere, e.g. the storage's deepest-queue throughput as a multiple of one read's)."""
+    problem = _Problem(run, model, ties)
+    free = tuple(f for f in free if f in base and f not in problem.ties)
     scale = {f: max(abs(base[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
     not_identified: dict[str, str] = {}
     figures = dict(base)
@@ -152,7 +190,9 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
     if "prefill" in problem.targets:
         notes.append("prefill is one measurement: the figure fitted to it has no scatter of its own; its sigma "
                      "uses the decode blocks' weighting and understates the run-to-run noise")
-    return FitResult(figures, fitted, not_identified, blocks, int(res.size), iterations, notes)
+    for name, (other, factor) in problem.ties.items():
+        notes.append(f"{name} tied to {factor:g} x {other} (not fitted)")
+    return FitResult(problem.tied(figures), fitted, not_identified, blocks, int(res.size), iterations, notes)
 
 
 def _sigmas(problem: _Problem, at: dict[str, float], active: list[str], scale: dict[str, float],
@@ -182,13 +222,12 @@ def _bandwidth_bound_floor(problem: _Problem, figures: dict[str, float], decode_
 def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],
            not_identified: dict[str, str], max_iter: int) -> tuple[dict[str, float], int]:
     """Drop figures the blocks cannot identify (back to their base values), fit the rest, re-weight the
-    blocks by their scatter; repeat until no figure is dropped and the weights have settled once."""
+    blocks by their robust scatter and each residual by its Huber weight; repeat (iteratively
+    re-weighted least squares) until no figure is dropped and no figure moves by more than 1e-4."""
     base = dict(figures)
     iterations = 0
     active = [f for f in free if f not in not_identified]
-    settled = False
-    for _ in range(5):
-        dropped_any = False
+    for _ in range(IRLS_ROUNDS):
         while True:
             jac = _jacobian(problem, figures, active, scale)
             dropped = _unidentifiable(jac, active, problem)
@@ -198,17 +237,12 @@ def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale:
             not_identified[name] = why
             active.remove(name)
             figures[name] = base[name]
-            dropped_any = True
-        if settled and not dropped_any:
-            break
+        before = dict(figures)
         figures, n_it = _gauss_newton(problem, figures, active, scale, max_iter)
         iterations += n_it
-        pred = problem.predict(figures)
-        for b in problem.only or tuple(problem.targets):
-            target = problem.targets[b]
-            if target.size > 1:
-                problem.sigma[b] = max(float(np.sqrt(np.mean((pred[b] - target) ** 2))), 1e-6)
-        settled = True
+        problem.reweight(figures, problem.only or tuple(problem.targets))
+        if all(abs(figures[f] - before[f]) <= 1e-4 * scale[f] for f in active):
+            break
     return figures, iterations
 
 

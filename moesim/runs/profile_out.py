@@ -56,10 +56,33 @@ def fitted_profile_text(base: HardwareProfile, fit: FitResult, run: Any, trace_n
     header = [f"# Fitted by: {command}", f"# Run: {run.name} ({run.source}); trace {trace_name}"]
     for name, (value, sigma) in fit.fitted.items():
         if name not in ENGINE_FIGURES:
-            header.append(f"# fitted, no profile field in this engine yet: {name} = {value:.6g} +- {sigma:.2g} "
+            header.append(f"{EXTRA_HEADER}{name} = {value:.6g} +- {sigma:.2g} "
                           f"{UNITS[name]} (to the run's {FITTED_TO[name]})")
     for name, why in fit.not_identified.items():
         header.append(f"# not identified by this run: {name}: {why}")
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
     profile_from_mapping(yaml.safe_load(text), "fitted profile")  # loads back, or this is a bug
     return "\n".join(header) + "\n" + text
+
+
+EXTRA_HEADER = "# fitted, no profile field in this engine yet: "
+
+
+def fitted_extras(profile_arg: str) -> dict[str, float]:
+    """The figures a fitted profile file carries in its header (mgmt_per_byte, token_overhead), by name;
+    empty for a profile name or a file without them."""
+    import re
+    from pathlib import Path
+
+    path = Path(profile_arg)
+    if not path.is_file():
+        return {}
+    out = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            m = re.match(re.escape(EXTRA_HEADER) + r"(\w+) = ([0-9.eE+-]+)", line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+    return out

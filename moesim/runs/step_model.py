@@ -1,9 +1,10 @@
-"""Per-pass times of a run under given profile figures, for fitting: the simulator itself.
+"""Per-pass times of a run under given profile figures, for fitting: the simulator's own clock.
 
 The engine (moesim/sim/engine.py) shares each link's and the storage's bandwidth among the copies
-in flight and pipelines experts as their bytes arrive, so no closed form mirrors it: the fit calls
-the simulator (`SimulatorModel.times`) and reads, per pass, the compute time, the time copies were in
-flight (the engine's `copy_s_*` columns: what the BigMoeOnEdge engine's io_ms sums over lanes under
+in flight and pipelines experts as their bytes arrive. `SimulatorModel.times` gives its clock per pass:
+in closed form per cell where a run's copies never cross a cell (moesim/runs/cell_clock.py: the plan
+replayed once, every evaluation equal to the simulator's to rounding), else by running the simulator;
+it reads, per pass, the compute time, the time copies were in flight (the engine's `copy_s_*` columns: what the BigMoeOnEdge engine's io_ms sums over lanes under
 overlap), the stall, and the bytes copied. Figures are a dict:
   memory_bandwidth, peak_flops, launch_overhead  the expert processor's (processors.<device>.*)
   ssd_bandwidth, ssd_bandwidth_qd1               the storage curve at its deepest queue and at one read
@@ -108,23 +109,51 @@ class PassTimes:
 
 
 class SimulatorModel:
-    """Times every pass for any figures by running the simulator (memoised per figure set)."""
+    """Times every pass for any figures (memoised per figure set).
+
+    Where the run's copies never cross a cell (no prefetch, demand reads only: every run of the
+    BigMoeOnEdge engine) the plan is replayed once and each evaluation is the engine's clock in
+    closed form per cell (moesim/runs/cell_clock.py, equal to the simulator to rounding:
+    tests/runs/test_cell_clock.py); otherwise each evaluation runs the simulator.
+    """
 
     def __init__(self, trace: Trace, profile: HardwareProfile, config: TimedConfig) -> None:
+        from moesim.runs.cell_clock import NotClosedForm, ReplayedRun
+
         self.trace = trace
         self.profile = profile
         self.config = config
         self.decode = trace.pass_phase == DECODE
         self.evaluations = 0
         self._memo: dict[tuple[float, ...], PassTimes] = {}
+        try:
+            self.replayed: ReplayedRun | None = ReplayedRun(trace, profile, config)
+        except NotClosedForm:
+            self.replayed = None
 
     def times(self, figures: dict[str, float]) -> PassTimes:
-        from moesim.sim.timed_replay import timed_replay
-
         key = tuple(float(figures[k]) for k in sorted(figures))
         if key in self._memo:
             return self._memo[key]
         self.evaluations += 1
+        if self.replayed is not None:
+            p = self.replayed.pass_totals(figures)
+            wall, compute, stall, io_busy, nbytes, copies = (p["wall"], p["compute"], p["stall"], p["io_busy"],
+                                                             p["bytes"], p["copies"])
+        else:
+            wall, compute, stall, io_busy, nbytes, copies = self._simulated(figures)
+        mgmt = figures.get("mgmt_per_byte", 0.0) * nbytes
+        token = figures.get("token_overhead", 0.0)
+        out = PassTimes(total=wall + mgmt + token, compute=compute + token, stall=stall, io_busy=io_busy, mgmt=mgmt,
+                        copy_bytes=nbytes, copies=copies, decode=self.decode)
+        if len(self._memo) > 256:
+            self._memo.clear()
+        self._memo[key] = out
+        return out
+
+    def _simulated(self, figures: dict[str, float]) -> tuple[np.ndarray, ...]:
+        from moesim.sim.timed_replay import timed_replay
+
         result = timed_replay(self.trace, apply_figures(self.profile, figures), self.config)
         cells = result.cells
         n_pass = self.trace.n_passes
@@ -136,11 +165,6 @@ class SimulatorModel:
         links = [c[len("copy_s_"):] for c in cells.columns if c.startswith("copy_s_")]
         io_busy = sum((by_pass(f"copy_s_{name}") for name in links), np.zeros(n_pass))
         nbytes = sum((by_pass(f"bytes_{name}") for name in links if f"bytes_{name}" in cells), np.zeros(n_pass))
-        mgmt = figures.get("mgmt_per_byte", 0.0) * nbytes
-        token = figures.get("token_overhead", 0.0)
         wall = np.bincount(pass_of, weights=(cells["end_s"] - cells["start_s"]).to_numpy(), minlength=n_pass)
-        out = PassTimes(total=wall + mgmt + token, compute=by_pass("compute_s") + token, stall=by_pass("stall_s"),
-                        io_busy=io_busy, mgmt=mgmt, copy_bytes=nbytes,
-                        copies=by_pass("demand_copies") + by_pass("prefetch_copies"), decode=self.decode)
-        self._memo[key] = out
-        return out
+        copies = by_pass("demand_copies") + by_pass("prefetch_copies")
+        return wall, by_pass("compute_s"), by_pass("stall_s"), io_busy, nbytes, copies

@@ -56,6 +56,8 @@ class Pipelined:
     wait_compute: np.ndarray
     expert: np.ndarray
     cpu_path: np.ndarray
+    barrier: np.ndarray | None = None  # bool per cell: these cells wait for all their copies (an engine's prefill)
+    overlappable: np.ndarray | None = None  # seconds per cell of post-expert work run while its reads are in flight
 
 
 def simulate(
@@ -157,6 +159,9 @@ def simulate(
         wait_compute = pipelined.wait_compute.tolist()
         cell_expert = pipelined.expert.tolist()
         cell_cpu = pipelined.cpu_path.tolist()
+        cell_barrier = pipelined.barrier.tolist() if pipelined.barrier is not None else [False] * n_cells
+        if pipelined.overlappable is not None:  # e.g. a dense FFN beside the experts: the stream runs it first
+            cell_expert = (pipelined.expert + pipelined.overlappable).tolist()
 
     def compute():  # noqa: ANN202 - a simpy process
         for k in range(plan.n_setup_copies):  # pinned objects load before the first cell
@@ -184,7 +189,7 @@ def simulate(
                 compute_state[0] = len(pending)
                 compute_state[1] = wake
                 yield wake
-                if pipelined is None:
+                if pipelined is None or cell_barrier[e]:
                     stall[e] = env.now - gate
                 else:
                     stall[e] = _pipelined_stall(gate, pending, waits, end_t, wait_compute, cell_expert[e], cell_cpu[e])

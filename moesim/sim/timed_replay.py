@@ -32,7 +32,7 @@ from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.plan_types import parsed_specs
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
-from moesim.traces.trace import Trace
+from moesim.traces.trace import DECODE, Trace
 
 OVERLAP_MODES = ("layer", "expert")
 
@@ -66,6 +66,8 @@ class TimedConfig:
     overlap: str | None = None  # "layer" (per-layer barrier) | "expert" (pipelined); None: the profile's default
     io_lanes: int | None = None  # reads in flight from storage (an engine's io threads); None: the profile's
     storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
+    prefill_overlap: str | None = None  # "layer": prefill cells wait for all their reads whatever `overlap` says
+    ffn_overlap: bool = False  # per-expert overlap: shared experts / dense FFN run while the layer's reads are in flight
     parsed: tuple[PolicySpec, PolicySpec, PolicySpec] | None = field(default=None, compare=False, repr=False)
     """The eviction, prefetch and miss specs already parsed (a RunSpec's, moesim/sim/run.py); see specs()."""
 
@@ -105,6 +107,8 @@ class TimedConfig:
             "overlap": self.overlap,
             "io_lanes": self.io_lanes,
             "storage_reads": self.storage_reads,
+            **({"prefill_overlap": self.prefill_overlap} if self.prefill_overlap else {}),  # only when set
+            **({"ffn_overlap": True} if self.ffn_overlap else {}),
         }
 
     def label(self) -> str:
@@ -123,6 +127,7 @@ class PlanSetup:
     expert_full: np.ndarray  # seconds per cell with every routed expert on the device
     pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
     post: np.ndarray  # after them (shared experts, dense FFN, LM head)
+    ffn: np.ndarray | None = None  # the part of `post` that does not read the routed experts' output (shared, dense FFN)
 
     @property
     def shape(self) -> ComputeModel:
@@ -154,7 +159,8 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
                                     trace.n_cells, "gpu", config.grouped_experts)
     # from this cell's gate to the next one's: its experts, its post part, the next cell's pre part
     planner.compute_window = expert_full + post + np.append(pre[1:], 0.0)
-    return PlanSetup(planner, model, topology, dense, expert_full, pre, post)
+    ffn = non_expert.by_operator.get("shared", 0.0) + non_expert.by_operator.get("dense_ffn", 0.0)
+    return PlanSetup(planner, model, topology, dense, expert_full, pre, post, np.zeros(trace.n_cells) + ffn)
 
 
 def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
@@ -166,6 +172,8 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     overlap = config.overlap or profile.overlap
     if overlap not in OVERLAP_MODES:
         raise UserError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {overlap!r}", "--overlap")
+    if config.prefill_overlap not in (None, "layer"):
+        raise UserError(f"prefill overlap must be layer (or unset), got {config.prefill_overlap!r}", "prefill_overlap")
     setup = setup_planner(trace, profile, config)
     planner, model, topology, dense, expert_full = (setup.planner, setup.compute, setup.topology, setup.dense,
                                                      setup.expert_full)
@@ -198,7 +206,12 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
         waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, stream.cell, stream.obj, per_req,
                               trace.n_objects)
-        pipelined = Pipelined(waited, expert, cpu_path)
+        barrier = prefill_barrier(trace, config)
+        if barrier is not None:  # those cells run their experts as one grouped call once all are in
+            expert = np.where(barrier, expert_cell_times(model, stream.cell, req_layer, req_bytes, plan.gpu_tokens,
+                                                         n_cells, "gpu", config.grouped_experts), expert)
+        overlappable = ffn_overlappable(setup.ffn, trace, config)
+        pipelined = Pipelined(waited, expert, cpu_path, barrier, overlappable)
     times = CellTimes(dense=dense, expert=expert, cpu_path=cpu_path, cpu_compute=cpu_compute,
                       activation_bytes=np.where(cpu_token_count > 0, activation, 0.0))
 
@@ -218,6 +231,23 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
                                 config.layer_capacity, config.seed, byte_scale=handler.min_fetch_scale(),
                                 valid=handler.bounds_hold and planner.placed is None, pipelined=overlap == "expert")
     return build_result(config, profile, plan, times, engine, duration, bounds, model.source)
+
+
+def prefill_barrier(trace: Trace, config: TimedConfig) -> np.ndarray | None:
+    """Cells that wait for all their reads under per-expert overlap: the prefill's, where the engine's
+    batched expert matmul runs only once the layer's reads have returned (config.prefill_overlap)."""
+    if config.prefill_overlap != "layer":
+        return None
+    return (trace.pass_phase != DECODE)[trace.cell_pass()]
+
+
+def ffn_overlappable(ffn: np.ndarray | None, trace: Trace, config: TimedConfig) -> np.ndarray | None:
+    """Seconds per cell the stream can run while the cell's reads are in flight (config.ffn_overlap): its
+    shared experts and dense FFN, which read only the layer's input. Not in barrier (prefill) cells."""
+    if not config.ffn_overlap or ffn is None:
+        return None
+    barrier = prefill_barrier(trace, config)
+    return ffn if barrier is None else np.where(barrier, 0.0, ffn)
 
 
 def routing_sync_seconds(profile: HardwareProfile) -> float:

@@ -40,6 +40,23 @@ def test_fit_profile_writes_a_loadable_profile_and_never_overwrites(tmp_path: Pa
     assert "mgmt_per_byte" in out.read_text().splitlines()[2]
     assert main(args) == 1
     assert "never overwrites" in capsys.readouterr().err
+    # check-run with the fitted profile adds the fitted bookkeeping per byte read to each step's wall time
+    from moesim.runs.profile_out import fitted_extras
+
+    mgmt = fitted_extras(str(out))["mgmt_per_byte"]
+    assert mgmt == pytest.approx(data["fitted"]["mgmt_per_byte"]["value"], rel=1e-5)
+    report = tmp_path / "with-mgmt"
+    assert main(["check-run", "bundled:gemma", "--trace", "bundled:gemma", "--profile", str(out), "--out", str(report),
+                 "--json"]) == 0
+    capsys.readouterr()
+    import pandas as pd
+
+    steps = pd.read_csv(report / "steps.csv")
+    # every step read some bytes; its bookkeeping is mgmt x the simulator's (unpadded) bytes of that step
+    assert (steps["mgmt_s_predicted"] > 0).all()
+    comp = json.loads((report / "summary.json").read_text())["summary"]["components_s"]["cache bookkeeping"]
+    assert comp["predicted"] == pytest.approx(steps["mgmt_s_predicted"].mean())
+    assert comp["measured"] == pytest.approx(steps["mgmt_s_measured"].mean())
 
 
 def test_user_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,3 +71,33 @@ def test_with_noise_within_uncertainty_and_collinear_figures_named() -> None:
     assert fit.fitted["ssd_bandwidth"][0] == pytest.approx(TRUE["ssd_bandwidth"], rel=0.1)
     # constant per decode step at one k: these move the run exactly as memory_bandwidth does
     assert set(fit.not_identified) == {"launch_overhead", "token_overhead"}
+
+
+def test_huber_weights_by_hand() -> None:
+    from moesim.runs.fit import huber_weights
+
+    # residuals -1, 0, 1, 2, 100: median 1, absolute deviations 2, 1, 0, 1, 99 -> MAD 1, scale 1.4826;
+    # weight min(1, 1.345 x 1.4826 / |r|): 1 for |r| <= 1.994, 0.99704 for 2, 0.0199408 for the spike of 100
+    scale, w = huber_weights(np.array([-1.0, 0.0, 1.0, 2.0, 100.0]))
+    assert scale == pytest.approx(1.4826)
+    np.testing.assert_allclose(w, [1, 1, 1, 1.345 * 1.4826 / 2, 1.345 * 1.4826 / 100])
+
+
+def test_a_spike_does_not_move_the_robust_fit() -> None:
+    # the same noiseless run with three steps' compute inflated 4x (interference): the weight-read rate
+    # is recovered as without them; plain least squares would lower it by ~ the spikes' share of the mean
+    run, model, base = _simulated_run(noise=0.0)
+    spiked = run.steps.copy()
+    spiked.loc[[5, 20, 40], "compute_s"] *= 4.0
+    run.steps = spiked
+    fit = fit_run(run, model, base, free=("memory_bandwidth",))
+    assert fit.figures["memory_bandwidth"] == pytest.approx(TRUE["memory_bandwidth"], rel=5e-3)
+
+
+def test_tied_figure_follows_its_leader() -> None:
+    run, model, base = _simulated_run(noise=0.0)
+    fit = fit_run(run, model, base, free=("ssd_bandwidth_qd1", "ssd_bandwidth"),
+                  ties={"ssd_bandwidth": ("ssd_bandwidth_qd1", 3.0)})
+    assert "ssd_bandwidth" not in fit.fitted
+    assert fit.figures["ssd_bandwidth"] == pytest.approx(3.0 * fit.figures["ssd_bandwidth_qd1"], rel=1e-12)
+    assert any("tied" in n for n in fit.notes)
