@@ -20,7 +20,7 @@
 
 enum { ERR_FULL = -8, ERR_STATE = -9 };
 
-/* Every field is 8 bytes wide (the ctypes mirror is moesim/sim/fast/plan_kernel.py). */
+/* Every field is 8 bytes wide (the ctypes mirror is PlanArgs in moesim/sim/fast/planner.py). */
 typedef struct {
     replay_t r;                 /* trace, objects, policy, core state; outcomes/bypassed per request */
     const int64_t *cell_pass;   /* n_cells */
@@ -199,7 +199,7 @@ int64_t moesim_plan_prefetch(plan_t *pl, const int64_t *objs, int64_t n) {
         if (r->state[obj] != ABSENT) continue;  /* present, or proposed twice */
         int64_t p = r->partition_of[obj], size = r->object_bytes[obj];
         k->n_log = 0;
-        int ok = make_room(k, p, size, -1);
+        int ok = make_room(k, p, obj, size, -1);
         if (k->error) return k->error;
         if (!ok) {
             keep_orphans(pl, k);
