@@ -14,7 +14,7 @@ Reports accesses/s for the whole timed replay (plan + clock + result tables, bou
 clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
 none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
 for the default profile (one copy engine). Then every registered eviction policy (aliases left out),
-stall on miss, on a 2 M-access trace of the same shape, interleaved over two rounds, each keeping
+stall on miss and no prefetch, on a 2 M-access trace of the same shape, interleaved over two rounds, each keeping
 its best CPU time: >= 2 M accesses per CPU second each, with the spread of its rounds printed. With --copy-engines 2 the engines share the link (a
 processor-sharing server): every start or end of a copy reschedules the server's next completion,
 so it costs more events per copy.
@@ -166,7 +166,7 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
 
 
 def every_policy(accesses: int = POLICY_ACCESSES, rounds: int = 2) -> tuple[dict[str, Any], list[str]]:
-    """Timed replay per registered eviction policy (stall on miss, the bench's prefetch and
+    """Timed replay per registered eviction policy (stall on miss, demand fetch only, the bench's
     capacity), each the best CPU time of `rounds` interleaved rounds; (targets, table lines)."""
     from moesim.policies.registry import available as registered
     from moesim.sim.timed_replay import TimedConfig, timed_replay
@@ -178,7 +178,7 @@ def every_policy(accesses: int = POLICY_ACCESSES, rounds: int = 2) -> tuple[dict
     planner: dict[str, str] = {}
     for _ in range(rounds):
         for name in names:
-            config = TimedConfig(eviction=name, prefetch=prefetch_spec(), miss="stall",
+            config = TimedConfig(eviction=name, prefetch="none", miss="stall",
                                  capacity_bytes=int(trace.total_object_bytes() * 0.25), profile="bench-h100-sxm")
             c0 = time.process_time()
             result = timed_replay(trace, profile, config)

@@ -52,6 +52,7 @@ class CompiledForm:
     kernel_params: the numbers the kernel takes, from the parsed Params (at most four).
     restore: puts a partition's KernelState into a fresh policy object of this class.
     planner: the compiled planner (plan.c) covers it too (False: count replay only).
+    planner_prefetch: the compiled planner covers it with prefetch on (False: only without).
     rng: the generator state the kernel starts from, as four 64-bit words (Random).
     derived: attributes `restore` rebuilds from the others (caches); state comparisons skip them.
     """
@@ -61,6 +62,7 @@ class CompiledForm:
     kernel_params: Callable[[Any], tuple[float, ...]] = lambda params: ()
     restore: Callable[[Any, KernelState], None] | None = None
     planner: bool = True
+    planner_prefetch: bool = True
     rng: Callable[[Any], tuple[int, int, int, int]] | None = None
     derived: tuple[str, ...] = ()
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(build.library() is None,
 
 # every registered eviction policy whose compiled form covers the planner (nothing to edit when one
 # is added), plus parameter variants the defaults do not reach
-PLAN_SPECS = [name for name in fast.compiled_policies() if compiled_form(lookup(name).cls).planner] + [
+PLAN_SPECS = [name for name in fast.compiled_policies() if compiled_form(lookup(name).cls).planner_prefetch] + [
     "lfu:decay=0.5", "static-hot:profile_passes=2:share=0.7", "slru:protected_share=0.3", "lru-ds:protect=1",
     "moe-infinity:decay=0.5"]
 PREFETCH = ["none", "score-budget", "score-budget:source=frequency:lookahead=2", "oracle:lookahead=1",
@@ -86,6 +86,20 @@ def test_compiled_planner_makes_the_python_planners_decisions(policy, trace, dat
     assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan)
 
 
+@pytest.mark.parametrize("policy", [name for name in fast.compiled_policies()
+                                    if not compiled_form(lookup(name).cls).planner_prefetch])
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(trace=sized_traces(), data=st.data())
+def test_policies_planned_only_without_prefetch_match_with_prefetch_off(policy, trace, data):
+    capacity = data.draw(st.integers(0, trace.total_object_bytes() + 2), label="capacity")
+    scope = data.draw(st.sampled_from(["global", "layer"]), label="scope")
+    config = PlanConfig(eviction=policy, prefetch="none", capacity_bytes=capacity, scope=scope)
+    fast_planner, ref_planner = _planners(trace, config, make_profile(dram=1e12), None)
+    fast_plan, ref_plan = fast_planner.plan_rest("fast"), ref_planner.plan_rest("reference")
+    assert (fast_plan.engine, ref_plan.engine) == ("fast", "reference")
+    assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan)
+
+
 @pytest.mark.parametrize("prefetch", ["score-budget", "oracle:lookahead=1", "none"])
 @pytest.mark.parametrize("policy", ["lru", "least-stale", "lfu", "arc", "random"])
 def test_timed_replays_on_both_planners_are_identical(monkeypatch, policy, prefetch):
@@ -122,7 +136,7 @@ def test_score_budget_learns_the_same_estimate_from_batched_cells():
 
 
 @pytest.mark.parametrize("config, reason", [
-    (PlanConfig(eviction="belady", capacity_bytes=10), "eviction policy belady"),
+    (PlanConfig(eviction="belady", prefetch="oracle", capacity_bytes=10), "eviction policy belady has no compiled planner with prefetch"),
     (PlanConfig(eviction="lru", miss="cpu", capacity_bytes=10), "miss handling cpu"),
 ])
 def test_runs_the_compiled_planner_does_not_cover_fall_back_or_are_refused(config, reason):

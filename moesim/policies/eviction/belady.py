@@ -39,9 +39,10 @@ class Belady(EvictionPolicy):
     """
 
     offline = True
-    # the compiled planner has no per-request next use for prefetched objects: count replay only
+    # the compiled planner has no per-request next use for a prefetched object: it plans Belady
+    # only with prefetch off
     compiled = CompiledForm("belady", params=("bypass",), kernel_params=lambda p: (1.0 if p.bypass else 0.0,),
-                            restore=_restore, planner=False)
+                            restore=_restore, planner_prefetch=False)
 
     @dataclass(frozen=True)
     class Params:

@@ -143,7 +143,7 @@ static void sync_counters(plan_t *pl, kern_t *k) {
 int64_t moesim_plan_open(plan_t *pl) {
     replay_t *r = &pl->r;
     if (pl->kern) return ERR_STATE;
-    if (r->sequential || r->policy == POL_BELADY) return ERR_POLICY;
+    if (r->sequential) return ERR_POLICY;
     int rc = check_objects(r);
     if (rc != OK) return rc;
     for (int64_t c = 0; c < r->n_cells; c++)
@@ -189,6 +189,7 @@ int64_t moesim_plan_prefetch(plan_t *pl, const int64_t *objs, int64_t n) {
     replay_t *r = &pl->r;
     int64_t c = pl->open_cell;
     if (!k || c < 0) return ERR_STATE;
+    if (r->policy == POL_BELADY && n > 0) return ERR_POLICY;  /* a prefetch has no next use by request */
     int64_t unit = k->unit_id;
     for (int64_t i = 0; i < n; i++) {
         if (objs[i] < 0 || objs[i] >= r->n_objects) return ERR_OBJECT;

@@ -7,8 +7,8 @@ and asks propose() with the same PrefetchView the Python planner builds, and the
 the proposals and ends the cell. The Plan is the one Planner.plan_rest builds in Python, array for
 array (tests/perf/test_fast_plan.py), and the core and its policies end in the same state.
 
-Covered: eviction policies whose compiled form says `planner=True` (all but Belady: its next use
-of a prefetched object is not a per-request lookup), miss handling "stall" (StallAndFetch), no DRAM
+Covered: eviction policies whose compiled form says `planner=True` (Belady only with prefetch off:
+its next use of a prefetched object is not a per-request lookup), miss handling "stall" (StallAndFetch), no DRAM
 cache tier, a planner that has not stepped any cell yet. `why_not_fast_plan` says why otherwise.
 """
 
@@ -66,6 +66,8 @@ def why_not_fast_plan(planner: Planner) -> str | None:
     policy = kernel_policy(planner.eviction_spec)
     if policy is None or not policy.form.planner:
         return f"eviction policy {planner.eviction_spec.name} has no compiled planner"
+    if planner.prefetch_on and not policy.form.planner_prefetch:
+        return f"eviction policy {planner.eviction_spec.name} has no compiled planner with prefetch"
     if type(planner.handler) is not StallAndFetch:
         return f"miss handling {planner.miss_spec.name} has no compiled planner"
     if planner.dram is not None:
