@@ -675,6 +675,49 @@ static void kern_close(kern_t *k) {
     memset(k, 0, sizeof(*k));
 }
 
+/* The planner's part of a cell (plan.c; a count replay passes NULL and never calls them). */
+struct plan_s;
+static int plan_hit(struct plan_s *pl, int32_t obj);
+static int plan_admitted(struct plan_s *pl, kern_t *k, int64_t c, int32_t obj, int ok);
+
+/* One event-mode cell, the driver both the count replay and the planner (plan.c) run: classify
+   every distinct object of cell c (requests from *req on), then admit the misses in order.
+   With `pl`, a hit on an object whose copy no cell waited for yet becomes a wait, and every
+   admitted (or bypassed) miss becomes a copy with its victims. Returns OK or an error. */
+static inline int serve_cell(kern_t *k, struct plan_s *pl, int64_t c, int64_t *req) {
+    replay_t *r = k->r;
+    int64_t lo = r->cell_offsets[c], hi = r->cell_offsets[c + 1];
+    int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
+    int64_t misses = 0, unit = ++k->unit_id, next = *req;
+    for (int64_t a = lo; a < hi; a++) {
+        int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
+        if (k->guard[obj] == unit) continue;  /* a repeat inside the cell: the same request */
+        k->guard[obj] = unit;
+        if (next >= r->n_requests) return ERR_REQUESTS;
+        if (classify(k, next, obj)) {
+            k->miss_req[misses] = next;
+            k->miss_obj[misses] = obj;
+            misses++;
+        } else if (pl) {
+            int rc = plan_hit(pl, obj);
+            if (rc != OK) return rc;
+        }
+        next++;
+    }
+    *req = next;
+    for (int64_t m = 0; m < misses; m++) {
+        int32_t obj = (int32_t)k->miss_obj[m];
+        k->n_log = 0;
+        int ok = admit(k, k->miss_req[m], obj);
+        if (k->error) return (int)k->error;
+        if (pl) {
+            int rc = plan_admitted(pl, k, c, obj, ok);
+            if (rc != OK) return rc;
+        }
+    }
+    return OK;
+}
+
 /* The whole replay. The core's arrays must hold its state after pins were installed, with no
    object in flight; clock[] the policies' clocks (0 for fresh ones). Returns 0 or an error. */
 int64_t moesim_count_replay(replay_t *r) {
@@ -707,28 +750,7 @@ int64_t moesim_count_replay(replay_t *r) {
                 }
                 continue;
             }
-            /* event mode: classify every distinct object of the cell, then admit the misses */
-            int64_t misses = 0, unit = ++k->unit_id;
-            for (int64_t a = lo; a < hi; a++) {
-                int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
-                if (k->guard[obj] == unit) continue;  /* a repeat inside the cell: the same request */
-                k->guard[obj] = unit;
-                if (req >= r->n_requests) {
-                    rc = ERR_REQUESTS;
-                    goto done;
-                }
-                if (classify(k, req, obj)) {
-                    k->miss_req[misses] = req;
-                    k->miss_obj[misses] = obj;
-                    misses++;
-                }
-                req++;
-            }
-            for (int64_t m = 0; m < misses; m++) admit(k, k->miss_req[m], (int32_t)k->miss_obj[m]);
-            if (k->error) {
-                rc = (int)k->error;
-                goto done;
-            }
+            if ((rc = serve_cell(k, NULL, c, &req)) != OK) goto done;
         }
     }
     if (req != r->n_requests) {
