@@ -26,7 +26,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("plan.c")
 """The file compiled; it includes INCLUDED (all of them are hashed into the library's name)."""
-INCLUDED = (Path(__file__).with_name("replay.c"), Path(__file__).with_name("policy_hooks.c"))
+INCLUDED = tuple(Path(__file__).with_name(name) for name in ("replay.c", "structures.c", "policy_hooks.c"))
 ABI_VERSION = 2  # replay.c's moesim_abi_version()
 CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 120
