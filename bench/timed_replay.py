@@ -13,11 +13,12 @@ score-budget when registered, else oracle:lookahead=1. Capacity: 25 % of the exp
 Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off) by wall
 clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
 none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
-for the default profile (one copy engine). Then every registered eviction policy (aliases left out),
-stall on miss and no prefetch, on a 2 M-access trace of the same shape, interleaved over three rounds, each keeping
-its best CPU time: >= 2 M accesses per CPU second each, with the spread of its rounds printed. With --copy-engines 2 the engines share the link (a
-processor-sharing server): every start or end of a copy reschedules the server's next completion,
-so it costs more events per copy.
+for the default profile (one copy engine). Then every registered eviction policy (aliases left
+out), stall on miss and no prefetch, on a 2 M-access trace of the same shape, interleaved over
+three rounds, each keeping its best CPU time: >= 2 M accesses per CPU second each, with the spread
+of its rounds printed. With --copy-engines 2 the engines share the link (a processor-sharing
+server): every start or end of a copy reschedules the server's next completion, so it costs more
+events per copy.
 """
 
 from __future__ import annotations

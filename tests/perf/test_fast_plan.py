@@ -136,7 +136,8 @@ def test_score_budget_learns_the_same_estimate_from_batched_cells():
 
 
 @pytest.mark.parametrize("config, reason", [
-    (PlanConfig(eviction="belady", prefetch="oracle", capacity_bytes=10), "eviction policy belady has no compiled planner with prefetch"),
+    (PlanConfig(eviction="belady", prefetch="oracle", capacity_bytes=10),
+     "eviction policy belady has no compiled planner with prefetch"),
     (PlanConfig(eviction="lru", miss="cpu", capacity_bytes=10), "miss handling cpu"),
 ])
 def test_runs_the_compiled_planner_does_not_cover_fall_back_or_are_refused(config, reason):
