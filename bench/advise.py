@@ -38,7 +38,8 @@ def main(budget: str = "60s") -> dict[str, Any]:
         "cpu_s": round(cpu, 2),
         "searched": {m["profile"]: m["searched"] for m in answer["machines"]},
         "targets": {"advise_wall_s": {"value": round(wall, 2), "goal": f"<= {goal:g} s",
-                                      "pass": code == 0 and wall <= goal}},
+                                      "pass": code == 0 and wall <= goal,
+                                      "noise": f"one run; {cpu:.1f} s of it on this process's CPU"}},
     }
 
 

@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark in bench/ and print one PASS/FAIL line per target.
 
 Each benchmark module has `main() -> dict` whose "targets" entry maps a target's name to
-{"value": ..., "goal": ..., "pass": bool}; an optional "table" (lines of text) is printed as it
+{"value": ..., "goal": ..., "pass": bool, "noise": "..."} (noise: the spread of the rounds the
+value was taken from, printed beside it); an optional "table" (lines of text) is printed as it
 is, and everything else in the dict is printed as context.
 """
 
@@ -59,7 +60,8 @@ def main() -> int:
         for target, info in result.get("targets", {}).items():
             verdict = "PASS" if info["pass"] else "FAIL"
             failures += not info["pass"]
-            print(f"{verdict} {target}: {info['value']} (goal {info['goal']})")
+            noise = f"; noise: {info['noise']}" if "noise" in info else ""
+            print(f"{verdict} {target}: {info['value']} (goal {info['goal']}{noise})")
     return 1 if failures else 0
 
 

@@ -13,9 +13,12 @@ score-budget when registered, else oracle:lookahead=1. Capacity: 25 % of the exp
 Reports accesses/s for the whole timed replay (plan + clock + result tables, bounds off) by wall
 clock and by process CPU time, and simpy events per access, per copy and per hit (hits schedule
 none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
-for the default profile (one copy engine). With --copy-engines 2 the engines share the link (a
-processor-sharing server): every start or end of a copy reschedules the server's next completion,
-so it costs more events per copy.
+for the default profile (one copy engine). Then every registered eviction policy (aliases left
+out), stall on miss and no prefetch, on a 2 M-access trace of the same shape, interleaved over
+three rounds, each keeping its best CPU time: >= 2 M accesses per CPU second each, with the spread
+of its rounds printed. With --copy-engines 2 the engines share the link (a processor-sharing
+server): every start or end of a copy reschedules the server's next completion, so it costs more
+events per copy.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from moesim.policies.registry import available
 from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta
 
 TARGET = 1_000_000
+POLICY_TARGET = 2_000_000  # every eviction policy, stall on miss (issue 17)
+POLICY_ACCESSES = 2_000_000
 N_LAYERS, N_EXPERTS, TOP_K = 16, 64, 8
 EXPERT_BYTES = 3 * 2048 * 1024 * 2
 DENSE_BYTES = 2 * (4 * 2048 * 2048 + 2048 * 64)
@@ -161,6 +166,36 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
     }
 
 
+def every_policy(accesses: int = POLICY_ACCESSES, rounds: int = 3) -> tuple[dict[str, Any], list[str]]:
+    """Timed replay per registered eviction policy (stall on miss, demand fetch only, the bench's
+    capacity), each the best CPU time of `rounds` interleaved rounds; (targets, table lines)."""
+    from moesim.policies.registry import available as registered
+    from moesim.sim.timed_replay import TimedConfig, timed_replay
+
+    trace = olmoe_like_trace(accesses)
+    profile = h100_like_profile()
+    names = [r.name for r in registered("eviction") if r.alias_of is None]
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    planner: dict[str, str] = {}
+    for _ in range(rounds):
+        for name in names:
+            config = TimedConfig(eviction=name, prefetch="none", miss="stall",
+                                 capacity_bytes=int(trace.total_object_bytes() * 0.25), profile="bench-h100-sxm")
+            c0 = time.process_time()
+            result = timed_replay(trace, profile, config)
+            cpu[name].append(time.process_time() - c0)
+            planner[name] = result.plan.engine
+    targets, table = {}, [f"{'policy':14} {'planner':>9} {'M acc/CPU s':>12} {'round spread':>13}"]
+    for name in names:
+        rate = trace.n_accesses / min(cpu[name])
+        spread = max(cpu[name]) / min(cpu[name])
+        table.append(f"{name:14} {planner[name]:>9} {rate / 1e6:12.2f} {spread:13.3f}")
+        targets[f"timed replay {name}, stall on miss (M accesses per CPU second)"] = {
+            "value": round(rate / 1e6, 2), "goal": f">= {POLICY_TARGET / 1e6:g}", "pass": rate >= POLICY_TARGET,
+            "noise": f"{rounds} rounds spread {spread:.3f}x"}
+    return targets, table
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accesses", type=int, default=10_000_000)
@@ -171,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overlap", default=None, choices=("layer", "expert"))
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the Python planner's run (context only: the target is the default planner's)")
+    parser.add_argument("--policy-accesses", type=int, default=POLICY_ACCESSES,
+                        help="accesses of the per-eviction-policy runs (0 skips them)")
     args = parser.parse_args(argv)
     trace = olmoe_like_trace(args.accesses)
     out = run(args.accesses, args.capacity, args.prefetch, trace=trace, copy_engines=args.copy_engines,
@@ -185,8 +222,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # judged on CPU time: on a shared machine wall time also measures the neighbours
     out["result"] = "PASS" if out["accesses_per_cpu_s"] >= TARGET else "FAIL"
     out["targets"] = {"timed replay accesses per CPU second": {
-        "value": out["accesses_per_cpu_s"], "goal": f">= {TARGET}", "pass": out["result"] == "PASS"}}
-    print(json.dumps(out, indent=2, sort_keys=True))
+        "value": out["accesses_per_cpu_s"], "goal": f">= {TARGET}", "pass": out["result"] == "PASS",
+        "noise": "one run (the per-policy rows below give the spread of rounds)"}}
+    if args.policy_accesses:
+        targets, table = every_policy(args.policy_accesses)
+        out["targets"].update(targets)
+        out["table"] = table
+    print(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=2, sort_keys=True))
     return out
 
 

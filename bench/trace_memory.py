@@ -9,7 +9,9 @@ Targets (DESIGN: a trace costs about 2 bytes per access plus per-cell tables):
                               Parquet row group being decoded, one chunk of rows, allocator arenas.
   saving's peak RSS delta     the same bound for `save_trace`, in a second fresh subprocess that
                               first loads the file (the delta is over the RSS after loading)
-  generation time             10 M accesses in <= 5 s ("a few seconds")
+  generation time             10 M accesses in <= 5 s of process CPU time ("a few seconds"), the
+                              better of two generations (wall time on a shared machine also
+                              counts the neighbours); their spread and the wall time are printed
   round trip                  the loaded trace has the generated one's content hash, and saving
                               it again gives the same bytes
 Context: generation's peak RSS delta (its temporaries), save/load throughput, file size, and
@@ -93,7 +95,7 @@ exec(_RSS_HELPERS, _rss)
 
 
 def _target(value: float, goal: str, ok: bool) -> dict[str, Any]:
-    return {"value": round(value, 3), "goal": goal, "pass": bool(ok)}
+    return {"value": round(value, 3), "goal": goal, "pass": bool(ok), "noise": "one run (sizes and peaks, not times)"}
 
 
 def main(accesses: int = ACCESSES) -> dict[str, Any]:
@@ -105,10 +107,14 @@ def main(accesses: int = ACCESSES) -> dict[str, Any]:
 
     config = dataclasses.replace(preset("olmoe"), accesses=accesses, seed=1)
     rss0 = _rss["reset_peak"]()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trace = generate(config)
-    gen_s = time.perf_counter() - start
+    gen_wall_s, gen_cpu = time.perf_counter() - start, [time.process_time() - cpu]
     gen_rss = _rss["peak"]() - rss0
+    cpu = time.process_time()
+    generate(config)  # a second round, for the time only
+    gen_cpu.append(time.process_time() - cpu)
+    gen_s = min(gen_cpu)
     n = trace.n_accesses
     per_access = trace.nbytes() / n
     digest = trace.content_hash()
@@ -141,7 +147,8 @@ def main(accesses: int = ACCESSES) -> dict[str, Any]:
         "trace": f"preset olmoe, seed 1: {trace.meta.n_layers} layers x {trace.meta.n_experts} experts, "
                  f"top-{trace.meta.top_k}, {n:,} accesses, {trace.n_passes:,} passes",
         "bytes_per_access_in_memory": round(per_access, 3),
-        "generate_seconds": round(gen_s, 3),
+        "generate_cpu_seconds": round(gen_s, 3),
+        "generate_wall_seconds_first_round": round(gen_wall_s, 3),
         "generate_accesses_per_s": round(n / gen_s),
         "generate_peak_rss_delta_bytes_per_access": round(gen_rss / n, 2),
         "stats_seconds": round(stats_s, 3),
@@ -160,8 +167,10 @@ def main(accesses: int = ACCESSES) -> dict[str, Any]:
         "targets": {
             "in-memory bytes per access": _target(per_access, f"<= {BYTES_PER_ACCESS_GOAL} B",
                                                   per_access <= BYTES_PER_ACCESS_GOAL),
-            "generate 10M accesses": _target(gen_s * ACCESSES / n, f"<= {GENERATE_SECONDS_GOAL} s",
-                                             gen_s * ACCESSES / n <= GENERATE_SECONDS_GOAL),
+            "generate 10M accesses (CPU s)": {
+                **_target(gen_s * ACCESSES / n, f"<= {GENERATE_SECONDS_GOAL} s",
+                          gen_s * ACCESSES / n <= GENERATE_SECONDS_GOAL),
+                "noise": f"2 rounds spread {max(gen_cpu) / min(gen_cpu):.3f}x; first round wall {gen_wall_s:.2f} s"},
             "load peak RSS delta (MB)": _target(loaded["rss_delta_bytes"] / 1e6, peak_goal_text,
                                                 loaded["rss_delta_bytes"] <= peak_goal),
             "save peak RSS delta (MB)": _target(resaved["rss_delta_bytes"] / 1e6, peak_goal_text,

@@ -180,6 +180,9 @@ class PrefetchPolicy:
 
     name: ClassVar[str] = ""
     offline: ClassVar[bool] = False
+    proposes_nothing: ClassVar[bool] = False
+    """True if propose() never returns anything and observe() reads nothing: the planners then
+    skip the prefetch step altogether (tests/policies/test_prefetch_contracts.py checks it)."""
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
         self.params = params

@@ -56,6 +56,8 @@ def _render_show(d: dict[str, Any]) -> str:
     if d["alias_of"]:
         fixed = ", ".join(f"{k}={v}" for k, v in d["fixed"].items())
         lines.append(f"alias of {d['alias_of']} with {fixed}")
+    if d.get("compiled"):
+        lines.append("compiled: the fast engine runs it (where it takes every parameter given)")
     lines.append("")
     lines.append(d["doc"])
     lines.append("")

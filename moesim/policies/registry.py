@@ -216,6 +216,14 @@ def describe(entry: Registered) -> dict[str, Any]:
         "alias_of": entry.alias_of,
         "fixed": entry.fixed,
         "offline": bool(getattr(entry.cls, "offline", False)),
+        "compiled": _has_compiled_form(entry.cls),
         "doc": entry.doc,
         "params": params,
     }
+
+
+def _has_compiled_form(cls: type) -> bool:
+    """Whether the class declares a compiled form (moesim.policies.compiled) for the fast engine."""
+    from moesim.policies.compiled import compiled_form
+
+    return compiled_form(cls) is not None

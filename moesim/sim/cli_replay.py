@@ -165,6 +165,8 @@ def _report(inputs: ReplayInputs, runs: list[tuple[Any, str]], bound: str | None
     for record, (result, _) in zip(data["runs"], runs):
         # which engine counted (not in saved results: both engines give identical files)
         record["engine"] = getattr(result, "engine", "reference")
+        if getattr(result, "engine_note", None):
+            record["engine_note"] = result.engine_note  # why auto ran the reference engine
     if bound is not None:
         data["bound_policy"] = bound
     return data
@@ -220,6 +222,8 @@ def render_table(data: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    notes = dict.fromkeys(run["engine_note"] for run in data["runs"] if run.get("engine_note"))
+    lines.extend(f"reference engine: {note}" for note in notes)
     return "\n".join(lines)
 
 
@@ -305,8 +309,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="with a profile: write the timed run's timeline as Chrome trace-event JSON (Perfetto)")
     add_timing_arguments(parser)
     parser.add_argument("--engine", choices=ENGINES, default=None,
-                        help="replay engine: fast (compiled; lru, fifo, static-hot, least-stale, lfu, belady; "
-                             "timed runs: the same but belady, with --miss stall and no DRAM cache tier), "
+                        help="replay engine: fast (compiled; every eviction policy that declares a compiled form, "
+                             "`moesim policies show NAME` says which; timed runs: the same but belady, with "
+                             "--miss stall and no DRAM cache tier), "
                              "reference (Python; every policy) or auto (fast where it applies; the default, "
                              "or $MOESIM_ENGINE); both give identical results")
     add_json_flag(parser)

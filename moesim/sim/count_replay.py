@@ -62,6 +62,7 @@ class CountResult:
     capacities: list[int] | None = None  # bytes per partition as the core resolved them
     core: CacheCore | None = None  # the core after the last request (final residency, policy state)
     engine: str = "reference"  # which engine ran: "fast" (compiled) or "reference" (Python)
+    engine_note: str | None = None  # why the reference engine ran where "auto" would have run the fast one
 
 
 def make_context(trace: Trace, seed: int, future: StreamFuture | None,
@@ -117,9 +118,12 @@ def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = Fals
     spec = spec or parse_spec(config.policy, "eviction")
     if config.mode not in MODES:
         raise UserError(f"replay mode must be one of {', '.join(MODES)}, got {config.mode!r}", "replay")
-    if fast.choose_engine(spec, trace.n_objects, engine) == "fast":
+    chosen, note = fast.engine_choice(spec, trace.n_objects, engine)
+    if chosen == "fast":
         return _count_replay_fast(trace, config, spec, record_victims)
-    return _count_replay_reference(trace, config, spec, record_victims)
+    result = _count_replay_reference(trace, config, spec, record_victims)
+    result.engine_note = note
+    return result
 
 
 def _count_replay_fast(trace: Trace, config: ReplayConfig, spec: PolicySpec, record_victims: bool) -> CountResult:
@@ -137,8 +141,8 @@ def _count_replay_fast(trace: Trace, config: ReplayConfig, spec: PolicySpec, rec
     policy = fast.kernel_policy(spec)
     assert policy is not None  # choose_engine checked it
     run = kernel.replay(trace, core, policy.code, sequential=sequential, n_requests=n_requests,
-                        record_victims=record_victims, lfu_decay=policy.lfu_decay, belady_bypass=policy.belady_bypass)
-    policy_state.restore(core.policies, policy.code, run, integer_keys=policy.lfu_decay == 1.0)
+                        record_victims=record_victims, params=policy.params, rng=policy.form.rng)
+    policy_state.restore(core.policies, policy.form, run, core.partition_of)
     if future is not None and n_requests:
         future.position = n_requests - 1  # where the reference loop leaves it
     core.finish()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 from hypothesis import strategies as st
 
+from moesim.policies.compiled import compiled_form
+from moesim.policies.eviction._counts import DecayingUnit, LazyMinHeap
 from moesim.traces.trace import DECODE, PREFILL, simple_trace
 
 
@@ -38,15 +42,31 @@ def sized_traces(draw):
 
 
 def policy_state(policy):
-    """What a policy object holds, in a comparable form (orders as lists, heaps as sorted entries)."""
-    if hasattr(policy, "_stale"):
-        return ("queues", list(policy._stale), list(policy._current))
-    if hasattr(policy, "_order"):
-        return ("order", list(policy._order))
-    heap = policy._heap
-    entries = sorted((o, heap.key[o], type(heap.key[o]).__name__, s) for o, s in heap.stamp.items())
-    unit = getattr(policy, "_unit", None)
-    return ("heap", entries, policy._clock, None if unit is None else (unit.unit, type(unit.unit).__name__))
+    """Every field of a policy object in a comparable form (orders as lists, heaps as their live
+    entries with key types, generators by state), less what its compiled form calls derived."""
+    form = compiled_form(type(policy))
+    skip = {"params", "ctx", *(form.derived if form is not None else ())}
+    return {name: _comparable(value) for name, value in sorted(vars(policy).items()) if name not in skip}
+
+
+def _comparable(value):
+    if isinstance(value, LazyMinHeap):
+        return ("heap", sorted((o, value.key[o], type(value.key[o]).__name__, s) for o, s in value.stamp.items()))
+    if isinstance(value, DecayingUnit):
+        return ("unit", value.unit, type(value.unit).__name__, value.decay)
+    if isinstance(value, OrderedDict):
+        return ("ordered", [(k, _comparable(v)) for k, v in value.items()])
+    if isinstance(value, dict):
+        return ("dict", sorted((k, _comparable(v)) for k, v in value.items()))
+    if isinstance(value, np.random.Generator):
+        return ("rng", value.bit_generator.state)
+    if isinstance(value, np.ndarray):
+        return ("array", value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    return ("object",)  # e.g. Belady's view of the future: each engine builds its own kind
 
 
 def assert_same_core(fast_core, ref_core):

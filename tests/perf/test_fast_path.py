@@ -17,6 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moesim.policies.compiled import compiled_form
+from moesim.policies.registry import available
 from moesim.sim import fast, metrics
 from moesim.sim.fast import build
 from moesim.sim.count_replay import ReplayConfig, count_replay
@@ -28,8 +30,10 @@ from fast_helpers import assert_same_core, sized_traces
 pytestmark = pytest.mark.skipif(build.library() is None,
                                 reason=f"compiled replay unavailable: {build.unavailable_reason()}")
 
-FAST_SPECS = ["lru", "fifo", "least-stale", "lfu", "lfu:decay=0.5", "belady", "belady-bypass", "static-hot",
-              "static-hot:profile_passes=2:share=0.7"]
+# every registered eviction policy whose module declares a compiled form (nothing to edit when one
+# is added), plus parameter variants the defaults do not reach
+FAST_SPECS = fast.compiled_policies() + ["lfu:decay=0.5", "static-hot:profile_passes=2:share=0.7",
+                                         "slru:protected_share=0.3", "lru-ds:protect=1", "moe-infinity:decay=0.5"]
 EXAMPLES = int(os.environ.get("MOESIM_HYPOTHESIS_EXAMPLES", "25"))
 
 
@@ -82,8 +86,9 @@ def test_fast_replay_equals_the_reference(policy, trace, data):
             assert serve_more(got.core, more, trace.n_passes) == serve_more(ref.core, more, trace.n_passes)
 
 
+@pytest.mark.parametrize("policy", ["lfu", "moe-infinity"])
 @pytest.mark.parametrize("decay", [0.1, 0.5])
-def test_lfu_decay_renormalisation_matches(decay):
+def test_decay_renormalisation_matches(policy, decay):
     # unit grows by 1/decay per pass and is renormalised past 1e100: after ~100 passes at 0.1 and
     # ~332 at 0.5; 400 passes cross it, with ties from rounding that the kernel must re-heap
     rng = np.random.default_rng(3)
@@ -91,18 +96,33 @@ def test_lfu_decay_renormalisation_matches(decay):
               for _ in range(400)]
     trace = simple_trace(passes, n_layers=2, n_experts=6, object_bytes=[1, 2], top_k=2)
     for scope in ("global", "layer"):
-        cfg = ReplayConfig(policy=f"lfu:decay={decay}", capacity_bytes=9, scope=scope)
+        cfg = ReplayConfig(policy=f"{policy}:decay={decay}", capacity_bytes=9, scope=scope)
         assert_same(count_replay(trace, cfg, record_victims=True, engine="fast"),
                     count_replay(trace, cfg, record_victims=True, engine="reference"))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_random_draws_past_a_block_of_uniforms_match(scope):
+    # the reference draws uniforms 4096 at a time; past the first block the restored generator
+    # must stand where blocks would leave it (bit_generator.advance), with the rest queued
+    rng = np.random.default_rng(5)
+    passes = [[rng.choice(8, 3, replace=False).tolist() for _ in range(3)] for _ in range(3000)]
+    trace = simple_trace(passes, n_layers=3, n_experts=8, top_k=3)
+    cfg = ReplayConfig(policy="random", capacity_bytes=12, scope=scope, seed=11)
+    got = count_replay(trace, cfg, record_victims=True, engine="fast")
+    assert sum(len(p._uniforms) for p in got.core.policies) > 0
+    assert_same(got, count_replay(trace, cfg, record_victims=True, engine="reference"))
+    assert got.counters.evictions > 4096
 
 
 def test_auto_picks_fast_for_covered_policies_and_reference_otherwise(monkeypatch):
     monkeypatch.delenv(fast.ENV_VAR, raising=False)
     trace = simple_trace([[[0, 1]], [[2, 0]]], n_layers=1, n_experts=4, top_k=2)
-    for policy in FAST_SPECS:
-        assert count_replay(trace, ReplayConfig(policy=policy, capacity_bytes=2)).engine == "fast"
-    for policy in ("arc", "random", "slru", "lru-ds", "moe-infinity"):
-        assert count_replay(trace, ReplayConfig(policy=policy, capacity_bytes=2)).engine == "reference"
+    for entry in available("eviction"):
+        result = count_replay(trace, ReplayConfig(policy=entry.name, capacity_bytes=2))
+        assert result.engine == ("fast" if compiled_form(entry.cls) is not None else "reference"), entry.name
+    # the list: these ran on the reference path before they had compiled forms
+    assert {"arc", "slru", "lru-ds", "moe-infinity", "random"} <= set(fast.compiled_policies())
 
 
 def test_fast_replay_builds_no_per_request_arrays():

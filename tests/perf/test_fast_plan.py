@@ -18,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
+from moesim.policies.compiled import compiled_form
+from moesim.policies.registry import lookup
 from moesim.sim import fast
 from moesim.sim.fast import build
 from moesim.sim.plan import PlanConfig, Planner
@@ -30,8 +32,11 @@ from timing_helpers import make_profile, random_trace
 pytestmark = pytest.mark.skipif(build.library() is None,
                                 reason=f"compiled replay unavailable: {build.unavailable_reason()}")
 
-PLAN_SPECS = ["lru", "fifo", "least-stale", "lfu", "lfu:decay=0.5", "static-hot",
-              "static-hot:profile_passes=2:share=0.7"]
+# every registered eviction policy whose compiled form covers the planner (nothing to edit when one
+# is added), plus parameter variants the defaults do not reach
+PLAN_SPECS = [name for name in fast.compiled_policies() if compiled_form(lookup(name).cls).planner_prefetch] + [
+    "lfu:decay=0.5", "static-hot:profile_passes=2:share=0.7", "slru:protected_share=0.3", "lru-ds:protect=1",
+    "moe-infinity:decay=0.5"]
 PREFETCH = ["none", "score-budget", "score-budget:source=frequency:lookahead=2", "oracle:lookahead=1",
             "oracle:lookahead=2:cross_pass=true", "previous-pass", "frequency", "markov", "noisy-oracle"]
 EXAMPLES = int(os.environ.get("MOESIM_HYPOTHESIS_EXAMPLES", "25"))
@@ -81,8 +86,22 @@ def test_compiled_planner_makes_the_python_planners_decisions(policy, trace, dat
     assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan)
 
 
+@pytest.mark.parametrize("policy", [name for name in fast.compiled_policies()
+                                    if not compiled_form(lookup(name).cls).planner_prefetch])
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(trace=sized_traces(), data=st.data())
+def test_policies_planned_only_without_prefetch_match_with_prefetch_off(policy, trace, data):
+    capacity = data.draw(st.integers(0, trace.total_object_bytes() + 2), label="capacity")
+    scope = data.draw(st.sampled_from(["global", "layer"]), label="scope")
+    config = PlanConfig(eviction=policy, prefetch="none", capacity_bytes=capacity, scope=scope)
+    fast_planner, ref_planner = _planners(trace, config, make_profile(dram=1e12), None)
+    fast_plan, ref_plan = fast_planner.plan_rest("fast"), ref_planner.plan_rest("reference")
+    assert (fast_plan.engine, ref_plan.engine) == ("fast", "reference")
+    assert_same_plan(fast_planner, ref_planner, fast_plan, ref_plan)
+
+
 @pytest.mark.parametrize("prefetch", ["score-budget", "oracle:lookahead=1", "none"])
-@pytest.mark.parametrize("policy", ["lru", "least-stale", "lfu"])
+@pytest.mark.parametrize("policy", ["lru", "least-stale", "lfu", "arc", "random"])
 def test_timed_replays_on_both_planners_are_identical(monkeypatch, policy, prefetch):
     trace = random_trace(11, n_layers=4, n_experts=8, top_k=2, requests=3, prompt=6, decode=10)
     profile = make_profile(host_bw=2e9, host_latency=1e-6, launch=1e-6)
@@ -117,8 +136,8 @@ def test_score_budget_learns_the_same_estimate_from_batched_cells():
 
 
 @pytest.mark.parametrize("config, reason", [
-    (PlanConfig(eviction="arc", capacity_bytes=10), "eviction policy arc"),
-    (PlanConfig(eviction="belady", capacity_bytes=10), "eviction policy belady"),
+    (PlanConfig(eviction="belady", prefetch="oracle", capacity_bytes=10),
+     "eviction policy belady has no compiled planner with prefetch"),
     (PlanConfig(eviction="lru", miss="cpu", capacity_bytes=10), "miss handling cpu"),
 ])
 def test_runs_the_compiled_planner_does_not_cover_fall_back_or_are_refused(config, reason):

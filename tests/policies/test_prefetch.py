@@ -98,12 +98,14 @@ def random_trace(n_passes: int, n_layers: int, n_experts: int, top_k: int, seed:
 
 # ---- registry --------------------------------------------------------------------------------
 
-ALL = ["none", "oracle", "previous-pass", "frequency", "markov", "gate-lookahead", "score-budget", "noisy-oracle"]
+REQUIRED = ["none", "oracle", "previous-pass", "frequency", "markov", "gate-lookahead", "score-budget",
+            "noisy-oracle"]  # DESIGN.md's required set
+ALL = [r.name for r in available("prefetch")]  # every registered one: a new policy is tested with no edit here
 
 
 def test_every_prefetch_policy_is_registered_with_documented_params():
     entries = {r.name: r for r in available("prefetch")}
-    assert set(ALL) <= set(entries)
+    assert set(REQUIRED) <= set(entries)
     for name in ALL:
         entry = entries[name]
         assert entry.doc, name

@@ -6,7 +6,19 @@ from collections import OrderedDict
 from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState, queues
 from moesim.policies.registry import register
+
+
+def _restore(policy: "ARC", state: KernelState) -> None:
+    lists = queues(state, 4)  # T1, T2, B1, B2
+    for name, objs in zip(("t1", "t2", "b1", "b2"), lists):
+        setattr(policy, f"_{name}", OrderedDict.fromkeys(objs))
+        policy._bytes[name] = sum(policy._nbytes(o) for o in objs)
+    p, adapted, pending = state.values
+    policy._p = p
+    policy._adapted = None if adapted < 0 else int(adapted)
+    policy._pending = None if pending < 0 else int(pending)
 
 
 @register("arc")
@@ -24,6 +36,8 @@ class ARC(EvictionPolicy):
     and, when one list has no eligible object, the other list gives the victim; a prefetch
     insertion is treated like a demand miss. c is ctx.capacity_bytes. O(1) per hook.
     """
+
+    compiled = CompiledForm("arc", restore=_restore)
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
         super().__init__(params, ctx)

@@ -6,9 +6,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from moesim.errors import UserError
-from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.base import NEVER, EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState
 from moesim.policies.eviction._counts import LazyMinHeap
 from moesim.policies.registry import register, register_alias
+
+
+def _restore(policy: "Belady", state: KernelState) -> None:
+    # keys are -next_use; the kernel holds them as doubles, exact below 2**53, and "never used
+    # again" (NEVER, 2**61 - 1) rounds to 2**61: map it back
+    keys = [-NEVER if k == -float(NEVER) else int(k) for k in state.key]
+    policy._heap.key = dict(zip(state.objs, keys))
+    policy._heap.stamp = dict(zip(state.objs, state.stamp))
+    policy._heap.rebuild()
+    policy._clock = state.clock
 
 
 @register("belady")
@@ -28,6 +39,10 @@ class Belady(EvictionPolicy):
     """
 
     offline = True
+    # the compiled planner has no per-request next use for a prefetched object: it plans Belady
+    # only with prefetch off
+    compiled = CompiledForm("belady", params=("bypass",), kernel_params=lambda p: (1.0 if p.bypass else 0.0,),
+                            restore=_restore, planner_prefetch=False)
 
     @dataclass(frozen=True)
     class Params:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from moesim.policies.compiled import CompiledForm, restore_order
 from moesim.policies.eviction.lru import LRU
 from moesim.policies.registry import register
 
@@ -15,6 +16,8 @@ class FIFO(LRU):
     Departure from the textbook: a protected object at the head (in use or in flight) is skipped
     and keeps its place, so the victim is the oldest *eligible* object. O(1) per hook.
     """
+
+    compiled = CompiledForm("fifo", restore=restore_order)
 
     def on_access(self, obj: int, now: float) -> None:
         pass

@@ -6,7 +6,14 @@ from collections import OrderedDict
 from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState, queues
 from moesim.policies.registry import register
+
+
+def _restore(policy: "LeastStale", state: KernelState) -> None:
+    stale, current = queues(state, 2)
+    policy._stale = OrderedDict.fromkeys(stale)
+    policy._current = OrderedDict.fromkeys(current)
 
 
 @register("least-stale")
@@ -25,6 +32,8 @@ class LeastStale(EvictionPolicy):
     touched at most once per pass); it differs with multi-token passes and prefetch insertions.
     O(1) per hook; the pass-start move is O(objects touched in the pass).
     """
+
+    compiled = CompiledForm("least-stale", restore=_restore)
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
         super().__init__(params, ctx)

@@ -6,8 +6,17 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState, heap_entries
 from moesim.policies.eviction._counts import DecayingUnit, LazyMinHeap, check_decay
 from moesim.policies.registry import register
+
+
+def _restore(policy: "LFU", state: KernelState) -> None:
+    integer = policy.params.decay == 1.0  # the reference keeps exact integer counts at decay 1
+    policy._heap.key, policy._heap.stamp = heap_entries(state, integer)
+    policy._heap.rebuild()
+    policy._clock = state.clock
+    policy._unit.unit = 1 if integer else state.unit
 
 
 @register("lfu")
@@ -23,6 +32,8 @@ class LFU(EvictionPolicy):
       the increment instead, see _counts.py), so old popularity fades.
     O(log n) per hook (a lazy heap).
     """
+
+    compiled = CompiledForm("lfu", params=("decay",), kernel_params=lambda p: (p.decay,), restore=_restore)
 
     @dataclass(frozen=True)
     class Params:

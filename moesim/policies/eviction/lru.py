@@ -6,6 +6,7 @@ from collections import OrderedDict
 from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, restore_order
 from moesim.policies.registry import register
 
 
@@ -17,6 +18,8 @@ class LRU(EvictionPolicy):
     Identical hit counts to libCacheSim's LRU on unit-size objects (tests/policies check it).
     O(1) per hook; victim() skips only protected objects at the cold end.
     """
+
+    compiled = CompiledForm("lru", restore=restore_order)
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
         super().__init__(params, ctx)

@@ -9,7 +9,21 @@ from typing import Callable, Iterable
 
 from moesim.errors import UserError
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState
 from moesim.policies.registry import register
+
+
+def _restore(policy: "LRUDistance", state: KernelState) -> None:
+    # the kernel keeps one list in stamp order; each layer's list is that order filtered
+    lists = policy._lists
+    for lst in lists:
+        lst.clear()
+    for obj, stamp in zip(state.objs, state.stamp):
+        lists[policy._layer_of[obj]][obj] = stamp
+    policy._fronts = [(next(iter(lst.values())), layer) for layer, lst in enumerate(lists) if lst]
+    heapq.heapify(policy._fronts)
+    policy._clock = state.clock
+    policy._current = int(state.values[0])
 
 
 @register("lru-ds")
@@ -25,6 +39,10 @@ class LRUDistance(EvictionPolicy):
     Bookkeeping: one LRU list per layer plus a heap of the layers' oldest stamps, so a victim costs
     O(log layers) plus the protected layers it skips, not a scan of all residents.
     """
+
+    # the kernel walks one LRU list, skipping the spared layers (same victims, no heap of fronts)
+    compiled = CompiledForm("lru-ds", params=("protect",), kernel_params=lambda p: (p.protect,), restore=_restore,
+                            derived=("_fronts",))
 
     @dataclass(frozen=True)
     class Params:

@@ -6,8 +6,27 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState
 from moesim.policies.eviction._counts import DecayingUnit, LazyMinHeap, check_decay
 from moesim.policies.registry import register
+
+
+def _restore(policy: "MoEInfinityPriority", state: KernelState) -> None:
+    integer = policy.params.decay == 1.0  # integer counts at decay 1, as the reference keeps them
+    policy._count = {o: (int(c) if integer else c) for o, c in state.counts.items()}
+    for heap in policy._heaps:
+        heap.key.clear()
+        heap.stamp.clear()
+    for obj, key, stamp in zip(state.objs, state.key, state.stamp):
+        heap = policy._heaps[policy._layer_of[obj]]
+        # an object only ever prefetched has the reference's integer 0 as its key
+        heap.key[obj] = int(key) if integer or obj not in state.counts else key
+        heap.stamp[obj] = stamp
+    for heap in policy._heaps:
+        heap.rebuild()
+    policy._clock = state.clock
+    policy._current = int(state.values[0])
+    policy._unit.unit = 1 if integer else state.unit
 
 
 @register("moe-infinity")
@@ -28,6 +47,8 @@ class MoEInfinityPriority(EvictionPolicy):
     Cost: O(log n) per hook; a victim costs O(L log n) (the minimum of every layer's heap, each
     scaled by its layer's factor), since the factor of every layer changes with the current layer.
     """
+
+    compiled = CompiledForm("moe-infinity", params=("decay",), kernel_params=lambda p: (p.decay,), restore=_restore)
 
     @dataclass(frozen=True)
     class Params:

@@ -7,10 +7,33 @@ from typing import Callable, Iterable
 import numpy as np
 
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState
 from moesim.policies.registry import register
 
 _BLOCK = 4096  # uniforms drawn per call to the generator
 _TRIES = 32  # rejection-sampling attempts before listing the eligible objects
+
+
+def _generator_words(policy: "RandomEviction") -> tuple[int, int, int, int]:
+    """The fresh generator's PCG64 state and increment as 64-bit words (high, low each): the
+    kernel draws the same stream (policy_hooks.c's pcg64_next, numpy's random())."""
+    state = policy._rng.bit_generator.state
+    if state["bit_generator"] != "PCG64" or state["has_uint32"]:
+        raise RuntimeError("the compiled Random needs a fresh PCG64 generator")
+    s, inc = state["state"]["state"], state["state"]["inc"]
+    mask = (1 << 64) - 1
+    return s >> 64, s & mask, inc >> 64, inc & mask
+
+
+def _restore(policy: "RandomEviction", state: KernelState) -> None:
+    policy._items = list(state.objs)
+    policy._index = {obj: i for i, obj in enumerate(state.objs)}
+    draws = state.clock  # the kernel drew this many uniforms: leave the generator where blocks of
+    if draws:            # _BLOCK would have left it, with the block's unused rest queued
+        blocks = -(-draws // _BLOCK)
+        policy._rng.bit_generator.advance((blocks - 1) * _BLOCK)
+        block = policy._rng.random(_BLOCK).tolist()
+        policy._uniforms = block[draws - (blocks - 1) * _BLOCK:][::-1]
 
 
 @register("random")
@@ -21,6 +44,8 @@ class RandomEviction(EvictionPolicy):
     few are protected); after 32 rejections it lists the eligible objects and draws among them.
     Per-layer scope gives partition l the seed ctx.seed + l. Same seed, same victims.
     """
+
+    compiled = CompiledForm("random", restore=_restore, rng=_generator_words)
 
     def __init__(self, params: object, ctx: PolicyContext) -> None:
         super().__init__(params, ctx)

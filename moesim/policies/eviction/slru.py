@@ -8,7 +8,15 @@ from typing import Callable, Iterable
 
 from moesim.errors import UserError
 from moesim.policies.base import EvictionPolicy, PolicyContext
+from moesim.policies.compiled import CompiledForm, KernelState, queues
 from moesim.policies.registry import register
+
+
+def _restore(policy: "SLRU", state: KernelState) -> None:
+    probation, protected = queues(state, 2)
+    policy._probation = OrderedDict.fromkeys(probation)
+    policy._protected = OrderedDict.fromkeys(protected)
+    policy._protected_bytes = sum(int(policy._size[o]) for o in protected)
 
 
 @register("slru")
@@ -23,6 +31,9 @@ class SLRU(EvictionPolicy):
     Textbook two-segment SLRU with sizes in bytes; libCacheSim's SLRU is a different, four-segment
     variant, so it is not used as an oracle here. O(1) amortised per hook.
     """
+
+    compiled = CompiledForm("slru", params=("protected_share",), kernel_params=lambda p: (p.protected_share,),
+                            restore=_restore)
 
     @dataclass(frozen=True)
     class Params:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.policies.compiled import CompiledForm, restore_order
 from moesim.policies.eviction.lru import LRU
 from moesim.policies.registry import register
 
@@ -26,6 +27,10 @@ class StaticHot(LRU):
       capacity is a plain LRU (see lru.py).
     O(1) per hook; pin selection is O(n log n) once.
     """
+
+    # the kernel runs LRU over the unpinned objects; both parameters are spent choosing the pins,
+    # in Python, before the kernel starts
+    compiled = CompiledForm("lru", params=("profile_passes", "share"), restore=restore_order)
 
     @dataclass(frozen=True)
     class Params:

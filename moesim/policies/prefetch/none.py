@@ -12,6 +12,8 @@ from moesim.policies.registry import register
 class NonePrefetch(PrefetchPolicy):
     """Proposes nothing; reads nothing. Demand fetch only."""
 
+    proposes_nothing = True
+
     def propose(self, view: PrefetchView) -> list[PrefetchRequest]:
         return []
 

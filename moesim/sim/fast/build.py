@@ -26,8 +26,8 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("plan.c")
 """The file compiled; it includes INCLUDED (all of them are hashed into the library's name)."""
-INCLUDED = (Path(__file__).with_name("replay.c"),)
-ABI_VERSION = 1  # replay.c's moesim_abi_version()
+INCLUDED = tuple(Path(__file__).with_name(name) for name in ("replay.c", "structures.c", "policy_hooks.c"))
+ABI_VERSION = 2  # replay.c's moesim_abi_version()
 CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 120
 
@@ -109,7 +109,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.moesim_abi_version.restype = ctypes.c_int64
     if lib.moesim_abi_version() != ABI_VERSION:
         return None, f"{path} has ABI {lib.moesim_abi_version()}, expected {ABI_VERSION}"
-    for name in ("moesim_count_replay", "moesim_event_requests", "moesim_event_stream", "moesim_replay_struct_size",
+    for name in ("moesim_count_replay", "moesim_policy_code", "moesim_event_requests", "moesim_event_stream",
+                 "moesim_replay_struct_size",
                  "moesim_plan_open",
                  "moesim_plan_run", "moesim_plan_prefetch", "moesim_plan_close", "moesim_plan_struct_size"):
         getattr(lib, name).restype = ctypes.c_int64

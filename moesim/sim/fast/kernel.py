@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,8 +19,6 @@ from moesim.sim.cache_core import ABSENT, RESIDENT, CacheCore
 from moesim.sim.fast import build
 from moesim.traces.trace import Trace
 
-# replay.c's policy codes
-POL_LRU, POL_FIFO, POL_LEAST_STALE, POL_LFU, POL_BELADY = range(5)
 # replay.c's error codes
 _ERRORS = {-1: "out of memory", -2: "object id outside the trace's objects", -3: "unknown policy code",
            -4: "victim log overflow", -5: "request count mismatch", -6: "frequency bucket pool exhausted",
@@ -37,13 +36,14 @@ class ReplayArgs(ctypes.Structure):
         ("expert", _ptr), ("expert_is_int32", _i64), ("sequential", _i64),
         ("n_objects", _i64), ("n_partitions", _i64),
         ("object_bytes", _ptr), ("partition_of", _ptr), ("capacity", _ptr),
-        ("policy", _i64), ("belady_bypass", _i64), ("lfu_decay", _f64),
+        ("policy", _i64), ("param", _f64 * 4), ("rng", _ptr),
         ("state", _ptr), ("pinned", _ptr), ("seen", _ptr), ("evicted_in_pass", _ptr), ("used", _ptr),
         ("n_requests", _i64), ("outcomes", _ptr), ("bypassed", _ptr),
         ("victims_cap", _i64), ("victim_request", _ptr), ("victim_obj", _ptr), ("n_victims", _i64),
         ("evictions", _i64), ("bypasses", _i64),
         ("order_obj", _ptr), ("order_count", _ptr), ("order_queue", _ptr), ("order_key", _ptr),
         ("order_stamp", _ptr), ("clock", _ptr), ("unit", _f64),
+        ("part_value", _ptr), ("obj_value", _ptr), ("obj_flag", _ptr),
         ("error_index", _i64),
     ]
 
@@ -64,6 +64,9 @@ class KernelRun:
     order_stamp: np.ndarray
     clock: np.ndarray  # per partition
     unit: float
+    part_value: np.ndarray  # per partition, three each (policy_hooks.c's export_policy_state)
+    obj_value: np.ndarray  # per object
+    obj_flag: np.ndarray  # per object
 
 
 def _index_array(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -153,9 +156,30 @@ def event_stream(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return obj[:n].copy(), cell[:n].copy(), access_request, offsets
 
 
-def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_requests: int,
-           record_victims: bool = False, lfu_decay: float = 1.0, belady_bypass: bool = False) -> KernelRun:
-    """Replay every pass of `trace` through `core` with the compiled policy `policy`.
+def policy_code(name: str) -> int:
+    """The kernel's code for the policy it calls `name` (replay.c's POLICY_NAMES), -1 if none."""
+    return int(_lib().moesim_policy_code(name.encode()))
+
+
+def set_policy(args: ReplayArgs, core: CacheCore, code: int, params: tuple[float, ...],
+               rng: Callable[[Any], tuple[int, int, int, int]] | None, arrays: dict[str, np.ndarray]) -> None:
+    """The policy half of the arguments: its code, its numbers, and (Random) every partition's
+    generator state, read from the core's fresh policy objects."""
+    if len(params) > 4:
+        raise RuntimeError("a compiled form takes at most four kernel parameters")
+    args.policy = code
+    for i in range(4):
+        args.param[i] = float(params[i]) if i < len(params) else 0.0
+    if rng is not None:
+        words = np.array([w for policy in core.policies for w in rng(policy)], dtype=np.uint64)
+        arrays["rng"] = words
+        args.rng = words.ctypes.data
+
+
+def replay(trace: Trace, core: CacheCore, code: int, *, sequential: bool, n_requests: int,
+           record_victims: bool = False, params: tuple[float, ...] = (),
+           rng: Callable[[Any], tuple[int, int, int, int]] | None = None) -> KernelRun:
+    """Replay every pass of `trace` through `core` with the compiled policy `code`.
 
     The core must be fresh (pins installed, nothing served); afterwards its state, used bytes,
     eviction and bypass counters and pass index are those the reference replay leaves.
@@ -169,7 +193,7 @@ def replay(trace: Trace, core: CacheCore, policy: int, *, sequential: bool, n_re
     args, keep = _trace_args(trace, sequential)
     victims_cap = max(n_requests, 1) if record_victims else 0
     arrays = core_arrays(args, core, n_requests, victims_cap)
-    args.policy, args.belady_bypass, args.lfu_decay = policy, int(belady_bypass), float(lfu_decay)
+    set_policy(args, core, code, params, rng, arrays)
     rc = lib.moesim_count_replay(ctypes.byref(args))  # `keep` holds the trace arrays until here
     _check(rc, args, trace)
     victims = None
@@ -205,6 +229,9 @@ def core_arrays(args: ReplayArgs, core: CacheCore, n_requests: int, victims_cap:
         "order_key": np.empty(max(n_obj, 1), dtype=np.float64),
         "order_stamp": np.empty(max(n_obj, 1), dtype=np.int64),
         "clock": np.zeros(n_part, dtype=np.int64),
+        "part_value": np.zeros(3 * max(n_part, 1), dtype=np.float64),
+        "obj_value": np.zeros(max(n_obj, 1), dtype=np.float64),
+        "obj_flag": np.zeros(max(n_obj, 1), dtype=np.uint8),
     }
     args.n_partitions, args.n_requests, args.victims_cap = n_part, n_requests, victims_cap
     for name, array in arrays.items():
@@ -224,4 +251,5 @@ def finish_core(core: CacheCore, args: ReplayArgs, arrays: dict[str, np.ndarray]
                      evictions=args.evictions, bypasses=args.bypasses, order_obj=arrays["order_obj"],
                      order_count=arrays["order_count"], order_queue=arrays["order_queue"],
                      order_key=arrays["order_key"], order_stamp=arrays["order_stamp"], clock=arrays["clock"],
-                     unit=args.unit)
+                     unit=args.unit, part_value=arrays["part_value"], obj_value=arrays["obj_value"],
+                     obj_flag=arrays["obj_flag"])

@@ -20,8 +20,8 @@
 
 enum { ERR_FULL = -8, ERR_STATE = -9 };
 
-/* Every field is 8 bytes wide (the ctypes mirror is moesim/sim/fast/plan_kernel.py). */
-typedef struct {
+/* Every field is 8 bytes wide (the ctypes mirror is PlanArgs in moesim/sim/fast/planner.py). */
+typedef struct plan_s {
     replay_t r;                 /* trace, objects, policy, core state; outcomes/bypassed per request */
     const int64_t *cell_pass;   /* n_cells */
     uint8_t *prefetched_unused; /* n_objects, the core's */
@@ -85,48 +85,35 @@ static void keep_orphans(plan_t *pl, kern_t *k) {
     for (int64_t i = 0; i < k->n_log; i++) pl->orphans[pl->n_orphans++] = k->evict_log[i];
 }
 
-/* Planner._step up to the prefetch proposals: classify, wait for unwaited hits, fetch the misses. */
+/* A hit on an object whose copy no cell has waited for yet: this cell waits for it. */
+static int plan_hit(plan_t *pl, int32_t obj) {
+    if (!pl->unwaited[obj]) return OK;
+    if (pl->n_waits >= pl->cap) return ERR_FULL;
+    pl->waits[pl->n_waits++] = pl->inbound[obj];
+    pl->unwaited[obj] = 0;
+    return OK;
+}
+
+/* A demand miss admitted (ok) or bypassed: its copy, with the victims of its admission, and the wait. */
+static int plan_admitted(plan_t *pl, kern_t *k, int64_t c, int32_t obj, int ok) {
+    int rc;
+    if (ok) {
+        rc = add_copy(pl, obj, c, 0, 1, k->evict_log, k->n_log);
+    } else {
+        keep_orphans(pl, k);  /* a bypassed miss streams through a buffer; its victims' room stays free */
+        rc = add_copy(pl, obj, c, 0, 0, NULL, 0);
+    }
+    if (rc != OK) return rc;
+    if (pl->n_waits >= pl->cap) return ERR_FULL;
+    pl->waits[pl->n_waits++] = pl->n_copies - 1;
+    return OK;
+}
+
+/* Planner._step up to the prefetch proposals: the count replay's cell driver with the plan's part. */
 static int cell_demand(plan_t *pl, kern_t *k, int64_t c) {
-    replay_t *r = &pl->r;
     int64_t pass = pl->cell_pass[c];
     if (pass != k->pass) pass_begin(k, pass);
-    int64_t lo = r->cell_offsets[c], hi = r->cell_offsets[c + 1];
-    int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
-    int64_t misses = 0, unit = ++k->unit_id;
-    for (int64_t a = lo; a < hi; a++) {
-        int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
-        if (k->guard[obj] == unit) continue;
-        k->guard[obj] = unit;
-        int64_t req = pl->next_req++;
-        if (req >= r->n_requests) return ERR_REQUESTS;
-        if (classify(k, req, obj)) {
-            k->miss_req[misses] = req;
-            k->miss_obj[misses] = obj;
-            misses++;
-        } else if (pl->unwaited[obj]) {
-            if (pl->n_waits >= pl->cap) return ERR_FULL;
-            pl->waits[pl->n_waits++] = pl->inbound[obj];
-            pl->unwaited[obj] = 0;
-        }
-    }
-    for (int64_t m = 0; m < misses; m++) {
-        int64_t req = k->miss_req[m];
-        int32_t obj = (int32_t)k->miss_obj[m];
-        k->n_log = 0;
-        int ok = admit(k, req, obj);
-        if (k->error) return (int)k->error;
-        int rc;
-        if (ok) {
-            rc = add_copy(pl, obj, c, 0, 1, k->evict_log, k->n_log);
-        } else {
-            keep_orphans(pl, k);  /* a bypassed miss streams through a buffer; its victims' room stays free */
-            rc = add_copy(pl, obj, c, 0, 0, NULL, 0);
-        }
-        if (rc != OK) return rc;
-        if (pl->n_waits >= pl->cap) return ERR_FULL;
-        pl->waits[pl->n_waits++] = pl->n_copies - 1;
-    }
-    return OK;
+    return serve_cell(k, pl, c, &pl->next_req);
 }
 
 static void cell_end(plan_t *pl, int64_t c) {
@@ -143,7 +130,7 @@ static void sync_counters(plan_t *pl, kern_t *k) {
 int64_t moesim_plan_open(plan_t *pl) {
     replay_t *r = &pl->r;
     if (pl->kern) return ERR_STATE;
-    if (r->sequential || r->policy == POL_BELADY) return ERR_POLICY;
+    if (r->sequential) return ERR_POLICY;
     int rc = check_objects(r);
     if (rc != OK) return rc;
     for (int64_t c = 0; c < r->n_cells; c++)
@@ -189,6 +176,7 @@ int64_t moesim_plan_prefetch(plan_t *pl, const int64_t *objs, int64_t n) {
     replay_t *r = &pl->r;
     int64_t c = pl->open_cell;
     if (!k || c < 0) return ERR_STATE;
+    if (r->policy == POL_BELADY && n > 0) return ERR_POLICY;  /* a prefetch has no next use by request */
     int64_t unit = k->unit_id;
     for (int64_t i = 0; i < n; i++) {
         if (objs[i] < 0 || objs[i] >= r->n_objects) return ERR_OBJECT;
@@ -199,7 +187,7 @@ int64_t moesim_plan_prefetch(plan_t *pl, const int64_t *objs, int64_t n) {
         if (r->state[obj] != ABSENT) continue;  /* present, or proposed twice */
         int64_t p = r->partition_of[obj], size = r->object_bytes[obj];
         k->n_log = 0;
-        int ok = make_room(k, p, size, -1);
+        int ok = make_room(k, p, obj, size, -1);
         if (k->error) return k->error;
         if (!ok) {
             keep_orphans(pl, k);

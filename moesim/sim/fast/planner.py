@@ -7,8 +7,8 @@ and asks propose() with the same PrefetchView the Python planner builds, and the
 the proposals and ends the cell. The Plan is the one Planner.plan_rest builds in Python, array for
 array (tests/perf/test_fast_plan.py), and the core and its policies end in the same state.
 
-Covered: eviction policies the count kernel implements except Belady (its next use of a
-prefetched object is not a per-request lookup), miss handling "stall" (StallAndFetch), no DRAM
+Covered: eviction policies whose compiled form says `planner=True` (Belady only with prefetch off:
+its next use of a prefetched object is not a per-request lookup), miss handling "stall" (StallAndFetch), no DRAM
 cache tier, a planner that has not stepped any cell yet. `why_not_fast_plan` says why otherwise.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from moesim.policies.base import PrefetchView, ServedCells
 from moesim.sim.fast import build, kernel_policy, why_not_fast
-from moesim.sim.fast.kernel import POL_BELADY, ReplayArgs, _check, _lib, _trace_args, core_arrays, finish_core
+from moesim.sim.fast.kernel import ReplayArgs, _check, _lib, _trace_args, core_arrays, finish_core, set_policy
 from moesim.sim.fast.policy_state import restore
 
 if TYPE_CHECKING:
@@ -60,9 +60,14 @@ def why_not_fast_plan(planner: Planner) -> str | None:
     """Why the compiled planner cannot decide this run (None if it can)."""
     from moesim.policies.miss_handling import StallAndFetch
 
+    reason = why_not_fast(planner.eviction_spec, planner.trace.n_objects)
+    if reason is not None:
+        return reason
     policy = kernel_policy(planner.eviction_spec)
-    if policy is None or policy.code == POL_BELADY:
+    if policy is None or not policy.form.planner:
         return f"eviction policy {planner.eviction_spec.name} has no compiled planner"
+    if planner.prefetch_on and not policy.form.planner_prefetch:
+        return f"eviction policy {planner.eviction_spec.name} has no compiled planner with prefetch"
     if type(planner.handler) is not StallAndFetch:
         return f"miss handling {planner.miss_spec.name} has no compiled planner"
     if planner.dram is not None:
@@ -71,7 +76,7 @@ def why_not_fast_plan(planner: Planner) -> str | None:
         return "an expert placement has no compiled planner"
     if planner.next_cell != 0:
         return "the planner has already stepped cells"
-    return why_not_fast(planner.eviction_spec, planner.trace.n_objects)
+    return None
 
 
 class _Outputs:
@@ -123,7 +128,7 @@ def plan_rest_fast(planner: Planner) -> Plan:
     replay_args, keep = _trace_args(trace, sequential=False)
     args.r = replay_args
     arrays = core_arrays(args.r, core, n_req)
-    args.r.policy, args.r.lfu_decay = policy.code, policy.lfu_decay
+    set_policy(args.r, core, policy.code, policy.params, policy.form.rng, arrays)
     cell_pass = np.asarray(planner.cell_pass, dtype=np.int64)  # the planner's own table
     per_object = {
         "prefetched_unused": np.frombuffer(core.prefetched_unused, dtype=np.uint8),
@@ -161,7 +166,7 @@ def plan_rest_fast(planner: Planner) -> Plan:
     del keep
 
     run = finish_core(core, args.r, arrays, planner.current_pass, None)
-    restore(core.policies, policy.code, run, integer_keys=policy.lfu_decay == 1.0)
+    restore(core.policies, policy.form, run, core.partition_of)
     counters = core.counters
     counters.prefetch_issued += args.prefetch_issued
     counters.prefetch_useful += args.prefetch_useful

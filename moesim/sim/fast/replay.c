@@ -1,14 +1,15 @@
 /*
  * moesim count replay, compiled: the same decisions as CacheCore.serve_cell driven by
- * moesim.sim.count_replay (reference path), for LRU, FIFO, static-hot (LRU over unpinned objects),
- * Least-Stale, LFU (with decay) and Belady/MIN (with or without bypass), both scopes
- * (one partition, or one per layer) and both replay modes (event-atomic cells, sequential).
+ * moesim.sim.count_replay (reference path), for every policy in policy_hooks.c (LRU, FIFO,
+ * Least-Stale, LFU, Belady/MIN, SLRU, ARC, lru-ds, moe-infinity, Random; static-hot is LRU over
+ * its unpinned objects), both scopes (one partition, or one per layer) and both replay modes
+ * (event-atomic cells, sequential).
  *
  * Why C and not numba: importing llvmlite adds ~125 MB of resident memory before any work,
  * more than half the fixed allowance of the 50 M-access memory target (bench/RESULTS.md).
  * The file needs only a C99 compiler and libc; moesim.sim.fast.build compiles it on first use.
  *
- * Exactness: every step mirrors the Python code it replaces; tests/sim/test_fast_path.py checks
+ * Exactness: every step mirrors the Python code it replaces; tests/perf/test_fast_path.py checks
  * outcomes, victims in order, counters, final core state and final policy state against the
  * reference for every covered policy. Per-object state lives in flat arrays indexed by object id;
  * the request stream is never materialised (event-mode requests are deduplicated per cell with a
@@ -20,9 +21,10 @@
 
 enum { ABSENT = 0, RESIDENT = 1 };
 enum { HIT = 0, MISS_COMPULSORY = 2, MISS_CAPACITY = 3, MISS_COLLISION = 4 };
-enum { POL_LRU = 0, POL_FIFO = 1, POL_LEAST_STALE = 2, POL_LFU = 3, POL_BELADY = 4 };
-/* LFU at decay 1 (integer counts) runs on frequency buckets instead of the heap: O(1) per hook */
-enum { POL_LFU_COUNTS = 5 };
+/* policy codes: policy_hooks.c's POLICY_NAMES gives their names. LFU at decay 1 (integer counts)
+   runs on frequency buckets instead of the heap (POL_LFU_COUNTS): O(1) per hook */
+enum { POL_LRU = 0, POL_FIFO = 1, POL_LEAST_STALE = 2, POL_LFU = 3, POL_BELADY = 4, POL_LFU_COUNTS = 5,
+       POL_SLRU = 6, POL_ARC = 7, POL_LRU_DS = 8, POL_MOE_INFINITY = 9, POL_RANDOM = 10, POL_END = 11 };
 enum { OK = 0, ERR_NOMEM = -1, ERR_OBJECT = -2, ERR_POLICY = -3, ERR_VICTIMS = -4, ERR_REQUESTS = -5,
        ERR_BUCKETS = -6, ERR_LAYOUT = -7 };
 
@@ -46,8 +48,9 @@ typedef struct {
     const int64_t *partition_of;      /* n_objects */
     const int64_t *capacity;          /* n_partitions */
     /* policy */
-    int64_t policy, belady_bypass;
-    double lfu_decay;
+    int64_t policy;
+    double param[4];                  /* the policy's parameters (its CompiledForm.kernel_params) */
+    uint64_t *rng;                    /* n_partitions x 4: PCG64 state and increment (Random) */
     /* core state, read and written (the CacheCore's own arrays) */
     uint8_t *state;
     const uint8_t *pinned;
@@ -73,6 +76,9 @@ typedef struct {
     int64_t *order_stamp;             /* n_objects */
     int64_t *clock;                   /* n_partitions: the policies' stamp clocks */
     double unit;                      /* LFU's increment after the last pass */
+    double *part_value;               /* n_partitions x 3: ARC's p, adapted, pending; the current layer */
+    double *obj_value;                /* n_objects: moe-infinity's counts */
+    uint8_t *obj_flag;                /* n_objects: moe-infinity: the object has a count */
     int64_t error_index;              /* the access an ERR_OBJECT was found at */
 } replay_t;
 
@@ -82,10 +88,11 @@ typedef struct {
     int64_t pass;
     int64_t unit_id;     /* stamp of the protection unit being served */
     int64_t *guard;      /* guard[obj] == unit_id: obj belongs to the unit being served */
-    /* lists (LRU, FIFO, Least-Stale): queue q of partition p is 2p + q */
+    /* lists: queue q of partition p is Q(p, q) = 4p + q */
     int32_t *prev, *next, *head, *tail;
     int64_t *cur_pass;   /* Least-Stale: the pass in which obj joined the current queue */
-    /* heaps (LFU, Belady): partition p owns heap[hbase[p] .. hbase[p] + hsize[p]) */
+    /* heaps (LFU, Belady, moe-infinity per layer; Random's item lists): group g owns
+       heap[hbase[g] .. hbase[g] + hsize[g]) */
     int32_t *heap;
     int64_t *hbase, *hsize, *pos, *stamp, *aux;
     double *key;
@@ -96,6 +103,13 @@ typedef struct {
     int32_t *bucket_of, *b_prev, *b_next, *b_head, *b_tail, *b_first;
     int64_t *b_count;
     int32_t b_free;
+    int64_t n_layers, n_groups;
+    int8_t *where;       /* SLRU, ARC: the list obj is in (-1 none) */
+    int64_t *llen, *lbytes;  /* per list: objects and bytes */
+    double *arc_p;       /* per partition: ARC's target size of T1 */
+    int64_t *adapted, *pending, *current;  /* per partition (ARC; lru-ds and moe-infinity) */
+    double *count;       /* moe-infinity: per object, kept across evictions */
+    uint8_t *has_count;
     int64_t error;       /* set by a hook that cannot go on (checked after every unit) */
     int64_t *miss_req, *miss_obj;
     /* the planner's extras (plan.c); NULL and 0 in a count replay */
@@ -108,317 +122,8 @@ static inline int64_t load_index(const void *base, int64_t is32, int64_t i) {
     return is32 ? (int64_t)((const int32_t *)base)[i] : (int64_t)((const int16_t *)base)[i];
 }
 
-/* ---- doubly linked lists ------------------------------------------------------------------ */
-static inline void list_push(kern_t *k, int64_t q, int32_t obj) {
-    int32_t t = k->tail[q];
-    k->prev[obj] = t;
-    k->next[obj] = -1;
-    if (t >= 0) k->next[t] = obj; else k->head[q] = obj;
-    k->tail[q] = obj;
-}
-
-static inline void list_unlink(kern_t *k, int64_t q, int32_t obj) {
-    int32_t p = k->prev[obj], n = k->next[obj];
-    if (p >= 0) k->next[p] = n; else k->head[q] = n;
-    if (n >= 0) k->prev[n] = p; else k->tail[q] = p;
-}
-
-/* append queue b to queue a, leaving b empty (Least-Stale's pass start) */
-static inline void list_concat(kern_t *k, int64_t a, int64_t b) {
-    if (k->head[b] < 0) return;
-    if (k->tail[a] < 0) {
-        k->head[a] = k->head[b];
-    } else {
-        k->next[k->tail[a]] = k->head[b];
-        k->prev[k->head[b]] = k->tail[a];
-    }
-    k->tail[a] = k->tail[b];
-    k->head[b] = k->tail[b] = -1;
-}
-
-static inline int64_t list_first_eligible(const kern_t *k, int64_t q) {
-    for (int32_t o = k->head[q]; o >= 0; o = k->next[o])
-        if (k->guard[o] != k->unit_id) return o;
-    return -1;
-}
-
-/* ---- indexed min-heaps on (key, stamp) -------------------------------------------------- */
-/* LazyMinHeap orders (key, stamp, obj) tuples; stamps are unique within a partition, so the
-   minimum over (key, stamp) is the same entry. */
-static inline int before(const kern_t *k, int32_t a, int32_t b) {
-    return k->key[a] < k->key[b] || (k->key[a] == k->key[b] && k->stamp[a] < k->stamp[b]);
-}
-
-static void sift_up(kern_t *k, int32_t *h, int64_t i) {
-    int32_t obj = h[i];
-    while (i > 0) {
-        int64_t parent = (i - 1) >> 1;
-        if (!before(k, obj, h[parent])) break;
-        h[i] = h[parent];
-        k->pos[h[i]] = i;
-        i = parent;
-    }
-    h[i] = obj;
-    k->pos[obj] = i;
-}
-
-static void sift_down(kern_t *k, int32_t *h, int64_t n, int64_t i) {
-    int32_t obj = h[i];
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && before(k, h[c + 1], h[c])) c++;
-        if (!before(k, h[c], obj)) break;
-        h[i] = h[c];
-        k->pos[h[i]] = i;
-        i = c;
-    }
-    h[i] = obj;
-    k->pos[obj] = i;
-}
-
-static void heap_set(kern_t *k, int64_t p, int32_t obj, double key, int64_t stamp) {
-    int32_t *h = k->heap + k->hbase[p];
-    k->key[obj] = key;
-    k->stamp[obj] = stamp;
-    if (k->pos[obj] < 0) {
-        int64_t i = k->hsize[p]++;
-        h[i] = obj;
-        sift_up(k, h, i);
-    } else {
-        int64_t i = k->pos[obj];
-        sift_up(k, h, i);
-        sift_down(k, h, k->hsize[p], k->pos[obj]);
-    }
-}
-
-static void heap_remove(kern_t *k, int64_t p, int32_t obj) {
-    int32_t *h = k->heap + k->hbase[p];
-    int64_t i = k->pos[obj];
-    int64_t last = --k->hsize[p];
-    k->pos[obj] = -1;
-    if (i == last) return;
-    int32_t moved = h[last];
-    h[i] = moved;
-    k->pos[moved] = i;
-    sift_up(k, h, i);
-    sift_down(k, h, last, k->pos[moved]);
-}
-
-static void heap_rebuild(kern_t *k, int64_t p) {
-    int32_t *h = k->heap + k->hbase[p];
-    int64_t n = k->hsize[p];
-    for (int64_t i = n / 2 - 1; i >= 0; i--) sift_down(k, h, n, i);
-}
-
-/* The smallest entry whose object is eligible: a best-first walk of the heap from its root,
-   ordered by the same (key, stamp), that stops at the first eligible entry; it visits at most
-   2 x (ineligible entries smaller than the answer) + 1 nodes. aux is a scratch heap of indices. */
-static int64_t heap_first_eligible(kern_t *k, int64_t p) {
-    const int32_t *h = k->heap + k->hbase[p];
-    int64_t n = k->hsize[p], m = 0;
-    int64_t *aux = k->aux;
-    if (n == 0) return -1;
-    aux[m++] = 0;
-    while (m > 0) {
-        int64_t top = aux[0];
-        /* pop aux's minimum */
-        int64_t moved = aux[--m], i = 0;
-        for (;;) {
-            int64_t c = 2 * i + 1;
-            if (c >= m) break;
-            if (c + 1 < m && before(k, h[aux[c + 1]], h[aux[c]])) c++;
-            if (!before(k, h[aux[c]], h[moved])) break;
-            aux[i] = aux[c];
-            i = c;
-        }
-        if (m > 0) aux[i] = moved;
-        int32_t obj = h[top];
-        if (k->guard[obj] != k->unit_id) return obj;
-        for (int64_t c = 2 * top + 1; c <= 2 * top + 2 && c < n; c++) {
-            int64_t j = m++;
-            while (j > 0) {
-                int64_t parent = (j - 1) >> 1;
-                if (!before(k, h[c], h[aux[parent]])) break;
-                aux[j] = aux[parent];
-                j = parent;
-            }
-            aux[j] = c;
-        }
-    }
-    return -1;
-}
-
-/* ---- frequency buckets ------------------------------------------------------------------ */
-/* LFU's order is (count, stamp), and an object's stamp is renewed whenever its count grows, so
-   within one count the objects are in the order they reached it: a bucket per count holding a
-   FIFO list gives the same minimum as the heap, with O(1) hooks (libCacheSim's LFU layout). */
-static int32_t bucket_insert_after(kern_t *k, int64_t p, int32_t after, int64_t count) {
-    int32_t b = k->b_free;
-    if (b < 0) {  /* cannot happen with the pool sized below; refuse rather than corrupt */
-        k->error = ERR_BUCKETS;
-        return -1;
-    }
-    k->b_free = k->b_next[b];
-    k->b_count[b] = count;
-    k->b_head[b] = k->b_tail[b] = -1;
-    int32_t nxt = after >= 0 ? k->b_next[after] : k->b_first[p];
-    k->b_prev[b] = after;
-    k->b_next[b] = nxt;
-    if (after >= 0) k->b_next[after] = b; else k->b_first[p] = b;
-    if (nxt >= 0) k->b_prev[nxt] = b;
-    return b;
-}
-
-static void bucket_push(kern_t *k, int32_t b, int32_t obj) {
-    int32_t t = k->b_tail[b];
-    k->prev[obj] = t;
-    k->next[obj] = -1;
-    if (t >= 0) k->next[t] = obj; else k->b_head[b] = obj;
-    k->b_tail[b] = obj;
-    k->bucket_of[obj] = b;
-}
-
-/* take obj out of its bucket, dropping the bucket if that empties it */
-static void bucket_remove(kern_t *k, int64_t p, int32_t obj) {
-    int32_t b = k->bucket_of[obj], pr = k->prev[obj], nx = k->next[obj];
-    if (pr >= 0) k->next[pr] = nx; else k->b_head[b] = nx;
-    if (nx >= 0) k->prev[nx] = pr; else k->b_tail[b] = pr;
-    if (k->b_head[b] >= 0) return;
-    int32_t bp = k->b_prev[b], bn = k->b_next[b];
-    if (bp >= 0) k->b_next[bp] = bn; else k->b_first[p] = bn;
-    if (bn >= 0) k->b_prev[bn] = bp;
-    k->b_next[b] = k->b_free;
-    k->b_free = b;
-}
-
-static void counts_insert(kern_t *k, int64_t p, int32_t obj) {
-    int32_t b = k->b_first[p];
-    if (b < 0 || k->b_count[b] != 1) b = bucket_insert_after(k, p, -1, 1);
-    if (b >= 0) bucket_push(k, b, obj);
-}
-
-static void counts_access(kern_t *k, int64_t p, int32_t obj) {
-    int32_t b = k->bucket_of[obj];
-    int64_t count = k->b_count[b] + 1;
-    int32_t up = k->b_next[b];
-    if (up < 0 || k->b_count[up] != count) up = bucket_insert_after(k, p, b, count);
-    if (up < 0) return;
-    bucket_remove(k, p, obj);
-    bucket_push(k, up, obj);
-}
-
-static int64_t counts_first_eligible(const kern_t *k, int64_t p) {
-    for (int32_t b = k->b_first[p]; b >= 0; b = k->b_next[b])
-        for (int32_t o = k->b_head[b]; o >= 0; o = k->next[o])
-            if (k->guard[o] != k->unit_id) return o;
-    return -1;
-}
-
-/* ---- policy hooks (EvictionPolicy's verbs) ---------------------------------------------- */
-static inline void on_access(kern_t *k, int64_t p, int32_t obj, int64_t req) {
-    switch (k->pol) {
-    case POL_LRU:
-        list_unlink(k, 2 * p, obj);
-        list_push(k, 2 * p, obj);
-        break;
-    case POL_FIFO:
-        break;
-    case POL_LEAST_STALE:
-        if (k->cur_pass[obj] != k->pass) {  /* a stale object becomes current */
-            list_unlink(k, 2 * p, obj);
-            list_push(k, 2 * p + 1, obj);
-            k->cur_pass[obj] = k->pass;
-        }
-        break;
-    case POL_LFU:
-        heap_set(k, p, obj, k->key[obj] + k->unit, ++k->r->clock[p]);
-        break;
-    case POL_LFU_COUNTS:
-        counts_access(k, p, obj);
-        k->stamp[obj] = ++k->r->clock[p];
-        break;
-    case POL_BELADY:
-        heap_set(k, p, obj, -(double)k->next_req[req], ++k->r->clock[p]);
-        break;
-    }
-}
-
-static inline void on_insert(kern_t *k, int64_t p, int32_t obj, int64_t req) {
-    switch (k->pol) {
-    case POL_LRU:
-    case POL_FIFO:
-        list_push(k, 2 * p, obj);
-        break;
-    case POL_LEAST_STALE:
-        list_push(k, 2 * p + 1, obj);
-        k->cur_pass[obj] = k->pass;
-        break;
-    case POL_LFU:
-        heap_set(k, p, obj, k->unit, ++k->r->clock[p]);
-        break;
-    case POL_LFU_COUNTS:
-        counts_insert(k, p, obj);
-        k->stamp[obj] = ++k->r->clock[p];
-        break;
-    case POL_BELADY:
-        heap_set(k, p, obj, -(double)k->next_req[req], ++k->r->clock[p]);
-        break;
-    }
-}
-
-static inline void on_evict(kern_t *k, int64_t p, int32_t obj) {
-    switch (k->pol) {
-    case POL_LRU:
-    case POL_FIFO:
-        list_unlink(k, 2 * p, obj);
-        break;
-    case POL_LEAST_STALE:
-        list_unlink(k, 2 * p + (k->cur_pass[obj] == k->pass), obj);
-        break;
-    case POL_LFU_COUNTS:
-        bucket_remove(k, p, obj);
-        break;
-    default:
-        heap_remove(k, p, obj);
-    }
-}
-
-static inline int64_t victim(kern_t *k, int64_t p) {
-    switch (k->pol) {
-    case POL_LRU:
-    case POL_FIFO:
-        return list_first_eligible(k, 2 * p);
-    case POL_LEAST_STALE: {
-        int64_t v = list_first_eligible(k, 2 * p);
-        return v >= 0 ? v : list_first_eligible(k, 2 * p + 1);
-    }
-    case POL_LFU_COUNTS:
-        return counts_first_eligible(k, p);
-    default:
-        return heap_first_eligible(k, p);
-    }
-}
-
-static void pass_begin(kern_t *k, int64_t pass) {
-    replay_t *r = k->r;
-    k->pass = pass;
-    if (r->policy == POL_LEAST_STALE) {
-        for (int64_t p = 0; p < r->n_partitions; p++) list_concat(k, 2 * p, 2 * p + 1);
-    } else if (r->policy == POL_LFU && r->lfu_decay != 1.0) {
-        /* DecayingUnit.advance, then LFU.on_pass_begin's renormalisation */
-        k->unit *= k->growth;
-        if (k->unit > RENORMALISE_AT) {
-            double factor = 1.0 / k->unit;
-            for (int64_t p = 0; p < r->n_partitions; p++) {
-                const int32_t *h = k->heap + k->hbase[p];
-                for (int64_t i = 0; i < k->hsize[p]; i++) k->key[h[i]] *= factor;
-                heap_rebuild(k, p);  /* scaled keys may tie: restore the (key, stamp) order */
-            }
-            k->unit = 1.0;
-        }
-    }
-}
+#include "structures.c"
+#include "policy_hooks.c"
 
 /* ---- the cache core ------------------------------------------------------------------- */
 /* CacheCore.serve_cell's classification of one request; returns 1 for a miss. */
@@ -474,13 +179,14 @@ static void evict(kern_t *k, int64_t p, int64_t v, int64_t req) {
 /* CacheCore.admit's loop: evict in policy order (protected objects skipped) until `size` more
    bytes fit partition p. Returns 1 when they fit, 0 when they cannot; victims evicted before
    that stay evicted. `req` >= 0 is the demand request being admitted (Belady's bypass test). */
-static int make_room(kern_t *k, int64_t p, int64_t size, int64_t req) {
+static int make_room(kern_t *k, int64_t p, int32_t obj, int64_t size, int64_t req) {
     replay_t *r = k->r;
     int64_t cap = r->capacity[p];
     if (r->used[p] + size <= cap) return 1;
     if (size > cap) return 0;
+    policy_admit(k, p, obj, req);
     /* Belady.admit arms the bypass test for the first victim only */
-    int pending = req >= 0 && r->policy == POL_BELADY && r->belady_bypass;
+    int pending = req >= 0 && r->policy == POL_BELADY && r->param[0] != 0.0;
     for (;;) {
         int64_t v = victim(k, p);
         if (v >= 0 && pending && (double)k->next_req[req] > -k->key[v]) v = -1;
@@ -497,7 +203,7 @@ static int admit(kern_t *k, int64_t req, int32_t obj) {
     replay_t *r = k->r;
     int64_t p = r->partition_of[obj];
     int64_t size = r->object_bytes[obj];
-    if (!make_room(k, p, size, req)) {
+    if (!make_room(k, p, obj, size, req)) {
         r->bypasses++;
         r->bypassed[req] = 1;
         return 0;
@@ -637,41 +343,6 @@ int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
     return moesim_event_stream(r, NULL, NULL, NULL, req_cell_offsets);
 }
 
-static void export_policy_state(kern_t *k) {
-    replay_t *r = k->r;
-    int64_t out = 0;
-    for (int64_t p = 0; p < r->n_partitions; p++) {
-        int64_t start = out;
-        if (k->pol == POL_LFU_COUNTS) {
-            for (int32_t b = k->b_first[p]; b >= 0; b = k->b_next[b])
-                for (int32_t o = k->b_head[b]; o >= 0; o = k->next[o], out++) {
-                    r->order_obj[out] = o;
-                    r->order_key[out] = (double)k->b_count[b];
-                    r->order_stamp[out] = k->stamp[o];
-                    r->order_queue[out] = 0;
-                }
-        } else if (k->pol == POL_LFU || k->pol == POL_BELADY) {
-            const int32_t *h = k->heap + k->hbase[p];
-            for (int64_t i = 0; i < k->hsize[p]; i++, out++) {
-                r->order_obj[out] = h[i];
-                r->order_key[out] = k->key[h[i]];
-                r->order_stamp[out] = k->stamp[h[i]];
-                r->order_queue[out] = 0;
-            }
-        } else {
-            for (int64_t q = 0; q < 2; q++)
-                for (int32_t o = k->head[2 * p + q]; o >= 0; o = k->next[o], out++) {
-                    r->order_obj[out] = o;
-                    r->order_queue[out] = (uint8_t)q;
-                    r->order_key[out] = 0.0;
-                    r->order_stamp[out] = 0;
-                }
-        }
-        r->order_count[p] = out - start;
-    }
-    r->unit = k->unit;
-}
-
 #define ALLOC(ptr, n)                                                    \
     do {                                                                 \
         (ptr) = malloc(sizeof(*(ptr)) * (size_t)((n) > 0 ? (n) : 1));   \
@@ -680,14 +351,19 @@ static void export_policy_state(kern_t *k) {
 
 /* Allocate and initialise the kernel's policy state for r (fresh policies: nothing tracked).
    On failure everything allocated is freed by kern_close. */
+static int valid_policy(int64_t code) { return code >= 0 && code < POL_END && code != POL_LFU_COUNTS; }
+
 static int kern_open(kern_t *k, replay_t *r) {
     memset(k, 0, sizeof(*k));
     k->r = r;
     k->pass = -1;
-    if (r->policy < POL_LRU || r->policy > POL_BELADY) return ERR_POLICY;
-    int64_t n = r->n_objects, np = r->n_partitions;
-    k->pol = r->policy == POL_LFU && r->lfu_decay == 1.0 ? POL_LFU_COUNTS : r->policy;
-    int lists = r->policy <= POL_LEAST_STALE || k->pol == POL_LFU_COUNTS;
+    if (!valid_policy(r->policy)) return ERR_POLICY;
+    int64_t n = r->n_objects, np = r->n_partitions, pol = r->policy;
+    k->pol = pol == POL_LFU && r->param[0] == 1.0 ? POL_LFU_COUNTS : pol;
+    k->n_layers = r->n_experts > 0 ? (n + r->n_experts - 1) / r->n_experts : 1;
+    if (k->n_layers < 1) k->n_layers = 1;
+    int lists = pol <= POL_LEAST_STALE || pol == POL_SLRU || pol == POL_ARC || pol == POL_LRU_DS
+                || k->pol == POL_LFU_COUNTS;
     ALLOC(k->guard, n);
     ALLOC(k->miss_req, n);
     ALLOC(k->miss_obj, n);
@@ -695,11 +371,35 @@ static int kern_open(kern_t *k, replay_t *r) {
     if (lists) {
         ALLOC(k->prev, n);
         ALLOC(k->next, n);
-        ALLOC(k->head, 2 * np);
-        ALLOC(k->tail, 2 * np);
+        ALLOC(k->head, 4 * np);
+        ALLOC(k->tail, 4 * np);
         ALLOC(k->cur_pass, n);
-        for (int64_t q = 0; q < 2 * np; q++) k->head[q] = k->tail[q] = -1;
+        for (int64_t q = 0; q < 4 * np; q++) k->head[q] = k->tail[q] = -1;
         for (int64_t o = 0; o < n; o++) k->cur_pass[o] = INT64_MIN;
+    }
+    if (pol == POL_SLRU || pol == POL_ARC) {
+        ALLOC(k->where, n);
+        ALLOC(k->llen, 4 * np);
+        ALLOC(k->lbytes, 4 * np);
+        for (int64_t o = 0; o < n; o++) k->where[o] = -1;
+        for (int64_t q = 0; q < 4 * np; q++) k->llen[q] = k->lbytes[q] = 0;
+    }
+    if (pol == POL_ARC) {
+        ALLOC(k->arc_p, np);
+        ALLOC(k->adapted, np);
+        ALLOC(k->pending, np);
+        for (int64_t p = 0; p < np; p++) {
+            k->arc_p[p] = 0.0;
+            k->adapted[p] = k->pending[p] = -1;
+        }
+    }
+    if (pol == POL_LRU_DS || pol == POL_MOE_INFINITY) {
+        ALLOC(k->current, np);
+        for (int64_t p = 0; p < np; p++) k->current[p] = 0;
+    }
+    if (pol == POL_LRU_DS) {
+        ALLOC(k->stamp, n);
+        for (int64_t o = 0; o < n; o++) k->stamp[o] = 0;
     }
     if (k->pol == POL_LFU_COUNTS) {
         /* every bucket in a list holds an object, and a hook adds one bucket before it may free
@@ -716,30 +416,41 @@ static int kern_open(kern_t *k, replay_t *r) {
         for (int64_t b = 0; b < nb; b++) k->b_next[b] = (int32_t)(b + 1 < nb ? b + 1 : -1);
         k->b_free = 0;
         for (int64_t p = 0; p < np; p++) k->b_first[p] = -1;
-    } else if (!lists) {
+    } else if (!lists) {  /* LFU with decay, Belady, moe-infinity (a heap per layer), Random */
+        int64_t ng = pol == POL_MOE_INFINITY ? k->n_layers : np;
+        k->n_groups = ng;
         ALLOC(k->heap, n);
-        ALLOC(k->hbase, np);
-        ALLOC(k->hsize, np);
+        ALLOC(k->hbase, ng);
+        ALLOC(k->hsize, ng);
         ALLOC(k->pos, n);
         ALLOC(k->key, n);
         ALLOC(k->stamp, n);
         ALLOC(k->aux, n + 2);
-        for (int64_t p = 0; p < np; p++) k->hbase[p] = k->hsize[p] = 0;
+        for (int64_t g = 0; g < ng; g++) k->hbase[g] = k->hsize[g] = 0;
         for (int64_t o = 0; o < n; o++) {
             k->pos[o] = -1;
             k->key[o] = 0.0;
             k->stamp[o] = 0;
-            k->hbase[r->partition_of[o]]++;  /* objects per partition, summed below */
+            k->hbase[group_of(k, r->partition_of[o], o)]++;  /* objects per group, summed below */
         }
-        for (int64_t p = 0, start = 0; p < np; p++) {
-            int64_t count = k->hbase[p];
-            k->hbase[p] = start;
+        for (int64_t g = 0, start = 0; g < ng; g++) {
+            int64_t count = k->hbase[g];
+            k->hbase[g] = start;
             start += count;
         }
     }
+    if (pol == POL_MOE_INFINITY) {
+        ALLOC(k->count, n);
+        ALLOC(k->has_count, n);
+        for (int64_t o = 0; o < n; o++) {
+            k->count[o] = 0.0;
+            k->has_count[o] = 0;
+        }
+    }
+    if (pol == POL_RANDOM && !r->rng) return ERR_POLICY;
     k->unit = 1.0;
-    k->growth = r->policy == POL_LFU ? 1.0 / r->lfu_decay : 1.0;
-    if (r->policy == POL_BELADY) {
+    k->growth = (pol == POL_LFU || pol == POL_MOE_INFINITY) ? 1.0 / r->param[0] : 1.0;
+    if (pol == POL_BELADY) {
         ALLOC(k->next_req, r->n_requests);
         return fill_next_requests(k);
     }
@@ -749,31 +460,56 @@ nomem:
 }
 
 static void kern_close(kern_t *k) {
-    free(k->guard);
-    free(k->miss_req);
-    free(k->miss_obj);
-    free(k->prev);
-    free(k->next);
-    free(k->head);
-    free(k->tail);
-    free(k->cur_pass);
-    free(k->heap);
-    free(k->hbase);
-    free(k->hsize);
-    free(k->pos);
-    free(k->key);
-    free(k->stamp);
-    free(k->aux);
-    free(k->next_req);
-    free(k->bucket_of);
-    free(k->b_prev);
-    free(k->b_next);
-    free(k->b_head);
-    free(k->b_tail);
-    free(k->b_count);
-    free(k->b_first);
-    free(k->evict_log);
+    void *owned[] = {k->guard, k->miss_req, k->miss_obj, k->prev, k->next, k->head, k->tail, k->cur_pass,
+                     k->heap, k->hbase, k->hsize, k->pos, k->key, k->stamp, k->aux, k->next_req, k->bucket_of,
+                     k->b_prev, k->b_next, k->b_head, k->b_tail, k->b_count, k->b_first, k->evict_log,
+                     k->where, k->llen, k->lbytes, k->arc_p, k->adapted, k->pending, k->current, k->count,
+                     k->has_count};
+    for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) free(owned[i]);
     memset(k, 0, sizeof(*k));
+}
+
+/* The planner's part of a cell (plan.c; a count replay passes NULL and never calls them). */
+struct plan_s;
+static int plan_hit(struct plan_s *pl, int32_t obj);
+static int plan_admitted(struct plan_s *pl, kern_t *k, int64_t c, int32_t obj, int ok);
+
+/* One event-mode cell, the driver both the count replay and the planner (plan.c) run: classify
+   every distinct object of cell c (requests from *req on), then admit the misses in order.
+   With `pl`, a hit on an object whose copy no cell waited for yet becomes a wait, and every
+   admitted (or bypassed) miss becomes a copy with its victims. Returns OK or an error. */
+static inline int serve_cell(kern_t *k, struct plan_s *pl, int64_t c, int64_t *req) {
+    replay_t *r = k->r;
+    int64_t lo = r->cell_offsets[c], hi = r->cell_offsets[c + 1];
+    int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
+    int64_t misses = 0, unit = ++k->unit_id, next = *req;
+    for (int64_t a = lo; a < hi; a++) {
+        int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
+        if (k->guard[obj] == unit) continue;  /* a repeat inside the cell: the same request */
+        k->guard[obj] = unit;
+        if (next >= r->n_requests) return ERR_REQUESTS;
+        if (classify(k, next, obj)) {
+            k->miss_req[misses] = next;
+            k->miss_obj[misses] = obj;
+            misses++;
+        } else if (pl) {
+            int rc = plan_hit(pl, obj);
+            if (rc != OK) return rc;
+        }
+        next++;
+    }
+    *req = next;
+    for (int64_t m = 0; m < misses; m++) {
+        int32_t obj = (int32_t)k->miss_obj[m];
+        k->n_log = 0;
+        int ok = admit(k, k->miss_req[m], obj);
+        if (k->error) return (int)k->error;
+        if (pl) {
+            int rc = plan_admitted(pl, k, c, obj, ok);
+            if (rc != OK) return rc;
+        }
+    }
+    return OK;
 }
 
 /* The whole replay. The core's arrays must hold its state after pins were installed, with no
@@ -782,7 +518,7 @@ int64_t moesim_count_replay(replay_t *r) {
     kern_t kk;
     kern_t *k = &kk;
     memset(k, 0, sizeof(kk));
-    if (r->policy < POL_LRU || r->policy > POL_BELADY) return ERR_POLICY;
+    if (!valid_policy(r->policy)) return ERR_POLICY;
     if (r->sequential && r->n_requests != r->n_accesses) return ERR_REQUESTS;
     int rc = check_objects(r);
     if (rc != OK) return rc;
@@ -808,28 +544,7 @@ int64_t moesim_count_replay(replay_t *r) {
                 }
                 continue;
             }
-            /* event mode: classify every distinct object of the cell, then admit the misses */
-            int64_t misses = 0, unit = ++k->unit_id;
-            for (int64_t a = lo; a < hi; a++) {
-                int32_t obj = (int32_t)(base + load_index(r->expert, r->expert_is_int32, a));
-                if (k->guard[obj] == unit) continue;  /* a repeat inside the cell: the same request */
-                k->guard[obj] = unit;
-                if (req >= r->n_requests) {
-                    rc = ERR_REQUESTS;
-                    goto done;
-                }
-                if (classify(k, req, obj)) {
-                    k->miss_req[misses] = req;
-                    k->miss_obj[misses] = obj;
-                    misses++;
-                }
-                req++;
-            }
-            for (int64_t m = 0; m < misses; m++) admit(k, k->miss_req[m], (int32_t)k->miss_obj[m]);
-            if (k->error) {
-                rc = (int)k->error;
-                goto done;
-            }
+            if ((rc = serve_cell(k, NULL, c, &req)) != OK) goto done;
         }
     }
     if (req != r->n_requests) {
@@ -843,5 +558,5 @@ done:
 }
 
 /* The layout version the Python side checks before calling (bump it with replay_t). */
-int64_t moesim_abi_version(void) { return 1; }
+int64_t moesim_abi_version(void) { return 2; }
 int64_t moesim_replay_struct_size(void) { return (int64_t)sizeof(replay_t); }
