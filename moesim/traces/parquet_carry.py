@@ -1,9 +1,11 @@
 """What a moesim Parquet chunk hands on to the next, and the canonical-layout test (parquet_chunk).
 
-A pass longer than the reader's split size is cut where a cell ends (moesim/traces/parquet_read.py);
-the chunk that goes on with it needs the pass's phase and token table, and the pass's cells read
-so far are checked for the canonical layout against their own ends until the pass's last token is
-known.
+A pass longer than the reader's split size is cut where a cell ends, and a cell longer than it
+between two of its tokens' runs (moesim/traces/parquet_cuts.py). The chunk that goes on with a pass
+needs its phase and token table, and the pass's cells read so far are checked for the canonical
+layout against their own ends until the pass's last token is known; the chunk that goes on with a
+cell needs the tokens the cell already had (a token's runs may not come back) and where its runs
+stopped (the canonical layout goes on from there with runs of the same length).
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass
+class CellCarry:
+    """A cell cut between two tokens' runs: what the chunk that continues it checks against.
+
+    Made once the cut chunk's token-split check passed; `end` and `run_length` once its run checks
+    did (-1 before: the file has an error then, and the layout does not matter)."""
+
+    seen: np.ndarray  # bool per token index: the tokens with a run in the cell so far
+    end: int = -1  # the token after the cell's last run so far
+    run_length: int = -1  # the cell's runs' length (all equal in the canonical layout)
 
 
 @dataclass
@@ -26,6 +40,7 @@ class PassCarry:
     position: np.ndarray | None = None
     seen: np.ndarray | None = None
     cell_ends: list[np.ndarray] = field(default_factory=list)  # see Piece.closed_cell_ends
+    cell: CellCarry | None = None  # the pass's last cell, when the chunk was cut inside it
 
 
 def canonical_runs(run_starts: np.ndarray, acc_cell: np.ndarray, acc_token: np.ndarray, n_cells: int,
