@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def test_a_damaged_table_is_rebuilt_and_a_damaged_run_file_rerun(trace, tmp_path
     assert main(["sweep-table", str(out)]) == 0
     assert "damaged run file" in capsys.readouterr().err
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    table.write_bytes(table.read_bytes()[:50])  # and a truncated cache does not stop `sweep` either
     again = run_sweep(load_spec(small_spec(tmp_path)), out, jobs=1, progress=False)
     assert again.ran == 1 and again.skipped == 3
     assert (out / store.RUNS / (run.name + store.DAMAGED)).is_file()  # kept aside, not deleted
@@ -360,6 +362,18 @@ def test_names_are_escaped_for_the_terminal_and_markdown(trace, tmp_path, capsys
 
     cell = markdown_cell("a|b\n<script>[x](http://e)")
     assert "\n" not in cell and "<" not in cell and "\\|" in cell and "\\[" in cell
+    # the Markdown summary of a sweep whose trace name is an injection: one table row, nothing raw
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("traces: {'x|y<script>\\n': v.parquet}\neviction: [lru]\ncapacities: ['25%']\n")
+    (tmp_path / "v.parquet").write_bytes(trace.read_bytes())
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--jobs", "1", "--no-progress"]) == 0
+    assert main(["report", str(tmp_path / "o"), "--out", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "<script>" not in md
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert any("x\\|y" in row for row in rows)
+    for row in rows:  # every table row keeps its table's columns: no cell split by the name's pipe
+        assert len(re.split(r"(?<!\\)\|", row)) in {len(re.split(r"(?<!\\)\|", r)) for r in rows if r.startswith("|---")}
 
 
 def test_validate_refuses_negative_weights_and_files_without_rows(trace, tmp_path, capsys):
