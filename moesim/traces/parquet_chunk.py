@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from moesim.errors import UserError
-from moesim.traces.parquet_carry import PassCarry
+from moesim.traces.parquet_carry import PassCarry, TokenTable
 from moesim.traces.parquet_checks import Check, CheckFailed
 from moesim.traces.parquet_columns import access_weights, extra_columns, floating_column, integer_column
 from moesim.traces.parquet_layout import INT32_MAX
@@ -92,13 +92,12 @@ class ChunkDecoder:
         pass_cells = np.bincount(self.cell_lpass, minlength=self.n_passes)
         if self.carry is not None and self.n_passes:  # a continued cell was counted in the earlier chunk
             pass_cells[0] += self.carry.n_cells - int(self.continues_cell)
-        token_stop = int(self.pass_token_offsets[closed])
         piece = Piece(
             pass_phase=self.phase[self.pass_start][:closed].astype(np.int8),
             pass_cells=pass_cells[:closed],
             pass_tokens=self.n_tok[:closed],
-            token_request=self.token_request[:token_stop].astype(np.int32),
-            token_position=self.token_position[:token_stop].astype(np.int32),
+            token_request=self.closed_token_request,
+            token_position=self.closed_token_position,
             cell_layer=self.layer[self.cell_first_row].astype(np.int16),
             cell_sizes=np.bincount(self.acc_cell, minlength=self.n_cells),
             cell_tokens=self.cell_tokens,
@@ -119,17 +118,6 @@ class ChunkDecoder:
         accesses = PieceAccesses(expert=self.acc_expert.astype(expert_dtype(self.meta.n_experts)),
                                  weight=weight, annotations=annotations)
         return piece, accesses
-
-    def _carry_tokens(self, offsets: np.ndarray, request: np.ndarray, position: np.ndarray,
-                      seen: np.ndarray) -> None:
-        """The open last pass's token table, for the next chunk's token checks. Made as soon as the
-        tokens agree, so that a later rule failing here still leaves the next chunk what the
-        earlier-ordered token checks need."""
-        last = self.n_passes - 1
-        lo, hi = int(offsets[last]), int(offsets[last + 1])
-        assert self.next_carry is not None  # made by check_passes
-        self.next_carry.request, self.next_carry.position = request[lo:hi].copy(), position[lo:hi].copy()
-        self.next_carry.seen = seen[lo:hi].copy()
 
     def read_columns(self) -> None:
         """Numpy values (nulls as 0) and null masks of the base columns (their types were checked)."""
@@ -206,7 +194,10 @@ class ChunkDecoder:
         self.all_access = not expert_null.any()  # no structural rows: the common case, no gathers needed
 
     def build_tokens(self) -> None:
-        """Each pass's tokens 0..max with one request and position each, agreed on by all their rows."""
+        """Each pass's tokens 0..max with one request and position each, agreed on by all their rows.
+
+        A pass that began in an earlier chunk keeps its token table in the carry (updated in place);
+        the chunk's other passes get one here."""
         self.state.errors.reach(Check.TOKEN_AGREEMENT)
         n, all_access = self.n, self.all_access
         tok_rows = np.arange(n) if all_access else np.flatnonzero(self.has_token)
@@ -220,43 +211,60 @@ class ChunkDecoder:
         if t_token.size:  # rows are grouped by pass: each pass's largest token index is one reduceat away
             seg = np.flatnonzero(np.diff(t_pass, prepend=-1) != 0)
             n_tok[t_pass[seg]] = np.maximum.reduceat(t_token, seg) + 1
-        carry = self.carry if self.carry is not None and self.carry.seen is not None else None
-        if carry is not None and self.n_passes:
-            n_tok[0] = max(int(n_tok[0]), carry.seen.shape[0])
-        pass_token_offsets = np.zeros(self.n_passes + 1, dtype=np.int64)
-        np.cumsum(n_tok, out=pass_token_offsets[1:])
-        n_tokens = int(pass_token_offsets[-1])
-        gtok = pass_token_offsets[:-1][t_pass] + t_token
-        token_request = np.zeros(n_tokens, dtype=np.int64)
-        token_position = np.zeros(n_tokens, dtype=np.int64)
-        seen = np.zeros(n_tokens, dtype=bool)
+        table = self.carry.tokens if self.carry is not None and self.n_passes else None
+        here = n_tok.copy()  # tokens of the tables made here: none for the carried pass
+        k = 0  # the carried pass's token rows come first
+        if table is not None:
+            n_tok[0] = max(int(n_tok[0]), table.n)
+            here[0] = 0
+            k = int(np.searchsorted(t_pass, 1))
+        offsets = np.zeros(self.n_passes + 1, dtype=np.int64)
+        np.cumsum(here, out=offsets[1:])
+        gtok = offsets[:-1][t_pass[k:]] + t_token[k:]
+        token_request = np.zeros(int(offsets[-1]), dtype=np.int64)
+        token_position = np.zeros(int(offsets[-1]), dtype=np.int64)
+        seen = np.zeros(int(offsets[-1]), dtype=bool)
         # scatter in reverse so a token's first row is the one kept; then every row must agree with it
-        token_request[gtok[::-1]] = t_request[::-1]
-        token_position[gtok[::-1]] = t_position[::-1]
+        token_request[gtok[::-1]] = t_request[k:][::-1]
+        token_position[gtok[::-1]] = t_position[k:][::-1]
         seen[gtok] = True
-        if carry is not None and self.n_passes:  # tokens first seen in an earlier chunk keep those values
-            k = carry.seen.shape[0]
-            earlier = np.flatnonzero(carry.seen)
-            token_request[earlier] = carry.request[earlier]
-            token_position[earlier] = carry.position[earlier]
-            seen[:k] |= carry.seen
-        bad = np.flatnonzero((t_request != token_request[gtok]) | (t_position != token_position[gtok]))
+        want_request, want_position = token_request[gtok], token_position[gtok]
+        if table is not None:  # tokens first seen in an earlier chunk keep those values
+            head = t_token[:k]
+            table.grow(int(n_tok[0]))
+            new = ~table.seen[head]
+            table.request[head[new][::-1]] = t_request[:k][new][::-1]
+            table.position[head[new][::-1]] = t_position[:k][new][::-1]
+            table.seen[head] = True
+            want_request = np.concatenate([table.request[head], want_request])
+            want_position = np.concatenate([table.position[head], want_position])
+        bad = np.flatnonzero((t_request != want_request) | (t_position != want_position))
         if bad.size:
-            r = int(tok_rows[bad[0]])
-            g = int(gtok[bad[0]])
+            r, b = int(tok_rows[bad[0]]), int(bad[0])
             self.fail_at(Check.TOKEN_AGREEMENT, r,
                          f"token {self.token[r]} of pass {self.pass_[r]} has request/position "
-                         f"({self.request[r]}, {self.position[r]}) here but ({token_request[g]}, "
-                         f"{token_position[g]}) on an earlier row")
-        if self.open_end and self.n_passes:
-            self._carry_tokens(pass_token_offsets, token_request, token_position, seen)
+                         f"({self.request[r]}, {self.position[r]}) here but ({want_request[b]}, "
+                         f"{want_position[b]}) on an earlier row")
+        last = self.n_passes - 1
+        if self.open_end and self.n_passes:  # the open pass's table, for the next chunk (before a later rule fails)
+            assert self.next_carry is not None  # made by check_passes
+            lo, hi = int(offsets[last]), int(offsets[last + 1])
+            self.next_carry.tokens = table if table is not None and last == 0 else TokenTable.of(
+                token_request[lo:hi], token_position[lo:hi], seen[lo:hi])
         self.state.errors.reach(Check.TOKEN_ROWS)
-        closed_tokens = int(pass_token_offsets[self.n_passes - 1 if self.open_end and self.n_passes else self.n_passes])
+        closed = last if self.open_end else self.n_passes
+        if table is not None and closed and not table.seen.all():
+            self.fail_at(Check.TOKEN_ROWS, None, f"pass {self.first_pass}: token {int(np.argmin(table.seen))} "
+                                                 f"has no row (tokens of a pass are numbered 0, 1, 2, ...)")
+        closed_tokens = int(offsets[max(closed, 0)])
         if not seen[:closed_tokens].all():  # an open pass's tokens may still come in the next chunk
             g = int(np.flatnonzero(~seen[:closed_tokens])[0])
-            p = int(np.searchsorted(pass_token_offsets, g, side="right") - 1)
-            self.fail_at(Check.TOKEN_ROWS, None, f"pass {self.first_pass + p}: token {g - int(pass_token_offsets[p])} "
+            p = int(np.searchsorted(offsets, g, side="right") - 1)
+            self.fail_at(Check.TOKEN_ROWS, None, f"pass {self.first_pass + p}: token {g - int(offsets[p])} "
                                                  f"has no row (tokens of a pass are numbered 0, 1, 2, ...)")
         self.n_tok = n_tok
-        self.pass_token_offsets = pass_token_offsets
-        self.token_request, self.token_position, self.token_seen = token_request, token_position, seen
+        self.closed_token_request = token_request[:closed_tokens].astype(np.int32)
+        self.closed_token_position = token_position[:closed_tokens].astype(np.int32)
+        if table is not None and closed:  # the carried pass closes here: its table comes first
+            self.closed_token_request = np.concatenate([table.request, self.closed_token_request])
+            self.closed_token_position = np.concatenate([table.position, self.closed_token_position])

@@ -165,13 +165,14 @@ def test_a_broken_file_cut_inside_cells_reports_the_whole_file_error(tmp_path_fa
             assert outcome(path, batch_rows) == expected, batch_rows
 
 
-def one_cell_file(path: Path, tokens: int = 300) -> Path:
-    """One prefill pass of `tokens` tokens at one layer, top-2, weights and a prediction: one cell
-    of 2 x tokens rows."""
-    meta = TraceMeta(n_layers=1, n_experts=8, top_k=2, object_bytes=[4])
+def one_cell_file(path: Path, tokens: int = 300, n_layers: int = 1) -> Path:
+    """One prefill pass of `tokens` tokens at `n_layers` layers, top-2, weights and a prediction:
+    cells of 2 x tokens rows."""
+    meta = TraceMeta(n_layers=n_layers, n_experts=8, top_k=2, object_bytes=[4] * n_layers)
     per_token = [[t % 8, (t + 3) % 8] for t in range(tokens)]
-    trace = build_trace(meta, [{"phase": PREFILL, "cells": [(0, per_token, [[0.5, 0.25]] * tokens)]}])
-    trace.predictions["p"] = np.array([[1, 2, 3]], dtype=np.int16)
+    cells = [(layer, per_token, [[0.5, 0.25]] * tokens) for layer in range(n_layers)]
+    trace = build_trace(meta, [{"phase": PREFILL, "cells": cells}])
+    trace.predictions["p"] = np.array([[1, 2, 3]] * n_layers, dtype=np.int16)
     pq.write_table(trace_to_table(trace), path)
     return path
 
@@ -206,6 +207,17 @@ def test_a_token_repeated_in_a_cut_cell_is_the_whole_file_error(tmp_path):
     message = f"error: {path}: row 501: token 3 appears again in its cell after other tokens"
     assert chunk_sizes(path, WHOLE)[1].startswith(message)
     assert chunk_sizes(path, 16)[1].startswith(message)
+
+
+def test_a_token_that_disagrees_with_its_row_chunks_earlier_is_the_whole_file_error(tmp_path):
+    # token 50's rows at layer 0 (rows 100-101) say position 50; at layer 1 (row 700), many chunks
+    # later, 999: the carried token table must keep the first row's value
+    table = pq.read_table(one_cell_file(tmp_path / "two.parquet", n_layers=2))
+    path = write_changed(tmp_path / "t.parquet", {("position", 700): 999}, table)
+    message = (f"error: {path}: row 700: token 50 of pass 0 has request/position (0, 999) here but (0, 50) "
+               "on an earlier row")
+    assert chunk_sizes(path, WHOLE)[1] == message
+    assert chunk_sizes(path, 16)[1] == message
 
 
 def test_a_prediction_on_a_cut_cells_later_row_is_refused(tmp_path):
