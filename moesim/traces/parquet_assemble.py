@@ -58,6 +58,10 @@ class Assembler:
             self.weight = _first(self.weight, n_a)
         for name in self.annotations:
             self.annotations[name] = _first(self.annotations[name], n_a)
+        # the pieces' token tables are joined first and dropped: a long prompt's are ~8 B per token
+        token_request, token_position = _joined(pieces, "token_request"), _joined(pieces, "token_position")
+        for piece in pieces:
+            piece.token_request = piece.token_position = token_request[:0]
         cells = _CellJoin(pieces)
         predictions = {}
         for name in pieces[0].prediction_values:
@@ -69,8 +73,8 @@ class Assembler:
             pass_phase=_joined(pieces, "pass_phase"),
             pass_cell_offsets=_offsets(_joined(pieces, "pass_cells")),
             pass_token_offsets=_offsets(_joined(pieces, "pass_tokens")),
-            token_request=_joined(pieces, "token_request"),
-            token_position=_joined(pieces, "token_position"),
+            token_request=token_request,
+            token_position=token_position,
             cell_layer=cells.join(_joined(pieces, "cell_layer"), first=True),
             cell_offsets=_offsets(cells.join(_joined(pieces, "cell_sizes"))),
             cell_tokens=cells.join(_joined(pieces, "cell_tokens")),

@@ -71,17 +71,16 @@ def read_rows(path: Path, meta: TraceMeta, widths: dict[str, Any], where: str,
     carry: PassCarry | None = None
     continues_cell = False
     for chunk in chunks(batches, SPLIT_BATCHES * batch_rows):
-        table = chunk.table
+        rows = chunk.table.num_rows
         # only one token's run longer than a batch makes a chunk this large: refuse it rather than
         # run out of memory half-way (moesim.limits)
-        check_memory(table.num_rows * CHUNK_BYTES_PER_ROW, f"decoding a chunk of {table.num_rows:,} rows",
-                     f"{where}: row {chunk.row0}")
-        decoder = ChunkDecoder(table, chunk.row0, previous_pass, state, carry, chunk.open_pass,
+        check_memory(rows * CHUNK_BYTES_PER_ROW, f"decoding a chunk of {rows:,} rows", f"{where}: row {chunk.row0}")
+        decoder = ChunkDecoder(chunk.table, chunk.row0, previous_pass, state, carry, chunk.open_pass,
                                continues_cell, chunk.open_cell)
         _decode_into(assembler, decoder)
-        previous_pass = decoder.last_pass
-        carry = decoder.next_carry
-        continues_cell = chunk.open_cell
+        previous_pass, carry, continues_cell = decoder.last_pass, decoder.next_carry, chunk.open_cell
+        del decoder, chunk  # the chunk's working set (and the carry it read) goes before the next is read
+    carry = None  # an open pass's token table, if the file ended inside one: not needed any more
     if n_rows == 0:  # no chunk at all: decode the empty table, as a whole-file read does
         _decode_into(assembler, ChunkDecoder(schema.empty_table(), 0, None, state))
     # pyarrow's allocator keeps the decoded row groups' freed buffers for reuse; numpy cannot reuse
