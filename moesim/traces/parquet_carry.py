@@ -19,7 +19,7 @@ class TokenTable:
     """An open pass's tokens so far: the request and position its first row gave each token index
     (int32: the range checks run before the token checks), and whether any row had it.
 
-    It grows in place, by half again when a chunk needs more, and goes from chunk to chunk without
+    It grows in place, by a quarter when a chunk needs more, and goes from chunk to chunk without
     a copy: a pass of millions of tokens costs ~9 bytes per token once, not a copy per chunk."""
 
     def __init__(self) -> None:
@@ -43,7 +43,7 @@ class TokenTable:
     def grow(self, n: int) -> None:
         """Make room for token indexes below n (new ones not seen yet)."""
         if n > self._seen.shape[0]:
-            capacity = max(n, self._seen.shape[0] * 3 // 2)
+            capacity = max(n, self._seen.shape[0] * 5 // 4)
             for name in ("_request", "_position", "_seen"):
                 old = getattr(self, name)
                 new = np.zeros(capacity, dtype=old.dtype)

@@ -132,12 +132,12 @@ def _first_token_repeat(run_cell: np.ndarray, run_token: np.ndarray, carried_see
 def _seen_tokens(run_cell: np.ndarray, run_token: np.ndarray, cell: int, carried: CellCarry | None) -> np.ndarray:
     """Bool per token index: the tokens with a run in `cell` (the chunk's last), and, if that is the
     cell the chunk continued, in the earlier chunks too (that array is updated in place, grown by
-    half again when too short: a long cell costs a byte per token once, not a copy per chunk)."""
+    a quarter when too short: a long cell costs a byte per token once, not a copy per chunk)."""
     tokens = run_token[run_cell == cell]
     seen = carried.seen if carried is not None and cell == 0 else np.zeros(0, dtype=bool)
     size = int(tokens.max()) + 1 if tokens.size else 0
     if size > seen.size:
-        grown = np.zeros(max(size, seen.size * 3 // 2), dtype=bool)
+        grown = np.zeros(max(size, seen.size * 5 // 4), dtype=bool)
         grown[:seen.size] = seen
         seen = grown
     seen[tokens] = True
