@@ -59,7 +59,7 @@ class Assembler:
         for name in self.annotations:
             self.annotations[name] = _first(self.annotations[name], n_a)
         # the pieces' token tables are joined first and dropped: a long prompt's are ~8 B per token
-        token_request, token_position = _joined(pieces, "token_request"), _joined(pieces, "token_position")
+        token_request, token_position = _joined_once(pieces, "token_request"), _joined_once(pieces, "token_position")
         for piece in pieces:
             piece.token_request = piece.token_position = token_request[:0]
         cells = _CellJoin(pieces)
@@ -145,6 +145,12 @@ def _split_cells_canonical(pieces: list[Piece]) -> bool:
 
 def _joined(pieces: list[Piece], name: str) -> np.ndarray:
     return np.concatenate([getattr(p, name) for p in pieces])
+
+
+def _joined_once(pieces: list[Piece], name: str) -> np.ndarray:
+    """_joined, without a copy when one piece holds them all (a long prompt's token table)."""
+    held = [getattr(p, name) for p in pieces if getattr(p, name).shape[0]]
+    return held[0] if len(held) == 1 else _joined(pieces, name)
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:

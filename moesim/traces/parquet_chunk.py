@@ -266,5 +266,8 @@ class ChunkDecoder:
         self.closed_token_request = token_request[:closed_tokens].astype(np.int32)
         self.closed_token_position = token_position[:closed_tokens].astype(np.int32)
         if table is not None and closed:  # the carried pass closes here: its table comes first
-            self.closed_token_request = np.concatenate([table.request, self.closed_token_request])
-            self.closed_token_position = np.concatenate([table.position, self.closed_token_position])
+            if closed_tokens:
+                self.closed_token_request = np.concatenate([table.request, self.closed_token_request])
+                self.closed_token_position = np.concatenate([table.position, self.closed_token_position])
+            else:  # no copy of a long prompt's table (the table is not used after this chunk)
+                self.closed_token_request, self.closed_token_position = table.request, table.position
