@@ -27,6 +27,25 @@ def test_validate_rejects_duplicate_expert_in_a_token_at_fixed_top_k():
         t.validate()
 
 
+@pytest.mark.parametrize("block", [1, 3, 4, 1 << 22])
+def test_validate_checks_accesses_a_block_at_a_time_and_names_the_first_bad_one(monkeypatch, block):
+    # blocks of 1, 3, 4 accesses: the bad access falls inside a later block, or on its first row
+    from moesim.traces import trace as trace_module
+
+    monkeypatch.setattr(trace_module, "_CHECK_BLOCK", block)
+    cell = [0, 1, 2, 3, 1, 2, 3, 0, 0, 2, 2, 2, 1, 1]  # top-2: tokens 5 and 6 repeat an expert
+    t = simple_trace([[cell]], n_layers=1, n_experts=4, top_k=2)
+    with pytest.raises(UserError, match="cell 0 \\(layer 0\\): a token routes to expert 2 twice"):
+        t.validate()
+    t = simple_trace([[[0, 1, 2, 3, 1, 2, 3, 0, 0, 9, 1, 7]]], n_layers=1, n_experts=4, top_k=2)
+    with pytest.raises(UserError, match="access 9: expert id 9 outside 0..3"):
+        t.validate()
+    t = simple_trace([[[0, 1, 2, 3, 1, 2]]], n_layers=1, n_experts=4, top_k=2)
+    t.weight = np.array([0.5, 0.5, 0.5, 0.5, -0.25, np.nan], dtype=np.float16)
+    with pytest.raises(UserError, match="access 4: gate weight -0.25"):
+        t.validate()
+
+
 def test_validate_rejects_missing_experts_at_fixed_top_k():
     meta = TraceMeta(n_layers=1, n_experts=4, top_k=2, object_bytes=[1])
     t = build_trace(meta, [{"phase": 1, "cells": [(0, [[1]])]}])

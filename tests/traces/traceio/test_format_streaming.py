@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import parquet_codec, parquet_write
+from moesim.traces import parquet_codec, parquet_read, parquet_write
 from moesim.traces.parquet_codec import METADATA_KEY, read_trace, trace_to_table, write_trace
 from moesim.traces.parquet_write import file_metadata, fixed_size_tables, row_pieces
 from moesim.traces.synthetic import generate, preset
@@ -114,6 +114,118 @@ def test_a_broken_file_reports_the_whole_file_error_at_any_chunk_size(tmp_path_f
     expected = outcome(path, WHOLE)
     for batch_rows in (1, 2, 5):
         assert outcome(path, batch_rows) == expected, batch_rows
+
+
+# ---- cells cut between runs: SPLIT_BATCHES = 1 makes every pass, and every cell, longer than ------
+# ---- the split size split, down to a chunk per run at batch_rows = 1 -----------------------------
+
+
+def permuted_runs(trace, data):
+    """The trace with one cell's runs in another token order (a layout that needs access_token)."""
+    if trace.access_token is not None or trace.n_accesses == 0 or trace.meta.top_k is None:
+        return trace
+    tokens = trace.canonical_access_tokens().copy()
+    cell = data.draw(st.integers(0, trace.n_cells - 1))
+    lo, hi = int(trace.cell_offsets[cell]), int(trace.cell_offsets[cell + 1])
+    runs = tokens[lo:hi].reshape(-1, trace.meta.top_k)
+    tokens[lo:hi] = runs[data.draw(st.permutations(range(runs.shape[0])))].reshape(-1)
+    trace.access_token = tokens
+    trace.normalize_access_token()
+    return trace
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trace=traces(), batch_rows=st.integers(1, 4), data=st.data())
+def test_cells_cut_between_runs_read_the_saved_trace(tmp_path_factory, traces_equal, trace, batch_rows, data):
+    if trace.weight is not None and trace.n_accesses == 0:
+        trace.weight = None
+    trace = permuted_runs(trace, data)
+    path = tmp_path_factory.mktemp("c") / "t.parquet"
+    pq.write_table(trace_to_table(trace), path)
+    with mock.patch.object(parquet_read, "SPLIT_BATCHES", 1):
+        loaded = read_trace(path, batch_rows=batch_rows)
+    traces_equal(trace, loaded)
+    assert (loaded.access_token is None) == (trace.access_token is None)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trace=traces(), data=st.data())
+def test_a_broken_file_cut_inside_cells_reports_the_whole_file_error(tmp_path_factory, trace, data):
+    if trace.weight is not None and trace.n_accesses == 0:
+        trace.weight = None
+    table = trace_to_table(trace)
+    assume(table.num_rows > 0)
+    mutated = mutated_table(table, data)
+    assume(mutated is not None)
+    path = tmp_path_factory.mktemp("m") / "m.parquet"
+    pq.write_table(mutated, path)
+    expected = outcome(path, WHOLE)
+    with mock.patch.object(parquet_read, "SPLIT_BATCHES", 1):
+        for batch_rows in (1, 2, 3):
+            assert outcome(path, batch_rows) == expected, batch_rows
+
+
+def one_cell_file(path: Path, tokens: int = 300, n_layers: int = 1) -> Path:
+    """One prefill pass of `tokens` tokens at `n_layers` layers, top-2, weights and a prediction:
+    cells of 2 x tokens rows."""
+    meta = TraceMeta(n_layers=n_layers, n_experts=8, top_k=2, object_bytes=[4] * n_layers)
+    per_token = [[t % 8, (t + 3) % 8] for t in range(tokens)]
+    cells = [(layer, per_token, [[0.5, 0.25]] * tokens) for layer in range(n_layers)]
+    trace = build_trace(meta, [{"phase": PREFILL, "cells": cells}])
+    trace.predictions["p"] = np.array([[1, 2, 3]] * n_layers, dtype=np.int16)
+    pq.write_table(trace_to_table(trace), path)
+    return path
+
+
+def chunk_sizes(path: Path, batch_rows: int) -> tuple[list[int], str]:
+    sizes = []
+    real = parquet_read.ChunkDecoder
+
+    def recording(table, *args, **kwargs):
+        sizes.append(table.num_rows)
+        return real(table, *args, **kwargs)
+    with mock.patch.object(parquet_read, "ChunkDecoder", recording):
+        result = outcome(path, batch_rows)
+    return sizes, result
+
+
+def test_one_long_cell_is_read_a_few_runs_at_a_time(tmp_path):
+    path = one_cell_file(tmp_path / "t.parquet")
+    whole_sizes, whole = chunk_sizes(path, WHOLE)
+    sizes, cut = chunk_sizes(path, 16)
+    assert whole_sizes == [600] and cut == whole and not whole.startswith("error")
+    # chunks of at most SPLIT_BATCHES batches and one more (the batch the cut falls in), each ending
+    # on a run: all but the last hold whole top-2 runs
+    assert len(sizes) > 5 and max(sizes) <= 16 * (parquet_read.SPLIT_BATCHES + 1) and sum(sizes) == 600
+    assert all(size % 2 == 0 for size in sizes)
+
+
+def test_a_token_repeated_in_a_cut_cell_is_the_whole_file_error(tmp_path):
+    # token 3 comes back at row 501, many chunks after its run at rows 6-7 (token 250 keeps row 500)
+    path = write_changed(tmp_path / "t.parquet", {("token", 501): 3, ("position", 501): 3},
+                         pq.read_table(one_cell_file(tmp_path / "one.parquet")))
+    message = f"error: {path}: row 501: token 3 appears again in its cell after other tokens"
+    assert chunk_sizes(path, WHOLE)[1].startswith(message)
+    assert chunk_sizes(path, 16)[1].startswith(message)
+
+
+def test_a_token_that_disagrees_with_its_row_chunks_earlier_is_the_whole_file_error(tmp_path):
+    # token 50's rows at layer 0 (rows 100-101) say position 50; at layer 1 (row 700), many chunks
+    # later, 999: the carried token table must keep the first row's value
+    table = pq.read_table(one_cell_file(tmp_path / "two.parquet", n_layers=2))
+    path = write_changed(tmp_path / "t.parquet", {("position", 700): 999}, table)
+    message = (f"error: {path}: row 700: token 50 of pass 0 has request/position (0, 999) here but (0, 50) "
+               "on an earlier row")
+    assert chunk_sizes(path, WHOLE)[1] == message
+    assert chunk_sizes(path, 16)[1] == message
+
+
+def test_a_prediction_on_a_cut_cells_later_row_is_refused(tmp_path):
+    table = pq.read_table(one_cell_file(tmp_path / "one.parquet"))
+    path = write_changed(tmp_path / "t.parquet", {("pred_p", 64): [1, 2, 3]}, table)
+    for batch_rows in (WHOLE, 16):
+        assert chunk_sizes(path, batch_rows)[1] == (f"error: {path}: row 64: field 'pred_p' is set on a row that is "
+                                                    "not its cell's first (predictions are per cell)")
 
 
 # ---- hand-made files: four decode passes of one token, two layers, top-2: 4 rows per pass --------
