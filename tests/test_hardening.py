@@ -24,7 +24,7 @@ from moesim.errors import UserError
 from moesim.sweeps import store
 from moesim.sweeps.runner import run_sweep
 from moesim.sweeps.spec import load_spec, parse_spec
-from moesim.traces.io import load_trace
+from moesim.traces.format.io import load_trace
 from moesim.units import parse_quantity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,10 +398,10 @@ def test_a_long_pass_is_read_a_few_cells_at_a_time(tmp_path, monkeypatch):
     """The 60 M-row one-pass file needed the whole pass decoded at once; now a pass is cut where a
     cell ends and the next chunk carries its phase and tokens (bench.hardening_memory measures the
     memory). One prefill of 500 tokens x 4 layers x top-2: cells of 1,000 rows."""
-    from moesim.traces import parquet_read
-    from moesim.traces.io import save_trace
-    from moesim.traces.parquet_codec import read_trace
-    from moesim.traces.synthetic import SynthConfig, generate
+    from moesim.traces.format import parquet_read
+    from moesim.traces.format.io import save_trace
+    from moesim.traces.format.parquet_codec import read_trace
+    from moesim.traces.synth.synthetic import SynthConfig, generate
 
     trace = generate(SynthConfig(n_layers=4, n_experts=16, top_k=2).with_settings(
         ["prefill=fixed:500", "decode=fixed:0", "n_requests=1", "weights=true"]))

@@ -34,9 +34,9 @@ def _shapes_for(model: str | None) -> tuple[Any, int]:
     if model is None:
         return DEFAULT_SHAPES, DEFAULT_TOP_K
     try:
-        from moesim.traces.catalog import load_model
+        from moesim.traces.models.catalog import load_model
     except ImportError:
-        raise UserError("--model needs the model catalog (moesim.traces.catalog), which this install lacks",
+        raise UserError("--model needs the model catalog (moesim.traces.models.catalog), which this install lacks",
                         "--model") from None
     spec = load_model(model)
     return ExpertShapes.from_model_spec(spec, n_layers=1), int(spec.top_k)
@@ -268,7 +268,7 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
                     "bias, p50/p99 errors, the policy ranking, H2D throughput and NVML bytes are reported. Writes "
                     "runs/steps/rankings Parquet, summary.json and report.html to --out.")
     p.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
-    from moesim.traces.cli_input import add_trace_input_flags
+    from moesim.traces.format.cli_input import add_trace_input_flags
 
     add_trace_input_flags(p)
     p.add_argument("--profile", required=True, help="hardware profile (a calibrated YAML from `moesim calibrate`, "

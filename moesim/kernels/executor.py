@@ -66,7 +66,7 @@ from moesim.sim.plan import SETUP_CELL, CellPlan, PlannedCopy
 from moesim.sim.timed_replay import TimedConfig, setup_planner
 from moesim.sim.timed_result import request_table
 from moesim.sim.topology import ROUTE_HOST, ROUTE_NAMES, ROUTE_SSD_DRAM, ROUTE_SSD_VRAM
-from moesim.traces.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace import PHASE_NAMES, Trace
 
 FORMAT = "moesim.execution/1"
 SUPPORTED_MISS = ("stall", "cpu")
@@ -111,7 +111,7 @@ def shapes_for_trace(trace: Trace, model: str | None = None, dtype: str = "bf16"
     name = model or trace.meta.model
     if not name:
         raise UserError("the trace names no model: pass --model (a catalog model) for the expert shapes", "--model")
-    from moesim.traces.catalog import load_model
+    from moesim.traces.models.catalog import load_model
 
     try:
         spec = load_model(name)

@@ -55,7 +55,7 @@ from moesim.sim.cache_core import ABSENT, HIT, MISS_COMPULSORY, CacheCore, CoreC
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream, build_request_stream
 from moesim.sim.topology import ROUTE_DIRECT, ROUTE_LAST, ROUTE_STAGE, Topology
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 SETUP_CELL = -1
 """Cell index of the copies that load pinned objects before the first cell."""

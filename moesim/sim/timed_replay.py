@@ -30,7 +30,7 @@ from moesim.sim.expert_compute import wait_compute
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 OVERLAP_MODES = ("layer", "expert")
 

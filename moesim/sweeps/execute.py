@@ -16,7 +16,7 @@ from moesim.reports.tables import RunTables
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sweeps import bindings
 from moesim.sweeps.run_config import RunConfig
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace import DECODE, PREFILL, simple_trace
 
 
 @st.composite

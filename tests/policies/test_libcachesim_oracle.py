@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace import DECODE, PREFILL, simple_trace
 
 libcachesim = pytest.importorskip("libcachesim")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace import DECODE, PREFILL, simple_trace
 
 
 @st.composite

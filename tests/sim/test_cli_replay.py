@@ -1,5 +1,5 @@
 """`moesim replay` and `moesim compare` end to end on a small trace (the loader is stubbed here;
-tests/sim/test_bigmoeonedge.py runs them on the real engine traces through moesim.traces.io)."""
+tests/sim/test_bigmoeonedge.py runs them on the real engine traces through moesim.traces.format.io)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import moesim
 from moesim.cli import main
 from moesim.sim import cli_replay
 from moesim.sim.results import load_count_result
-from moesim.traces.trace import PREFILL, DECODE, simple_trace
+from moesim.traces.format.trace import PREFILL, DECODE, simple_trace
 
 
 def _trace():

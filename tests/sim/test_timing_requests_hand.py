@@ -24,7 +24,7 @@ from __future__ import annotations
 import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta, build_trace
 
 from timing_helpers import MB, US, hand_profile
 

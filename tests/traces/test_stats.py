@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import stats
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.stats import summary as stats
+from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -289,7 +289,7 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
 def _findings_trace(name: str):
     """The shared BigMoeOnEdge CSV through the project's importer: ../shared/traces beside the
     repository, or MOESIM_SHARED_TRACES, or ../../shared/traces for a worktree one level deeper."""
-    from moesim.traces import io
+    from moesim.traces.format import io
     roots = [Path(os.environ["MOESIM_SHARED_TRACES"])] if "MOESIM_SHARED_TRACES" in os.environ else []
     roots += [REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces"]
     for root in roots:

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import stats
-from moesim.traces.fit import request_stats
-from moesim.traces.synthetic import LengthDist, SynthConfig, build_schedule, generate, help_table, preset
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.stats import summary as stats
+from moesim.traces.synth.fit import request_stats
+from moesim.traces.synth.synthetic import LengthDist, SynthConfig, build_schedule, generate, help_table, preset
+from moesim.traces.format.trace import DECODE, PREFILL
 
 SMALL = SynthConfig(n_layers=4, n_experts=16, top_k=4, n_requests=6,
                     prefill=LengthDist.parse("4", 1), decode=LengthDist.parse("24", 0))
@@ -217,7 +217,7 @@ def test_help_lists_every_setting():
 @pytest.mark.parametrize("name,model", [("olmoe", "olmoe-1b-7b"), ("qwen3", "qwen3-30b-a3b"), ("mixtral", "mixtral-8x7b")])
 def test_a_model_name_takes_its_shapes_from_the_catalog(name, model):
     """The catalog computes expert bytes from the models' shapes: the presets must agree with it."""
-    if importlib.util.find_spec("moesim.traces.catalog") is None:
+    if importlib.util.find_spec("moesim.traces.models.catalog") is None:
         with pytest.raises(UserError, match="catalog is not available"):
             generate(SynthConfig(model=model))
         return

@@ -7,7 +7,7 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.sim.requests import build_request_stream
-from moesim.traces.trace import PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace import PREFILL, TraceMeta, build_trace, simple_trace
 
 
 def test_object_ids_are_layer_major():

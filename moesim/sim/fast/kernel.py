@@ -16,7 +16,7 @@ import numpy as np
 from moesim.errors import UserError
 from moesim.sim.cache_core import ABSENT, RESIDENT, CacheCore
 from moesim.sim.fast import build
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 # replay.c's policy codes
 POL_LRU, POL_FIFO, POL_LEAST_STALE, POL_LFU, POL_BELADY = range(5)

@@ -2,7 +2,7 @@
 
 Each importer is one module with NAME, SUMMARY, OPTIONS (option -> help), `sniff(path) -> bool`
 (a cheap look that never raises) and `load(path, options) -> Trace`. Modules are imported on first
-use so `moesim --help` stays fast. `moesim.traces.io.load_trace` is the entry point users call.
+use so `moesim --help` stays fast. `moesim.traces.format.io.load_trace` is the entry point users call.
 """
 
 from __future__ import annotations

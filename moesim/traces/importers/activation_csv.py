@@ -23,7 +23,7 @@ from moesim.errors import UserError
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import expand_inputs, read_log
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "activation-csv"
 SUMMARY = "expert-activation CSV: Layer ID, Batch Number, Token, Activated Expert IDs (DeepSeek-V2-Lite dumps)"

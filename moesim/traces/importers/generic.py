@@ -30,7 +30,7 @@ from moesim.traces.importers.log_columns import FIELDS, parse_column_map, resolv
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import EXTENSIONS, expand_inputs, filename_value, has_wildcard, read_log
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "generic"
 SUMMARY = ("CSV, TSV, JSONL or Parquet routing log read through a column map (--map FIELD=COLUMN,...); "

@@ -27,7 +27,7 @@ from moesim.traces.importers.common import read_text
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import LogFile, expand_inputs, json_object_lines
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "megatron"
 SUMMARY = ("Megatron-Core router trace JSONL (step, stage, layer, rank, num_tokens, topk, top_indices); "

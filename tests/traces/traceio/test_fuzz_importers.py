@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces.io import load_trace, save_trace
-from moesim.traces.parquet_codec import trace_to_table
-from moesim.traces.trace import Trace
+from moesim.traces.format.io import load_trace, save_trace
+from moesim.traces.format.parquet_codec import trace_to_table
+from moesim.traces.format.trace import Trace
 
 # CI runs a modest number of examples; MOESIM_FUZZ_EXAMPLES=2000 digs deeper locally.
 FUZZ = settings(max_examples=int(os.environ.get("MOESIM_FUZZ_EXAMPLES", "40")), deadline=None,
@@ -63,7 +63,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def seed_files() -> dict[str, tuple[str, str, bytes]]:
     """format -> (file name, format, valid content)."""
-    from moesim.traces.trace import DECODE, TraceMeta, build_trace
+    from moesim.traces.format.trace import DECODE, TraceMeta, build_trace
 
     meta = TraceMeta(n_layers=2, n_experts=4, top_k=2, object_bytes=[8, 8])
     trace = build_trace(meta, [{"phase": DECODE, "tokens": [(0, 3), (1, 5)],

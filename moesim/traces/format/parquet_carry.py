@@ -1,6 +1,6 @@
 """What a moesim Parquet chunk hands on to the next, and the canonical-layout test (parquet_chunk).
 
-A pass longer than the reader's split size is cut where a cell ends (moesim/traces/parquet_read.py);
+A pass longer than the reader's split size is cut where a cell ends (moesim/traces/format/parquet_read.py);
 the chunk that goes on with it needs the pass's phase and token table, and the pass's cells read
 so far are checked for the canonical layout against their own ends until the pass's last token is
 known.

@@ -1,8 +1,8 @@
 """Model shapes from wherever they are: the catalog, a model YAML, a Hugging Face config.json, a GGUF file.
 
 `load_model_any(text)` is what `--model` accepts. A config.json (no weights) is mapped onto the
-catalog's schema (moesim/traces/catalog.py) by its `model_type`, so a file and the catalog entry
-for the same model give the same ModelSpec. A GGUF header (moesim/traces/gguf_shapes.py, via the
+catalog's schema (moesim/traces/models/catalog.py) by its `model_type`, so a file and the catalog entry
+for the same model give the same ModelSpec. A GGUF header (moesim/traces/models/gguf_shapes.py, via the
 optional `gguf` package) also gives each tensor's quantisation, hence the experts' storage format
 and bytes per layer. `load_model_guess(name)` is for a trace's meta.model: it tries the catalog
 under the usual spellings (org prefix, "-it"/"-Instruct", GGUF quant suffixes) and returns None
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import UserError
-from moesim.traces.catalog import load_model, model_from_mapping
-from moesim.traces.model_spec import ModelSpec
+from moesim.traces.models.catalog import load_model, model_from_mapping
+from moesim.traces.models.model_spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class LoadedModel:
 def load_model_any(text: str, where: str = "--model") -> LoadedModel:
     path = Path(text)
     if path.suffix == ".gguf":
-        from moesim.traces.gguf_shapes import model_from_gguf
+        from moesim.traces.models.gguf_shapes import model_from_gguf
 
         return model_from_gguf(path)
     if path.suffix == ".json":

@@ -9,7 +9,7 @@
     --range COL=LO:HI        router logs: keep rows within a range (repeatable)
     --layer-from-filename P  router logs, one file per layer: e.g. 'moe_layer{layer}'
 
-`load_cli_trace` loads the trace and prints the trace doctor's findings (moesim.traces.doctor) as
+`load_cli_trace` loads the trace and prints the trace doctor's findings (moesim.traces.importers.doctor) as
 one-line warnings on stderr, so a badly grouped import is never replayed silently.
 """
 
@@ -69,7 +69,7 @@ def trace_input(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
 
 def load_cli_trace(args: argparse.Namespace, text: str, warn: bool = True) -> Any:
     """The trace named on the command line, with the trace-input flags; doctor warnings on stderr."""
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     fmt, options = trace_input(args)
     trace = load_trace(text, format=fmt, **options)
@@ -79,7 +79,7 @@ def load_cli_trace(args: argparse.Namespace, text: str, warn: bool = True) -> An
 
 
 def print_findings(trace: Any) -> None:
-    from moesim.traces.doctor import diagnose
+    from moesim.traces.importers.doctor import diagnose
 
     for finding in diagnose(trace):
         print(f"moesim: warning: {finding.message}", file=sys.stderr)

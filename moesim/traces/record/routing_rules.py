@@ -6,7 +6,7 @@ It needs the router's *scores* for two things only:
 - to put a token's chosen experts in router rank order (DeepSeek's routers pick with
   `topk(sorted=False)`, so the model's own order is arbitrary);
 - to turn a later layer's router logits into a per-expert probability for the gate-lookahead
-  predictions (moesim.traces.recorder).
+  predictions (moesim.traces.record.recorder).
 
 Scores per architecture (transformers >= 5, where every MoE block calls `experts(hidden, index,
 weights)` and keeps its router as `gate` or `router` with a `weight`):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
-from moesim.traces.trace import DECODE, PHASE_NAMES, PREFILL, Trace
+from moesim.traces.format.trace import DECODE, PHASE_NAMES, PREFILL, Trace
 
 PHASES = ("all", "prefill", "decode")
 DEFAULT_LAGS = tuple(range(1, 9))

@@ -1,6 +1,6 @@
 """The model spec: shapes of an MoE model and the bytes and FLOPs that follow from them.
 
-Catalog entries live in moesim/traces/models/*.yaml (loaded by moesim.traces.catalog). Bytes are
+Catalog entries live in moesim/traces/models/*.yaml (loaded by moesim.traces.models.catalog). Bytes are
 computed from the shapes, never typed in: a SwiGLU expert has 3 * hidden * moe_intermediate
 parameters (a plain two-matrix MLP expert, as in Switch Transformers, has 2 *); quantized dtypes
 add their scale overhead (fp8 with 128x128 fp32 block scales, int4 with one fp16 scale per group

@@ -10,8 +10,8 @@ import numpy as np
 
 from moesim.cli import add_json_flag, emit
 from moesim.errors import UserError
-from moesim.traces.prompts import file_sha256
-from moesim.traces.tol import CORPUS_FILE, CORPUS_VOCAB, TolShape, corpus_sequences, read_token_file, tol_trace, \
+from moesim.traces.record.prompts import file_sha256
+from moesim.traces.synth.tol import CORPUS_FILE, CORPUS_VOCAB, TolShape, corpus_sequences, read_token_file, tol_trace, \
     zipf_sequences
 from moesim.units import format_bytes, parse_count, parse_quantity
 
@@ -105,7 +105,7 @@ def build_from_args(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     trace = build_from_args(args)
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     save_trace(trace, args.out)
     rows_used = int(np.unique(trace.object_ids()).size)

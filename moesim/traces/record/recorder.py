@@ -5,7 +5,7 @@ module as `experts(hidden, top_k_index, top_k_weights)`):
 - experts and gate weights: the arguments of that call, i.e. exactly what the model applies, after
   each architecture's own normalisation (norm_topk_prob, DeepSeek's routed_scaling_factor and group
   limits, gpt-oss's softmax over the top-k). The recorder never re-implements the routing decision;
-  it only re-orders a token's experts into router rank order (moesim.traces.routing_rules).
+  it only re-orders a token's experts into router rank order (moesim.traces.record.routing_rules).
 - passes: with batch B the prompts are served in groups of B: one prefill pass per group (all prompt
   tokens of the group, padding left out), then one decode pass per step holding every sequence of the
   group still generating. N new tokens take 1 prefill + (N - 1) decode passes, as in `generate`.
@@ -45,8 +45,8 @@ import numpy as np
 
 import moesim
 from moesim.errors import UserError
-from moesim.traces.prompts import file_sha256, read_prompts, tokenize
-from moesim.traces.routing_rules import (
+from moesim.traces.record.prompts import file_sha256, read_prompts, tokenize
+from moesim.traces.record.routing_rules import (
     ARCHITECTURES,
     ARCHITECTURES_DOC,
     Architecture,
@@ -54,7 +54,7 @@ from moesim.traces.routing_rules import (
     router_logits,
     selection_scores,
 )
-from moesim.traces.trace import DECODE, KIND_MOE, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace import DECODE, KIND_MOE, PREFILL, Trace, TraceMeta, expert_dtype
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOOKAHEAD_STATE = ("residual stream entering layer l's MoE block (after attention), normalised by "

@@ -9,17 +9,17 @@ from typing import Any
 
 from moesim.cli import add_json_flag, emit
 from moesim.errors import UserError
-from moesim.traces.cli_input import add_trace_input_flags
+from moesim.traces.format.cli_input import add_trace_input_flags
 
 
 def register_traces(sub: argparse._SubParsersAction) -> None:
-    from moesim.traces.synth_config import PRESETS, help_table
+    from moesim.traces.synth.synth_config import PRESETS, help_table
 
     settings = "\n".join(f"  {name:<15} {help_} (default {default})" for name, default, help_ in help_table())
     p = sub.add_parser(
         "synth",
         help="generate a synthetic routing trace",
-        description="Generate a seeded synthetic routing trace (the model: moesim/traces/synthetic.py; the README section 'Synthetic traces and statistics').",
+        description="Generate a seeded synthetic routing trace (the model: moesim/traces/synth/synthetic.py; the README section 'Synthetic traces and statistics').",
         epilog=f"settings for --set KEY=VALUE:\n{settings}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,14 +57,14 @@ def register_traces(sub: argparse._SubParsersAction) -> None:
 def load_trace_arg(arg: str, args: Any = None):
     """A trace from a path (any format load_trace detects, with the trace-input flags of `args`),
     `bundled:NAME`, or a bare bundled name; the trace doctor's warnings go to stderr."""
-    from moesim.traces.cli_input import load_cli_trace
-    from moesim.traces.io import BUNDLED_PREFIX
+    from moesim.traces.format.cli_input import load_cli_trace
+    from moesim.traces.format.io import BUNDLED_PREFIX
     from moesim.traces.importers.log_read import has_wildcard
 
     args = args if args is not None else argparse.Namespace()
     if arg.startswith(BUNDLED_PREFIX) or Path(arg).exists() or has_wildcard(arg):
         return load_cli_trace(args, arg)
-    from moesim.traces.bundled import bundled_names
+    from moesim.traces.format.bundled import bundled_names
 
     if arg in bundled_names():
         return load_cli_trace(args, BUNDLED_PREFIX + arg)
@@ -74,7 +74,7 @@ def load_trace_arg(arg: str, args: Any = None):
 def _read_fit_file(path: str):
     import yaml
 
-    from moesim.traces.synth_config import SynthConfig
+    from moesim.traces.synth.synth_config import SynthConfig
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -92,8 +92,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
-    from moesim.traces.synth_config import parse_count, preset
-    from moesim.traces.synthetic import generate
+    from moesim.traces.synth.synth_config import parse_count, preset
+    from moesim.traces.synth.synthetic import generate
 
     from moesim.atomic_io import check_output
 
@@ -111,7 +111,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     config = dataclasses.replace(config, **overrides).with_settings(args.set)
 
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     start = time.perf_counter()
     trace = generate(config)
@@ -143,7 +143,7 @@ def _render_synth(r: dict[str, Any], seconds: float) -> str:
 # ---- fit ---------------------------------------------------------------------------------------
 def cmd_fit(args: argparse.Namespace) -> int:
     from moesim.atomic_io import write_text_atomic
-    from moesim.traces.fit import config_yaml, fit_with_report
+    from moesim.traces.synth.fit import config_yaml, fit_with_report
 
     trace = load_trace_arg(args.trace, args)
     result = fit_with_report(trace, seed=args.seed)
@@ -203,7 +203,7 @@ def _render_fit(r: dict[str, Any], table) -> str:
 
 # ---- stats -------------------------------------------------------------------------------------
 def cmd_stats(args: argparse.Namespace) -> int:
-    from moesim.traces.stats import compute_stats
+    from moesim.traces.stats.summary import compute_stats
 
     if args.k is not None and args.k <= 0:
         raise UserError(f"k must be positive, got {args.k}", "--k")

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from moesim.errors import UserError
-from moesim.traces.grouping import first_repeat_in_groups
-from moesim.traces.parquet_carry import PassCarry, canonical_runs
-from moesim.traces.parquet_checks import Check, CheckFailed, FirstError, extra_column_key
-from moesim.traces.parquet_layout import ANNOTATION_PREFIX, INT32_MAX, PREDICTION_PREFIX
-from moesim.traces.trace import TraceMeta, expert_dtype
+from moesim.traces.format.grouping import first_repeat_in_groups
+from moesim.traces.format.parquet_carry import PassCarry, canonical_runs
+from moesim.traces.format.parquet_checks import Check, CheckFailed, FirstError, extra_column_key
+from moesim.traces.format.parquet_layout import ANNOTATION_PREFIX, INT32_MAX, PREDICTION_PREFIX
+from moesim.traces.format.trace import TraceMeta, expert_dtype
 
 
 @dataclass

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
-from moesim.traces import stats
-from moesim.traces.synthetic import LengthDist, SynthConfig, generate_with_lengths
-from moesim.traces.trace import DECODE, PREFILL, Trace
+from moesim.traces.stats import summary as stats
+from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate_with_lengths
+from moesim.traces.format.trace import DECODE, PREFILL, Trace
 
 ZIPF_GRID = np.round(np.arange(0.0, 3.01, 0.1), 2)
 ZIPF_MAX = 4.0

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import UserError
-from moesim.traces import parquet_codec
+from moesim.traces.format import parquet_codec
 from moesim.traces.importers import IMPORTER_MODULES, importer, sniff_importer
 from moesim.traces.importers.log_read import has_wildcard
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 MOESIM_FORMAT = "moesim"
 BUNDLED_PREFIX = "bundled:"
@@ -46,7 +46,7 @@ def load_trace(path: str | os.PathLike[str], format: str | None = None, **option
     """
     text = os.fspath(path)
     if text.startswith(BUNDLED_PREFIX):
-        from moesim.traces.bundled import bundled_trace_path
+        from moesim.traces.format.bundled import bundled_trace_path
 
         if options:
             raise UserError("bundled traces take no options", text)

@@ -3,7 +3,7 @@
     load_bundled("qwen")          # also load_trace("bundled:qwen")
 
 Each was converted from a public, Apache-2.0 recording by the importer named below; NOTICE at the
-repository root gives the attribution. `python -m moesim.traces.bundled SHARED_TRACES_DIR` rebuilds
+repository root gives the attribution. `python -m moesim.traces.format.bundled SHARED_TRACES_DIR` rebuilds
 the files from the raw recordings (the conversion is deterministic: same bytes every time).
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.errors import UserError
-from moesim.traces import parquet_codec
-from moesim.traces.trace import Trace
+from moesim.traces.format import parquet_codec
+from moesim.traces.format.trace import Trace
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # moesim/traces/data
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def load_bundled(name: str) -> Trace:
 
 def build_bundled(name: str, shared_traces_dir: Path) -> Trace:
     """Import bundled trace `name` from its raw recording and add the upstream attribution."""
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     source = BUNDLED[name]
     trace = load_trace(shared_traces_dir / source.raw_path, format=source.format)

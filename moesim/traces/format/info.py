@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from moesim.traces.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace import PHASE_NAMES, Trace
 
 
 def trace_info(trace: Trace) -> dict[str, Any]:

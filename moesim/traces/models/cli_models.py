@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
-from moesim.traces.catalog import list_models, load_model
-from moesim.traces.model_spec import DTYPES, ModelSpec
+from moesim.traces.models.catalog import list_models, load_model
+from moesim.traces.models.model_spec import DTYPES, ModelSpec
 from moesim.units import format_bytes
 
 
@@ -121,7 +121,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from moesim.traces.model_files import load_model_any
+    from moesim.traces.models.model_files import load_model_any
 
     emit(args, model_details(load_model_any(args.model, "model").spec), _render_show)
     return 0

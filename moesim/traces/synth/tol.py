@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.byte_tokenizer import ByteTokenizer
-from moesim.traces.trace import DECODE, KIND_TOL, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.synth.byte_tokenizer import ByteTokenizer
+from moesim.traces.format.trace import DECODE, KIND_TOL, PREFILL, Trace, TraceMeta, expert_dtype
 
 CORPUS_FILE = "tol_corpus.txt"
 CORPUS_VOCAB = 1024
@@ -78,7 +78,7 @@ def zipf_sequences(n_requests: int, length: int, vocab: int, s: float, seed: int
 
 @functools.lru_cache(maxsize=4)
 def _bundled(vocab_size: int) -> tuple[ByteTokenizer, tuple[np.ndarray, ...]]:
-    text = resources.files("moesim.traces").joinpath("data", CORPUS_FILE).read_text(encoding="utf-8")
+    text = resources.files("moesim.traces.synth").joinpath("data", CORPUS_FILE).read_text(encoding="utf-8")
     return _text_sequences(text, vocab_size)
 
 

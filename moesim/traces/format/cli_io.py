@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
-from moesim.traces.cli_input import add_trace_input_flags, load_cli_trace
+from moesim.traces.format.cli_input import add_trace_input_flags, load_cli_trace
 from moesim.units import format_bytes
 
 
@@ -45,7 +45,7 @@ def _load(args: argparse.Namespace, path: str, warn: bool = True) -> Any:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from moesim.traces.info import trace_info
+    from moesim.traces.format.info import trace_info
 
     data = trace_info(_load(args, args.trace))
     data["source"] = args.trace
@@ -88,7 +88,7 @@ def _render_info(d: dict[str, Any]) -> str:
 
 def _convert(args: argparse.Namespace) -> int:
     from moesim.errors import UserError
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     if Path(args.out).suffix.lower() != ".parquet":
         raise UserError(f"moesim writes traces as Parquet; name the file .parquet, not {Path(args.out).name!r}",
@@ -102,7 +102,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from moesim.traces.doctor import diagnose
+    from moesim.traces.importers.doctor import diagnose
 
     trace = _load(args, args.trace, warn=False)  # loading validates; any problem is a UserError (exit 1)
     findings = diagnose(trace)

@@ -7,7 +7,7 @@ gguf's GGUFReader memory-maps the file and parses the key-value metadata and the
 `{arch}.attention.kv_lora_rank`, `{arch}.leading_dense_block_count`, ...); tensor names follow
 llama.cpp's `blk.N.ffn_gate_exps.weight` scheme. Optional parts of a layer (q/k norms, biases,
 attention sinks, a router bias) are read off which tensors exist. The shapes go through the
-catalog's schema (moesim/traces/catalog.py), so the parameter counts match the catalog's for the
+catalog's schema (moesim/traces/models/catalog.py), so the parameter counts match the catalog's for the
 same model; the expert tensors' types and bytes give each layer's storage format and expert bytes.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 from moesim.errors import UserError
 from moesim.sim.compute import formats
-from moesim.traces.catalog import model_from_mapping
-from moesim.traces.model_files import LoadedModel
+from moesim.traces.models.catalog import model_from_mapping
+from moesim.traces.models.model_files import LoadedModel
 
 GGML_TO_FORMAT = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "Q8_0": "q8_0", "Q4_0": "q4_0", "Q4_1": "q4_1",
                   "Q5_0": "q5_0", "Q5_1": "q5_1", "Q2_K": "q2_K", "Q3_K": "q3_K", "Q4_K": "q4_K", "Q5_K": "q5_K",

@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from moesim.cli import add_json_flag, emit
-from moesim.traces.routing_rules import ARCHITECTURES_DOC
+from moesim.traces.record.routing_rules import ARCHITECTURES_DOC
 
 _EPILOG = (
     "Weights are read from a local directory only (HF_HUB_OFFLINE=1; nothing is downloaded): point --model at a "
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from moesim.traces.recorder import RecordConfig, record
+    from moesim.traces.record.recorder import RecordConfig, record
 
     config = RecordConfig(
         max_new_tokens=args.max_new_tokens,
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         stop_at_eos=not args.ignore_eos,
     )
     recording = record(args.model, args.prompts, config, tokenizer_path=args.tokenizer)
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     save_trace(recording.trace, args.out)
     emit(args, _summary(recording, args.out), _render)

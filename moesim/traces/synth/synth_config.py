@@ -2,7 +2,7 @@
 
 Every knob is a frozen-dataclass field whose metadata carries its help text and a parser, so
 the CLI's `--set key=value`, the fit's YAML and `--help` all come from this one definition.
-The generator (moesim.traces.synthetic) documents what each routing knob does.
+The generator (moesim.traces.synth.synthetic) documents what each routing knob does.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class SynthConfig:
         if self.model is None:
             return self
         try:
-            from moesim.traces.catalog import load_model
+            from moesim.traces.models.catalog import load_model
         except ImportError:
             raise UserError(
                 f"model {self.model!r}: the model catalog is not available; give n_layers, n_experts, top_k "

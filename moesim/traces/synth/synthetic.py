@@ -2,7 +2,7 @@
 
 Why synthetic traces: real traces are short (one prompt, a few hundred tokens) and few; sweeps
 need long traces whose concentration, token-to-token reuse and cross-layer correlation can be
-set, and a fit (moesim.traces.fit) that makes them look like a real one.
+set, and a fit (moesim.traces.synth.fit) that makes them look like a real one.
 
 The model, per layer l and token t of a request (tokens in position order, prompt then decode):
   0. popularity: a Zipf law with exponent zipf_l over a seeded permutation of the experts; with
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.traces.stats import unique_sorted
-from moesim.traces.synth_config import PRESETS, LengthDist, SynthConfig, help_table, preset
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.stats.summary import unique_sorted
+from moesim.traces.synth.synth_config import PRESETS, LengthDist, SynthConfig, help_table, preset
+from moesim.traces.format.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype
 
 __all__ = ["PRESETS", "LengthDist", "SynthConfig", "generate", "generate_with_lengths", "help_table", "preset"]
 
@@ -431,7 +431,7 @@ def assemble(config: SynthConfig, schedule: Schedule, routing: np.ndarray,
         top_k=k,
         object_bytes=cfg.bytes_per_layer(),
         model=f"synthetic:{cfg.model}" if cfg.model else "synthetic",
-        provenance={"source": "moesim.traces.synthetic", "licence": "generated", "config": cfg.to_dict()},
+        provenance={"source": "moesim.traces.synth.synthetic", "licence": "generated", "config": cfg.to_dict()},
     )
     weight = None
     if cfg.weights:

@@ -16,10 +16,10 @@ from typing import Any
 
 from moesim.config_fields import Section
 from moesim.errors import UserError
-from moesim.traces.model_spec import DTYPES, FFN_MATRICES, ModelSpec
+from moesim.traces.models.model_spec import DTYPES, FFN_MATRICES, ModelSpec
 from moesim.yaml_io import read_yaml_mapping
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent  # the YAML files sit beside this module
 ATTENTION_KINDS = ("gqa", "mla")
 QK_NORMS = ("none", "per_head", "full")
 
