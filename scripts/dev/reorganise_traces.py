@@ -72,9 +72,26 @@ MODULE_MOVES: dict[str, str] = {
 }
 
 # Names that moved out of a module into another when an oversized module was split:
-# module (old dotted name, or its new main part) -> {symbol: new module}. Full dotted names.
-_F, _S, _R, _ST = "moesim.traces.format", "moesim.traces.synth", "moesim.traces.record", "moesim.traces.stats"
-SYMBOL_MOVES: dict[str, dict[str, str]] = {}
+# module (old dotted name, or its new main part) -> {new module: its names}. Full dotted names.
+# (Private helpers that became shared lost their underscore: _sort_order -> sort_order, _check_phase,
+# _cell_mask, _access_mask, _per_layer_mean likewise; a caller of an old private name is fixed by hand.)
+_SPLITS: dict[str, dict[str, str]] = {
+    # traces/stats.py (691 lines) -> stats/{arrays,popularity,predictors,working_set,summary}.py
+    "moesim.traces.stats.summary": {
+        "moesim.traces.stats.arrays": "unique_sorted first_index sort_order",
+        "moesim.traces.stats.popularity": "PHASES cell_phase check_phase cell_mask access_mask layer_expert_counts "
+                                          "distinct_per_layer entropy_bits topk_coverage hottest_experts",
+        "moesim.traces.stats.predictors": "DEFAULT_LAGS CROSS_LAYER_MAX_EXPERTS TokenRows token_rows row_overlap "
+                                          "DecodeSequences decode_sequences per_layer_mean lag_overlap static_coverage "
+                                          "CrossLayer cross_layer_predictability PredictorStats predictor_stats",
+        "moesim.traces.stats.working_set": "PassObjectUses pass_object_uses reuse_bucket_labels reuse_distance_histogram "
+                                           "pass_working_set pass_working_set_bytes cell_distinct_experts",
+    },
+}
+SYMBOL_MOVES: dict[str, dict[str, str]] = {
+    module: {symbol: target for target, names in parts.items() for symbol in names.split()}
+    for module, parts in _SPLITS.items()
+}
 
 # data files: old path -> new path (relative to the repository root)
 DATA_MOVES: dict[str, str] = {

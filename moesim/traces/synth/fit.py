@@ -9,9 +9,9 @@ synthetic statistics equal the real ones; the bias is then the same on both side
 Targets (decode tokens only, where caches matter), each computed within a request and averaged:
   per layer l  top-k coverage                                 -> zipf_l
   per layer l  distinct experts                               -> request_active_l
-  pooled       previous-token overlap (stats.lag_overlap)     -> reuse
+  pooled       previous-token overlap (predictors.lag_overlap)     -> reuse
   pooled       cross-layer gain: transition minus frequency
-               accuracy (stats.cross_layer_predictability)    -> cross_layer
+               accuracy (predictors.cross_layer_predictability)    -> cross_layer
 The solver alternates two moves, twice: cross_layer by interpolating the gain over a few
 evaluated values (the gain is monotone in it but steep near 1), then chord Newton steps on
 (zipf_l, active_l, reuse) with cross_layer held (one finite-difference Jacobian: per layer a 2x2
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
-from moesim.traces.stats import summary as stats
+from moesim.traces.stats import arrays, popularity, predictors
 from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate_with_lengths
 from moesim.traces.format.trace import DECODE, PREFILL, Trace
 
@@ -73,9 +73,9 @@ def request_stats(trace: Trace, max_requests: int = DEFAULT_MAX_REQUESTS, cross:
     statistics (the costly part) are NaN unless `cross`, over at most `max_layer_pairs` pairs.
     """
     n_layers, n_experts = trace.meta.n_layers, trace.meta.n_experts
-    rows = stats.token_rows(trace)
+    rows = predictors.token_rows(trace)
     dec = rows.phase == DECODE
-    ids = stats.unique_sorted(rows.request[dec])
+    ids = arrays.unique_sorted(rows.request[dec])
     if ids.size == 0:
         raise UserError("the trace has no decode tokens to fit or compare", "fit")
     ids = ids[:max_requests]
@@ -93,13 +93,13 @@ def request_stats(trace: Trace, max_requests: int = DEFAULT_MAX_REQUESTS, cross:
     def mean_over_requests(values: np.ndarray) -> np.ndarray:
         return (values * present).sum(axis=0) / n_present
 
-    overlap, _ = stats.lag_overlap(trace, 1, rows, per_layer=False)
-    xl = (stats.cross_layer_predictability(trace, max_requests, rows, max_layer_pairs) if cross
-          else stats.CrossLayer(float("nan"), float("nan"), 0, 0))
+    overlap, _ = predictors.lag_overlap(trace, 1, rows, per_layer=False)
+    xl = (predictors.cross_layer_predictability(trace, max_requests, rows, max_layer_pairs) if cross
+          else predictors.CrossLayer(float("nan"), float("nan"), 0, 0))
     return RequestStats(
-        coverage=mean_over_requests(stats.topk_coverage(counts, k)),
-        distinct=mean_over_requests(stats.distinct_per_layer(counts)),
-        entropy=mean_over_requests(stats.entropy_bits(counts)),
+        coverage=mean_over_requests(popularity.topk_coverage(counts, k)),
+        distinct=mean_over_requests(popularity.distinct_per_layer(counts)),
+        entropy=mean_over_requests(popularity.entropy_bits(counts)),
         overlap=overlap,
         cross_gain=xl.gain,
         cross_transition=xl.transition,
@@ -383,7 +383,7 @@ def compare_stats(real: Trace, synthetic: Trace, max_requests: int = DEFAULT_MAX
     """
     a, b = request_stats(real, max_requests), request_stats(synthetic, max_requests)
     df = _stats_table(a, b, "real", "synthetic")
-    lag8 = [stats.lag_overlap(t, 8, per_layer=False)[0] for t in (real, synthetic)]
+    lag8 = [predictors.lag_overlap(t, 8, per_layer=False)[0] for t in (real, synthetic)]
     extra = pd.DataFrame([{"stat": "lag-8 overlap", "real": lag8[0], "synthetic": lag8[1], "diff": lag8[1] - lag8[0]}])
     return pd.concat([df, extra], ignore_index=True)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.traces.stats.summary import unique_sorted
+from moesim.traces.stats.arrays import unique_sorted
 from moesim.traces.synth.synth_config import PRESETS, LengthDist, SynthConfig, help_table, preset
 from moesim.traces.format.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype
 
