@@ -29,7 +29,8 @@ import numpy as np
 
 from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
 from moesim.policies.registry import available
-from moesim.traces.format.trace import DECODE, PREFILL, Trace, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace import Trace
 
 TARGET = 1_000_000
 N_LAYERS, N_EXPERTS, TOP_K = 16, 64, 8

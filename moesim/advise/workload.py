@@ -26,7 +26,8 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.models.model_spec import ModelSpec
-from moesim.traces.format.trace import DECODE, PREFILL, Trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
 
 # catalog model name -> bundled trace recorded from it (moesim/traces/format/bundled.py)
 BUNDLED_FOR_MODEL: dict[str, str] = {"qwen3-30b-a3b": "qwen", "gemma-4-26b-a4b": "gemma"}

@@ -66,7 +66,8 @@ from moesim.sim.plan import SETUP_CELL, CellPlan, PlannedCopy
 from moesim.sim.timed_replay import TimedConfig, setup_planner
 from moesim.sim.timed_result import request_table
 from moesim.sim.topology import ROUTE_HOST, ROUTE_NAMES, ROUTE_SSD_DRAM, ROUTE_SSD_VRAM
-from moesim.traces.format.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace_meta import PHASE_NAMES
+from moesim.traces.format.trace import Trace
 
 FORMAT = "moesim.execution/1"
 SUPPORTED_MISS = ("stall", "cpu")

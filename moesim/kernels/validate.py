@@ -25,7 +25,8 @@ from moesim.kernels.validation_metrics import error_summary, kendall_tau, rankin
 from moesim.sim.capacity import Capacity
 from moesim.sim.timed_replay import TimedConfig
 from moesim.sim.topology import build_topology
-from moesim.traces.format.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace_meta import PHASE_NAMES
+from moesim.traces.format.trace import Trace
 
 FORMAT = "moesim.validate/1"
 ACCEPT_MAPE = 0.10

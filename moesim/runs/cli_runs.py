@@ -97,7 +97,7 @@ def _arch(trace: Any) -> str | None:
 
 
 def _same_length(run: Any, trace: Any) -> bool:
-    from moesim.traces.format.trace import DECODE
+    from moesim.traces.format.trace_meta import DECODE
 
     return int((trace.pass_phase == DECODE).sum()) == run.n_steps
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.sim.cache_core import HIT, LATE, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
-from moesim.traces.format.trace import PHASE_NAMES
+from moesim.traces.format.trace_meta import PHASE_NAMES
 
 COUNT_COLUMNS = ["requests", "hits", "late_prefetch", "misses", "compulsory", "capacity", "collision",
                  "bytes_fetched", "hit_rate"]

@@ -29,7 +29,7 @@ from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.engine import EngineOutput
 from moesim.sim.plan import Plan
-from moesim.traces.format.trace import DECODE, PHASE_NAMES, PREFILL
+from moesim.traces.format.trace_meta import DECODE, PHASE_NAMES, PREFILL
 
 FORMAT = "moesim.timed_result/1"
 

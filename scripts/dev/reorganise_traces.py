@@ -76,6 +76,11 @@ MODULE_MOVES: dict[str, str] = {
 # (Private helpers that became shared lost their underscore: _sort_order -> sort_order, _check_phase,
 # _cell_mask, _access_mask, _per_layer_mean likewise; a caller of an old private name is fixed by hand.)
 _SPLITS: dict[str, dict[str, str]] = {
+    # traces/trace.py (530 lines) -> format/{trace_meta,trace,trace_checks,build}.py
+    "moesim.traces.format.trace": {
+        "moesim.traces.format.trace_meta": "PREFILL DECODE PHASE_NAMES KIND_MOE KIND_TOL TraceMeta expert_dtype",
+        "moesim.traces.format.build": "build_trace simple_trace",
+    },
     # traces/stats.py (691 lines) -> stats/{arrays,popularity,predictors,working_set,summary}.py
     "moesim.traces.stats.summary": {
         "moesim.traces.stats.arrays": "unique_sorted first_index sort_order",

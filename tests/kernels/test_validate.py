@@ -28,7 +28,7 @@ from moesim.sim.plan import PlanConfig, plan_trace  # noqa: E402
 from moesim.sim.timed_replay import TimedConfig, timed_replay  # noqa: E402
 from moesim.sim.topology import build_topology  # noqa: E402
 from moesim.traces.format.io import save_trace  # noqa: E402
-from moesim.traces.format.trace import simple_trace  # noqa: E402
+from moesim.traces.format.build import simple_trace  # noqa: E402
 
 SHAPE = ExpertShapes(hidden=32, inter=16, n_layers=3, n_experts=6, dtype="fp32")
 

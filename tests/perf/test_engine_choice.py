@@ -12,7 +12,7 @@ from moesim.errors import UserError
 from moesim.sim import fast
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.fast import build
-from moesim.traces.format.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 needs_compiler = pytest.mark.skipif(build.library() is None,
                                     reason=f"compiled replay unavailable: {build.unavailable_reason()}")

@@ -13,7 +13,8 @@ import moesim
 from moesim.cli import main
 from moesim.sim import cli_replay
 from moesim.sim.results import load_count_result
-from moesim.traces.format.trace import PREFILL, DECODE, simple_trace
+from moesim.traces.format.trace_meta import PREFILL, DECODE
+from moesim.traces.format.build import simple_trace
 
 
 def _trace():

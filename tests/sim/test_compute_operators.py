@@ -19,7 +19,8 @@ from moesim.sim.compute import compute_model, expert_cell_times, expert_request_
 from moesim.sim.compute.kernel_table import table_from_report
 from moesim.sim.compute.processors import Processor
 from moesim.traces.models.catalog import model_from_mapping
-from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 from tests.sim.timing_helpers import make_profile
 
 TINY = {

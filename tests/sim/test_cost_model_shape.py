@@ -15,7 +15,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.sim.cost_model import resolve_model_shape
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.format.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import MB, US, hand_profile
 

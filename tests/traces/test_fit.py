@@ -10,7 +10,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.traces.synth.fit import compare_stats, fit, fit_with_report, length_distribution, request_lengths
 from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate
-from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 
 def test_request_lengths_count_each_requests_prompt_and_decode_tokens():

@@ -30,7 +30,7 @@ from moesim.traces.record.recorder import (  # noqa: E402
     record_model,
     supported_architectures,
 )
-from moesim.traces.format.trace import DECODE, PREFILL  # noqa: E402
+from moesim.traces.format.trace_meta import DECODE, PREFILL  # noqa: E402
 
 VOCAB = 61
 COMMON = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from moesim.errors import UserError
 from moesim.traces.stats import popularity, predictors, summary, working_set
-from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from moesim.errors import UserError
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.requests import build_request_stream
 from moesim.traces.synth.tol import TolShape, corpus_sequences, read_token_file, tol_trace, zipf_sequences
-from moesim.traces.format.trace import DECODE, KIND_TOL, PREFILL
+from moesim.traces.format.trace_meta import DECODE, KIND_TOL, PREFILL
 
 SEQS = [np.array([5, 6, 7, 8]), np.array([9, 10])]
 

@@ -7,7 +7,8 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.sim.requests import build_request_stream
-from moesim.traces.format.trace import PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 
 def test_object_ids_are_layer_major():

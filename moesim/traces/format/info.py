@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from moesim.traces.format.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace_meta import PHASE_NAMES
+from moesim.traces.format.trace import Trace
 
 
 def trace_info(trace: Trace) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from moesim.traces.format.grouping import first_repeat_in_groups
 from moesim.traces.format.parquet_carry import PassCarry, canonical_runs
 from moesim.traces.format.parquet_checks import Check, CheckFailed, FirstError, extra_column_key
 from moesim.traces.format.parquet_layout import ANNOTATION_PREFIX, INT32_MAX, PREDICTION_PREFIX
-from moesim.traces.format.trace import TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import TraceMeta, expert_dtype
 
 
 @dataclass

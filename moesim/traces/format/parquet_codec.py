@@ -35,7 +35,8 @@ from moesim.errors import UserError
 from moesim.traces.format.parquet_layout import FORMAT_VERSION, INT32_MAX, METADATA_KEY, ROW_GROUP_SIZE
 from moesim.traces.format.parquet_read import ARROW_ERRORS, BATCH_ROWS, first_line, read_rows
 from moesim.traces.format.parquet_write import file_metadata, fixed_size_tables, row_pieces
-from moesim.traces.format.trace import Trace, TraceMeta
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.trace_meta import TraceMeta
 from moesim.units import show
 
 

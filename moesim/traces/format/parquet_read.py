@@ -28,7 +28,8 @@ from moesim.traces.format.parquet_checks import Check, CheckFailed, CheckSkipped
 from moesim.traces.format.parquet_carry import PassCarry
 from moesim.traces.format.parquet_chunk import ChunkDecoder, FileState, Piece, PieceAccesses
 from moesim.traces.format.parquet_layout import ANNOTATION_PREFIX, BASE_COLUMNS, PREDICTION_PREFIX
-from moesim.traces.format.trace import Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.trace_meta import TraceMeta, expert_dtype
 
 # Rows per record batch. A chunk's working set is ~150 bytes per row (full-width numpy columns and
 # masks): 64 Ki rows keep it near 10 MB, and larger batches were not faster (10 M accesses: 3.4 s

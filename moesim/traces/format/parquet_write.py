@@ -20,7 +20,8 @@ import pyarrow as pa
 from moesim.errors import UserError
 from moesim.traces.format.parquet_layout import (ANNOTATION_PREFIX, FORMAT_VERSION, INT32_MAX, METADATA_KEY,
                                          PREDICTION_PREFIX)
-from moesim.traces.format.trace import Trace, expert_dtype
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.trace_meta import expert_dtype
 
 # About this many rows per piece (a longer pass makes a longer piece). Building a piece's rows
 # takes ~150 bytes per row; 64 Ki rows keep that near 10 MB and were as fast as larger pieces.

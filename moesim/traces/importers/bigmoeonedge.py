@@ -26,7 +26,7 @@ from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import (float_column, integer_column, provenance, read_csv_text,
                                             read_text, sha256_of)
 from moesim.traces.importers.options import Options
-from moesim.traces.format.trace import DECODE, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, TraceMeta
 
 NAME = "bigmoeonedge"
 SUMMARY = "BigMoeOnEdge route_trace v1 CSV ('# route_trace v1' preamble), one row per routed expert"

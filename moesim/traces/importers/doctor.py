@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.format.trace import DECODE, PREFILL, Trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
 
 SIZE_FIX = ("give real sizes with --option expert_bytes=SIZE (e.g. '3 MiB') or --option model=NAME "
             "(a catalog model)")

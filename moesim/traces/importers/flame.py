@@ -28,7 +28,7 @@ from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import (float_column, integer_column, object_bytes, provenance, read_csv_text,
                                             sha256_of)
 from moesim.traces.importers.options import Options
-from moesim.traces.format.trace import PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
 
 NAME = "flame"
 SUMMARY = "FLAME-MoE router-score folder (Layer_L/*.csv, dense scores, non-zeros = routed experts)"

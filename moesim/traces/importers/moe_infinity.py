@@ -24,7 +24,8 @@ from moesim.errors import UserError
 from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
-from moesim.traces.format.trace import PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
 
 NAME = "moe-infinity"
 SUMMARY = "MoE-Infinity expert activation matrices .npy: [sequences, layers, experts] counts (float .npy files)"

@@ -25,7 +25,7 @@ from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import object_bytes, provenance, read_text
 from moesim.traces.importers.options import Options
-from moesim.traces.format.trace import PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
 
 NAME = "stratamoe"
 SUMMARY = "stratamoe-lab RouterTrace v2 JSON (selections[token][layer][rank]) with capture-metadata.json"

@@ -23,7 +23,7 @@ from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
-from moesim.traces.format.trace import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
 
 NAME = "vllm"
 SUMMARY = "vLLM routed experts .npy: [tokens, layers, top_k] integer expert ids (integer .npy files)"

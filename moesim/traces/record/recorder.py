@@ -54,7 +54,8 @@ from moesim.traces.record.routing_rules import (
     router_logits,
     selection_scores,
 )
-from moesim.traces.format.trace import DECODE, KIND_MOE, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import DECODE, KIND_MOE, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOOKAHEAD_STATE = ("residual stream entering layer l's MoE block (after attention), normalised by "

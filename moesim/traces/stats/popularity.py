@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.format.trace import DECODE, PREFILL, Trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
 from moesim.traces.stats.arrays import first_index
 
 PHASES = ("all", "prefill", "decode")

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.format.trace import DECODE, Trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.trace import Trace
 from moesim.traces.stats.arrays import sort_order, unique_sorted
 from moesim.traces.stats.popularity import hottest_experts
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moesim.traces.format.trace import DECODE, PHASE_NAMES, PREFILL, Trace
+from moesim.traces.format.trace_meta import DECODE, PHASE_NAMES, PREFILL
+from moesim.traces.format.trace import Trace
 from moesim.traces.stats.arrays import unique_sorted
 from moesim.traces.stats.popularity import (
     access_mask,

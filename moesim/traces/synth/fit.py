@@ -32,7 +32,8 @@ import pandas as pd
 from moesim.errors import UserError
 from moesim.traces.stats import arrays, popularity, predictors
 from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate_with_lengths
-from moesim.traces.format.trace import DECODE, PREFILL, Trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
 
 ZIPF_GRID = np.round(np.arange(0.0, 3.01, 0.1), 2)
 ZIPF_MAX = 4.0

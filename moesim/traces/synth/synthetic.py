@@ -35,7 +35,8 @@ import numpy as np
 
 from moesim.traces.stats.arrays import unique_sorted
 from moesim.traces.synth.synth_config import PRESETS, LengthDist, SynthConfig, help_table, preset
-from moesim.traces.format.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
 
 __all__ = ["PRESETS", "LengthDist", "SynthConfig", "generate", "generate_with_lengths", "help_table", "preset"]
 

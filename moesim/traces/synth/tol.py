@@ -28,7 +28,8 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.synth.byte_tokenizer import ByteTokenizer
-from moesim.traces.format.trace import DECODE, KIND_TOL, PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import DECODE, KIND_TOL, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
 
 CORPUS_FILE = "tol_corpus.txt"
 CORPUS_VOCAB = 1024

@@ -12,7 +12,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.traces.format.io import load_trace, save_trace
 from moesim.traces.format.parquet_codec import METADATA_KEY, trace_to_table
-from moesim.traces.format.trace import PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 
 def small_trace():

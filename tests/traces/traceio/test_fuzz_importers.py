@@ -63,7 +63,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def seed_files() -> dict[str, tuple[str, str, bytes]]:
     """format -> (file name, format, valid content)."""
-    from moesim.traces.format.trace import DECODE, TraceMeta, build_trace
+    from moesim.traces.format.trace_meta import DECODE, TraceMeta
+    from moesim.traces.format.build import build_trace
 
     meta = TraceMeta(n_layers=2, n_experts=4, top_k=2, object_bytes=[8, 8])
     trace = build_trace(meta, [{"phase": DECODE, "tokens": [(0, 3), (1, 5)],

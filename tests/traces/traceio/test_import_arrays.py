@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from moesim.errors import UserError
 from moesim.traces.format.io import load_trace
-from moesim.traces.format.trace import DECODE, PREFILL
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 # ---- vLLM ---------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.traces.format.io import load_trace
-from moesim.traces.format.trace import PREFILL
+from moesim.traces.format.trace_meta import PREFILL
 
 # ---- stratamoe ----------------------------------------------------------------------------------
 
