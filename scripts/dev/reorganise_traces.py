@@ -74,12 +74,18 @@ MODULE_MOVES: dict[str, str] = {
 # Names that moved out of a module into another when an oversized module was split:
 # module (old dotted name, or its new main part) -> {new module: its names}. Full dotted names.
 # (Private helpers that became shared lost their underscore: _sort_order -> sort_order, _check_phase,
-# _cell_mask, _access_mask, _per_layer_mean likewise; a caller of an old private name is fixed by hand.)
+# _cell_mask, _access_mask, _per_layer_mean, _RoutingHooks, _TraceParts, _import_transformers likewise;
+# a caller of an old private name is fixed by hand.)
 _SPLITS: dict[str, dict[str, str]] = {
     # traces/trace.py (530 lines) -> format/{trace_meta,trace,trace_checks,build}.py
     "moesim.traces.format.trace": {
         "moesim.traces.format.trace_meta": "PREFILL DECODE PHASE_NAMES KIND_MOE KIND_TOL TraceMeta expert_dtype",
         "moesim.traces.format.build": "build_trace simple_trace",
+    },
+    # traces/recorder.py (566 lines) -> record/{recorder,hf_model,hooks}.py
+    "moesim.traces.record.recorder": {
+        "moesim.traces.record.hf_model": "MoeLayer supported_architectures load_model load_tokenizer moe_layers "
+                                         "expert_bytes",
     },
     # traces/stats.py (691 lines) -> stats/{arrays,popularity,predictors,working_set,summary}.py
     "moesim.traces.stats.summary": {
@@ -271,8 +277,11 @@ class Rewriter:
             text = match.group(0)
             offset = match.start()
             return text[: start - offset] + new + text[end - offset:]
-        lines = [_format_import(indent, new, group, "") for new, group in groups.items()]
-        lines[0] += comment
+        inner = re.match(r"\([ \t]*(#[^\n]*)", match["names"])  # `import (  # noqa: E402`
+        comment = comment or (f"  {inner[1]}" if inner else "")
+        lines = [_format_import(indent, new, group, comment if "noqa" in comment else "") for new, group in groups.items()]
+        if "noqa" not in comment:
+            lines[0] += comment
         return "\n".join(lines)
 
     def _dotted(self, match: re.Match[str]) -> str:

@@ -23,13 +23,8 @@ transformers = pytest.importorskip("transformers")
 
 from moesim.cli import main  # noqa: E402
 from moesim.errors import UserError  # noqa: E402
-from moesim.traces.record.recorder import (  # noqa: E402
-    RecordConfig,
-    load_model,
-    record,
-    record_model,
-    supported_architectures,
-)
+from moesim.traces.record.recorder import RecordConfig, record, record_model  # noqa: E402
+from moesim.traces.record.hf_model import load_model, supported_architectures  # noqa: E402
 from moesim.traces.format.trace_meta import DECODE, PREFILL  # noqa: E402
 
 VOCAB = 61

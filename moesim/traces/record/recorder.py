@@ -36,8 +36,7 @@ multi-token cell it ranks experts by the expected share of the cell's routing ma
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +44,11 @@ import numpy as np
 
 import moesim
 from moesim.errors import UserError
+from moesim.traces.record.hf_model import expert_bytes, load_model, load_tokenizer, moe_layers, param_bytes
+from moesim.traces.record.hooks import RoutingHooks, TraceParts
 from moesim.traces.record.prompts import file_sha256, read_prompts, tokenize
-from moesim.traces.record.routing_rules import (
-    ARCHITECTURES,
-    ARCHITECTURES_DOC,
-    Architecture,
-    probabilities,
-    router_logits,
-    selection_scores,
-)
-from moesim.traces.format.trace_meta import DECODE, KIND_MOE, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.record.routing_rules import Architecture
+from moesim.traces.format.trace_meta import DECODE, KIND_MOE, PREFILL, TraceMeta
 from moesim.traces.format.trace import Trace
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -98,305 +92,6 @@ class Recording:
     prompt_lengths: list[int]
 
 
-@dataclass
-class MoeLayer:
-    """One MoE decoder layer and the modules the hooks attach to."""
-
-    trace_layer: int
-    model_layer: int
-    block: Any
-    router: Any
-    experts: Any
-    norm: Any
-
-
-def supported_architectures() -> dict[str, str]:
-    """model_type -> description of the architectures this transformers install provides."""
-    import importlib.util
-
-    out = {}
-    for model_type, doc in ARCHITECTURES_DOC.items():
-        if importlib.util.find_spec(f"transformers.models.{model_type}") is not None:
-            out[model_type] = doc
-    return out
-
-
-# ---- loading ---------------------------------------------------------------------------------
-def _import_transformers() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("needs torch and transformers: pip install 'moesim[record]'", "moesim record") from None
-    return transformers
-
-
-def load_model(model_path: str | Path, dtype: str = "auto", device: str = "auto") -> tuple[Any, Architecture]:
-    """Load a local checkpoint (never downloads) and check that its architecture is supported."""
-    transformers = _import_transformers()
-    import torch
-
-    path = Path(model_path)
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise UserError("not a model directory (needs config.json and the weights, as save_pretrained writes)",
-                        str(path))
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (ValueError, KeyError, OSError) as exc:
-        raise UserError(f"cannot read the model config: {_first_line(exc)}", str(path)) from None
-    model_type = getattr(config, "model_type", None)
-    arch = ARCHITECTURES.get(str(model_type))
-    if arch is None:
-        known = ", ".join(sorted(supported_architectures()))
-        raise UserError(f"model type {model_type!r} is not supported; supported: {known}", str(path))
-    if model_type not in supported_architectures():
-        raise UserError(f"model type {model_type!r} is absent from the installed transformers "
-                        f"{transformers.__version__}; upgrade transformers", str(path))
-    torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot load the model: {_first_line(exc)}", str(path)) from None
-    model.to(_resolve_device(device))
-    model.eval()
-    return model, arch
-
-
-def load_tokenizer(path: str | Path) -> Any | None:
-    """The tokenizer saved in `path`, or None when there is none."""
-    transformers = _import_transformers()
-    p = Path(path)
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if not p.is_dir() or not any((p / n).is_file() for n in names):
-        return None
-    try:
-        return transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot load the tokenizer: {_first_line(exc)}", str(p)) from None
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for but torch sees no CUDA GPU", "--device")
-    return device
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def moe_layers(model: Any, arch: Architecture) -> list[MoeLayer]:
-    """The model's MoE decoder layers, in order."""
-    config = model.config
-    n_experts = arch.n_experts(config)
-    decoder = getattr(model, "model", model)
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        raise UserError(f"{type(model).__name__} has no decoder layers where transformers keeps them", "model")
-    found: list[MoeLayer] = []
-    for index, layer in enumerate(layers):
-        block = getattr(layer, "mlp", None)
-        experts = getattr(block, "experts", None)
-        router = getattr(block, arch.router_attr, None)
-        weight = getattr(router, "weight", None)
-        if experts is None or weight is None or weight.shape[0] != n_experts:
-            continue
-        norm = getattr(layer, "post_attention_layernorm", None)
-        found.append(MoeLayer(len(found), index, block, router, experts, norm))
-    if not found:
-        raise UserError(f"found no MoE layers with a fused experts module in {type(model).__name__}; "
-                        "moesim record needs transformers >= 5", "model")
-    return found
-
-
-def expert_bytes(layer: MoeLayer, n_experts: int) -> int:
-    """Bytes of one expert of this layer, from the loaded parameters (per-expert slices of fused tensors)."""
-    total = 0
-    tensors = list(layer.experts.parameters()) + list(layer.experts.buffers())
-    for t in tensors:
-        if t.dim() >= 1 and t.shape[0] == n_experts:
-            total += (t.numel() // n_experts) * t.element_size()
-    if total == 0 and hasattr(layer.experts, "__getitem__"):  # a ModuleList of experts
-        total = sum(p.numel() * p.element_size() for p in layer.experts[0].parameters())
-    return int(total)
-
-
-def _param_bytes(module: Any) -> int:
-    return int(sum(p.numel() * p.element_size() for p in module.parameters()))
-
-
-# ---- the hooks -------------------------------------------------------------------------------
-class _RoutingHooks:
-    """Forward hooks that capture, per forward pass, each MoE layer's routing for the valid tokens.
-
-    `valid` (a bool tensor over the flattened batch x sequence rows) is set before every forward so
-    padding and finished sequences are dropped inside the hooks.
-    """
-
-    def __init__(self, layers: list[MoeLayer], arch: Architecture, config: Any, lookahead: int, top_n: int) -> None:
-        self.layers = layers
-        self.arch = arch
-        self.config = config
-        self.lookahead = lookahead
-        self.top_n = top_n
-        self.hidden = int(config.hidden_size)
-        self.valid: Any = None
-        self._x: dict[int, Any] = {}
-        self.experts: dict[int, np.ndarray] = {}
-        self.weights: dict[int, np.ndarray] = {}
-        self.predictions: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._handles: list[Any] = []
-
-    def install(self) -> None:
-        for layer in self.layers:
-            index = layer.trace_layer
-            self._handles.append(layer.block.register_forward_pre_hook(self._block_hook(index), with_kwargs=True))
-            self._handles.append(layer.experts.register_forward_pre_hook(self._experts_hook(index), with_kwargs=True))
-            if self.lookahead and index + 1 < len(self.layers):
-                if layer.norm is None:
-                    raise UserError(f"layer {layer.model_layer} has no post_attention_layernorm; "
-                                    "gate lookahead is not available for this model", "--lookahead")
-                self._handles.append(layer.norm.register_forward_pre_hook(self._norm_hook(index), with_kwargs=True))
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def begin(self, valid: Any) -> None:
-        self.valid = valid
-        self._x.clear()
-        self.experts.clear()
-        self.weights.clear()
-        self.predictions.clear()
-
-    def check_complete(self) -> None:
-        missing = [ly.model_layer for ly in self.layers if ly.trace_layer not in self.experts]
-        if missing:
-            raise UserError(f"the routing hooks did not fire for layer(s) {missing}: this model's MoE forward "
-                            "does not call its experts module (custom kernels?); load it without them", "model")
-
-    # hook factories ---------------------------------------------------------------------------
-    def _block_hook(self, trace_layer: int) -> Any:
-        def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            x = args[0] if args else kwargs["hidden_states"]
-            self._x[trace_layer] = x.reshape(-1, self.hidden)[self.valid]
-
-        return hook
-
-    def _experts_hook(self, trace_layer: int) -> Any:
-        def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            import torch
-
-            tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-            index = next(t for t in tensors if not t.is_floating_point())
-            weight = next(t for t in tensors if t.is_floating_point() and t.shape == index.shape)
-            index, weight = index[self.valid], weight[self.valid]
-            layer = self.layers[trace_layer]
-            logits = router_logits(self.arch, layer.router, self._x[trace_layer])
-            scores = selection_scores(self.arch, layer.router, self.config, logits).gather(1, index.long())
-            order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-            self.experts[trace_layer] = index.gather(1, order).cpu().numpy()
-            self.weights[trace_layer] = weight.gather(1, order).float().cpu().numpy()
-
-        return hook
-
-    def _norm_hook(self, trace_layer: int) -> Any:
-        def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            import torch
-
-            h = (args[0] if args else kwargs["hidden_states"]).reshape(-1, self.hidden)[self.valid]
-            for d in range(1, self.lookahead + 1):
-                if trace_layer + d >= len(self.layers):
-                    break
-                target = self.layers[trace_layer + d]
-                x = target.norm.forward(h)  # .forward: no hooks fire on the target layer's norm
-                logits = router_logits(self.arch, target.router, x)
-                mean = probabilities(self.arch, target.router, self.config, logits).mean(dim=0)
-                n = min(self.top_n, mean.shape[0])
-                # top-n by mean probability, ties to the lower expert id (stable sort on descending score)
-                order = torch.sort(mean, descending=True, stable=True).indices[:n]
-                self.predictions[(trace_layer, d)] = (order.cpu().numpy(), mean[order].cpu().numpy().astype(np.float32))
-
-        return hook
-
-
-# ---- assembling the trace -------------------------------------------------------------------
-@dataclass
-class _TraceParts:
-    """Arrays of the trace, appended pass by pass."""
-
-    n_layers: int
-    lookahead: int
-    top_n: int
-    phases: list[int] = field(default_factory=list)
-    token_request: list[np.ndarray] = field(default_factory=list)
-    token_position: list[np.ndarray] = field(default_factory=list)
-    cell_tokens: list[int] = field(default_factory=list)
-    experts: list[np.ndarray] = field(default_factory=list)
-    weights: list[np.ndarray] = field(default_factory=list)
-    pred: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    pred_score: dict[int, list[np.ndarray]] = field(default_factory=dict)
-
-    def add_pass(self, phase: int, requests: np.ndarray, positions: np.ndarray, hooks: _RoutingHooks) -> None:
-        self.phases.append(phase)
-        self.token_request.append(requests.astype(np.int32))
-        self.token_position.append(positions.astype(np.int32))
-        for layer in range(self.n_layers):
-            experts = hooks.experts[layer]
-            self.cell_tokens.append(int(experts.shape[0]))
-            self.experts.append(experts.reshape(-1))
-            self.weights.append(hooks.weights[layer].reshape(-1))
-            for d in range(1, self.lookahead + 1):
-                ids = np.full(self.top_n, -1, dtype=np.int64)
-                score = np.zeros(self.top_n, dtype=np.float32)
-                if (layer, d) in hooks.predictions:
-                    got_ids, got_score = hooks.predictions[(layer, d)]
-                    ids[: got_ids.size] = got_ids
-                    score[: got_score.size] = got_score
-                self.pred.setdefault(d, []).append(ids)
-                self.pred_score.setdefault(d, []).append(score)
-
-    def build(self, meta: TraceMeta) -> Trace:
-        n_p = len(self.phases)
-        tokens_per_pass = np.array([r.size for r in self.token_request], dtype=np.int64)
-        pass_token_offsets = np.zeros(n_p + 1, dtype=np.int64)
-        np.cumsum(tokens_per_pass, out=pass_token_offsets[1:])
-        pass_cell_offsets = np.arange(n_p + 1, dtype=np.int64) * self.n_layers
-        cell_sizes = np.array([e.size for e in self.experts], dtype=np.int64)
-        cell_offsets = np.zeros(cell_sizes.size + 1, dtype=np.int64)
-        np.cumsum(cell_sizes, out=cell_offsets[1:])
-        edtype = expert_dtype(meta.n_experts)
-        predictions: dict[str, np.ndarray] = {}
-        for d in range(1, self.lookahead + 1):
-            predictions[f"lookahead_{d}"] = np.stack(self.pred[d]).astype(edtype)
-            predictions[f"lookahead_{d}_score"] = np.stack(self.pred_score[d]).astype(np.float32)
-        return Trace(
-            meta=meta,
-            pass_phase=np.asarray(self.phases, dtype=np.int8),
-            pass_cell_offsets=pass_cell_offsets,
-            pass_token_offsets=pass_token_offsets,
-            token_request=_cat(self.token_request, np.int32),
-            token_position=_cat(self.token_position, np.int32),
-            cell_layer=np.tile(np.arange(self.n_layers, dtype=np.int16), n_p),
-            cell_offsets=cell_offsets,
-            cell_tokens=np.asarray(self.cell_tokens, dtype=np.int32),
-            expert=_cat(self.experts, edtype),
-            weight=_cat(self.weights, np.float32).astype(np.float16),
-            predictions=predictions,
-        )
-
-
-def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
-
 # ---- decoding ----------------------------------------------------------------------------------
 def _eos_ids(model: Any, config: RecordConfig) -> set[int]:
     if not config.stop_at_eos:
@@ -420,7 +115,7 @@ def _pad_id(model: Any) -> int:
     return 0
 
 
-def _decode_group(model: Any, hooks: _RoutingHooks, parts: _TraceParts, group: list[tuple[int, list[int]]],
+def _decode_group(model: Any, hooks: RoutingHooks, parts: TraceParts, group: list[tuple[int, list[int]]],
                   config: RecordConfig, eos: set[int], pad: int, sequences: dict[int, list[int]]) -> None:
     """Greedy decoding of one batch group; appends its passes to `parts`."""
     import torch
@@ -485,8 +180,8 @@ def record_model(model: Any, arch: Architecture, prompts: list[list[int]], confi
     top_n = config.top_n or top_k
     if top_n > n_experts:
         raise UserError(f"{top_n} is more than the model's {n_experts} experts", "--top-n")
-    hooks = _RoutingHooks(layers, arch, mconf, config.lookahead if len(layers) > 1 else 0, top_n)
-    parts = _TraceParts(n_layers=len(layers), lookahead=config.lookahead, top_n=top_n)
+    hooks = RoutingHooks(layers, arch, mconf, config.lookahead if len(layers) > 1 else 0, top_n)
+    parts = TraceParts(n_layers=len(layers), lookahead=config.lookahead, top_n=top_n)
     sequences = {r: list(ids) for r, ids in enumerate(prompts)}
     eos, pad = _eos_ids(model, config), _pad_id(model)
     hooks.install()
@@ -499,7 +194,7 @@ def record_model(model: Any, arch: Architecture, prompts: list[list[int]], confi
         hooks.remove()
     per_layer_bytes = [expert_bytes(layer, n_experts) for layer in layers]
     expert_param_bytes = [b * n_experts for b in per_layer_bytes]
-    dense = [_param_bytes(layer_module) - eb
+    dense = [param_bytes(layer_module) - eb
              for layer_module, eb in zip((model.model.layers[ly.model_layer] for ly in layers), expert_param_bytes)]
     param_dtype = str(next(layers[0].experts.parameters()).dtype).replace("torch.", "")
     meta = TraceMeta(
