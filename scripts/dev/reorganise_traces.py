@@ -74,7 +74,7 @@ MODULE_MOVES: dict[str, str] = {
 # Names that moved out of a module into another when an oversized module was split:
 # module (old dotted name, or its new main part) -> {new module: its names}. Full dotted names.
 # (Private helpers that became shared lost their underscore: _sort_order -> sort_order, _check_phase,
-# _cell_mask, _access_mask, _per_layer_mean, _RoutingHooks, _TraceParts, _import_transformers likewise;
+# _cell_mask, _access_mask, _per_layer_mean, _RoutingHooks, _TraceParts, _import_transformers, _expand likewise;
 # a caller of an old private name is fixed by hand.)
 _SPLITS: dict[str, dict[str, str]] = {
     # traces/trace.py (530 lines) -> format/{trace_meta,trace,trace_checks,build}.py
@@ -86,6 +86,10 @@ _SPLITS: dict[str, dict[str, str]] = {
     "moesim.traces.record.recorder": {
         "moesim.traces.record.hf_model": "MoeLayer supported_architectures load_model load_tokenizer moe_layers "
                                          "expert_bytes",
+    },
+    # traces/synthetic.py (474 lines) -> synth/{schedule,synthetic}.py
+    "moesim.traces.synth.synthetic": {
+        "moesim.traces.synth.schedule": "Schedule draw_lengths build_schedule expand",
     },
     # traces/stats.py (691 lines) -> stats/{arrays,popularity,predictors,working_set,summary}.py
     "moesim.traces.stats.summary": {

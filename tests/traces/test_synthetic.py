@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from moesim.errors import UserError
 from moesim.traces.stats import popularity, predictors
 from moesim.traces.synth.fit import request_stats
-from moesim.traces.synth.synthetic import LengthDist, SynthConfig, build_schedule, generate, help_table, preset
+from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate, help_table, preset
+from moesim.traces.synth.schedule import build_schedule
 from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 SMALL = SynthConfig(n_layers=4, n_experts=16, top_k=4, n_requests=6,
