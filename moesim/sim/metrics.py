@@ -9,7 +9,7 @@ Definitions:
   was evicted earlier in the same pass) and capacity (any other).
 - bytes_fetched: bytes copied on demand (misses, bypassed ones included).
 - miss_rate = misses / requests; collisions are reported per request (collision_rate) and per
-  miss (collision_share), since sources quote both (reference/specmd.md section 2.5).
+  miss (collision_share), since sources quote both.
 """
 
 from __future__ import annotations

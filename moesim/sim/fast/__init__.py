@@ -2,7 +2,7 @@
 
 count_replay picks an engine per run:
 - "fast": replay.c, compiled on first use (build.py), for the policies in `FAST_POLICIES`;
-  it makes the same decisions as the reference path, request for request (tests/sim/test_fast_path.py).
+  it makes the same decisions as the reference path, request for request (tests/perf/test_fast_path.py).
 - "reference": CacheCore.serve_cell and the policy objects, in Python; every policy.
 - "auto" (default): fast where the policy is covered and a C compiler is available, else reference.
 The choice comes from the `engine` argument (the CLI's `--engine`), else `$MOESIM_ENGINE`.

@@ -20,7 +20,7 @@
 
 enum { ERR_FULL = -8, ERR_STATE = -9 };
 
-/* Every field is 8 bytes wide (the ctypes mirror is moesim/sim/fast/plan_kernel.py). */
+/* Every field is 8 bytes wide (the ctypes mirror is PlanArgs in moesim/sim/fast/planner.py). */
 typedef struct {
     replay_t r;                 /* trace, objects, policy, core state; outcomes/bypassed per request */
     const int64_t *cell_pass;   /* n_cells */

@@ -3,7 +3,7 @@
 After a fast replay the core's policies hold what the reference replay would have left in them
 (LRU/FIFO/static-hot order, Least-Stale's two queues, LFU and Belady heaps with their keys,
 stamps and clocks), so `core.check()` holds and the core can keep serving requests. This reads
-the policies' private fields, so tests/sim/test_fast_path.py compares every restored policy with
+the policies' private fields, so tests/perf/test_fast_path.py compares every restored policy with
 the one a reference replay leaves: a change of those fields fails there, not silently.
 """
 

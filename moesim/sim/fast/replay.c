@@ -8,7 +8,7 @@
  * more than half the fixed allowance of the 50 M-access memory target (bench/RESULTS.md).
  * The file needs only a C99 compiler and libc; moesim.sim.fast.build compiles it on first use.
  *
- * Exactness: every step mirrors the Python code it replaces; tests/sim/test_fast_path.py checks
+ * Exactness: every step mirrors the Python code it replaces; tests/perf/test_fast_path.py checks
  * outcomes, victims in order, counters, final core state and final policy state against the
  * reference for every covered policy. Per-object state lives in flat arrays indexed by object id;
  * the request stream is never materialised (event-mode requests are deduplicated per cell with a
