@@ -91,7 +91,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     summary = {
         **paths,
         "env": result.env.to_dict(),
-        "measured": {m.path: {"value": m.value, "detail": m.detail} for m in result.measured},
+        "measured": {m.path: {"value": m.value, "kind": m.kind, "detail": m.detail} for m in result.measured},
     }
     emit(args, summary, _render_calibrate)
     return 0
@@ -121,22 +121,19 @@ def _run_calibrate_cpu(args: argparse.Namespace, out: Path) -> int:
     result = calibrate_cpu(config)
     paths = write_outputs(result, base, out, args.name or out.stem)
     summary = {**paths, "env": result.env.to_dict(),
-               "measured": {m.path: {"value": m.value, "detail": m.detail} for m in result.measured},
+               "measured": {m.path: {"value": m.value, "kind": m.kind, "detail": m.detail} for m in result.measured},
                "note": result.report.get("note", "")}
     emit(args, summary, _render_calibrate)
     return 0
 
 
 def _render_calibrate(summary: dict[str, Any]) -> str:
-    from moesim.kernels.profile_yaml import format_quantity
+    from moesim.units import BASE_UNITS, format_quantity
 
-    kinds = {"bandwidth": "bandwidth", "pageable_bandwidth": "bandwidth", "memory_bandwidth": "bandwidth",
-             "latency": "time", "launch_overhead": "time", "capacity": "bytes", "read_bandwidth": "bandwidth",
-             "cpu_memory_bandwidth": "bandwidth", "peak_flops": "flops", "cpu_flops": "flops"}
     lines = [f"profile: {summary['profile']}", f"report:  {summary['report']}", f"raw:     {summary['raw']}"]
     for path, entry in summary["measured"].items():
-        kind = kinds.get(path.rsplit(".", 1)[-1])
-        value = format_quantity(entry["value"], kind, 4) if kind else str(entry["value"])
+        kind = entry["kind"]  # the unit kind each Measured value carries
+        value = format_quantity(entry["value"], kind, 4) if kind in BASE_UNITS else str(entry["value"])
         lines.append(f"  {path:32s} {value}")
     if summary.get("note"):
         lines.append(f"note: {summary['note']}")

@@ -49,6 +49,7 @@ import torch
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.json_values import json_ready
 from moesim.kernels.compute import compute_cell, pick_backend
 from moesim.kernels.cpu_expert import swiglu_experts
 from moesim.kernels.decision_log import DecisionLog
@@ -746,7 +747,7 @@ class _Run:
             "energy_J": window.get("energy_J"),
             "checked_cells": self.checked,
         }
-        return _clean(summary)
+        return json_ready(summary)
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -756,19 +757,3 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
         return {"mean": None, "p50": None, "p99": None, "max": None}
     return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
             "max": float(v.max())}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return None if not np.isfinite(v) else v
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

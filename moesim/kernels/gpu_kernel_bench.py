@@ -12,8 +12,9 @@ import numpy as np
 from moesim.kernels.calibrate import MiB, round_sig, spread_text
 from moesim.kernels.fitting import Spread, fit_kernel_times
 from moesim.kernels.gpu_bench_base import GpuBench
-from moesim.kernels.profile_yaml import Measured, format_quantity
+from moesim.kernels.profile_yaml import Measured
 from moesim.kernels.shapes import ExpertShapes
+from moesim.units import format_quantity
 
 
 class KernelBenchmarks(GpuBench):

@@ -25,6 +25,7 @@ import pandas as pd
 
 from moesim.atomic_io import atomic_path
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.json_values import json_ready
 from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.engine import EngineOutput
@@ -406,21 +407,7 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
             "tpot_bound_s": tpot_b["mean"],
             "tpot_over_bound": _ratio(tpot["mean"], tpot_b["mean"]),
         }
-    return _clean(summary)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN to None, dict keys sorted on dump."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return None if np.isnan(v) or np.isinf(v) else v
-    return value
+    return json_ready(summary)
 
 
 def timed_summary(result: TimedResult) -> dict[str, Any]:
@@ -443,12 +430,12 @@ def save_timed_result(result: TimedResult, path: str) -> None:
     meta = {
         "format": FORMAT,
         "config": result.config.to_dict(),
-        "profile": _clean(dataclasses.asdict(result.profile)),
+        "profile": json_ready(dataclasses.asdict(result.profile)),
         "model_source": result.model_source,
         "trace_hash": result.trace_hash,
         "versions": versions(),
         "summary": result.summary,
-        "requests": _clean(result.requests.to_dict(orient="list")),
+        "requests": json_ready(result.requests.to_dict(orient="list")),
     }
     arrays = {name: pa.array(result.cells[name].to_numpy()) for name in result.cells.columns}
     table = pa.table(arrays).replace_schema_metadata(
