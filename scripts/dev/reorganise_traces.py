@@ -169,8 +169,11 @@ def move_files(moves: dict[str, str], dry: bool) -> list[str]:
         if not (ROOT / old).exists():
             continue
         if (ROOT / new).exists():
-            sys.exit(f"reorganise_traces: both {old} and {new} exist; merge the old file's changes into the new "
-                     "one by hand, delete the old one, then run this again")
+            parts = sorted({str(module_path(m)) for m in SYMBOL_MOVES.get(".".join(new.with_suffix("").parts), {})
+                            .values()})
+            split = f" (it was split: see also {', '.join(parts)})" if parts else ""
+            sys.exit(f"reorganise_traces: both {old} and {new} exist{split}; merge the old file's changes into the "
+                     "new one by hand, delete the old one, then run this again")
         done.append(f"git mv {old} {new}")
         if not dry:
             (ROOT / new).parent.mkdir(parents=True, exist_ok=True)
