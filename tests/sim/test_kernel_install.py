@@ -81,7 +81,8 @@ def test_no_library_and_no_compiler_is_said_once(monkeypatch, capsys):
 @needs_compiler
 def test_a_wheel_carries_the_kernels_and_they_load(tmp_path):
     tree = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True).stdout
+    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True).stdout
     for rel in filter(None, files.decode().split("\0")):
         if (ROOT / rel).is_file():
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
