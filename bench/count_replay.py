@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import DECODE, Trace, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, TraceMeta
+from moesim.traces.format.trace import Trace
 
 N_LAYERS, N_EXPERTS, TOP_K = 16, 64, 8
 EXPERT_BYTES = 3 * 2048 * 1024 * 2  # 12 MiB, bf16 SwiGLU expert of OLMoE-1B-7B

@@ -79,8 +79,8 @@ def _subprocess(code: str, *args: str) -> dict[str, Any]:
 def one_pass_file(folder: Path, accesses: int, n_layers: int = 16, name: str = "one-pass") -> Path:
     """A trace of one request whose whole prompt is one prefill pass of about `accesses` accesses
     (top-8 of 64 experts at each of `n_layers` layers: one cell per layer)."""
-    from moesim.traces.io import save_trace
-    from moesim.traces.synthetic import SynthConfig, generate
+    from moesim.traces.format.io import save_trace
+    from moesim.traces.synth.synthetic import SynthConfig, generate
 
     tokens = max(1, accesses // (n_layers * 8))
     config = SynthConfig(n_layers=n_layers, n_experts=64, top_k=8).with_settings(
@@ -124,7 +124,7 @@ def sweep_folder(folder: Path, runs: int) -> Path:
     from moesim.sweeps.plan import plan_sweep
     from moesim.sweeps.execute import execute_run
     from moesim.sweeps.spec import parse_spec
-    from moesim.traces.synthetic import SynthConfig, generate
+    from moesim.traces.synth.synthetic import SynthConfig, generate
 
     trace = generate(SynthConfig(n_layers=16, n_experts=64, top_k=8, n_requests=2))
     plan = plan_sweep(parse_spec({"traces": {"t": trace}, "eviction": ["lru"], "capacities": ["5%"]}))
@@ -144,7 +144,7 @@ def sweep_folder(folder: Path, runs: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from moesim.traces.synth_config import parse_count
+    from moesim.traces.synth.synth_config import parse_count
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accesses", default="60M")

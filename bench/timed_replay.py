@@ -32,7 +32,8 @@ import numpy as np
 
 from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
 from moesim.policies.registry import available
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace import Trace
 
 TARGET = 1_000_000
 POLICY_TARGET = 2_000_000  # every eviction policy, stall on miss (issue 17)

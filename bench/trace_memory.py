@@ -68,7 +68,7 @@ def peak():
 
 _LOAD_SNIPPET = _RSS_HELPERS + """
 import gc, json, sys, time
-from moesim.traces.io import load_trace
+from moesim.traces.format.io import load_trace
 gc.collect()
 before = reset_peak()
 start = time.perf_counter()
@@ -79,7 +79,7 @@ print(json.dumps({"seconds": seconds, "rss_delta_bytes": peak() - before,
 """
 _SAVE_SNIPPET = _RSS_HELPERS + """
 import gc, hashlib, json, sys, time
-from moesim.traces.io import load_trace, save_trace
+from moesim.traces.format.io import load_trace, save_trace
 trace = load_trace(sys.argv[1])
 gc.collect()
 before = reset_peak()
@@ -101,9 +101,9 @@ def _target(value: float, goal: str, ok: bool) -> dict[str, Any]:
 def main(accesses: int = ACCESSES) -> dict[str, Any]:
     import dataclasses
 
-    from moesim.traces.io import save_trace
-    from moesim.traces.stats import compute_stats
-    from moesim.traces.synthetic import generate, preset
+    from moesim.traces.format.io import save_trace
+    from moesim.traces.stats.summary import compute_stats
+    from moesim.traces.synth.synthetic import generate, preset
 
     config = dataclasses.replace(preset("olmoe"), accesses=accesses, seed=1)
     rss0 = _rss["reset_peak"]()
@@ -183,7 +183,7 @@ def main(accesses: int = ACCESSES) -> dict[str, Any]:
 
 
 def _cli() -> int:
-    from moesim.traces.synth_config import parse_count
+    from moesim.traces.synth.synth_config import parse_count
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accesses", default=str(ACCESSES), help="trace size (default 10M)")

@@ -52,7 +52,7 @@ def replay(trace: Any, policy: str | Sequence[str] = "lru", capacity: Any = "5%"
     from moesim.sweeps.execute import execute_run
     from moesim.sweeps.plan import plan_sweep
     from moesim.sweeps.spec import parse_spec
-    from moesim.traces.trace import Trace
+    from moesim.traces.format.trace import Trace
 
     data: dict[str, Any] = {
         "traces": {trace_name or ("trace" if isinstance(trace, Trace) else Path(str(trace)).name or str(trace)):

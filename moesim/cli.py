@@ -24,7 +24,7 @@ from moesim.errors import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USER_ERROR, UserErr
 # Modules that add subcommands, in the order `moesim --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "moesim.cli_version",
-    "moesim.traces.cli_models",
+    "moesim.traces.models.cli_models",
     "moesim.hw_profiles.cli_profiles",
     "moesim.traces.cli_traces",
     "moesim.policies.cli_policies",
@@ -34,7 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "moesim.advise.cli_advise",
     "moesim.kernels.cli_gpu",
     "moesim.harness.cli_harness",
-    "moesim.traces.cli_record",
+    "moesim.traces.record.cli_record",
     "moesim.runs.cli_runs",
 )
 

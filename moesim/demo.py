@@ -47,7 +47,7 @@ def run(out: Path) -> dict[str, Any]:
     from moesim.sim import metrics
     from moesim.sim.capacity import parse_capacity
     from moesim.sim.count_replay import ReplayConfig, count_replay
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     out.mkdir(parents=True, exist_ok=True)
     trace = load_trace(TRACE)

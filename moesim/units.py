@@ -301,14 +301,20 @@ _FORMAT_PREFIXES = {
 _PREFIX_SCALE = {**SMALL, **DECIMAL, **BINARY}
 
 
-def format_quantity(value: float, kind: str) -> str:
+def format_quantity(value: float, kind: str, digits: int | None = None) -> str:
     """`value` (SI base units) as text that parse_quantity reads back to exactly the same float.
 
     Of the prefixes that leave a mantissa >= 1, takes the shortest text that round-trips exactly
     ("53 GB/s", "80 GiB", "5 us"), so a profile written back to YAML stays readable; falls back to
-    the base unit.
+    the base unit. With `digits`, for display instead: `digits` significant digits under the largest
+    decimal prefix that leaves a mantissa >= 1 ("52.9 GB/s"), which need not round-trip (byte counts
+    stay exact).
     """
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write a non-finite {kind}: {value}")
     base = BASE_UNITS[kind]
+    if digits is not None and kind != "bytes":  # byte counts stay exact ("80 GiB")
+        return _display_quantity(value, kind, base, digits)
     best: str | None = None
     for prefix in _FORMAT_PREFIXES[kind]:
         mantissa = value / _PREFIX_SCALE[prefix]
@@ -322,3 +328,13 @@ def format_quantity(value: float, kind: str) -> str:
                     best = text
                 break
     return best if best is not None else f"{value!r} {base}"
+
+
+def _display_quantity(value: float, kind: str, base: str, digits: int) -> str:
+    prefixes = [p for p in _FORMAT_PREFIXES[kind] if not p.endswith("i")]
+    prefix = next((p for p in prefixes if abs(value) >= _PREFIX_SCALE[p]), prefixes[-1])
+    unit = f"{prefix}J/B" if base == "J/B" else prefix + base
+    text = f"{value / _PREFIX_SCALE[prefix]:.{digits}g}"
+    if "e" in text:
+        text = repr(float(text))
+    return f"{text} {unit}"

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", default="out/specmd_study.csv")
     args = parser.parse_args(argv)
     if args.trace:
-        from moesim.traces.io import load_trace
+        from moesim.traces.format.io import load_trace
 
         trace = load_trace(args.trace)
     else:

@@ -22,7 +22,7 @@ from moesim.errors import UserError
 from moesim.sweeps import store
 from moesim.sweeps.runner import run_sweep
 from moesim.sweeps.spec import parse_spec
-from moesim.traces.io import load_trace
+from moesim.traces.format.io import load_trace
 from moesim.units import parse_quantity
 from tests.hardening_helpers import ROOT, fails, trace, trace_file, with_metadata  # noqa: F401 (fixtures)
 
@@ -187,10 +187,10 @@ def test_a_long_pass_is_read_a_few_cells_or_runs_at_a_time(n_layers, tmp_path, m
     cell ends, a cell between two runs, and the next chunk carries what the rules need
     (bench.hardening_memory measures the memory). One prefill of 500 tokens x top-2, at 4 layers
     (cells of 1,000 rows) or 1 (one cell of 1,000 rows: the case a cut at cells could not split)."""
-    from moesim.traces import parquet_read
-    from moesim.traces.io import save_trace
-    from moesim.traces.parquet_codec import read_trace
-    from moesim.traces.synthetic import SynthConfig, generate
+    from moesim.traces.format import parquet_read
+    from moesim.traces.format.io import save_trace
+    from moesim.traces.format.parquet_codec import read_trace
+    from moesim.traces.synth.synthetic import SynthConfig, generate
 
     trace = generate(SynthConfig(n_layers=n_layers, n_experts=16, top_k=2).with_settings(
         ["prefill=fixed:500", "decode=fixed:0", "n_requests=1", "weights=true"]))

@@ -11,8 +11,6 @@
   pkg. Parent packages' __init__ modules are not edges of their children (Python loads them first
   whatever imports what).
 
-KNOWN_OVERSIZED lists modules and classes outside this change's area that other work is splitting
-at the same time; it is temporary and must be emptied when that work lands.
 """
 
 from __future__ import annotations
@@ -27,14 +25,6 @@ MAX_CLASS_LINES = 250
 
 # TEMPORARY: oversized modules and classes being split on other branches (traces/ restructure,
 # parquet hardening, GPU benchmarks). The coordinator empties this when those branches merge.
-KNOWN_OVERSIZED: frozenset[str] = frozenset({
-    "moesim/traces/stats.py",
-    "moesim/traces/recorder.py",
-    "moesim/traces/trace.py",
-    "moesim/traces/parquet_chunk.py",
-    "moesim/traces/synthetic.py",
-    "moesim/kernels/gpu_benchmarks.py",
-})
 
 
 def _modules() -> dict[str, Path]:
@@ -157,21 +147,13 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_module_over_the_limit():
-    over = {m: n for m, n in module_lengths().items() if n > MAX_MODULE_LINES and m not in KNOWN_OVERSIZED}
+    over = {m: n for m, n in module_lengths().items() if n > MAX_MODULE_LINES}
     assert not over, f"modules over {MAX_MODULE_LINES} lines: {over}"
 
 
 def test_no_class_over_the_limit():
-    over = {c: n for c, n in class_lengths().items()
-            if n > MAX_CLASS_LINES and c.split("::")[0] not in KNOWN_OVERSIZED}
+    over = {c: n for c, n in class_lengths().items() if n > MAX_CLASS_LINES}
     assert not over, f"classes over {MAX_CLASS_LINES} lines: {over}"
-
-
-def test_known_oversized_entries_are_still_oversized():
-    """The allowlist only shrinks: an entry that is now small (or gone) must be removed from it."""
-    lengths = module_lengths()
-    stale = sorted(m for m in KNOWN_OVERSIZED if lengths.get(m, 0) <= MAX_MODULE_LINES)
-    assert not stale, f"remove from KNOWN_OVERSIZED: {stale}"
 
 
 def test_no_import_cycle():

@@ -48,7 +48,7 @@ TARGETS = [
            ("tests/sim/test_compute_operators.py", "tests/sim/test_compute_timed.py",
             "tests/sim/test_timing_hand.py", "tests/sim/test_timing_compute_bound.py",
             "tests/sim/test_timing_miss_handling.py", "tests/sim/test_cost_model_shape.py")),
-    Target("grouping", ("moesim/traces/importers/assemble.py", "moesim/traces/grouping.py"),
+    Target("grouping", ("moesim/traces/importers/assemble.py", "moesim/traces/format/grouping.py"),
            ("tests/traces/traceio/test_import_generic.py", "tests/traces/traceio/test_import_arrays.py",
             "tests/traces/traceio/test_format_errors.py", "tests/traces/test_grouping.py",
             "tests/traces/test_assemble.py")),

@@ -9,7 +9,7 @@ The trace, in order of preference:
    match it (or were not asked);
 3. a synthetic trace with the model's shapes: routing knobs fitted to the bundled trace of the same
    model when there is one (asked lengths differ), else to every bundled real trace of a decoder
-   MoE (moesim/traces/fit.py; knobs combined layer-median), saying so in `warnings`.
+   MoE (moesim/traces/synth/fit.py; knobs combined layer-median), saying so in `warnings`.
 Fits take seconds each, so they are cached by the fitted trace's content hash under
 $MOESIM_CACHE (default ~/.cache/moesim)/advise-fits.
 """
@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.model_spec import ModelSpec
-from moesim.traces.trace import DECODE, PREFILL, Trace
+from moesim.traces.models.model_spec import ModelSpec
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
 
-# catalog model name -> bundled trace recorded from it (moesim/traces/bundled.py)
+# catalog model name -> bundled trace recorded from it (moesim/traces/format/bundled.py)
 BUNDLED_FOR_MODEL: dict[str, str] = {"qwen3-30b-a3b": "qwen", "gemma-4-26b-a4b": "gemma"}
 # bundled real decoder-MoE traces whose routing statistics a synthetic trace borrows
 FIT_SOURCES: tuple[str, ...] = ("qwen", "gemma")
@@ -55,8 +56,8 @@ class Workload:
 
 
 def load_spec(model: str) -> ModelSpec:
-    """A catalog name, a model YAML, a Hugging Face config.json or a GGUF file (moesim/traces/model_files.py)."""
-    from moesim.traces.model_files import load_model_any
+    """A catalog name, a model YAML, a Hugging Face config.json or a GGUF file (moesim/traces/models/model_files.py)."""
+    from moesim.traces.models.model_files import load_model_any
 
     return load_model_any(model, "--model").spec
 
@@ -71,7 +72,7 @@ def resolve_workload(model: str | None, trace: str | None = None, prompt: int | 
     name = spec.name
     warnings: list[str] = []
     if trace:
-        from moesim.traces.io import load_trace
+        from moesim.traces.format.io import load_trace
 
         loaded = load_trace(trace)
         label = trace
@@ -98,7 +99,7 @@ def resolve_workload(model: str | None, trace: str | None = None, prompt: int | 
 
 def _trace_only(path: str, prompt: int | None, decode: int | None, batch: int | None) -> Workload:
     """No model named: the trace's own expert and dense bytes, compute estimated from them (bf16 assumed)."""
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     loaded = load_trace(path)
     warnings = ["no --model: compute is estimated from the trace's own bytes; embeddings, LM head and KV cache "
@@ -117,7 +118,7 @@ def _shape_differs(trace: Trace, prompt: int | None, decode: int | None, batch: 
 
 def _bundled_or_synthetic(spec: ModelSpec, bundled: str | None, prompt: int | None, decode: int | None,
                           batch: int | None, seed: int, warnings: list[str]) -> tuple[Trace, str, bool]:
-    from moesim.traces.bundled import bundled_names, load_bundled
+    from moesim.traces.format.bundled import bundled_names, load_bundled
 
     if bundled and bundled in bundled_names():
         real = load_bundled(bundled)
@@ -140,8 +141,8 @@ def _bundled_or_synthetic(spec: ModelSpec, bundled: str | None, prompt: int | No
 def synthetic_trace(spec: ModelSpec, sources: tuple[str, ...], prompt: int, decode: int, batch: int,
                     seed: int) -> Trace:
     """A trace with `spec`'s shapes and the sources' fitted routing knobs (layer medians)."""
-    from moesim.traces.synth_config import LengthDist, SynthConfig
-    from moesim.traces.synthetic import generate
+    from moesim.traces.synth.synth_config import LengthDist, SynthConfig
+    from moesim.traces.synth.synthetic import generate
 
     if not sources:
         raise UserError("no bundled real trace to fit routing statistics to", "--model")
@@ -161,9 +162,9 @@ def synthetic_trace(spec: ModelSpec, sources: tuple[str, ...], prompt: int, deco
 def cached_fit(name: str) -> Any:
     """`moesim traces fit bundled:NAME`'s settings, computed once per trace content hash."""
     from moesim.atomic_io import write_text_atomic
-    from moesim.traces.bundled import load_bundled
-    from moesim.traces.fit import config_yaml, fit
-    from moesim.traces.synth_config import SynthConfig
+    from moesim.traces.format.bundled import load_bundled
+    from moesim.traces.synth.fit import config_yaml, fit
+    from moesim.traces.synth.synth_config import SynthConfig
     from moesim.yaml_io import read_yaml_mapping
 
     trace = load_bundled(name)

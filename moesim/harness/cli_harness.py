@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     from moesim.harness.predict import compare
     from moesim.harness.run import Workload, run_harness
     from moesim.sim.cli_timing import resolve_profile
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -24,7 +24,9 @@ import torch
 from moesim.harness.model import DenseWeights, HarnessModel, KVCache, attention_and_router, rms_norm
 from moesim.harness.offload import ExpertFile, Fetcher, LruCache, SlotBuffers
 from moesim.kernels.cpu_expert import swiglu_experts
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.build import build_trace
 
 COUNT_KEYS = ("hits", "misses", "compulsory", "capacity", "collision", "bypassed", "bytes", "evictions")
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from moesim.atomic_io import write_text_atomic
 from moesim.kernels.fitting import CopyFit, Spread
-from moesim.kernels.profile_yaml import CalibrationEnv, Measured, calibrated_document, format_quantity, render_yaml
+from moesim.kernels.profile_yaml import CalibrationEnv, Measured, calibrated_document, render_yaml
 from moesim.kernels.shapes import ExpertShapes
-from moesim.units import format_bytes
+from moesim.units import format_bytes, format_quantity
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 COPY_TARGET_BYTES = 64 * MiB  # bytes moved per timed copy batch at small sizes

@@ -34,9 +34,9 @@ def _shapes_for(model: str | None) -> tuple[Any, int]:
     if model is None:
         return DEFAULT_SHAPES, DEFAULT_TOP_K
     try:
-        from moesim.traces.catalog import load_model
+        from moesim.traces.models.catalog import load_model
     except ImportError:
-        raise UserError("--model needs the model catalog (moesim.traces.catalog), which this install lacks",
+        raise UserError("--model needs the model catalog (moesim.traces.models.catalog), which this install lacks",
                         "--model") from None
     spec = load_model(model)
     return ExpertShapes.from_model_spec(spec, n_layers=1), int(spec.top_k)
@@ -91,7 +91,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     summary = {
         **paths,
         "env": result.env.to_dict(),
-        "measured": {m.path: {"value": m.value, "detail": m.detail} for m in result.measured},
+        "measured": {m.path: {"value": m.value, "kind": m.kind, "detail": m.detail} for m in result.measured},
     }
     emit(args, summary, _render_calibrate)
     return 0
@@ -121,22 +121,19 @@ def _run_calibrate_cpu(args: argparse.Namespace, out: Path) -> int:
     result = calibrate_cpu(config)
     paths = write_outputs(result, base, out, args.name or out.stem)
     summary = {**paths, "env": result.env.to_dict(),
-               "measured": {m.path: {"value": m.value, "detail": m.detail} for m in result.measured},
+               "measured": {m.path: {"value": m.value, "kind": m.kind, "detail": m.detail} for m in result.measured},
                "note": result.report.get("note", "")}
     emit(args, summary, _render_calibrate)
     return 0
 
 
 def _render_calibrate(summary: dict[str, Any]) -> str:
-    from moesim.kernels.profile_yaml import format_quantity
+    from moesim.units import BASE_UNITS, format_quantity
 
-    kinds = {"bandwidth": "bandwidth", "pageable_bandwidth": "bandwidth", "memory_bandwidth": "bandwidth",
-             "latency": "time", "launch_overhead": "time", "capacity": "bytes", "read_bandwidth": "bandwidth",
-             "cpu_memory_bandwidth": "bandwidth", "peak_flops": "flops", "cpu_flops": "flops"}
     lines = [f"profile: {summary['profile']}", f"report:  {summary['report']}", f"raw:     {summary['raw']}"]
     for path, entry in summary["measured"].items():
-        kind = kinds.get(path.rsplit(".", 1)[-1])
-        value = format_quantity(entry["value"], kind, 4) if kind else str(entry["value"])
+        kind = entry["kind"]  # the unit kind each Measured value carries
+        value = format_quantity(entry["value"], kind, 4) if kind in BASE_UNITS else str(entry["value"])
         lines.append(f"  {path:32s} {value}")
     if summary.get("note"):
         lines.append(f"note: {summary['note']}")
@@ -268,7 +265,7 @@ def _register_validate(subparsers: argparse._SubParsersAction) -> None:
                     "bias, p50/p99 errors, the policy ranking, H2D throughput and NVML bytes are reported. Writes "
                     "runs/steps/rankings Parquet, summary.json and report.html to --out.")
     p.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
-    from moesim.traces.cli_input import add_trace_input_flags
+    from moesim.traces.format.cli_input import add_trace_input_flags
 
     add_trace_input_flags(p)
     p.add_argument("--profile", required=True, help="hardware profile (a calibrated YAML from `moesim calibrate`, "

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moesim.json_ready import json_ready
+from moesim.json_values import json_ready
 from moesim.kernels.decision_log import DecisionLog
 from moesim.kernels.shapes import ExpertShapes
 from moesim.kernels.streams import Event
@@ -24,7 +24,7 @@ from moesim.kernels.validation_metrics import step_times
 from moesim.sim.timed_replay import TimedConfig
 from moesim.sim.timed_result import request_table
 from moesim.sim.topology import ROUTE_HOST, ROUTE_NAMES
-from moesim.traces.trace import PHASE_NAMES
+from moesim.traces.format.trace_meta import PHASE_NAMES
 
 FORMAT = "moesim.execution/1"
 CPU_NOTE = ("device cpu with a GPU-shaped profile or prefetch: decisions, data movement and outputs are exact; "

@@ -64,7 +64,7 @@ from moesim.sim.cache_core import CoreConfig, partition_capacities
 from moesim.sim.copy_ledger import SETUP_CELL, PlannedCopy
 from moesim.sim.plan import CellPlan
 from moesim.sim.timed_replay import TimedConfig, setup_planner
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 __all__ = ["ExecutionResult", "cache_slots", "check_supported", "execute", "resolve_device", "shapes_for_trace"]
 
@@ -78,7 +78,7 @@ def shapes_for_trace(trace: Trace, model: str | None = None, dtype: str = "bf16"
     name = model or trace.meta.model
     if not name:
         raise UserError("the trace names no model: pass --model (a catalog model) for the expert shapes", "--model")
-    from moesim.traces.catalog import load_model
+    from moesim.traces.models.catalog import load_model
 
     try:
         spec = load_model(name)

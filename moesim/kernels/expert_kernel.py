@@ -1,6 +1,6 @@
 """Triton grouped SwiGLU expert kernel that reads expert weights from a VRAM slot pool through a slot table.
 
-The shape of vLLM's `fused_moe_kernel` (reference/gpu_method.md §5) with the offload twist: weights
+The shape of vLLM's `fused_moe_kernel` (vllm/model_executor/layers/fused_moe upstream) with the offload twist: weights
 are not a stacked [E, N, K] tensor but a pool [n_slots, 3*H*I] of packed experts (gate | up | down,
 "x @ W" layout: W_gate, W_up [H, I], W_down [I, H]), and each M-tile finds its weights as
 pool[slot_of[expert]]. The policy decides which object sits in which slot; the kernel only follows

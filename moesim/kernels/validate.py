@@ -19,13 +19,15 @@ import numpy as np
 import pandas as pd
 
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.json_values import json_ready
 from moesim.kernels.decision_log import DecisionLog
 from moesim.kernels.shapes import ExpertShapes
 from moesim.kernels.validation_metrics import error_summary, kendall_tau, ranking, relative_error, step_times
 from moesim.sim.capacity import Capacity
 from moesim.sim.timed_replay import TimedConfig
 from moesim.sim.topology import build_topology
-from moesim.traces.trace import PHASE_NAMES, Trace
+from moesim.traces.format.trace_meta import PHASE_NAMES
+from moesim.traces.format.trace import Trace
 
 FORMAT = "moesim.validate/1"
 ACCEPT_MAPE = 0.10
@@ -335,7 +337,7 @@ def overall(runs: pd.DataFrame, rankings: pd.DataFrame, trace: Trace, profile: H
             "abs_mpe_le_5pct": bool((mpe.abs() <= ACCEPT_MPE).all()) if len(mpe) else False,
             "ranking_preserved": bool(rankings["ranking_preserved"].all()) if len(rankings) else False,
         }
-    return _clean({
+    return json_ready({
         "format": FORMAT,
         "trace_hash": trace.content_hash(),
         "trace_model": trace.meta.model,
@@ -368,17 +370,3 @@ def _f(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if np.isfinite(v) else None
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        return _f(value)
-    return value

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 def step_times(trace: Trace, cell_end: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ class PolicyContext:
     profile_counts: np.ndarray | None = None
     """Per-object access counts from a profiling trace or prefix (static pinning, frequency prefetch)."""
     trace: object | None = None
-    """The whole trace (moesim.traces.trace.Trace), given only to offline policies (oracles) and to
+    """The whole trace (moesim.traces.format.trace.Trace), given only to offline policies (oracles) and to
     policies that read recorded predictions; online policies must not look ahead through it."""
     trace_name: str | None = None
     """How to name the trace in error messages (its file path, when it came from one)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moesim.errors import UserError
-from moesim.json_ready import json_ready
+from moesim.json_values import json_ready
 from moesim.policies.labels import DEFAULT_MISS, DEFAULT_PREFETCH
 from moesim.reports import adapters, run_file
 from moesim.reports.tables import ResultSet, RunTables

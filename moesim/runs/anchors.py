@@ -7,7 +7,7 @@ CPU, MLA and the dense parts on the GPU, "after enough warm up". Decode with 8 e
 tok/s dual socket (--cpu_infer 65), 8.73 single socket (numactl -N 1 -m 1, --cpu_infer 33);
 llama.cpp 4.51 on the same machine (2 x 32 cores). Prefill: 82.94, 54.21 and 10.31 tok/s.
 
-The trace is synthetic with the model's shapes (moesim/traces/synthetic.py, catalog deepseek-v3):
+The trace is synthetic with the model's shapes (moesim/traces/synth/synthetic.py, catalog deepseek-v3):
 58 MoE layers x 256 experts, top-8. Expert bytes follow llama.cpp's Q4_K_M recipe: gate and up in
 Q4_K (4.5 bits/weight), down in Q6_K (6.5625) on the layers `use_more_bits` picks (the first and last
 eighth and every third in between) and Q4_K elsewhere; each matrix is 7168 x 2048.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 SOURCE = "github.com/kvcache-ai/ktransformers doc/en/DeepseekR1_V3_tutorial.md (V0.2 table, 8 experts)"
 N_LAYERS_TOTAL = 61
@@ -64,8 +64,8 @@ def q4_k_m_expert_bytes() -> list[int]:
 
 def anchor_trace(decode_tokens: int = 64, prompt_tokens: int = 500, seed: int = 0) -> Trace:
     """A seeded synthetic DeepSeek-V3 trace with Q4_K_M expert sizes (one request)."""
-    from moesim.traces.synth_config import preset
-    from moesim.traces.synthetic import generate
+    from moesim.traces.synth.synth_config import preset
+    from moesim.traces.synth.synthetic import generate
 
     config = preset("qwen3").with_settings(["model=deepseek-v3"])
     config = dataclasses.replace(config, object_bytes=tuple(q4_k_m_expert_bytes()), n_requests=1, accesses=0,

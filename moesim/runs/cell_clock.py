@@ -38,7 +38,8 @@ from moesim.sim.link_server import TIE_S
 from moesim.sim.timed_replay import (TimedConfig, ffn_overlappable, prefill_barrier, routing_sync_seconds,
                                      setup_planner)
 from moesim.sim.topology import LinkServer, build_topology
-from moesim.traces.trace import DECODE, Trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.trace import Trace
 
 COMPUTE_KEYS = ("memory_bandwidth", "peak_flops", "launch_overhead")
 STORAGE_KEYS = ("ssd_bandwidth", "ssd_bandwidth_qd1", "ssd_latency")

@@ -24,7 +24,8 @@ from moesim.runs.hits import estimate_prefill_lookups, hit_tolerance, per_step_h
 from moesim.runs.measured import MeasuredRun
 from moesim.runs.padding import SLICE_SIZES, expected_read_bytes, fit_slice_padding
 from moesim.sim.timed_replay import timed_replay
-from moesim.traces.trace import DECODE, Trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.trace import Trace
 
 
 @dataclass

@@ -69,7 +69,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str, str, int]:  # 
     """The run (options merged), the trace to replay, its name and kind, and the slices per expert."""
     from moesim.runs.padding import slices_for
     from moesim.runs.readers import read_run
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     run = read_run(args.run, args.columns)
     run.config = run.config.merged(cache_mib=args.cache_mib, lanes=args.lanes,
@@ -100,7 +100,7 @@ def _arch(trace: Any) -> str | None:
 
 
 def _same_length(run: Any, trace: Any) -> bool:
-    from moesim.traces.trace import DECODE
+    from moesim.traces.format.trace_meta import DECODE
 
     return int((trace.pass_phase == DECODE).sum()) == run.n_steps
 

@@ -80,7 +80,7 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
     from moesim.runs.profile_out import fitted_profile_text
     from moesim.runs.readers import read_run
     from moesim.runs.step_model import SimulatorModel, profile_figures
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     qwen = read_run(data / "qwen.metrics")
     setup = engine_setup(qwen.config, BASE_PROFILE)

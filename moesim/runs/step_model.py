@@ -21,7 +21,8 @@ import numpy as np
 
 from moesim.hw_profiles.profile import HardwareProfile, StorageCurve, StoragePoint
 from moesim.sim.timed_replay import TimedConfig
-from moesim.traces.trace import DECODE, Trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.trace import Trace
 
 PROFILE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_bandwidth_qd1",
                    "ssd_latency")

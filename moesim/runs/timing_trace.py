@@ -20,7 +20,9 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.runs.padding import expected_read_bytes
-from moesim.traces.trace import DECODE, PREFILL, Trace, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.build import build_trace
 
 
 def misses_by_layer(n_miss: int, read_bytes: float | None, layer_bytes: np.ndarray, k: int, slices: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from moesim.sim.cache_core import MISS_COMPULSORY
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.requests import RequestStream
 from moesim.sim.topology import Topology
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass

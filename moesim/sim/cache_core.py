@@ -4,7 +4,7 @@ One core is shared by the count replay, the simpy engine and the real-GPU execut
 supplies only a clock. Eviction policies order candidates; the core decides eligibility:
 an object that is pinned, in flight, or in use by the cell being served is never a victim.
 
-Cell protocol (event-atomic replay, ../shared/DESIGN.md):
+Cell protocol (event-atomic replay: a layer's experts are needed together, docs/metrics.md):
     outcomes = core.begin_cell(objs, now)   # classify every object at the cell's start; mark in use
     for each missed obj: core.admit(obj, now)  -> reserves its bytes (evicting), state IN_FLIGHT
                          core.fill(obj, now)   -> the copy finished, state RESIDENT

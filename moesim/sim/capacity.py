@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 from moesim.units import MAX_BYTES, parse_count, parse_size_or_fraction, show
 
 _SLOTS = re.compile(r"^\s*(\d+)\s*slots?\s*$")
@@ -50,7 +50,7 @@ def parse_capacity(text: str, trace: Trace, where: str = "--capacity") -> Capaci
         largest = max(int(b) for b in trace.meta.object_bytes)
         count = parse_count(slots.group(1), where, 0, 2**62)
         return Capacity(stripped, _in_range(count * largest, text, where))
-    from moesim.traces.doctor import refuse_placeholder_sizes
+    from moesim.traces.importers.doctor import refuse_placeholder_sizes
 
     refuse_placeholder_sizes(trace, f"the capacity {stripped!r} (bytes or %)", where)
     value = parse_size_or_fraction(stripped, float(held_object_bytes(trace)), where)

@@ -23,7 +23,7 @@ from moesim.sim.count_replay import CountResult
 from moesim.sim.fast import ENGINES
 from moesim.sim.requests import MODES
 from moesim.sim.run import RunSpec, run
-from moesim.traces.cli_input import add_trace_input_flags
+from moesim.traces.format.cli_input import add_trace_input_flags
 from moesim.units import format_bytes
 
 BOUND_POLICY = "belady"
@@ -31,9 +31,9 @@ BOUND_POLICY = "belady"
 
 def load_trace_arg(text: str, args: argparse.Namespace | None = None) -> Any:
     """The trace named by --trace: a path, or "bundled:NAME", read with the trace-input flags of
-    `args` (--format, --map, --option, --pass-by, ...; moesim.traces.cli_input); the trace doctor's
+    `args` (--format, --map, --option, --pass-by, ...; moesim.traces.format.cli_input); the trace doctor's
     warnings go to stderr."""
-    from moesim.traces.cli_input import load_cli_trace
+    from moesim.traces.format.cli_input import load_cli_trace
 
     return load_cli_trace(args if args is not None else argparse.Namespace(), text)
 
@@ -72,7 +72,7 @@ def check_model_shape(trace: Any, model: str, where: str = "--model") -> None:
     """Refuse a model whose shape is not the trace's: its FLOPs and dense sizes would time a different
     network than the one the trace routed through. A top-k override (engines run Qwen3 at k=6) and a
     log of some of the model's layers (meta.layer_ids) are the same network and pass."""
-    from moesim.traces.model_files import load_model_any
+    from moesim.traces.models.model_files import load_model_any
 
     spec = load_model_any(model, where).spec
     meta = trace.meta
@@ -96,7 +96,7 @@ def _timed_specs(args: argparse.Namespace, inputs: ReplayInputs, specs: list[Pol
     if args.replay != "event":
         raise UserError("the timing engine replays cells event-atomically; drop --replay sequential "
                         "or add --count-only", "--replay")
-    from moesim.traces.doctor import refuse_placeholder_sizes
+    from moesim.traces.importers.doctor import refuse_placeholder_sizes
 
     refuse_placeholder_sizes(inputs.trace, "a timed run (--profile)", "--profile")
     profile = resolve_profile(args.profile, tuple(args.profile_set or ()))

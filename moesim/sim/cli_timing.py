@@ -19,7 +19,7 @@ import pandas as pd
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 TABLE_COLUMNS = ["rank_tpot", "rank_ttft", "label", "capacity_bytes", "tpot_s", "ttft_s", "total_s", "tokens_per_s",
                  "hit_rate", "misses", "collision", "stall_s", "bytes_moved", "energy_j", "lossy",

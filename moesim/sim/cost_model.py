@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 
 from moesim.errors import UserError
-from moesim.traces.model_spec import ModelSpec
-from moesim.traces.trace import Trace
+from moesim.traces.models.model_spec import ModelSpec
+from moesim.traces.format.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,10 @@ def resolve_model_shape(trace: Trace, model: str | None = None) -> ModelShape:
     name = model or trace.meta.model
     if name:
         try:
-            from moesim.traces.catalog import load_model  # lands with the catalog branch
+            from moesim.traces.models.catalog import load_model  # lands with the catalog branch
         except ModuleNotFoundError:
             if model:
-                raise UserError("the model catalog (moesim.traces.catalog) is not installed", "--model") from None
+                raise UserError("the model catalog (moesim.traces.models.catalog) is not installed", "--model") from None
         else:
             try:
                 spec = load_model(name)
@@ -83,7 +83,7 @@ def resolve_model_spec(trace: Trace, model: str | None = None) -> tuple[ModelSpe
     An explicit `model` that cannot be loaded is the user's mistake (UserError); an unknown
     meta.model falls back to the trace's own object bytes, assuming bf16.
     """
-    from moesim.traces.model_files import load_model_any, load_model_guess
+    from moesim.traces.models.model_files import load_model_any, load_model_guess
 
     if model:
         loaded = load_model_any(model, "--model")

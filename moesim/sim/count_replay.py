@@ -22,7 +22,7 @@ from moesim.sim import fast
 from moesim.sim.cache_core import CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import DeferredFuture, StreamFuture
 from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream, build_request_stream
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass(frozen=True)

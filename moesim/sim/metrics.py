@@ -9,7 +9,7 @@ Definitions:
   was evicted earlier in the same pass) and capacity (any other).
 - bytes_fetched: bytes copied on demand (misses, bypassed ones included).
 - miss_rate = misses / requests; collisions are reported per request (collision_rate) and per
-  miss (collision_share), since sources quote both (reference/specmd.md section 2.5).
+  miss (collision_share), since sources quote both.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.sim.cache_core import HIT, LATE, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
-from moesim.traces.trace import PHASE_NAMES
+from moesim.traces.format.trace_meta import PHASE_NAMES
 
 COUNT_COLUMNS = ["requests", "hits", "late_prefetch", "misses", "compulsory", "capacity", "collision",
                  "bytes_fetched", "hit_rate"]

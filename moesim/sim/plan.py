@@ -53,7 +53,7 @@ from moesim.sim.plan_types import PLACED, CellPlan, Plan, PlanConfig
 from moesim.sim.requests import build_request_stream
 from moesim.sim.tier_caches import TierCaches
 from moesim.sim.topology import Topology
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 __all__ = ["PLACED", "SETUP_CELL", "CellPlan", "Plan", "PlanConfig", "PlannedCopy", "Planner", "plan_trace"]
 

@@ -18,7 +18,7 @@ from moesim.policies.registry import PolicySpec
 from moesim.sim.count_replay import make_context, profile_counts
 from moesim.sim.future import StreamFuture
 from moesim.sim.requests import RequestStream
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass

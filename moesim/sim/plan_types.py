@@ -16,7 +16,7 @@ from moesim.sim.cache_core import CoreCounters
 from moesim.sim.copy_ledger import PlannedCopy
 from moesim.sim.requests import RequestStream
 from moesim.sim.topology import Topology
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 PLACED = -1
 """Outcome of a request whose object a placement policy keeps on the CPU (neither hit nor miss)."""

@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 MODES = ("event", "sequential")
 

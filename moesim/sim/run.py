@@ -23,7 +23,7 @@ from moesim.policies.labels import run_label
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass(frozen=True)

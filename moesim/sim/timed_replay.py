@@ -32,7 +32,8 @@ from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.plan_types import parsed_specs
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
-from moesim.traces.trace import DECODE, Trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.trace import Trace
 
 OVERLAP_MODES = ("layer", "expert")
 

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moesim.json_ready import json_ready
+from moesim.json_values import json_ready
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.sim.bounds import Bounds
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.engine import EngineOutput
 from moesim.sim.plan import Plan
-from moesim.traces.trace import DECODE, PHASE_NAMES, PREFILL
+from moesim.traces.format.trace_meta import DECODE, PHASE_NAMES, PREFILL
 
 FORMAT = "moesim.timed_result/1"
 

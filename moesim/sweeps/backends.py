@@ -18,7 +18,7 @@ from moesim.errors import UserError
 from moesim.sweeps.execute import RunOutput, execute_run
 from moesim.sweeps.plan import ProfileKey, profile_key
 from moesim.sweeps.run_config import RunConfig
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 BACKENDS = ("local", "ray")
 

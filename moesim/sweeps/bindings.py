@@ -1,6 +1,6 @@
 """Where sweeps, what-if studies and reports call the other rooms of moesim.
 
-Traces (moesim.traces.io, moesim.traces.synthetic), hardware profiles (moesim.hw_profiles.loader)
+Traces (moesim.traces.format.io, moesim.traces.synth.synthetic), hardware profiles (moesim.hw_profiles.loader)
 and capacities (moesim.sim.capacity) are each reached through one small function here, so an
 interface change in one of them is fixed in one place. Runs themselves go through the front door
 (moesim/sim/run.py), from moesim/sweeps/execute.py.
@@ -12,20 +12,20 @@ import importlib
 from typing import Any, Mapping, Sequence
 
 from moesim.errors import UserError
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 # ---- traces ------------------------------------------------------------------------------------
 def load_trace_file(text: str, where: str) -> Trace:
     """A trace file in any format moesim reads, or "bundled:NAME"."""
-    from moesim.traces.io import load_trace
+    from moesim.traces.format.io import load_trace
 
     return load_trace(text)
 
 
 def synthetic_trace(settings: Mapping[str, Any], where: str) -> Trace:
     """A synthetic trace from generator settings; "preset" names a base preset (e.g. olmoe)."""
-    from moesim.traces import synthetic
+    from moesim.traces.synth import synthetic
 
     settings = dict(settings)
     base = synthetic.preset(str(settings.pop("preset"))) if "preset" in settings else None

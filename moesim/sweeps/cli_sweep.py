@@ -124,7 +124,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     from moesim.sweeps.whatif import parse_axis, plan_whatif, run_whatif
 
     axes = [parse_axis(v, args.max_runs) for v in args.vary]
-    from moesim.traces.cli_input import load_cli_trace, trace_input
+    from moesim.traces.format.cli_input import load_cli_trace, trace_input
 
     fmt, options = trace_input(args)
     trace: Any = load_cli_trace(args, args.trace) if (fmt or options) else args.trace
@@ -167,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     whatif = subparsers.add_parser("whatif", help="vary hardware fields and capacity over a grid; report heatmaps")
     whatif.add_argument("--trace", required=True, help='trace file, or "bundled:NAME"')
-    from moesim.traces.cli_input import add_trace_input_flags
+    from moesim.traces.format.cli_input import add_trace_input_flags
 
     add_trace_input_flags(whatif)
     whatif.add_argument("--profile", default=None, help="hardware profile (name or YAML); none: count-only")

@@ -17,7 +17,7 @@ from moesim.reports import adapters
 from moesim.reports.tables import RunTables
 from moesim.sim.run import RunSpec, run
 from moesim.sweeps.run_config import RunConfig
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass

@@ -18,7 +18,7 @@ from moesim.errors import UserError
 from moesim.sweeps import bindings
 from moesim.sweeps.run_config import RunConfig
 from moesim.sweeps.spec import ProfileChoice, SweepSpec
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 ProfileKey = tuple[str, tuple[tuple[str, str], ...]]
 

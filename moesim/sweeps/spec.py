@@ -4,7 +4,7 @@
     imports: [mylab.policies]      # optional: modules to import first (your own registered policies)
     traces:                        # name: source
       qwen: bundled:qwen                                   # a trace file or bundled trace
-      synth: {synthetic: {preset: olmoe, n_requests: 8}}   # moesim.traces.synthetic settings
+      synth: {synthetic: {preset: olmoe, n_requests: 8}}   # moesim.traces.synth.synthetic settings
       mine: {factory: "mylab.traces:make", args: {seed: 1}}  # a function returning a Trace
     profiles: [none, rtx4090, {name: rtx4090, set: {links.h2d.bandwidth: 16 GB/s}}]
     eviction: [lru, least-stale, belady]
@@ -38,7 +38,7 @@ from moesim.errors import UserError
 from moesim.units import check_seed
 from moesim.sim.requests import MODES
 from moesim.sweeps.run_config import DEFAULT_MISS, DEFAULT_PREFETCH, canonical_policy
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 SCOPES = ("global", "layer")
 KEYS = ("name", "imports", "traces", "profiles", "eviction", "prefetch", "miss", "capacities", "scope", "replay",
@@ -268,7 +268,7 @@ def _traces(value: Any, where: str, allow_code: bool = True, base_dir: Path | No
 
 def _trace_file(ref: str, base_dir: Path | None) -> str:
     """A trace file named in a spec file, relative to the spec's folder (bundled: names stay)."""
-    from moesim.traces.io import BUNDLED_PREFIX
+    from moesim.traces.format.io import BUNDLED_PREFIX
 
     if base_dir is None or ref.startswith(BUNDLED_PREFIX) or Path(ref).is_absolute():
         return ref

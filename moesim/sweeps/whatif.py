@@ -26,7 +26,7 @@ from moesim.reports.frames import CAPACITY_AXIS, setting_quantity, setting_value
 from moesim.sweeps import bindings
 from moesim.sweeps.run_config import DEFAULT_MISS, DEFAULT_PREFETCH, canonical_policy
 from moesim.sweeps.spec import ProfileChoice, SweepSpec, TraceSource, check_combinations
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 BOUND_POLICY = "belady"
 _RANGE = re.compile(r"^(?P<lo>.+?)\.\.(?P<hi>.+?):(?P<n>\d+)(?::(?P<spacing>geo|lin))?$")

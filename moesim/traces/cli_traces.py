@@ -7,9 +7,9 @@ import importlib
 
 # Modules that add `moesim traces <sub>` commands via register_traces(subparsers).
 TRACES_SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "moesim.traces.cli_io",  # info, convert, validate, import formats
-    "moesim.traces.cli_synth",  # synth, fit, stats
-    "moesim.traces.cli_tol",  # synth-tol (token-indexed memory workloads)
+    "moesim.traces.format.cli_io",  # info, convert, validate, import formats
+    "moesim.traces.synth.cli_synth",  # synth, fit, stats
+    "moesim.traces.synth.cli_tol",  # synth-tol (token-indexed memory workloads)
 )
 
 

@@ -7,7 +7,8 @@ import numpy as np
 from moesim.advise.space import Machine
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.loader import load_profile
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 MiB = 2**20
 

@@ -18,7 +18,7 @@ from moesim.harness.run import Workload, run_harness  # noqa: E402
 from moesim.hw_profiles.loader import load_profile  # noqa: E402
 from moesim.kernels.cpu_calibrate import base_cpu_profile  # noqa: E402
 from moesim.sim.count_replay import ReplayConfig, count_replay  # noqa: E402
-from moesim.traces.io import load_trace  # noqa: E402
+from moesim.traces.format.io import load_trace  # noqa: E402
 
 TINY = HarnessModel(n_layers=2, n_experts=8, top_k=2, hidden=64, inter=32, n_heads=4, vocab=64)
 WORK = Workload(n_requests=2, prompt_len=3, decode_steps=4)

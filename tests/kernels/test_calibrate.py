@@ -21,8 +21,8 @@ from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Ti
 from moesim.kernels.calibrate import (CalibrateConfig, CalibrationResult, copy_measurements, output_paths,
                                       write_outputs)
 from moesim.kernels.fitting import Spread, fit_copy_sweep, fit_kernel_times, robust_relative_fit
-from moesim.kernels.profile_yaml import CalibrationEnv, Measured, format_quantity
-from moesim.units import parse_quantity
+from moesim.kernels.profile_yaml import CalibrationEnv, Measured
+from moesim.units import format_quantity, parse_quantity
 
 ALPHA, BETA = 7e-6, 53e9
 SIZES = [2**k for k in range(12, 31)]  # 4 KiB .. 1 GiB

@@ -123,7 +123,7 @@ def test_validate_on_the_cpu_device_measures_step_times(tmp_path, capsys):
     from moesim.kernels.calibrate import CalibrationResult, write_outputs
     from moesim.kernels.cpu_calibrate import base_cpu_profile
     from moesim.kernels.profile_yaml import CalibrationEnv
-    from moesim.traces.io import save_trace
+    from moesim.traces.format.io import save_trace
 
     model = HarnessModel(n_layers=2, n_experts=8, top_k=2, hidden=64, inter=32, n_heads=4, vocab=64)
     run = run_harness(model, Workload(n_requests=1, prompt_len=2, decode_steps=3), 4, str(tmp_path / "store"))
@@ -178,8 +178,8 @@ def test_ssd_store_reads_its_file_with_o_direct(tmp_path):
 def test_routing_sync_costs_two_launches_and_the_d2h_latency_per_cell():
     from moesim.hw_profiles.loader import load_profile as load
     from moesim.sim.timed_replay import TimedConfig, routing_sync_seconds, timed_replay
-    from moesim.traces.synthetic import generate
-    from moesim.traces.synth_config import SynthConfig
+    from moesim.traces.synth.synthetic import generate
+    from moesim.traces.synth.synth_config import SynthConfig
 
     profile = load("h100-pcie")
     assert routing_sync_seconds(profile) == 2 * profile.compute.launch_overhead + profile.links["d2h"].latency
@@ -199,10 +199,10 @@ def test_executor_with_routing_sync_keeps_the_plans_decisions():
     from moesim.kernels.executor import execute
     from moesim.kernels.shapes import ExpertShapes
     from moesim.sim.timed_replay import TimedConfig, timed_replay
-    from moesim.traces.synthetic import generate
-    from moesim.traces.synth_config import SynthConfig
+    from moesim.traces.synth.synthetic import generate
+    from moesim.traces.synth.synth_config import SynthConfig
 
-    from moesim.traces.synth_config import LengthDist
+    from moesim.traces.synth.synth_config import LengthDist
 
     trace = generate(SynthConfig(n_layers=2, n_experts=6, top_k=2, n_requests=1, object_bytes=(3 * 32 * 16 * 4,),
                                  prefill=LengthDist.parse("4", 1), decode=LengthDist.parse("10", 0), seed=2))

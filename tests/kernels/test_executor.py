@@ -27,7 +27,8 @@ from moesim.kernels.reference import moe_reference  # noqa: E402
 from moesim.kernels.shapes import ExpertShapes  # noqa: E402
 from moesim.kernels.weights import expert_weights_f32, random_activations  # noqa: E402
 from moesim.sim.timed_replay import TimedConfig, timed_replay  # noqa: E402
-from moesim.traces.trace import PREFILL, simple_trace  # noqa: E402
+from moesim.traces.format.trace_meta import PREFILL  # noqa: E402
+from moesim.traces.format.build import simple_trace
 
 GB = 1e9
 SHAPES = ExpertShapes(hidden=32, inter=16, n_layers=3, n_experts=6, dtype="fp32")

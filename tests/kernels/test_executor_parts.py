@@ -25,8 +25,9 @@ from moesim.kernels.weights import expert_weights_f32, random_activations  # noq
 from moesim.sim.cache_core import MISS_COMPULSORY  # noqa: E402
 from moesim.sim.count_replay import ReplayConfig, count_replay, make_core  # noqa: E402
 from moesim.sim.requests import build_request_stream  # noqa: E402
-from moesim.traces.model_spec import ModelSpec  # noqa: E402
-from moesim.traces.trace import PREFILL, simple_trace  # noqa: E402
+from moesim.traces.models.model_spec import ModelSpec  # noqa: E402
+from moesim.traces.format.trace_meta import PREFILL  # noqa: E402
+from moesim.traces.format.build import simple_trace
 
 SHAPES = ExpertShapes(hidden=16, inter=8, n_layers=2, n_experts=6, dtype="fp32")
 

@@ -27,8 +27,8 @@ from moesim.kernels.validation_metrics import error_summary, kendall_tau, rankin
 from moesim.sim.plan import PlanConfig, plan_trace  # noqa: E402
 from moesim.sim.timed_replay import TimedConfig, timed_replay  # noqa: E402
 from moesim.sim.topology import build_topology  # noqa: E402
-from moesim.traces.io import save_trace  # noqa: E402
-from moesim.traces.trace import simple_trace  # noqa: E402
+from moesim.traces.format.io import save_trace  # noqa: E402
+from moesim.traces.format.build import simple_trace  # noqa: E402
 
 SHAPE = ExpertShapes(hidden=32, inter=16, n_layers=3, n_experts=6, dtype="fp32")
 

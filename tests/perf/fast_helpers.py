@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from moesim.policies.compiled import compiled_form
 from moesim.policies.eviction._counts import DecayingUnit, LazyMinHeap
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 
 @st.composite

@@ -23,7 +23,7 @@ from moesim.policies.eviction.lru import LRU
 from moesim.sim import fast
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.fast import build
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 from fast_helpers import assert_same_core, sized_traces
 

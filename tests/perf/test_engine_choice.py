@@ -12,7 +12,7 @@ from moesim.errors import UserError
 from moesim.sim import fast
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.fast import build
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 needs_compiler = pytest.mark.skipif(build.library() is None,
                                     reason=f"compiled replay unavailable: {build.unavailable_reason()}")
@@ -20,8 +20,10 @@ needs_compiler = pytest.mark.skipif(build.library() is None,
 
 @pytest.fixture
 def fresh_build(monkeypatch):
-    """Forget the loaded library before and after the test (it is cached per process)."""
+    """Forget the loaded library before and after the test (it is cached per process), and ignore a
+    library `pip install` built into the package, so these tests exercise the first-use build."""
     build._load.cache_clear()
+    monkeypatch.setattr(build, "installed_library", lambda: None)
     yield monkeypatch
     monkeypatch.undo()
     build._load.cache_clear()

@@ -12,7 +12,7 @@ from moesim.policies.registry import parse_spec
 from moesim.sim.cache_core import CacheCore, CoreConfig
 from moesim.sim.count_replay import CountResult, ReplayConfig, count_replay
 from moesim.sim.future import StreamFuture
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 
 def _make_core(policy: str, n_objects: int, capacity: int, *, n_layers: int = 1, sizes: list[int] | None = None,

@@ -12,7 +12,7 @@ import pytest
 from moesim.policies.registry import available
 from moesim.sim.cache_core import ABSENT, IN_FLIGHT, MISS_COMPULSORY, RESIDENT
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 EVICTION = [r.name for r in available("eviction")]
 

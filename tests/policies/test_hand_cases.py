@@ -12,7 +12,8 @@ import pytest
 
 from moesim.sim.cache_core import MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import PREFILL, simple_trace
+from moesim.traces.format.trace_meta import PREFILL
+from moesim.traces.format.build import simple_trace
 
 # Silberschatz, Galvin and Gagne, "Operating System Concepts", page-replacement chapter: this
 # reference string with 3 frames gives 15 faults under FIFO, 12 under LRU and 9 under OPT.

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 libcachesim = pytest.importorskip("libcachesim")
 

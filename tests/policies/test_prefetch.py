@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from moesim.errors import UserError
 from moesim.policies.base import PolicyContext, PrefetchView
 from moesim.policies.registry import available, parse_spec
-from moesim.traces.trace import TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 # ---- helpers ---------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import pytest
 from moesim.policies import registry
 from moesim.policies.base import PolicyContext, PrefetchPolicy, PrefetchRequest, PrefetchView, ServedCells
 from moesim.policies.registry import available, parse_spec
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 
 def prefetch_names() -> list[str]:

@@ -12,8 +12,9 @@ from moesim.runs.engine_map import engine_setup
 from moesim.runs.measured import RunConfig
 from moesim.runs.step_model import apply_figures, profile_figures
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 # figures of the kind a fit lands on (not the shipped ones: the curve is no longer linear in depth)
 FITTED = {"memory_bandwidth": 12.2e9, "peak_flops": 30e9, "launch_overhead": 20e-6, "ssd_bandwidth": 2.3e9,

@@ -12,7 +12,8 @@ from moesim.runs.fit import fit_run
 from moesim.runs.measured import MeasuredRun, RunConfig
 from moesim.runs.step_model import SimulatorModel, apply_figures, profile_figures
 from moesim.sim.timed_replay import timed_replay
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 TRUE = {"memory_bandwidth": 11e9, "peak_flops": 15e9, "launch_overhead": 0.0, "ssd_bandwidth": 2.6e9,
         "ssd_bandwidth_qd1": 0.788e9, "ssd_latency": 4e-4, "token_overhead": 0.0, "mgmt_per_byte": 1.1e-10}

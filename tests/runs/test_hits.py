@@ -9,8 +9,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.runs.hits import estimate_prefill_lookups, hit_tolerance, per_step_hits
 from moesim.runs.readers import read_run
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 
 def _percentages(hits: list[int], per_step: int, prefill: int) -> np.ndarray:

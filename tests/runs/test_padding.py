@@ -6,8 +6,8 @@ import numpy as np
 
 from moesim.runs.padding import expected_read_bytes, slice_read_bytes, slices_for
 from moesim.runs.readers import read_run
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE
 
 
 def test_slice_reads_cover_whole_blocks() -> None:

@@ -10,7 +10,7 @@ from moesim.runs.engine_map import engine_setup
 from moesim.runs.measured import RunConfig
 from moesim.runs.step_model import SimulatorModel, apply_figures, profile_figures
 from moesim.sim.timed_replay import timed_replay
-from moesim.traces.io import load_trace
+from moesim.traces.format.io import load_trace
 
 
 def test_figures_round_trip_and_the_storage_curve_keeps_its_shape() -> None:

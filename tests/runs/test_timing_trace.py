@@ -8,8 +8,8 @@ from moesim.runs.padding import expected_read_bytes
 from moesim.runs.timing_trace import misses_by_layer, timing_trace
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.hw_profiles.loader import load_profile
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE
 
 
 def test_split_matches_bytes_by_hand() -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 
 @st.composite

@@ -17,8 +17,8 @@ import pytest
 
 from moesim.sim.cache_core import HIT
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces import io as trace_io
-from moesim.traces.trace import DECODE
+from moesim.traces.format import io as trace_io
+from moesim.traces.format.trace_meta import DECODE
 
 REPO = Path(__file__).resolve().parents[2]
 # the shared traces sit beside the main checkout (repo.parent/shared); a worktree nested one level

@@ -6,7 +6,7 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.sim.capacity import layer_capacities, parse_capacity, parse_capacity_list
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 
 @pytest.fixture

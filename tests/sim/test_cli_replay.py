@@ -1,5 +1,5 @@
 """`moesim replay` and `moesim compare` end to end on a small trace (the loader is stubbed here;
-tests/sim/test_bigmoeonedge.py runs them on the real engine traces through moesim.traces.io)."""
+tests/sim/test_bigmoeonedge.py runs them on the real engine traces through moesim.traces.format.io)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import moesim
 from moesim.cli import main
 from moesim.sim import cli_replay
 from moesim.reports.run_file import read_run_file
-from moesim.traces.trace import PREFILL, DECODE, simple_trace
+from moesim.traces.format.trace_meta import PREFILL, DECODE
+from moesim.traces.format.build import simple_trace
 
 
 def _trace():

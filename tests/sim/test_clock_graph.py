@@ -19,7 +19,8 @@ from moesim.hw_profiles.loader import load_profile
 from moesim.hw_profiles.profile import StorageCurve, StoragePoint
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.sim.topology import LinkServer, build_topology
-from moesim.traces.trace import DECODE, simple_trace
+from moesim.traces.format.trace_meta import DECODE
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import MB, US, make_profile
 

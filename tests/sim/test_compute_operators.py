@@ -18,8 +18,9 @@ from moesim.errors import UserError
 from moesim.sim.compute import compute_model, expert_cell_times, expert_request_times, non_expert_cell_times
 from moesim.sim.compute.kernel_table import table_from_report
 from moesim.sim.compute.processors import Processor
-from moesim.traces.catalog import model_from_mapping
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.models.catalog import model_from_mapping
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 from tests.sim.timing_helpers import make_profile
 
 TINY = {

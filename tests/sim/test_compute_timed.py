@@ -16,7 +16,8 @@ from moesim.policies.placement import CpuLayers, parse_placement
 from moesim.sim.compute import processors_of
 from moesim.sim.plan import PLACED
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 from timing_helpers import MB, US, hand_profile, hand_trace, make_profile
 
@@ -99,7 +100,7 @@ def test_cpu_and_gpu_parts_of_a_cell_run_in_parallel() -> None:
     tokens' activations (1632 B) each way at 10 us + 1.632 us: 223.264 us. The cell takes
     dense + stall + max(device, cpu): with 5 us launches, 7 + 1010 + max(6, 223.264) us; with 500 us
     launches the device part (1 + 500 us) is the longer: 502 + 1010 + 501 us."""
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0, 1, 0, 2]]], n_layers=1, n_experts=4, object_bytes=MB, top_k=2, phases=[PREFILL])
     trace.meta.dense_bytes = [2 * MB]

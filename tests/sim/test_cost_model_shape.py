@@ -15,7 +15,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.sim.cost_model import resolve_model_shape
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import DECODE, PREFILL, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import MB, US, hand_profile
 
@@ -59,7 +60,7 @@ def test_unknown_trace_model_falls_back_to_the_trace_bytes():
 
 def test_a_model_the_caller_names_must_exist():
     """The catalog's own one-line error passes through unchanged."""
-    from moesim.traces.catalog import load_model
+    from moesim.traces.models.catalog import load_model
 
     with pytest.raises(UserError) as err:
         resolve_model_shape(_trace(), "no-such-model")
@@ -69,7 +70,7 @@ def test_a_model_the_caller_names_must_exist():
 
 
 def test_a_catalog_failure_on_a_named_model_is_one_user_error(monkeypatch):
-    import moesim.traces.catalog as catalog
+    import moesim.traces.models.catalog as catalog
 
     def broken(name):
         raise KeyError("experts")
@@ -83,11 +84,11 @@ def test_a_catalog_failure_on_a_named_model_is_one_user_error(monkeypatch):
 
 
 def test_without_the_catalog_module(monkeypatch):
-    monkeypatch.setitem(sys.modules, "moesim.traces.catalog", None)  # import raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "moesim.traces.models.catalog", None)  # import raises ModuleNotFoundError
     with pytest.raises(UserError) as err:
         resolve_model_shape(_trace(), "olmoe-1b-7b")
     assert (err.value.message, err.value.where) == (
-        "the model catalog (moesim.traces.catalog) is not installed", "--model")
+        "the model catalog (moesim.traces.models.catalog) is not installed", "--model")
     assert resolve_model_shape(_trace(model="olmoe-1b-7b")).expert_params == (MB // 2, MB // 2)
 
 

@@ -151,7 +151,7 @@ def test_sequential_replay_lets_a_cell_evict_its_own_experts():
     # the prefill-like cell [c, a] (one token, top-2).  Event: a is classified at the cell start
     # (hit) and protected, c evicts b.  Sequential: c comes first and evicts a (LRU), then a misses
     # (a collision: evicted earlier in the same pass).
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0, 1]], [[2, 0]]], n_layers=1, n_experts=4, top_k=2)
     assert _run(trace, "lru", 2, "event").outcomes.tolist() == [2, 2, 2, HIT]
@@ -161,7 +161,7 @@ def test_sequential_replay_lets_a_cell_evict_its_own_experts():
 @pytest.mark.parametrize("policy", EVICTION)
 def test_capacity_in_bytes_counts_object_sizes(policy):
     # two layers with 1-byte and 3-byte objects; 4 bytes hold one of each, not four small ones
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0], [0]], [[1], [0]], [[0], [0]]], n_layers=2, n_experts=2, object_bytes=[1, 3])
     result = _run(trace, policy, 4)
@@ -174,7 +174,8 @@ def test_hit_rate_per_lookup_and_per_routed_access_by_hand():
     """A 3-token prefill routes all three tokens to expert 0 (one lookup, three accesses: a compulsory
     miss), then one decode token hits it (one lookup, one access). Per lookup 1 of 2 hit; per routed
     access 1 of 4."""
-    from moesim.traces.trace import PREFILL, simple_trace
+    from moesim.traces.format.trace_meta import PREFILL
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0, 0, 0]], [[0]]], n_layers=1, n_experts=2, top_k=1, phases=[PREFILL, 1])
     s = metrics.summary(_run(trace, "lru", 2))

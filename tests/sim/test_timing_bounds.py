@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from moesim.policies.registry import available
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import make_profile, random_trace
 
@@ -121,7 +121,7 @@ def test_prefetching_into_a_full_cache_can_be_slower():
 
 def test_belady_is_not_claimed_as_a_bound_when_a_cell_does_not_fit():
     """One slot, cells of two experts: the in-use rule binds, so Belady's count is information only."""
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0, 1]], [[2, 3]], [[0, 1]]], n_layers=1, n_experts=4, object_bytes=10**6, top_k=2)
     trace.meta.dense_bytes = [10**6]

@@ -17,7 +17,8 @@ import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 from timing_helpers import MB, US, hand_profile, hand_trace, make_profile
 
@@ -73,7 +74,7 @@ def test_low_bit_fetches_scale_the_bytes_the_bound_counts():
 
 
 def _two_layer_trace(passes):
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace(passes, n_layers=2, n_experts=4, object_bytes=MB)
     trace.meta.dense_bytes = [2 * MB, 2 * MB]
@@ -190,7 +191,7 @@ def test_bounds_of_an_empty_trace_are_zero():
 def test_per_pass_minimum_counts_each_pass_own_objects():
     """One layer, capacity 0: every pass must fetch its object (1000 us > 13 us of compute), also when
     passes outnumber objects: passes route 1, 1, 0 (objects 1, 1, 0)."""
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[1]], [[1]], [[0]]], n_layers=1, n_experts=2, object_bytes=MB)
     trace.meta.dense_bytes = [2 * MB]
@@ -229,7 +230,7 @@ def test_ssd_first_use_bound_with_trailing_cells_that_reuse():
     """The SSD case with a third pass reusing [0, 1] and [5, 7]: no first use in its cells, so the SSD
     arrivals stay at 12000 us; MIN misses 7 MB in all (A over h2d <= 7000 us, below the SSD's).
     E = max(E_prev + 14, arrival + 7) = [4007, 8007, 10007, 12007, 12021, 12035] us."""
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     trace = simple_trace([[[0, 1], [0, 1]], [[0, 2], [1, 3]], [[0, 1], [1, 3]]], n_layers=2, n_experts=4,
                          object_bytes=MB, top_k=2)

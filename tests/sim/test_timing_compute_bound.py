@@ -17,7 +17,8 @@ from __future__ import annotations
 import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import PREFILL, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 from timing_helpers import MB, US, hand_profile
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import MB, US, hand_profile as _profile, hand_trace as _trace
 

@@ -11,7 +11,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.policies.registry import parse_spec
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 from timing_helpers import MB, US, hand_profile as _profile, hand_trace as _trace
 

@@ -17,7 +17,7 @@ from moesim.policies import registry
 from moesim.policies.base import PrefetchPolicy, PrefetchRequest, PrefetchView
 from moesim.policies.eviction.lru import LRU
 from moesim.sim.timed_replay import TimedConfig, timed_replay
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 from timing_helpers import make_profile
 

@@ -8,7 +8,7 @@ from moesim.cli import main
 from moesim.hw_profiles.loader import load_profile
 from moesim.sim.timed_replay import TimedConfig, timed_replay
 from moesim.sim.trace_events import write_trace_events
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 MiB = 2**20
 

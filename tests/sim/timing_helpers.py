@@ -15,7 +15,9 @@ import numpy as np
 from moesim.hw_profiles.profile import Compute, HardwareProfile, Link, Power, Tier
 from moesim.policies import registry
 from moesim.policies.base import NEVER, EvictionPolicy, PolicyContext
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, expert_dtype, simple_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.build import simple_trace
 
 GB = 1e9
 

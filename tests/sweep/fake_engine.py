@@ -16,7 +16,7 @@ import pandas as pd
 
 from moesim.sim.cache_core import HIT, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.trace import PHASE_NAMES
+from moesim.traces.format.trace_meta import PHASE_NAMES
 
 DENSE_S = 1e-4
 EXPERT_S = 2e-4

@@ -21,7 +21,7 @@ from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sweeps import store
 from moesim.sweeps.runner import run_sweep
 from moesim.sweeps.spec import load_spec, parse_spec
-from moesim.traces.trace import simple_trace
+from moesim.traces.format.build import simple_trace
 
 CAPACITIES = ["5%", "10%", "15%", "20%", "30%", "40%", "60%", "80%", "100%"]
 SPEC_216 = f"""

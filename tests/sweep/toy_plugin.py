@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.build import build_trace
 
 
 def zipf_trace(n_layers: int = 4, n_experts: int = 16, top_k: int = 2, passes: int = 40, prefill: int = 4,

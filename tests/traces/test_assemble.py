@@ -8,7 +8,7 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import INT32_MAX, Routes, assemble
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta, expert_dtype
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

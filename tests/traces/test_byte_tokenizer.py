@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces.byte_tokenizer import ByteTokenizer
-from moesim.traces.tol import corpus_sequences
+from moesim.traces.synth.byte_tokenizer import ByteTokenizer
+from moesim.traces.synth.tol import corpus_sequences
 
 
 def test_the_textbook_example_merges_aa_then_ab_then_their_pair():

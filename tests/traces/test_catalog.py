@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from moesim.cli import main
 from moesim.errors import UserError
-from moesim.traces.catalog import MODELS_DIR, list_models, load_model, model_from_mapping
-from moesim.traces.model_spec import ModelSpec, weight_bytes
+from moesim.traces.models.catalog import MODELS_DIR, list_models, load_model, model_from_mapping
+from moesim.traces.models.model_spec import ModelSpec, weight_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = [

@@ -1,4 +1,4 @@
-"""`moesim traces synth | fit | stats` end to end (needs the Parquet importer, moesim.traces.io)."""
+"""`moesim traces synth | fit | stats` end to end (needs the Parquet importer, moesim.traces.format.io)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from moesim.cli import main
-from moesim.traces import io as _trace_io  # noqa: F401 - these tests need save/load: fail, never skip, without it
+from moesim.traces.format import io as _trace_io  # noqa: F401 - these tests need save/load: fail, never skip, without it
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

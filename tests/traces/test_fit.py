@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from moesim.errors import UserError
-from moesim.traces.fit import compare_stats, fit, fit_with_report, length_distribution, request_lengths
-from moesim.traces.synthetic import LengthDist, SynthConfig, generate
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.synth.fit import compare_stats, fit, fit_with_report, length_distribution, request_lengths
+from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 
 def test_request_lengths_count_each_requests_prompt_and_decode_tokens():
@@ -55,7 +56,7 @@ def test_fit_generate_fit_recovers_known_settings():
 
 
 def _bundled_qwen():
-    from moesim.traces import bundled
+    from moesim.traces.format import bundled
 
     return bundled.load_bundled("qwen")
 

@@ -1,4 +1,4 @@
-"""first_repeat_in_groups (moesim/traces/grouping.py) against a plain-Python reference."""
+"""first_repeat_in_groups (moesim/traces/format/grouping.py) against a plain-Python reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moesim.traces.grouping import first_repeat_in_groups
+from moesim.traces.format.grouping import first_repeat_in_groups
 
 
 def reference(starts: list[int], values: list[int]) -> int | None:

@@ -15,8 +15,8 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import UserError
-from moesim.traces.catalog import load_model
-from moesim.traces.model_files import load_model_any, load_model_guess, name_candidates, spec_from_hf_config
+from moesim.traces.models.catalog import load_model
+from moesim.traces.models.model_files import load_model_any, load_model_guess, name_candidates, spec_from_hf_config
 
 CONFIGS = {
     "qwen3-30b-a3b": {"model_type": "qwen3_moe", "hidden_size": 2048, "num_hidden_layers": 48,
@@ -169,7 +169,7 @@ def test_models_show_reads_a_gguf_file(tmp_path: Path, capsys: pytest.CaptureFix
 def test_gguf_formats_reach_the_compute_model(tmp_path: Path) -> None:
     """`--model toy.gguf` on a 2-layer trace: layer 0's experts are timed as q8_0 (dequantised), layer 1's as fp16."""
     from moesim.sim.cost_model import resolve_model_spec
-    from moesim.traces.trace import simple_trace
+    from moesim.traces.format.build import simple_trace
 
     q8 = gguf.GGMLQuantizationType.Q8_0
     tensors = {f"blk.0.ffn_{m}_exps.weight": (np.zeros((4, 32, 68) if m != "down" else (4, 64, 34), np.uint8), None, q8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moesim.errors import UserError
-from moesim.traces.prompts import Prompt, read_prompts, tokenize
+from moesim.traces.record.prompts import Prompt, read_prompts, tokenize
 
 
 def test_jsonl_accepts_id_lists_strings_and_objects(tmp_path):

@@ -23,14 +23,9 @@ transformers = pytest.importorskip("transformers")
 
 from moesim.cli import main  # noqa: E402
 from moesim.errors import UserError  # noqa: E402
-from moesim.traces.recorder import (  # noqa: E402
-    RecordConfig,
-    load_model,
-    record,
-    record_model,
-    supported_architectures,
-)
-from moesim.traces.trace import DECODE, PREFILL  # noqa: E402
+from moesim.traces.record.recorder import RecordConfig, record, record_model  # noqa: E402
+from moesim.traces.record.hf_model import load_model, supported_architectures  # noqa: E402
+from moesim.traces.format.trace_meta import DECODE, PREFILL  # noqa: E402
 
 VOCAB = 61
 COMMON = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
@@ -389,7 +384,7 @@ def test_cli_errors_exit_1_with_one_line(tmp_path, capsys):
 
 
 def test_cli_writes_a_trace_that_loads_back_with_its_predictions(model_dirs, tmp_path, capsys):
-    from moesim.traces import io
+    from moesim.traces.format import io
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS))
     out = tmp_path / "t.parquet"

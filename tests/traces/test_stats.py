@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import stats
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.stats import popularity, predictors, summary, working_set
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,36 +33,36 @@ def _tiny():
 
 
 def test_popularity_of_a_tiny_decode_by_hand():
-    counts = stats.layer_expert_counts(_tiny(), "decode")
+    counts = popularity.layer_expert_counts(_tiny(), "decode")
     assert counts.tolist() == [[3, 2, 1, 0]]
-    assert stats.distinct_per_layer(counts).tolist() == [3]
+    assert popularity.distinct_per_layer(counts).tolist() == [3]
     expected_h = -(0.5 * math.log2(0.5) + (1 / 3) * math.log2(1 / 3) + (1 / 6) * math.log2(1 / 6))
-    assert stats.entropy_bits(counts)[0] == pytest.approx(expected_h)
-    assert stats.topk_coverage(counts, 1)[0] == pytest.approx(3 / 6)
-    assert stats.topk_coverage(counts, 2)[0] == pytest.approx(5 / 6)
+    assert popularity.entropy_bits(counts)[0] == pytest.approx(expected_h)
+    assert popularity.topk_coverage(counts, 1)[0] == pytest.approx(3 / 6)
+    assert popularity.topk_coverage(counts, 2)[0] == pytest.approx(5 / 6)
 
 
 def test_all_phase_counts_include_the_prompt():
-    assert stats.layer_expert_counts(_tiny(), "all").tolist() == [[3, 3, 3, 1]]
-    assert stats.layer_expert_counts(_tiny(), "prefill").tolist() == [[0, 1, 2, 1]]
+    assert popularity.layer_expert_counts(_tiny(), "all").tolist() == [[3, 3, 3, 1]]
+    assert popularity.layer_expert_counts(_tiny(), "prefill").tolist() == [[0, 1, 2, 1]]
 
 
 def test_temporal_predictor_by_hand():
     t = _tiny()
     # decode sets {0,1},{0,2},{0,1}: lag 1 shares 1 of 2 twice; lag 2 shares 2 of 2 once
-    assert stats.lag_overlap(t, 1)[0] == pytest.approx(0.5)
-    assert stats.lag_overlap(t, 2)[0] == pytest.approx(1.0)
-    assert math.isnan(stats.lag_overlap(t, 3)[0])
+    assert predictors.lag_overlap(t, 1)[0] == pytest.approx(0.5)
+    assert predictors.lag_overlap(t, 2)[0] == pytest.approx(1.0)
+    assert math.isnan(predictors.lag_overlap(t, 3)[0])
 
 
 def test_static_predictors_by_hand():
     t = _tiny()
     # decode hottest two: 0 (3 uses), 1 (2); scored on decode steps 2 and 3: {0,2} -> 1/2, {0,1} -> 2/2
-    assert stats.static_coverage(t, "decode")[0] == pytest.approx(0.75)
+    assert predictors.static_coverage(t, "decode")[0] == pytest.approx(0.75)
     # prompt hottest two: 2 (2 uses), then 3 and 1 tie at 1 -> 3 was seen first; scored on every
     # decode step: {0,1} -> 0, {0,2} -> 1/2, {0,1} -> 0
-    assert stats.static_coverage(t, "prefill", paired=False)[0] == pytest.approx(1 / 6)
-    p = stats.predictor_stats(t, lags=(1, 2))
+    assert predictors.static_coverage(t, "prefill", paired=False)[0] == pytest.approx(1 / 6)
+    p = predictors.predictor_stats(t, lags=(1, 2))
     assert (p.temporal, p.static, p.static_prompt, p.random) == pytest.approx((0.5, 0.75, 1 / 6, 0.5))
     assert p.lag_profile == pytest.approx({1: 0.5, 2: 1.0})
     assert p.scored_rows == 2
@@ -71,19 +72,19 @@ def test_reuse_distance_and_working_sets_by_hand():
     t = _tiny()
     # uses (object: passes): 0: 1,2,3  1: 0,1,3  2: 0,2  3: 0
     # distances: 0 -> 1,1 ; 1 -> 1,2 ; 2 -> 2  => bucket "1": 3, bucket "2-3": 2; first uses 4
-    hist, first = stats.reuse_distance_histogram(t)
+    hist, first = working_set.reuse_distance_histogram(t)
     assert hist.tolist() == [[3, 2]]
     assert first.tolist() == [4]
-    assert stats.reuse_bucket_labels(4) == ["1", "2-3", "4-7", "8-15"]
-    assert stats.pass_working_set(t).tolist() == [3, 2, 2, 2]
-    assert stats.pass_working_set_bytes(t).tolist() == [30, 20, 20, 20]
-    assert stats.cell_distinct_experts(t).tolist() == [3, 2, 2, 2]
-    s = stats.trace_summary(t)
+    assert working_set.reuse_bucket_labels(4) == ["1", "2-3", "4-7", "8-15"]
+    assert working_set.pass_working_set(t).tolist() == [3, 2, 2, 2]
+    assert working_set.pass_working_set_bytes(t).tolist() == [30, 20, 20, 20]
+    assert working_set.cell_distinct_experts(t).tolist() == [3, 2, 2, 2]
+    s = summary.trace_summary(t)
     assert s["accesses"] == 10 and s["passes"] == {"prefill": 1, "decode": 3}
     assert s["tokens"] == {"prefill": 2, "decode": 3} and s["requests"] == 1
     assert s["routed_bytes"] == 90 and s["distinct_objects"] == 4 and s["bytes_touched"] == 40
     assert s["touched_share"] == 1.0
-    d = stats.trace_summary(t, "decode")
+    d = summary.trace_summary(t, "decode")
     assert d["accesses"] == 6 and d["distinct_objects"] == 3 and d["routed_bytes"] == 60
 
 
@@ -97,7 +98,7 @@ def test_predecessor_is_the_same_requests_previous_token_in_batched_decode():
     ]
     t = build_trace(meta, passes)
     # request 0: {0,1} -> {0,5} shares 1; request 1: {2,3} -> {2,4} shares 1; across requests nothing
-    assert stats.lag_overlap(t, 1)[0] == pytest.approx(0.5)
+    assert predictors.lag_overlap(t, 1)[0] == pytest.approx(0.5)
 
 
 def test_a_cell_with_fewer_tokens_holds_the_pass_last_tokens():
@@ -105,7 +106,7 @@ def test_a_cell_with_fewer_tokens_holds_the_pass_last_tokens():
     meta = TraceMeta(n_layers=2, n_experts=4, top_k=1, object_bytes=[1, 1])
     t = build_trace(meta, [{"phase": PREFILL, "tokens": [(0, 0), (0, 1), (0, 2)],
                             "cells": [(0, [[0], [1], [2]]), (1, [[3]])]}])
-    rows = stats.token_rows(t)
+    rows = predictors.token_rows(t)
     assert rows.layer.tolist() == [0, 0, 0, 1]
     assert rows.position.tolist() == [0, 1, 2, 2]
 
@@ -113,14 +114,14 @@ def test_a_cell_with_fewer_tokens_holds_the_pass_last_tokens():
 def test_token_statistics_need_a_fixed_top_k():
     t = simple_trace([[[0, 1]], [[2]]], n_layers=1, n_experts=4)
     with pytest.raises(UserError, match="fixed top_k"):
-        stats.token_rows(t)
-    result = stats.compute_stats(t)  # the per-layer and whole-trace parts still work
+        predictors.token_rows(t)
+    result = summary.compute_stats(t)  # the per-layer and whole-trace parts still work
     assert result.predictors is None and result.summary["accesses"] == 3
 
 
 def test_bad_phase_is_a_user_error():
     with pytest.raises(UserError, match="phase must be one of"):
-        stats.layer_expert_counts(_tiny(), "warmup")
+        popularity.layer_expert_counts(_tiny(), "warmup")
 
 
 # ---- a naive reference on random traces --------------------------------------------------------
@@ -241,10 +242,10 @@ def test_predictors_match_a_naive_reference(seed):
     t = _random_trace(seed)
     rows, k = _naive_rows(t), t.meta.top_k
     for lag in (1, 2, 3):
-        assert _same(stats.lag_overlap(t, lag)[0], _naive_lag(rows, k, lag))
-    assert _same(stats.static_coverage(t, "decode")[0], _naive_static(rows, k, DECODE, True))
-    assert _same(stats.static_coverage(t, "prefill", paired=False)[0], _naive_static(rows, k, PREFILL, False))
-    cross = stats.cross_layer_predictability(t)
+        assert _same(predictors.lag_overlap(t, lag)[0], _naive_lag(rows, k, lag))
+    assert _same(predictors.static_coverage(t, "decode")[0], _naive_static(rows, k, DECODE, True))
+    assert _same(predictors.static_coverage(t, "prefill", paired=False)[0], _naive_static(rows, k, PREFILL, False))
+    cross = predictors.cross_layer_predictability(t)
     ref_t, ref_f = _naive_cross(rows, k, t.meta.n_experts)
     assert _same(cross.transition, ref_t) and _same(cross.frequency, ref_f)
 
@@ -262,7 +263,7 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
             obj = r["layer"] * n_experts + e
             uses[obj].add(r["pass"])
             per_pass[r["pass"]].add(obj)
-    hist, first = stats.reuse_distance_histogram(t)
+    hist, first = working_set.reuse_distance_histogram(t)
     ref = defaultdict(int)
     ref_first = defaultdict(int)
     for obj, ps in uses.items():
@@ -273,10 +274,10 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
     got = {(layer, b): int(v) for (layer, b), v in np.ndenumerate(hist) if v}
     assert got == dict(ref)
     assert {i: int(v) for i, v in enumerate(first) if v} == dict(ref_first)
-    assert stats.pass_working_set(t).tolist() == [len(per_pass[p]) for p in range(t.n_passes)]
+    assert working_set.pass_working_set(t).tolist() == [len(per_pass[p]) for p in range(t.n_passes)]
     sizes = t.meta.object_bytes
-    assert stats.trace_summary(t)["routed_bytes"] == sum(sizes[o // n_experts] for p in per_pass.values() for o in p)
-    counts = stats.layer_expert_counts(t)
+    assert summary.trace_summary(t)["routed_bytes"] == sum(sizes[o // n_experts] for p in per_pass.values() for o in p)
+    counts = popularity.layer_expert_counts(t)
     for layer in range(t.meta.n_layers):
         ref_counts = np.zeros(n_experts, dtype=int)
         for r in rows:
@@ -289,7 +290,7 @@ def test_reuse_and_working_sets_match_a_naive_reference(seed):
 def _findings_trace(name: str):
     """The shared BigMoeOnEdge CSV through the project's importer: ../shared/traces beside the
     repository, or MOESIM_SHARED_TRACES, or ../../shared/traces for a worktree one level deeper."""
-    from moesim.traces import io
+    from moesim.traces.format import io
     roots = [Path(os.environ["MOESIM_SHARED_TRACES"])] if "MOESIM_SHARED_TRACES" in os.environ else []
     roots += [REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces"]
     for root in roots:
@@ -305,7 +306,7 @@ FINDINGS = {"qwen": (38.0, 37.6, 17.9), "gemma": (35.7, 39.6, 26.8)}
 
 @pytest.mark.parametrize("name", ["qwen", "gemma"])
 def test_predictors_reproduce_findings_section_1(name):
-    p = stats.predictor_stats(_findings_trace(name))
+    p = predictors.predictor_stats(_findings_trace(name))
     temporal, static, prompt = FINDINGS[name]
     # the required tolerance is 0.2 percentage points; these definitions hit the printed digit
     assert 100 * p.temporal == pytest.approx(temporal, abs=0.2)
@@ -317,25 +318,25 @@ def test_predictors_reproduce_findings_section_1(name):
 
 def test_qwen_lag_profile_and_prompt_budget_reproduce_findings():
     t = _findings_trace("qwen")
-    p = stats.predictor_stats(t)
+    p = predictors.predictor_stats(t)
     assert round(100 * p.lag_profile[1], 1) == 38.0
     assert round(100 * p.lag_profile[8], 1) == 26.7
     # "It improves with budget (qwen reaches 52.0 % at 24 experts/layer)"
-    assert round(100 * stats.static_coverage(t, "prefill", paired=False, budget=24)[0], 1) == 52.0
+    assert round(100 * predictors.static_coverage(t, "prefill", paired=False, budget=24)[0], 1) == 52.0
 
 
 @pytest.mark.parametrize("name,mean,lo,hi,touched_mib,share", [("qwen", 64, 33, 107, 8386, 50), ("gemma", 67, 52, 97, 7576, 53)])
 def test_routing_shape_reproduces_findings(name, mean, lo, hi, touched_mib, share):
     t = _findings_trace(name)
-    distinct = stats.distinct_per_layer(stats.layer_expert_counts(t, "decode"))
+    distinct = popularity.distinct_per_layer(popularity.layer_expert_counts(t, "decode"))
     assert (round(distinct.mean()), distinct.min(), distinct.max()) == (mean, lo, hi)
-    s = stats.trace_summary(t, "decode")
+    s = summary.trace_summary(t, "decode")
     assert round(s["bytes_touched"] / 2**20) == touched_mib
     assert round(100 * s["touched_share"]) == share
 
 
 def test_qwen_early_layers_route_almost_uniformly_as_findings_section_4_says():
-    counts = stats.layer_expert_counts(_findings_trace("qwen"), "decode")
-    cov8 = stats.topk_coverage(counts, 8)
-    assert stats.distinct_per_layer(counts)[0] == 107
+    counts = popularity.layer_expert_counts(_findings_trace("qwen"), "decode")
+    cov8 = popularity.topk_coverage(counts, 8)
+    assert popularity.distinct_per_layer(counts)[0] == 107
     assert (round(100 * cov8[0], 1), round(100 * cov8[5], 1), round(100 * cov8.mean(), 1)) == (21.5, 43.2, 44.5)

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import stats
-from moesim.traces.fit import request_stats
-from moesim.traces.synthetic import LengthDist, SynthConfig, build_schedule, generate, help_table, preset
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.stats import popularity, predictors
+from moesim.traces.synth.fit import request_stats
+from moesim.traces.synth.synthetic import LengthDist, SynthConfig, generate, help_table, preset
+from moesim.traces.synth.schedule import build_schedule
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 SMALL = SynthConfig(n_layers=4, n_experts=16, top_k=4, n_requests=6,
                     prefill=LengthDist.parse("4", 1), decode=LengthDist.parse("24", 0))
@@ -127,7 +128,7 @@ def test_higher_zipf_exponent_concentrates_routing():
     cov = []
     for z in (0.0, 0.5, 1.0, 1.5, 2.5):
         t = _gen(n_experts=64, zipf=(z,), n_requests=20, seed=3)
-        cov.append(stats.topk_coverage(stats.layer_expert_counts(t), 4).mean())
+        cov.append(popularity.topk_coverage(popularity.layer_expert_counts(t), 4).mean())
     assert all(b > a + 0.02 for a, b in zip(cov, cov[1:]))
     # exponent 0 is uniform: 4 hottest of 64 carry about 4/64 (plus sampling noise of 2,240 draws)
     assert cov[0] == pytest.approx(4 / 64, abs=0.03)
@@ -135,7 +136,7 @@ def test_higher_zipf_exponent_concentrates_routing():
 
 def test_per_layer_zipf_applies_to_its_layer():
     t = _gen(n_experts=64, zipf=(0.0, 3.0, 0.0, 3.0), n_requests=20)
-    cov = stats.topk_coverage(stats.layer_expert_counts(t), 4)
+    cov = popularity.topk_coverage(popularity.layer_expert_counts(t), 4)
     assert cov[1] > cov[0] + 0.4 and cov[3] > cov[2] + 0.4
 
 
@@ -144,19 +145,19 @@ def test_reuse_sets_the_previous_token_overlap():
     a slot repeats the previous token with probability r on top of the chance overlap."""
     base = dict(n_experts=64, zipf=(0.5,), n_requests=20, decode=LengthDist.parse("64", 0), seed=5)
     t0 = _gen(reuse=0.0, **base)
-    lag1, lag8 = stats.lag_overlap(t0, 1)[0], stats.lag_overlap(t0, 8)[0]
+    lag1, lag8 = predictors.lag_overlap(t0, 1)[0], predictors.lag_overlap(t0, 8)[0]
     assert lag1 == pytest.approx(lag8, abs=0.02)
     t5 = _gen(reuse=0.5, **base)
-    r1 = stats.lag_overlap(t5, 1)[0]
+    r1 = predictors.lag_overlap(t5, 1)[0]
     assert r1 == pytest.approx(0.5 + 0.5 * lag8, abs=0.04)
-    assert stats.lag_overlap(t5, 2)[0] < r1  # copies of copies decay with lag
+    assert predictors.lag_overlap(t5, 2)[0] < r1  # copies of copies decay with lag
 
 
 def test_cross_layer_markov_gives_a_cross_layer_predictor_an_edge():
     base = dict(n_layers=6, n_experts=64, zipf=(0.8,), n_requests=12, decode=LengthDist.parse("64", 0),
                 markov_block=0, seed=2)
-    off = stats.cross_layer_predictability(_gen(cross_layer=0.0, **base))
-    on = stats.cross_layer_predictability(_gen(cross_layer=0.8, **base))
+    off = predictors.cross_layer_predictability(_gen(cross_layer=0.0, **base))
+    on = predictors.cross_layer_predictability(_gen(cross_layer=0.8, **base))
     assert abs(off.gain) < 0.02
     assert on.gain > off.gain + 0.1
 
@@ -168,7 +169,7 @@ def test_request_active_limits_each_request_to_its_subset():
     assert r.distinct.tolist() == [4.0] * 4
     assert r.coverage.tolist() == [1.0] * 4
     # ... while different requests use different subsets
-    assert stats.distinct_per_layer(stats.layer_expert_counts(t)).min() > 4
+    assert popularity.distinct_per_layer(popularity.layer_expert_counts(t)).min() > 4
 
 
 def test_presets_have_the_model_shapes():
@@ -217,7 +218,7 @@ def test_help_lists_every_setting():
 @pytest.mark.parametrize("name,model", [("olmoe", "olmoe-1b-7b"), ("qwen3", "qwen3-30b-a3b"), ("mixtral", "mixtral-8x7b")])
 def test_a_model_name_takes_its_shapes_from_the_catalog(name, model):
     """The catalog computes expert bytes from the models' shapes: the presets must agree with it."""
-    if importlib.util.find_spec("moesim.traces.catalog") is None:
+    if importlib.util.find_spec("moesim.traces.models.catalog") is None:
         with pytest.raises(UserError, match="catalog is not available"):
             generate(SynthConfig(model=model))
         return

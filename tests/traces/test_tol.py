@@ -11,8 +11,8 @@ from moesim.cli import main
 from moesim.errors import UserError
 from moesim.sim.count_replay import ReplayConfig, count_replay
 from moesim.sim.requests import build_request_stream
-from moesim.traces.tol import TolShape, corpus_sequences, read_token_file, tol_trace, zipf_sequences
-from moesim.traces.trace import DECODE, KIND_TOL, PREFILL
+from moesim.traces.synth.tol import TolShape, corpus_sequences, read_token_file, tol_trace, zipf_sequences
+from moesim.traces.format.trace_meta import DECODE, KIND_TOL, PREFILL
 
 SEQS = [np.array([5, 6, 7, 8]), np.array([9, 10])]
 
@@ -171,7 +171,7 @@ def _args(*argv):
 
 
 def test_cli_sources_token_files_text_and_zipf(tmp_path):
-    from moesim.traces.cli_tol import build_from_args
+    from moesim.traces.synth.cli_tol import build_from_args
 
     ids = tmp_path / "ids.jsonl"
     ids.write_text("[5, 6, 7, 8]\n[9, 10]\n")
@@ -191,7 +191,7 @@ def test_cli_sources_token_files_text_and_zipf(tmp_path):
 
 
 def test_cli_writes_replays_times_and_reports_a_corpus_trace(tmp_path, capsys):
-    from moesim.traces import io
+    from moesim.traces.format import io
 
     out = tmp_path / "tol.parquet"
     assert main(["traces", "synth-tol", "--corpus", "--layers", "4", "--row-bytes", "4KiB", "--prefill", "32",

@@ -7,7 +7,8 @@ import pytest
 
 from moesim.errors import UserError
 from moesim.sim.requests import build_request_stream
-from moesim.traces.trace import PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 
 def test_object_ids_are_layer_major():
@@ -30,7 +31,7 @@ def test_validate_rejects_duplicate_expert_in_a_token_at_fixed_top_k():
 @pytest.mark.parametrize("block", [1, 3, 4, 1 << 22])
 def test_validate_checks_accesses_a_block_at_a_time_and_names_the_first_bad_one(monkeypatch, block):
     # blocks of 1, 3, 4 accesses: the bad access falls inside a later block, or on its first row
-    from moesim.traces import trace as trace_module
+    from moesim.traces.format import trace_checks as trace_module
 
     monkeypatch.setattr(trace_module, "_CHECK_BLOCK", block)
     cell = [0, 1, 2, 3, 1, 2, 3, 0, 0, 2, 2, 2, 1, 1]  # top-2: tokens 5 and 6 repeat an expert

@@ -18,7 +18,7 @@ def _restore(policy: "LeastStale", state: KernelState) -> None:
 
 @register("least-stale")
 class LeastStale(EvictionPolicy):
-    """Two FIFO queues, *stale* and *current* (reference/specmd.md section 2.1's reconstruction).
+    """Two FIFO queues, *stale* and *current* (SpecMD's rule, reconstructed from its paper).
 
     - Objects touched, inserted or prefetched in the running pass are current; at each pass start
       the current queue moves, in order, to the tail of stale.

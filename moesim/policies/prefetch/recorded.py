@@ -1,6 +1,6 @@
 """Gate-lookahead predictions a recorder stored in the trace, read and checked once.
 
-Layout (moesim.traces.trace.Trace.predictions): "lookahead_<d>" is an int array [cells, n]; row c
+Layout (moesim.traces.format.trace.Trace.predictions): "lookahead_<d>" is an int array [cells, n]; row c
 lists the experts layer(c)+d's gate picks when applied to layer(c)'s hidden state, for every token of
 the cell (negative entries pad rows of cells with fewer tokens). The optional "lookahead_<d>_score"
 float array of the same shape holds the gate probabilities of those picks.

@@ -31,7 +31,7 @@ class ScoreBudgetPrefetch(PrefetchPolicy):
     for the current cell (deployable; several tokens combine as 1 - prod(1 - p)); "markov" and
     "frequency" are the online estimates of estimators.py, learned from served cells only; "auto"
     is "recorded" when the trace has scores, else "markov".
-    Departures from SpecMD, whose exact rule was not published (reference/specmd.md section 2.2):
+    Departures from SpecMD, whose exact rule was not published (its paper's dynamic prefetch):
     the budget is the link's bytes during the current compute window, not a probability-mass
     threshold (use `min_score` for one); bytes already queued on the link are not subtracted (the
     engine's own issue budget covers them). With a window too short for one object, nothing is

@@ -28,8 +28,8 @@ from moesim.sim.compute.operators import NonExpertTimes, non_expert_times, overh
 from moesim.sim.compute.processors import (Processor, cpu_processor, device_processor, framework_of,
                                            processors_of)
 from moesim.sim.compute.shapes import OperatorShapes, operator_shapes
-from moesim.traces.model_spec import ModelSpec
-from moesim.traces.trace import Trace
+from moesim.traces.models.model_spec import ModelSpec
+from moesim.traces.format.trace import Trace
 
 __all__ = ["ComputeModel", "Processor", "compute_model", "expert_cell_times", "expert_request_times",
            "non_expert_cell_times", "processors_of"]

@@ -1,7 +1,7 @@
 """What attention reads in every cell: query tokens, (query, context position) pairs and cached positions.
 
 A cell's tokens are its pass's last `cell_tokens` tokens (the trace's canonical layout,
-moesim/traces/trace.py: all of them, or the final prompt token where llama.cpp prunes the last
+moesim/traces/format/trace.py: all of them, or the final prompt token where llama.cpp prunes the last
 layer). A query at position `pos` attends to min(pos + 1, window) positions (causal; `window` = 0
 means the whole context). Each sequence's KV cache is read once per cell (flash-attention tiles
 keep it on chip across that sequence's queries): min(max position + 1, window) positions per
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 def cell_attention_counts(trace: Trace, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ fp8):
   q4_K = 144/256 = 4.5              q5_K = 176/256 = 5.5  q6_K = 210/256 = 6.5625
   mxfp4 = 17 B / 32 = 4.25 (4-bit values + one 8-bit scale per 32)   fp8 = 8 (+ 4 B per 128x128)
 Q4_K_M is a file type, not a tensor type: its tensors mix q4_K, q5_K/q6_K and q8_0 (a GGUF file
-gives each tensor's own type; moesim.traces.gguf_shapes reads them).
+gives each tensor's own type; moesim.traces.models.gguf_shapes reads them).
 
 Dequantisation (DEQUANT_OPS, elementwise operations per weight, each time a kernel reads a quantised
 weight): unpack (shift/mask), convert to float, multiply by the block scale, and for the K formats

@@ -26,7 +26,7 @@ import numpy as np
 from moesim.sim.compute.context import cell_attention_counts, pass_sequences
 from moesim.sim.compute.processors import LAUNCH_FACTOR, Processor, kernels, peak
 from moesim.sim.compute.shapes import OperatorShapes
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 
 @dataclass(frozen=True)

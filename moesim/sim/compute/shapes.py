@@ -1,4 +1,4 @@
-"""Operator shapes per model layer, from a ModelSpec (moesim/traces/model_spec.py) and a trace.
+"""Operator shapes per model layer, from a ModelSpec (moesim/traces/models/model_spec.py) and a trace.
 
 For every model layer: the weights each operator reads (attention q/k/v/o, router, shared experts,
 dense FFN, norms), the KV-cache bytes one context position stores, the attention FLOPs per (query,
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.sim.compute import formats
-from moesim.traces.model_spec import BYTES_PER_PARAM, FFN_MATRICES, ModelSpec
-from moesim.traces.trace import Trace
+from moesim.traces.models.model_spec import BYTES_PER_PARAM, FFN_MATRICES, ModelSpec
+from moesim.traces.format.trace import Trace
 
 KV_CACHE_BYTES = 2.0  # bf16/fp16 KV cache entries (llama.cpp's default f16 cache, PyTorch's bf16)
 

@@ -1,18 +1,25 @@
-"""Compile the kernels on first use and load them with ctypes; report why not when that cannot be done.
+"""Find, or build, the compiled kernels and load them with ctypes; say why not when that cannot be done.
 
-The library is one C99 translation unit with no Python headers (plan.c, which includes replay.c),
-so any C compiler builds it in about a second.
-It is cached under `$MOESIM_CACHE_DIR` (default `$XDG_CACHE_HOME/moesim` or `~/.cache/moesim`),
-named by a hash of the source, the compiler command and the platform, so an edited source or a
-different interpreter platform gets its own build; concurrent first uses race harmlessly (each
-writes a private temporary file and renames it into place). No compiler, a failed build or an
-unwritable cache leaves the pure-Python reference path, with the reason in `unavailable_reason()`.
+The library is one C99 translation unit with no Python headers (plan.c, which includes replay.c and
+whatever other C files sit beside it), so any C compiler builds it in about a second. Where it comes from:
+1. installed: `pip install` builds it into the package (setup.py calls `build_installed`, so a wheel
+   carries moesim/sim/fast/_kernels<extension suffix>); the library carries the digest of the sources
+   it was built from and is used only when that matches the sources beside it (an edited source is
+   never run stale);
+2. else built on first use with the user's C compiler, cached under `$MOESIM_CACHE_DIR` (default
+   `$XDG_CACHE_HOME/moesim` or `~/.cache/moesim`), named by a hash of the source, the compiler
+   command and the platform, so an edited source or a different interpreter platform gets its own
+   build; concurrent first uses race harmlessly (each writes a private temporary file and renames it
+   into place).
+No library, no compiler, a failed build or an unwritable cache leaves the pure-Python reference path,
+with the reason in `unavailable_reason()`, said once per process on stderr when a run falls back.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.machinery
 import os
 import platform
 import shlex
@@ -25,8 +32,10 @@ from functools import lru_cache
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("plan.c")
-"""The file compiled; it includes INCLUDED (all of them are hashed into the library's name)."""
-INCLUDED = tuple(Path(__file__).with_name(name) for name in ("replay.c", "structures.c", "policy_hooks.c"))
+"""The file compiled; it includes the other C sources beside it (all of them are hashed)."""
+INCLUDED = tuple(sorted(p for p in Path(__file__).parent.glob("*.[ch]") if p.name != SOURCE.name))
+INSTALLED_NAME = "_kernels"
+"""moesim/sim/fast/_kernels<extension suffix>: the library setup.py builds into the package."""
 ABI_VERSION = 2  # replay.c's moesim_abi_version()
 CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 120
@@ -62,7 +71,46 @@ def library_path(cmd: list[str], source: bytes) -> Path:
     return cache_dir() / f"moesim-replay-{h.hexdigest()[:16]}{suffix}"
 
 
-def _compile(cmd: list[str], target: Path) -> str | None:
+def _sources() -> bytes:
+    return b"\0".join(path.read_bytes() for path in (*INCLUDED, SOURCE))
+
+
+def sources_digest() -> str:
+    """The digest an installed library must carry to be used: of the sources, flags and ABI it was built from."""
+    h = hashlib.sha256()
+    for part in (_sources(), " ".join(CFLAGS).encode(), str(ABI_VERSION).encode()):
+        h.update(part + b"\0")
+    return h.hexdigest()
+
+
+def installed_library() -> Path | None:
+    """The library `pip install` built into the package, if it is there and built from these sources."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = SOURCE.parent / f"{INSTALLED_NAME}{suffix}"
+        if not path.is_file():
+            continue
+        try:
+            digest = ctypes.CDLL(str(path)).moesim_sources_digest
+            digest.restype = ctypes.c_char_p
+            return path if digest().decode() == sources_digest() else None
+        except (OSError, AttributeError):  # unloadable, or built before libraries carried a digest
+            return None
+    return None
+
+
+def build_installed(target: Path) -> str | None:
+    """Build the library at `target` (setup.py's build_ext), carrying its sources' digest; None on success,
+    else the reason. The digest is a second, generated translation unit, so the kernel sources stay as they are."""
+    cmd = compiler()
+    if cmd is None:
+        return "no C compiler found (set CC)"
+    with tempfile.TemporaryDirectory() as tmp:
+        stamp = Path(tmp) / "sources_digest.c"
+        stamp.write_text(f'const char *moesim_sources_digest(void) {{ return "{sources_digest()}"; }}\n')
+        return _compile(cmd, target, (str(stamp),))
+
+
+def _compile(cmd: list[str], target: Path, extra_sources: tuple[str, ...] = ()) -> str | None:
     """Build the library at `target`; None on success, else a one-line reason."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +119,7 @@ def _compile(cmd: list[str], target: Path) -> str | None:
     except OSError as exc:
         return f"cannot write the compiled kernel to {target.parent} ({exc.strerror}); set MOESIM_CACHE_DIR"
     try:
-        proc = subprocess.run([*cmd, *CFLAGS, "-I", str(INCLUDED[0].parent), "-o", tmp, str(SOURCE)],
+        proc = subprocess.run([*cmd, *CFLAGS, "-I", str(SOURCE.parent), "-o", tmp, str(SOURCE), *extra_sources],
                               capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if proc.returncode != 0:
             first = (proc.stderr or proc.stdout).strip().splitlines()
@@ -85,13 +133,16 @@ def _compile(cmd: list[str], target: Path) -> str | None:
             os.unlink(tmp)
 
 
-@lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str | None]:
+def _find_or_build() -> tuple[Path | None, str | None]:
+    """The library to load (installed, else cached, else built now), or why there is none."""
+    installed = installed_library()
+    if installed is not None:
+        return installed, None
     cmd = compiler()
     if cmd is None:
         return None, "no C compiler found (set CC)"
     try:
-        source = b"\0".join(path.read_bytes() for path in (*INCLUDED, SOURCE))
+        source = _sources()
     except OSError as exc:
         return None, f"kernel source missing ({exc})"
     try:
@@ -102,6 +153,14 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         reason = _compile(cmd, path)
         if reason is not None:
             return None, reason
+    return path, None
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    path, reason = _find_or_build()
+    if path is None:
+        return None, reason
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
@@ -123,5 +182,13 @@ def library() -> ctypes.CDLL | None:
 
 
 def unavailable_reason() -> str | None:
-    """Why the compiled kernel cannot be used here (None if it can)."""
-    return _load()[1]
+    """Why the compiled kernel cannot be used here (None if it can); said once per process on stderr."""
+    reason = _load()[1]
+    global _told
+    if reason is not None and not _told:
+        _told = True
+        print(f"moesim: compiled kernels unavailable ({reason}); using the slower reference path", file=sys.stderr)
+    return reason
+
+
+_told = False

@@ -17,7 +17,7 @@ import numpy as np
 from moesim.errors import UserError
 from moesim.sim.cache_core import ABSENT, RESIDENT, CacheCore
 from moesim.sim.fast import build
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 # replay.c's error codes
 _ERRORS = {-1: "out of memory", -2: "object id outside the trace's objects", -3: "unknown policy code",

@@ -1,15 +1,19 @@
 """Importers for other tools' routing traces, by format name.
 
 Each importer is one module with NAME, SUMMARY, OPTIONS (option -> help), `sniff(path) -> bool`
-(a cheap look that never raises) and `load(path, options) -> Trace`. Modules are imported on first
-use so `moesim --help` stays fast. `moesim.traces.io.load_trace` is the entry point users call.
+(a cheap look that never raises), `load(path, options) -> Trace` and `examples() -> list[Example]`
+(small valid inputs: the fuzz tests, tests/traces/traceio/test_fuzz_importers.py, load them and
+mutated copies of them for every registered importer, with no list to edit). Modules are imported
+on first use so `moesim --help` stays fast. `moesim.traces.format.io.load_trace` is the entry point users call.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # Sniffed in this order: specific layouts before the generic CSV/JSONL reader.
 IMPORTER_MODULES: dict[str, str] = {
@@ -39,3 +43,27 @@ def sniff_importer(path: Path) -> str | None:
         if importer(name).sniff(path):
             return name
     return None
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small valid input of an importer.
+
+    `files` maps paths inside a fresh folder to their bytes; `load` is the path handed to the importer
+    ("" = the folder itself, for folder layouts); `options` are the importer options it needs. The fuzz
+    tests mutate the bytes of `mutated` (by default the file loaded, else the last file).
+    """
+
+    label: str
+    files: dict[str, bytes]
+    load: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def file(cls, label: str, name: str, content: bytes | str, **options: Any) -> "Example":
+        data = content.encode() if isinstance(content, str) else content
+        return cls(label, {name: data}, name, options)
+
+    @property
+    def mutated(self) -> str:
+        return self.load or sorted(self.files)[-1]

@@ -20,10 +20,11 @@ import re
 from pathlib import Path
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import expand_inputs, read_log
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "activation-csv"
 SUMMARY = "expert-activation CSV: Layer ID, Batch Number, Token, Activated Expert IDs (DeepSeek-V2-Lite dumps)"
@@ -77,3 +78,10 @@ def load(path: Path, options: Options) -> Trace:
     collected = frames_to_rows(files, [FileFacts() for _ in files], columns, options, rule)
     return rows_to_trace(collected, options, columns, {}, NAME, paths,
                          more_provenance={"batch_is": batch_is, "token_is": token_is})
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    return [Example.file("csv", "activations.csv",
+                         'Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,"[0, 1]"\n1,0,b,"[2, 3]"\n'
+                         '2,0,a,"[1, 2]"\n2,0,b,"[0, 3]"\n1,1,c,"[3, 0]"\n2,1,c,"[2, 1]"\n')]

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.traces.grouping import first_repeat_in_groups
-from moesim.traces.trace import Trace, TraceMeta, expert_dtype
+from moesim.traces.format.grouping import first_repeat_in_groups
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.trace_meta import TraceMeta, expert_dtype
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)

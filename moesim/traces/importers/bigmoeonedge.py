@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import (float_column, integer_column, provenance, read_csv_text,
                                             read_text, sha256_of)
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import DECODE, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, TraceMeta
 
 NAME = "bigmoeonedge"
 SUMMARY = "BigMoeOnEdge route_trace v1 CSV ('# route_trace v1' preamble), one row per routed expert"
@@ -195,3 +196,13 @@ def _cache_size(path: Path, stem: str, options: Options) -> tuple[float | int, s
             value = float(match.group(1))
             return (int(value) if value.is_integer() else value), file.name
     return None
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    return [Example.file("route-csv", "t.route.csv",
+                         "# route_trace v1\n# model=/x/toy.gguf arch=toy n_layer=2 n_expert=4 n_expert_used=2\n"
+                         "# layer=0 expert_bytes=100 dense_bytes=10\n# layer=1 expert_bytes=200 dense_bytes=10\n"
+                         "turn,phase,step,layer,slot,expert,weight,residency,expert_bytes\n"
+                         "0,0,0,0,0,1,0.6,0,100\n0,0,0,0,1,2,0.4,0,100\n0,0,0,1,0,3,0.7,0,200\n0,0,0,1,1,0,0.3,0,200\n"
+                         "0,1,1,0,0,1,0.5,1,0\n0,1,1,0,1,3,0.5,0,100\n0,1,1,1,0,3,0.9,1,0\n0,1,1,1,1,2,0.1,0,200\n")]

@@ -49,7 +49,7 @@ def catalog_expert_bytes(model: str | None, n_experts: int) -> tuple[int, str] |
     expert count; the catalog's default dtype is used (--option expert_bytes overrides)."""
     if not model:
         return None
-    from moesim.traces.catalog import load_model
+    from moesim.traces.models.catalog import load_model
 
     try:
         spec = load_model(model)

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import (float_column, integer_column, object_bytes, provenance, read_csv_text,
                                             sha256_of)
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
 
 NAME = "flame"
 SUMMARY = "FLAME-MoE router-score folder (Layer_L/*.csv, dense scores, non-zeros = routed experts)"
@@ -154,3 +155,10 @@ def _routes(top: np.ndarray, weight: np.ndarray, seq_len: int) -> Routes:
         expert=top[layer, token].reshape(-1).astype(np.int64),
         weight=weight[layer, token].reshape(-1),
     )
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    layer_csv = b"layer_id,token_id,expert_0,expert_1,expert_2\n0,0,0.1,0.0,0.5\n0,1,0.0,0.2,0.3\n"
+    return [Example("folder", {f"Layer_{n}/toy_runid1_epoch1_layer{n}.csv": layer_csv for n in (2, 3)}, "",
+                    {"seq_len": 1})]

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.log_columns import FIELDS, parse_column_map, resolve_columns
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import EXTENSIONS, expand_inputs, filename_value, has_wildcard, read_log
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "generic"
 SUMMARY = ("CSV, TSV, JSONL or Parquet routing log read through a column map (--map FIELD=COLUMN,...); "
@@ -142,3 +143,15 @@ def _file_facts(files: list, options: Options) -> list[FileFacts]:
         missing = files[[f.layer is None for f in facts].index(True)].name
         raise UserError("no layer for this file (others have one from their name or meta line)", missing)
     return facts
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    return [
+        Example.file("csv", "t.csv", "req,position,layer,experts,weights,phase\n0,0,0,1;2,0.5;0.5,prefill\n"
+                     "0,0,1,3;0,0.9;0.1,prefill\n0,1,0,2;1,0.5;0.5,decode\n0,1,1,0;3,0.6;0.4,decode\n"),
+        Example.file("jsonl", "t.jsonl", '{"n_experts": 4, "top_k": 2, "expert_bytes": "1 KiB"}\n'
+                     '{"position": 0, "layer": 0, "experts": [1, 2], "phase": "prefill"}\n'
+                     '{"position": 0, "layer": 1, "experts": [3, 0], "phase": "prefill"}\n'
+                     '{"position": 1, "layer": 0, "experts": [0, 2], "phase": "decode"}\n'),
+    ]

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "request": ("request", "request_id", "req_id", "seq_id"),

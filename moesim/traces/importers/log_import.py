@@ -23,7 +23,8 @@ from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.log_read import LogFile
 from moesim.traces.importers.options import Options, parse_size
 from moesim.traces.importers.pass_rules import LogRows, PassRule, PhaseRule, group_rows, parse_pass_rule
-from moesim.traces.trace import Trace, TraceMeta
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.trace_meta import TraceMeta
 
 LAYER_MAX = int(np.iinfo(np.int16).max)
 ROW_OPTIONS = {

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.common import read_text
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import LogFile, expand_inputs, json_object_lines
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "megatron"
 SUMMARY = ("Megatron-Core router trace JSONL (step, stage, layer, rank, num_tokens, topk, top_indices); "
@@ -119,3 +120,12 @@ def _explode(f: LogFile) -> LogFile:
     frame = pd.DataFrame({"step": pd.Series(steps, dtype=object), "layer": pd.Series(layers, dtype=object),
                           "experts": pd.Series(experts, dtype=object)})
     return LogFile(f.name, frame, np.asarray(lines, dtype=np.int64))
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    return [Example.file("jsonl", "router_trace.jsonl",
+                         '{"step": 0, "stage": "pre_dispatch", "block": "decoder", "layer": 1, "rank": 0, '
+                         '"num_tokens": 2, "topk": 2, "top_indices": [[0, 1], [2, 3]]}\n'
+                         '{"step": 1, "stage": "pre_dispatch", "block": "decoder", "layer": 1, "rank": 0, '
+                         '"num_tokens": 1, "topk": 2, "top_indices": [[3, 1]]}\n')]

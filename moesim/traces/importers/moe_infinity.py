@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import PREFILL, Trace, TraceMeta, expert_dtype
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta, expert_dtype
+from moesim.traces.format.trace import Trace
 
 NAME = "moe-infinity"
 SUMMARY = "MoE-Infinity expert activation matrices .npy: [sequences, layers, experts] counts (float .npy files)"
@@ -132,3 +134,13 @@ def _build(c: np.ndarray, tokens: np.ndarray, kept: np.ndarray, meta: TraceMeta)
         cell_tokens=np.asarray(cell_tokens, dtype=np.int32),
         expert=np.concatenate(experts).astype(expert_dtype(meta.n_experts)),
     )
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    from moesim.traces.importers.npy import npy_bytes
+
+    counts = np.zeros((2, 2, 4), dtype=np.float32)
+    counts[0, 0] = [1, 1, 0, 0]
+    counts[1, 1] = [0, 2, 1, 1]
+    return [Example.file("npy", "t.npy", npy_bytes(counts), top_k=2)]

@@ -30,11 +30,12 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.common import read_text
 from moesim.traces.importers.log_import import ROW_OPTIONS, FileFacts, frames_to_rows, pass_options, rows_to_trace
 from moesim.traces.importers.log_read import LogFile, expand_inputs, json_object_lines
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import Trace
+from moesim.traces.format.trace import Trace
 
 NAME = "moecap"
 SUMMARY = "MoE-CAP expert-distribution records, JSONL or JSON: per_token (topk_ids) or per_pass (expert_counts, lossy)"
@@ -169,3 +170,16 @@ def _per_pass(rec: dict[str, Any], top_k: int | None, where: str) -> list[dict[s
         for t in range(n_tokens):
             rows.append({**base, "layer": layer, "experts": dealt[t::n_tokens].tolist()})
     return rows
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    return [
+        Example.file("per-token", "record.jsonl",
+                     '{"forward_pass_id": 0, "rank": 0, "forward_mode": "prefill", "topk_ids": [[[-1, -1]], '
+                     '[[0, 3]], [[2, 1]]]}\n{"forward_pass_id": 1, "rank": 0, "topk_ids": [[[-1, -1]], [[1, 2]], '
+                     '[[3, 0]]]}\n', top_k=2),
+        Example.file("per-pass", "record.json",
+                     '{"records": [{"forward_pass_id": 0, "rank": 0, "expert_counts": [[1, 1, 2, 0]]}, '
+                     '{"forward_pass_id": 1, "rank": 0, "expert_counts": [[0, 1, 1, 0]]}]}', top_k=2),
+    ]

@@ -63,3 +63,12 @@ def load_npy(path: Path, ndim: int) -> np.ndarray:
     if array.ndim != ndim:
         raise UserError(f"expected a {ndim}-dimensional array, got shape {array.shape}", where)
     return array
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` as the bytes of a .npy file (importers' examples)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

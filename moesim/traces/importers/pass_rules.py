@@ -31,7 +31,7 @@ import numpy as np
 
 from moesim.errors import UserError
 from moesim.traces.importers.assemble import Routes, first_appearance_ids
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 RULES = ("prompt", "token", "column:NAME", "reset:NAME")
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import object_bytes, provenance, read_text
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
 
 NAME = "stratamoe"
 SUMMARY = "stratamoe-lab RouterTrace v2 JSON (selections[token][layer][rank]) with capture-metadata.json"
@@ -217,3 +218,12 @@ def _routes(selections: np.ndarray, spans: list[tuple[int, int]]) -> Routes:
         expert_offsets=np.arange(n + 1, dtype=np.int64) * top_k,
         expert=selections[token, layer].reshape(-1),
     )
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    import json
+
+    return [Example.file("json", "t.json", json.dumps(
+        {"version": 2, "tokens": 3, "layers": 2, "expertsPerLayer": 4, "topK": 1, "source": {"model": {"id": "toy"}},
+         "selections": [[[1], [2]], [[3], [0]], [[2], [2]]]}))]

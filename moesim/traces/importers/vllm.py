@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
+from moesim.traces.importers import Example
 from moesim.traces.importers.assemble import Routes, assemble
 from moesim.traces.importers.common import object_bytes, provenance, sha256_of
 from moesim.traces.importers.npy import load_npy, npy_header
 from moesim.traces.importers.options import Options
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
 
 NAME = "vllm"
 SUMMARY = "vLLM routed experts .npy: [tokens, layers, top_k] integer expert ids (integer .npy files)"
@@ -139,3 +140,11 @@ def _routes(ids: np.ndarray, seq_lens: list[int], prefill: list[int]) -> Routes:
         expert_offsets=np.arange(token.size + 1, dtype=np.int64) * k,
         expert=ids[token, layer].reshape(-1),
     )
+
+
+def examples() -> list[Example]:
+    """Small valid inputs (the fuzz tests load them and mutated copies: moesim/traces/importers/__init__.py)."""
+    from moesim.traces.importers.npy import npy_bytes
+
+    return [Example.file("npy", "t.npy", npy_bytes(np.array([[[0, 1], [2, 3]], [[3, 1], [0, 2]]], dtype=np.int16)),
+                         prefill_len=1)]

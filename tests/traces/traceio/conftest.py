@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moesim.traces.trace import DECODE, PREFILL, Trace, TraceMeta, build_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.trace import Trace
+from moesim.traces.format.build import build_trace
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_TRACES = Path(os.environ.get("MOESIM_SHARED_TRACES", REPO_ROOT.parent / "shared" / "traces"))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from moesim.cli import main
-from moesim.traces.bundled import BUNDLED, build_bundled, bundled_names, bundled_trace_path, load_bundled
-from moesim.traces.io import load_trace, save_trace
-from moesim.traces.parquet_codec import trace_to_table
+from moesim.traces.format.bundled import BUNDLED, build_bundled, bundled_names, bundled_trace_path, load_bundled
+from moesim.traces.format.io import load_trace, save_trace
+from moesim.traces.format.parquet_codec import trace_to_table
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

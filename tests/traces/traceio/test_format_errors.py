@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from moesim.errors import UserError
-from moesim.traces.io import load_trace, save_trace
-from moesim.traces.parquet_codec import METADATA_KEY, trace_to_table
-from moesim.traces.trace import PREFILL, TraceMeta, build_trace
+from moesim.traces.format.io import load_trace, save_trace
+from moesim.traces.format.parquet_codec import METADATA_KEY, trace_to_table
+from moesim.traces.format.trace_meta import PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 
 def small_trace():

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces.io import load_trace, save_trace
-from moesim.traces.parquet_codec import FORMAT_VERSION, trace_to_table
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace, simple_trace
+from moesim.traces.format.io import load_trace, save_trace
+from moesim.traces.format.parquet_codec import FORMAT_VERSION, trace_to_table
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace, simple_trace
 
 
 def test_every_feature_round_trips_exactly_and_resaves_to_the_same_bytes(tmp_path: Path, rich_trace, traces_equal):

@@ -19,11 +19,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces import parquet_codec, parquet_read, parquet_write
-from moesim.traces.parquet_codec import METADATA_KEY, read_trace, trace_to_table, write_trace
-from moesim.traces.parquet_write import file_metadata, fixed_size_tables, row_pieces
-from moesim.traces.synthetic import generate, preset
-from moesim.traces.trace import DECODE, PREFILL, TraceMeta, build_trace
+from moesim.traces.format import parquet_codec
+from moesim.traces.format import parquet_read
+from moesim.traces.format import parquet_write
+from moesim.traces.format.parquet_codec import METADATA_KEY, read_trace, trace_to_table, write_trace
+from moesim.traces.format.parquet_write import file_metadata, fixed_size_tables, row_pieces
+from moesim.traces.synth.synthetic import generate, preset
+from moesim.traces.format.trace_meta import DECODE, PREFILL, TraceMeta
+from moesim.traces.format.build import build_trace
 
 WHOLE = 1 << 40
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim.errors import UserError
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 # ---- vLLM ---------------------------------------------------------------------------------------
 

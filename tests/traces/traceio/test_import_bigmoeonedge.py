@@ -17,8 +17,8 @@ import pytest
 from moesim.errors import UserError
 from moesim.sim.cache_core import HIT
 from moesim.sim.count_replay import ReplayConfig, count_replay
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 
 def csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -11,8 +11,8 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import UserError
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
 CSV_MAP = "request=req,position=tok,layer=lyr,experts=topk_ids,weights=topk_w,phase=stage"

@@ -18,8 +18,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 LAYERS = (2, 5)  # model layer numbers of the logged layers
 N_EXPERTS, TOP_K = 6, 2

@@ -11,9 +11,9 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import UserError
-from moesim.traces.doctor import diagnose
-from moesim.traces.io import load_trace
-from moesim.traces.trace import DECODE, PREFILL
+from moesim.traces.importers.doctor import diagnose
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import DECODE, PREFILL
 
 from .router_log_files import (LAYER_MAJOR_EXPERTS, activation_csv, batched_experts, batched_layer_files,
                                layer_major_jsonl, megatron_jsonl, moecap_per_pass, moecap_per_token)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from moesim.errors import UserError
-from moesim.traces.io import load_trace
-from moesim.traces.trace import PREFILL
+from moesim.traces.format.io import load_trace
+from moesim.traces.format.trace_meta import PREFILL
 
 # ---- stratamoe ----------------------------------------------------------------------------------
 
@@ -153,6 +153,6 @@ def test_flame_small_folder_and_errors(tmp_path):
 
 
 def test_flame_is_not_bundled():
-    from moesim.traces.bundled import bundled_names
+    from moesim.traces.format.bundled import bundled_names
 
     assert "flame" not in " ".join(bundled_names())

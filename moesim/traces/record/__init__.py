@@ -1,0 +1,1 @@
+"""Recording routing traces from a local Hugging Face MoE checkpoint (the `record` extra)."""
