@@ -43,15 +43,21 @@ TARGETS = [
     Target("bounds", ("moesim/sim/bounds.py",),
            ("tests/sim/test_timing_bounds_hand.py", "tests/sim/test_timing_requests_hand.py",
             "tests/sim/test_timing_compute_bound.py")),
-    # the cost model is the operator package (moesim/sim/compute/) since the clock rebuild
-    Target("cost_model", ("moesim/sim/compute/experts.py", "moesim/sim/compute/operators.py"),
-           ("tests/sim/test_compute_operators.py", "tests/sim/test_compute_timed.py",
-            "tests/sim/test_timing_hand.py", "tests/sim/test_timing_compute_bound.py",
-            "tests/sim/test_timing_miss_handling.py", "tests/sim/test_cost_model_shape.py")),
-    Target("grouping", ("moesim/traces/importers/assemble.py", "moesim/traces/grouping.py"),
+    # the cost model is the operator package (moesim/sim/compute/) since the clock rebuild: every module
+    # there decides a time (formats' bytes and dequant ops, processors' peaks and kernel counts, shapes,
+    # attention's context counts, operators, experts, the measured kernel table)
+    Target("cost_model", ("moesim/sim/compute/*.py",),
+           ("tests/sim/test_compute_operators.py", "tests/sim/test_compute_formulas.py",
+            "tests/sim/test_compute_kernel_table.py", "tests/sim/test_compute_timed.py", "tests/sim/test_timing_hand.py",
+            "tests/sim/test_timing_compute_bound.py", "tests/sim/test_timing_miss_handling.py")),
+    # importers' grouping: the pass rules (which rows make a pass, its phase), the assembly into cells
+    # and the duplicate/repeat checks
+    Target("grouping", ("moesim/traces/importers/pass_rules.py", "moesim/traces/importers/assemble.py",
+                        "moesim/traces/grouping.py"),
            ("tests/traces/traceio/test_import_generic.py", "tests/traces/traceio/test_import_arrays.py",
             "tests/traces/traceio/test_format_errors.py", "tests/traces/test_grouping.py",
-            "tests/traces/test_assemble.py")),
+            "tests/traces/test_assemble.py", "tests/traces/traceio/test_import_router_logs.py",
+            "tests/traces/traceio/test_import_layouts_property.py", "tests/traces/test_pass_rules.py")),
     Target("cache_core", ("moesim/sim/cache_core.py",),
            ("tests/sim/test_cache_core.py", "tests/policies/test_hand_cases.py", "tests/policies/test_contracts.py")),
     Target("policies", ("moesim/policies/eviction/*.py",),
