@@ -48,7 +48,8 @@ TARGETS = [
     # attention's context counts, operators, experts, the measured kernel table)
     Target("cost_model", ("moesim/sim/compute/*.py",),
            ("tests/sim/test_compute_operators.py", "tests/sim/test_compute_formulas.py",
-            "tests/sim/test_compute_kernel_table.py", "tests/sim/test_compute_timed.py", "tests/sim/test_timing_hand.py",
+            "tests/sim/test_compute_kernel_table.py", "tests/sim/test_compute_shapes.py",
+            "tests/sim/test_compute_timed.py", "tests/sim/test_timing_hand.py",
             "tests/sim/test_timing_compute_bound.py", "tests/sim/test_timing_miss_handling.py")),
     # importers' grouping: the pass rules (which rows make a pass, its phase), the assembly into cells
     # and the duplicate/repeat checks
