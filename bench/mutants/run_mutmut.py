@@ -37,6 +37,7 @@ class Target:
     name: str
     modules: tuple[str, ...]
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()  # slow tests of those files that check no result of the modules (CLI plumbing)
 
 
 TARGETS = [
@@ -49,8 +50,10 @@ TARGETS = [
     Target("cost_model", ("moesim/sim/compute/*.py",),
            ("tests/sim/test_compute_operators.py", "tests/sim/test_compute_formulas.py",
             "tests/sim/test_compute_kernel_table.py", "tests/sim/test_compute_shapes.py",
-            "tests/sim/test_compute_timed.py", "tests/sim/test_timing_hand.py",
-            "tests/sim/test_timing_compute_bound.py", "tests/sim/test_timing_miss_handling.py")),
+            "tests/sim/test_compute_processors.py", "tests/sim/test_compute_timed.py", "tests/sim/test_timing_hand.py",
+            "tests/sim/test_timing_compute_bound.py", "tests/sim/test_timing_miss_handling.py"),
+           ("tests/sim/test_compute_timed.py::test_compare_runs_each_listed_placement",
+            "tests/sim/test_compute_timed.py::test_placement_cli_errors_are_one_line")),
     # importers' grouping: the pass rules (which rows make a pass, its phase), the assembly into cells
     # and the duplicate/repeat checks
     Target("grouping", ("moesim/traces/importers/pass_rules.py", "moesim/traces/importers/assemble.py",
@@ -80,12 +83,13 @@ def _toml_list(items: list[str]) -> str:
 
 def configure(root: Path, target: Target) -> None:
     tests = [t for t in target.tests if (root / t).exists()]
+    deselect = [arg for node in target.deselect for arg in ("--deselect", node)]
     section = (
         "\n[tool.mutmut]\n"
         'source_paths = ["moesim"]\n'
         f"only_mutate = {_toml_list(list(target.modules))}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+        f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q', '-x'] + deselect)}\n"
         'also_copy = ["docs", "bench"]\n'
     )
     with open(root / "pyproject.toml", "a") as f:
