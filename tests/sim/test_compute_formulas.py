@@ -54,6 +54,20 @@ def test_attention_counts_for_full_and_suffix_cells_over_passes() -> None:
     assert pass_sequences(batched_trace()).tolist() == [2, 2, 1]
 
 
+def test_suffix_cells_of_every_length_read_each_sequence_once() -> None:
+    """One prefill pass of tokens (0,0) (1,0) (0,1) (1,1) (0,2): spans 1, 1, 2, 2, 3. Cells hold the last
+    1 token: (0,2) -> reads 3; 0 tokens -> 0; the last 2: (1,1), (0,2) -> 2 + 3 = 5; the last 3: (0,1),
+    (1,1), (0,2) -> request 0's largest span 3 + request 1's 2 = 5 (pairs 2 + 2 + 3 = 7)."""
+    meta = TraceMeta(n_layers=5, n_experts=4, top_k=1, object_bytes=[EXPERT_BYTES] * 5)
+    tokens = [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)]
+    trace = build_trace(meta, [{"phase": PREFILL, "tokens": tokens, "cells": [
+        (0, [[0]] * 5), (1, [[0]]), (2, []), (3, [[0]] * 2), (4, [[0]] * 3)]}])
+    n, pairs, reads = cell_attention_counts(trace, 0)
+    assert n.tolist() == [5, 1, 0, 2, 3]
+    assert pairs.tolist() == [9, 3, 0, 5, 7]
+    assert reads.tolist() == [5, 3, 0, 5, 5]
+
+
 def test_attention_counts_under_a_sliding_window() -> None:
     """Window 2: spans min(p + 1, 2): pass 0 1, 1, 2, 2, 2; pass 1 2, 2; pass 2 2.
     Window 1: every span 1, so pairs = tokens and reads = sequences in the cell."""
@@ -93,6 +107,20 @@ def test_dense_operators_run_at_the_peak_of_the_dense_dtype() -> None:
     assert ops["shared"].tolist() == pytest.approx([4718.592 * US] * 2, rel=1e-12)
     assert ops["lm_head"].tolist() == pytest.approx([0.0, 51.2 * US], rel=1e-12)
     assert ops["embedding"].tolist() == pytest.approx([16384 / 1e15, 0.0], rel=1e-12)
+
+
+def test_an_untraced_dense_layer_also_runs_at_the_dense_dtype_peak() -> None:
+    """Model layer 0 dense (FFN 96), layers 1-2 MoE, weights fp32, traced MoE layers only; the same
+    compute-bound processor. Layer 0, charged before the first cell's experts: attention 8421.376 us
+    (as above) + FFN 2 x (3 x 64 x 96) x 64 tokens = 2,359,296 FLOPs -> 9437.184 us = 17858.56 us."""
+    doc = {**TINY, "n_layers": 3, "moe_layers": [1, 2], "dense_ffn": {"intermediate_size": 96}, "dense_dtype": "fp32"}
+    spec = model_from_mapping(doc, "tiny3")
+    meta = TraceMeta(n_layers=2, n_experts=4, top_k=2, object_bytes=[EXPERT_BYTES] * 2, model="tiny")
+    trace = build_trace(meta, [{"phase": PREFILL, "tokens": [(0, p) for p in range(64)],
+                                "cells": [(layer, [[0, 1]] * 64) for layer in range(2)]}])
+    p = Processor("gpu", "gpu", "vram", {"bf16": 1e9, "fp32": 0.25e9}, 1e15, 0.0)
+    ops = non_expert_cell_times(trace, compute_model(trace, _Profile(p), spec)).by_operator
+    assert ops["untraced_layers"].tolist() == pytest.approx([17858.56 * US, 0.0], rel=1e-12)
 
 
 def test_the_lm_head_computes_one_logits_row_per_sequence() -> None:

@@ -54,6 +54,14 @@ def test_beyond_the_grid_scales_in_proportion_and_below_it_clamps() -> None:
     assert times(small, [1, 3], [1, 4]) == pytest.approx([3.0, 4 + 5 * (math.log2(3) - 1)], rel=1e-12)
 
 
+def test_interpolation_weights_on_a_grid_spaced_wider_than_one_octave() -> None:
+    """active {1, 4}, tokens {1, 16} (log2 steps of 2 and 4): 2 active x 4 tokens is half way in
+    log2(active) (1 of 2) and in log2(tokens) (2 of 4): rows 1 -> (1 + 3) / 2 = 2, 4 -> (5 + 13) / 2 = 9;
+    2 active: (2 + 9) / 2 = 5.5."""
+    table = table_from_report(report({1: {1: 1.0, 16: 3.0}, 4: {1: 5.0, 16: 13.0}}), "r.json")
+    assert times(table, [2], [4]) == pytest.approx([5.5], rel=1e-12)
+
+
 def test_a_single_active_count_row() -> None:
     table = table_from_report(report({4: {1: 2.0, 4: 6.0}}), "r.json")
     # 2 tokens: half way, 4.0; 2 active clamps up to 4 (4.0); 8 active scales x 2 (8.0)
