@@ -68,6 +68,19 @@ def test_suffix_cells_of_every_length_read_each_sequence_once() -> None:
     assert reads.tolist() == [5, 3, 0, 5, 5]
 
 
+def test_passes_without_tokens_read_nothing() -> None:
+    """A pass whose cell holds no token (a layer the log recorded empty) attends to nothing; a trace of
+    such passes only has no sequence at all."""
+    meta = TraceMeta(n_layers=1, n_experts=4, top_k=1, object_bytes=[EXPERT_BYTES])
+    mixed = build_trace(meta, [{"phase": DECODE, "tokens": [(0, 4)], "cells": [(0, [[0]])]},
+                               {"phase": DECODE, "tokens": [], "cells": [(0, [])]}])
+    assert [a.tolist() for a in cell_attention_counts(mixed, 0)] == [[1, 0], [5, 0], [5, 0]]
+    assert pass_sequences(mixed).tolist() == [1, 0]
+    empty = build_trace(meta, [{"phase": DECODE, "tokens": [], "cells": [(0, [])]}])
+    assert [a.tolist() for a in cell_attention_counts(empty, 0)] == [[0], [0], [0]]
+    assert pass_sequences(empty).tolist() == [0]
+
+
 def test_attention_counts_under_a_sliding_window() -> None:
     """Window 2: spans min(p + 1, 2): pass 0 1, 1, 2, 2, 2; pass 1 2, 2; pass 2 2.
     Window 1: every span 1, so pairs = tokens and reads = sequences in the cell."""
