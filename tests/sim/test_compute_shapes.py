@@ -8,6 +8,8 @@ hidden 2048 and no q compression. The small GQA model is tests/sim/test_compute_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,26 @@ def test_mla_attention_shape_without_q_compression_deepseek_v2_lite() -> None:
     """q: 2048 x 16 x (128 + 64) = 6,291,456; kv down 2048 x 576 = 1,179,648; kv up 512 x 16 x 256 =
     2,097,152; o 16 x 128 x 2048 = 4,194,304; total 13,762,560. KV 1152 B; pair FLOPs 2 x 16 x 1088 = 34,816."""
     assert attention_shape(load_model("deepseek-v2-lite"), 5) == (13_762_560, 1152.0, 34_816.0)
+
+
+def test_gqa_layers_with_their_own_kv_heads_and_head_dim_gemma_4() -> None:
+    """Gemma-4-26B-A4B (moesim/traces/models/gemma-4-26b-a4b.yaml): hidden 2816, 16 heads; windowed
+    layers 8 kv heads of 256, full-attention layers (5, 11, ...) 2 kv heads of 512.
+    layer 0: q 16 x 256 = 4096, kv 8 x 256 = 2048: 2 x 2816 x 4096 + 2 x 2816 x 2048 = 34,603,008 params;
+             KV 2 B x 2 x 2048 = 8192 B per position; pair FLOPs 2 x 16 x 256 x 2 = 16,384
+    layer 5: q 16 x 512 = 8192, kv 2 x 512 = 1024: 46,137,344 + 5,767,168 = 51,904,512; 4096 B; 32,768"""
+    spec = load_model("gemma-4-26b-a4b")
+    assert attention_shape(spec, 0) == (34_603_008, 8192.0, 16_384.0)
+    assert attention_shape(spec, 5) == (51_904_512, 4096.0, 32_768.0)
+    shapes = operator_shapes(_trace(30, object_bytes=10**6), spec)
+    assert shapes.attn_params[[0, 5]].tolist() == [34_603_008, 51_904_512]
+    assert shapes.kv_bytes_per_position[[0, 5]].tolist() == [8192.0, 4096.0]
+    assert shapes.window[[0, 5]].tolist() == [1024.0, 0.0]
+
+
+def test_a_model_without_attention_heads_has_no_attention_cost() -> None:
+    assert attention_shape(replace(tiny_spec(), n_heads=0), 0) == (0, 0.0, 0.0)
+    assert attention_shape(replace(tiny_spec(), head_dim=0), 0) == (0, 0.0, 0.0)
 
 
 def _trace(n_layers: int, object_bytes: int = 12288, **meta: object):
@@ -89,6 +111,38 @@ def test_a_trace_own_dense_bytes_scale_the_dense_operators() -> None:
     assert plain.expert_flops_per_token.tolist() == [12288.0, 12288.0]
     assert np.array_equal(plain.kv_bytes_per_position, [128.0, 128.0])
     assert plain.attn_flops_per_pair.tolist() == [256.0, 256.0]
+    assert plain.hidden == 64 and plain.source == "model spec tiny"
+    tied = model_from_mapping({**TINY, "tie_word_embeddings": True}, "tiny")
+    assert operator_shapes(_trace(2), tied).source == "model spec tiny (tied embeddings)"
+
+
+def test_trace_dense_bytes_of_zero_are_ignored_and_one_byte_is_taken() -> None:
+    """dense_bytes [0, 1]: layer 0 keeps the spec's 2 B per parameter (0 means unknown); layer 1 holds
+    1 B for its 21888 parameters: attention 24576 / 43776 B. Embedding and LM head: the mean ratio
+    (1 + 1 / 43776) / 2."""
+    shapes = operator_shapes(_trace(2, dense_bytes=[0, 1]), tiny_spec())
+    assert shapes.attn_bytes.tolist() == pytest.approx([24576.0, 24576 / 43776], rel=1e-12)
+    assert shapes.lm_head_bytes == pytest.approx(12800 * (1 + 1 / 43776) / 2, rel=1e-12)
+
+
+def test_a_dense_ffn_layer_scales_with_the_trace_and_has_no_router() -> None:
+    """Model layer 0 dense (FFN 3 x 64 x 96 = 18432 params), layers 1-2 MoE; the trace states layer 0
+    at half the spec's bytes: dense params 12288 + 128 + 18432 = 30848 -> 61696 B at 2 B, given 30848 B."""
+    spec = model_from_mapping({**TINY, "n_layers": 3, "moe_layers": [1, 2], "dense_ffn": {"intermediate_size": 96}},
+                              "tiny3")
+    shapes = operator_shapes(_trace(3, dense_bytes=[30848, 43776, 43776]), spec)
+    assert shapes.ffn_params.tolist() == [18432.0, 0.0, 0.0]
+    assert shapes.ffn_bytes.tolist() == [18432.0, 0.0, 0.0]
+    assert shapes.router_params.tolist() == [0.0, 256.0, 256.0] and shapes.shared_params.tolist() == [0, 9216, 9216]
+    assert shapes.other_bytes.tolist() == [128.0, 256.0, 256.0]
+
+
+def test_norms_and_the_rest_are_what_the_operators_leave_of_the_dense_parameters() -> None:
+    """other = dense params - attention - router - shared - FFN, never below 0: a spec whose dense
+    count is exactly the operators' (21760) or less has no other weights."""
+    for dense in (21760, 20000):
+        spec = replace(tiny_spec(), dense_params_per_layer=dense, dense_params_by_layer=())
+        assert operator_shapes(_trace(2), spec).other_bytes.tolist() == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("dense_dtype, bytes_per_param", [("fp32", 4.0), ("fp8", 1.0)])
