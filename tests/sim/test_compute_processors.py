@@ -135,8 +135,8 @@ def test_ungrouped_experts_cost_one_call_each_and_idle_rows_nothing() -> None:
     assert expert_request_times(model, layer, nbytes, tokens).tolist() == \
         pytest.approx([22.288 * US, 46.864 * US, 0.0], rel=1e-12)
     cells = np.array([0, 0, 1])
-    assert expert_cell_times(model, cells, layer, nbytes, tokens, 2, grouped=False).tolist() == \
-        pytest.approx([69.152 * US, 0.0], rel=1e-12)
+    assert expert_cell_times(model, cells, layer, nbytes, tokens, 3, grouped=False).tolist() == \
+        pytest.approx([69.152 * US, 0.0, 0.0], rel=1e-12)
     assert expert_cell_times(model, cells, layer, nbytes, tokens, 2).tolist() == \
         pytest.approx([57.152 * US, 0.0], rel=1e-12)
     # an unknown storage format is charged no dequantisation (the bf16 figures)
@@ -167,6 +167,15 @@ def test_a_measured_table_times_single_experts_on_the_device_only(tmp_path) -> N
         pytest.approx([24.576 * US, 0.0], rel=1e-12)
     assert expert_cell_times(model, np.array([0, 0]), layer, nbytes, tokens, 1, "cpu").tolist() == \
         pytest.approx([24.576 * US], rel=1e-12)
+    # one call per expert on the device: each one the table's 1-active time; cells 1 and 2 run nothing
+    cells = np.array([0, 0, 1])
+    three = (np.array([0, 0, 0]), np.array([EXPERT_BYTES] * 3), np.array([2, 4, 0]))
+    assert expert_cell_times(model, cells, *three, 3, grouped=False).tolist() == \
+        pytest.approx([(3.5 + 1) * US + (4 + 1) * US, 0.0, 0.0], rel=1e-12)
+    # grouped: 2 active experts with 3 tokens each on average -> log2 3 of log2 4 between 5 and 9 us
+    grouped = 5 + 4 * np.log2(3) / 2
+    assert expert_cell_times(model, cells, *three, 3).tolist() == pytest.approx([(grouped + 1) * US, 0.0, 0.0],
+                                                                               rel=1e-12)
     # the same table from a report file, or declared by the profile (alone or in a list)
     path = tmp_path / "calib.json"
     path.write_text(json.dumps(report))
