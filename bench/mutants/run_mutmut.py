@@ -109,7 +109,7 @@ def mutant_diffs(root: Path, module: str) -> dict[str, str]:
     for node in ast.walk(ast.parse(text)):  # module-level functions and methods
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             funcs[node.name] = "\n".join(lines[node.lineno - 1 : node.end_lineno])
-    prefix = module[: -len(".py")].replace("/", ".") + "."
+    prefix = module[: -len(".py")].replace("/", ".").removesuffix(".__init__") + "."  # mutmut drops __init__
     out = {}
     for name, body in funcs.items():
         base, sep, n = name.rpartition("__mutmut_")

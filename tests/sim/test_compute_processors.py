@@ -62,6 +62,7 @@ def test_matrix_key_falls_back_from_the_dtype_to_bf16_fp16_fp32_then_the_best() 
     assert matrix_key(p("g", "gpu", {"fp8": 4.0, "bf16": 2.0}), "int8") == "bf16"
     assert matrix_key(p("g", "gpu", {"fp16": 3.0, "fp32": 1.0}), "int8") == "fp16"
     assert matrix_key(p("c", "cpu", {"fp32": 1.0}), "bf16") == "fp32"
+    assert matrix_key(p("c", "cpu", {"fp32": 1.0, "int4": 9.0}), "bf16") == "fp32"  # fp32 before the best
     assert matrix_key(p("n", "npu", {"int8": 5.0, "int4": 9.0}), "bf16") == "int4"
     assert peak(p("n", "npu", {"int8": 5.0, "int4": 9.0}), "int8") == 5.0
     with pytest.raises(UserError) as info:
@@ -73,6 +74,7 @@ def test_dequantisation_runs_at_the_fp32_rate_only_beside_another_matmul_rate() 
     assert dequant_rate(p("g", "gpu", {"bf16": 8.0, "fp32": 2.0}), "bf16") == 2.0
     assert dequant_rate(p("g", "gpu", {"bf16": 8.0}), "bf16") is None  # no elementwise figure
     assert dequant_rate(p("c", "cpu", {"fp32": 2.0}), "bf16") is None  # the matmul runs at fp32
+    assert dequant_rate(p("g", "gpu", {"bf16": 8.0, "fp32": 2.0}), "fp32") is None  # an fp32 matmul
 
 
 def test_frameworks_kernel_counts_and_aliases() -> None:
@@ -218,6 +220,17 @@ def test_without_a_spec_experts_and_dense_layers_follow_the_trace_bytes(dtype, w
     dense_s = 2 * (4000 / width) * 3 / 1e9
     assert ne.pre.tolist() == pytest.approx([dense_s + 5 * US], rel=1e-12)
     assert ne.post.tolist() == [0.0] and ne.by_operator["dense"].tolist() == pytest.approx([dense_s + 5 * US])
+
+
+@pytest.mark.parametrize("object_bytes, params", [(12289, 6144), (3, 1), (1, 1)])
+def test_without_a_spec_an_expert_has_whole_weights_and_at_least_one(object_bytes: int, params: int) -> None:
+    """bf16 assumed: 12289 B hold 6144 whole weights (the odd byte is no weight); 3 B one; 1 B still one.
+    2 FLOPs per weight and token: one token at 1 GFLOP/s (1 PB/s) takes 2 x params ns."""
+    meta = TraceMeta(n_layers=1, n_experts=4, top_k=1, object_bytes=[object_bytes])
+    trace = build_trace(meta, [{"phase": DECODE, "tokens": [(0, 0)], "cells": [(0, [[0]])]}])
+    model = compute_model(trace, _Profile(proc(bw=1e15, flops=1e9)), None)
+    t = expert_request_times(model, np.array([0]), np.array([object_bytes]), np.array([1]))
+    assert t.tolist() == pytest.approx([2 * params / 1e9], rel=1e-12)
 
 
 def test_without_a_spec_or_dense_bytes_a_layer_costs_its_launch_only() -> None:
