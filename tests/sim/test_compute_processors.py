@@ -249,6 +249,10 @@ def test_with_a_spec_dense_bytes_come_from_the_trace_else_the_spec() -> None:
     assert model.source == "model spec tiny"
     assert compute_model(tiny_trace([0]), _Profile(proc()), tiny_spec(), source="mine").source == "mine"
     assert model.hidden_size == 64 and model.activation_bytes_per_token() == 128
+    assert model.spec is not None and model.spec.name == "tiny" and model.profile_name == "hand"
+    # a profile object without a name: the model records an empty one
+    nameless = SimpleNamespace(processors={"gpu": proc()})
+    assert compute_model(tiny_trace([0]), nameless, tiny_spec()).profile_name == ""
 
 
 def test_processor_names_and_the_missing_ones() -> None:
