@@ -100,6 +100,7 @@ def test_which_processor_runs_the_experts() -> None:
     assert device_processor(prof(cpu, npu, gpu)) is gpu
     assert device_processor(prof(cpu, npu)) is npu
     assert device_processor(prof(cpu, other)) is other
+    assert device_processor(prof(cpu, other, npu)) is npu  # an npu by name before any other device
     assert device_processor(prof(cpu)) is cpu
     assert cpu_processor(prof(gpu, cpu), "x") is cpu
     with pytest.raises(UserError) as info:
@@ -112,13 +113,16 @@ def test_a_profile_without_processors_is_read_from_its_compute_section() -> None
     compute = SimpleNamespace(peak_flops=2e12, memory_bandwidth=3e9, launch_overhead=4e-6, cpu_flops=5e10,
                               cpu_memory_bandwidth=6e9)
     power = SimpleNamespace(active_watts=300.0, idle_watts=50.0)
-    procs = processors_of(SimpleNamespace(processors=None, compute=compute, power=power))
+    procs = processors_of(SimpleNamespace(compute=compute, power=power))  # no processors attribute at all
     gpu, cpu = procs["gpu"], procs["cpu"]
+    assert (gpu.name, cpu.name) == ("gpu", "cpu")
     assert (gpu.kind, gpu.memory, gpu.peak_flops, gpu.memory_bandwidth, gpu.kernel_overhead) == \
         ("gpu", "vram", {"bf16": 2e12, "fp16": 2e12}, 3e9, 4e-6)
     assert (gpu.active_watts, gpu.idle_watts) == (300.0, 50.0)
     assert (cpu.kind, cpu.memory, cpu.peak_flops, cpu.memory_bandwidth, cpu.kernel_overhead) == \
         ("cpu", "dram", {"fp32": 5e10, "bf16": 5e10}, 6e9, 0.0)
+    unpowered = processors_of(SimpleNamespace(processors={}, compute=compute, power=SimpleNamespace()))
+    assert (unpowered["gpu"].active_watts, unpowered["gpu"].idle_watts) == (None, None)
     for flops, bw in ((None, 6e9), (5e10, None)):  # a CPU needs both figures
         half = SimpleNamespace(**{**vars(compute), "cpu_flops": flops, "cpu_memory_bandwidth": bw})
         assert list(processors_of(SimpleNamespace(processors=None, compute=half, power=power))) == ["gpu"]
