@@ -165,6 +165,14 @@ def test_skipping_warm_up_passes() -> None:
     assert str(info.value) == "--skip: --skip passes:3 leaves no pass (the log holds 3)"
 
 
+def test_skipping_keeps_each_rows_own_phase() -> None:
+    """column:step with a phase column; step 1 mixes a new prompt (prefill rows) with a decode token.
+    After skipping step 0 every row keeps the phase its column gave, not one phase per pass."""
+    r = group_rows(rows([0, 0, 1, 0], [0, 1, 0, 2], [0, 0, 0, 0], phase=[P, P, P, D], rule_key=[0, 0, 1, 1]),
+                   PassRule("column", "step"), PhaseRule(), skip_passes=1)
+    assert (r.line - 2).tolist() == [2, 3] and r.phase.tolist() == [P, D] and pass_of_rows(r) == [0, 0]
+
+
 def test_no_rows_and_where_a_row_came_from() -> None:
     empty = rows([], [], [])
     with pytest.raises(UserError) as info:
