@@ -131,6 +131,15 @@ def test_without_a_phase_a_pass_is_prefill_when_it_opens_a_request_with_several_
     assert (r.line - 2).tolist() == [1, 3, 0, 2] and r.phase.tolist() == [P] * 4
 
 
+def test_phase_inference_counts_a_passs_tokens_whatever_the_file_order() -> None:
+    """One file per layer, layer 1's file read first, column:step. Step 0 holds request 0's tokens 0 and
+    1 (layer 0), step 1 the same tokens at layer 1. Step 0 opens request 0 with two tokens: prefill,
+    although token 0's first row in the file belongs to step 1."""
+    r = group_rows(rows([0, 0, 0, 0], [0, 1, 0, 1], [1, 1, 0, 0], rule_key=[1, 1, 0, 0]),
+                   PassRule("column", "step"), PhaseRule())
+    assert (r.line - 2).tolist() == [2, 3, 0, 1] and r.phase.tolist() == [P, P, D, D]
+
+
 def test_without_positions_a_token_is_its_number_among_its_requests_rows_at_that_layer() -> None:
     r = group_rows(rows([0, 0, 1, 0, 0, 1], None, [0, 0, 0, 1, 1, 1]), PassRule("token"), PhaseRule())
     assert r.position.tolist() == [0, 0, 1, 1, 0, 0]
