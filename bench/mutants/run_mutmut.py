@@ -159,7 +159,8 @@ def run_target(target: Target, max_children: int, timeout_s: float) -> dict:
         seconds = time.perf_counter() - start
         rows = collect(root, target)
         return {"target": target.name, "modules": list(target.modules), "tests": list(target.tests),
-                "seconds": round(seconds), "mutants": rows, "log": log}
+                "seconds": round(seconds), "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "mutants": rows, "log": log}
     finally:
         remove_copy(root)
 
@@ -194,7 +195,8 @@ def write_report(path: Path = OUT) -> str:
              "(run times are wall clock). Targets marked *not run* were not run in this round.", "",
              "| target | modules | mutants | killed | survived (equivalent / open) | not checked | score | raw | run |",
              "|---|---|---|---|---|---|---|---|---|"]
-    details = []
+    details: list[str] = []
+    by_module: list[str] = []
     for target in TARGETS:
         raw = RAW / f"{target.name}.json"
         if not raw.exists():
@@ -211,7 +213,8 @@ def write_report(path: Path = OUT) -> str:
         raw_pct = f"{100.0 * (s['killed'] + s['timeout']) / s['total']:.1f} %" if s["total"] else "-"
         lines.append(f"| {target.name} | {', '.join(result['modules'])} | {s['total']} | {s['killed'] + s['timeout']} "
                      f"| {s['survived']} ({len(equivalent)} / {open_}) | {s['other']} | {pct} | {raw_pct} "
-                     f"| {result['seconds']} s |")
+                     f"| {result['seconds']} s{', ' + result['recorded'] if 'recorded' in result else ''} |")
+        by_module += _module_rows(target.name, rows, notes)
         if survivors:
             details += ["", f"## {target.name}: survivors", ""]
             for r in survivors:
@@ -222,9 +225,27 @@ def write_report(path: Path = OUT) -> str:
                         and not ln.startswith(("+++", "---"))]
                 if diff:
                     details += ["  ```diff"] + [f"  {ln}" for ln in diff[:6]] + ["  ```"]
+    if by_module:
+        lines += ["", "By module (the same verdicts, split by the file the mutant is in):", "",
+                  "| target | module | mutants | killed | survived (equivalent / open) | score |", "|---|---|---|---|---|---|"]
+        lines += by_module
     text = "\n".join(lines + details) + "\n"
     path.write_text(text)
     return text
+
+
+def _module_rows(target: str, rows: list[dict], notes: dict[str, dict[str, str]]) -> list[str]:
+    out = []
+    for module in sorted({r["module"] for r in rows}):
+        mine = [r for r in rows if r["module"] == module]
+        s = score(mine)
+        equivalent = sum(r["exit_code"] in SURVIVED and notes.get(r["mutant"], {}).get("verdict") == "equivalent"
+                         for r in mine)
+        denominator = s["total"] - equivalent - s["other"]
+        pct = f"{100.0 * (s['killed'] + s['timeout']) / denominator:.1f} %" if denominator else "-"
+        out.append(f"| {target} | {module} | {s['total']} | {s['killed'] + s['timeout']} "
+                   f"| {s['survived']} ({equivalent} / {s['survived'] - equivalent}) | {pct} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
