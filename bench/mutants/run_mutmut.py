@@ -139,7 +139,8 @@ def collect(root: Path, target: Target) -> list[dict]:
     return rows
 
 
-def run_target(target: Target, max_children: int, timeout_s: float) -> dict:
+def run_target(target: Target, max_children: int, timeout_s: float, names: list[str] | None = None) -> dict:
+    """mutmut over the target in a fresh copy; `names`: only those mutants (a re-check of survivors)."""
     root = make_copy(REPO, prefix=f"moesim-mutmut-{target.name}-")
     try:
         configure(root, target)
@@ -151,7 +152,8 @@ def run_target(target: Target, max_children: int, timeout_s: float) -> dict:
             env.setdefault("MOESIM_SHARED_TRACES", str(shared.resolve() / "traces"))
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+            proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                                   *(names or [])],
                                   cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
             log = proc.stdout[-3000:] + proc.stderr[-3000:]
         except subprocess.TimeoutExpired:
@@ -163,6 +165,23 @@ def run_target(target: Target, max_children: int, timeout_s: float) -> dict:
                 "mutants": rows, "log": log}
     finally:
         remove_copy(root)
+
+
+def recheck(target: Target, max_children: int, timeout_s: float) -> dict:
+    """The saved result with its survivors re-run against the current tests (killed ones become killed).
+
+    Valid while the mutated modules are unchanged since the saved run (mutant names are stable then)."""
+    saved = json.loads((RAW / f"{target.name}.json").read_text())
+    names = [r["mutant"] for r in saved["mutants"] if r["exit_code"] in SURVIVED]
+    if not names:
+        return saved
+    fresh = run_target(target, max_children, timeout_s, names)
+    verdicts = {r["mutant"]: r for r in fresh["mutants"] if r["mutant"] in set(names) and r["exit_code"] is not None}
+    saved["mutants"] = [verdicts.get(r["mutant"], r) for r in saved["mutants"]]
+    saved["rechecked"] = {"recorded": fresh["recorded"], "seconds": fresh["seconds"], "survivors_before": len(names),
+                          "tests": fresh["tests"]}
+    saved["tests"] = fresh["tests"]
+    return saved
 
 
 def score(rows: list[dict]) -> dict[str, int]:
@@ -213,7 +232,7 @@ def write_report(path: Path = OUT) -> str:
         raw_pct = f"{100.0 * (s['killed'] + s['timeout']) / s['total']:.1f} %" if s["total"] else "-"
         lines.append(f"| {target.name} | {', '.join(result['modules'])} | {s['total']} | {s['killed'] + s['timeout']} "
                      f"| {s['survived']} ({len(equivalent)} / {open_}) | {s['other']} | {pct} | {raw_pct} "
-                     f"| {result['seconds']} s{', ' + result['recorded'] if 'recorded' in result else ''} |")
+                     f"| {_when(result)} |")
         by_module += _module_rows(target.name, rows, notes)
         if survivors:
             details += ["", f"## {target.name}: survivors", ""]
@@ -231,6 +250,14 @@ def write_report(path: Path = OUT) -> str:
         lines += by_module
     text = "\n".join(lines + details) + "\n"
     path.write_text(text)
+    return text
+
+
+def _when(result: dict) -> str:
+    text = f"{result['seconds']} s" + (f", {result['recorded']}" if "recorded" in result else "")
+    again = result.get("rechecked")
+    if again:
+        text += f"; its {again['survivors_before']} survivors re-run {again['recorded']} ({again['seconds']} s)"
     return text
 
 
@@ -254,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=max(os.cpu_count() or 1, 1))
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per target")
     parser.add_argument("--report", action="store_true", help="only rewrite bench/MUTANTS.md from saved results")
+    parser.add_argument("--recheck", action="store_true",
+                        help="re-run only the saved survivors of each target against today's tests and update them")
     args = parser.parse_args(argv)
     if args.report:
         write_report()
@@ -267,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     for target in TARGETS:
         if names and target.name not in names:
             continue
-        result = run_target(target, args.max_children, args.timeout)
+        if args.recheck:
+            result = recheck(target, args.max_children, args.timeout)
+        else:
+            result = run_target(target, args.max_children, args.timeout)
         (RAW / f"{target.name}.json").write_text(json.dumps(result, indent=1) + "\n")
         s = score(result["mutants"])
         print(f"{target.name}: {s['killed'] + s['timeout']}/{s['total']} killed ({s['survived']} survived, "
