@@ -271,3 +271,39 @@ def test_processor_names_and_the_missing_ones() -> None:
     bare = compute_model(tiny_trace([0]), _Profile(proc()), tiny_spec())
     with pytest.raises(UserError, match="^profile hand: running experts on the CPU"):
         bare.processor("cpu")
+
+
+def test_experts_run_at_the_peak_of_their_storage_format_and_dequantise_at_fp32() -> None:
+    """3 tokens of a tiny expert (36864 FLOPs; 6144 weights), memory 1 TB/s (bytes negligible):
+    q8_0 on a CPU with int8 4 GFLOP/s and fp32 1 GFLOP/s: 36864 / 4e9 = 9.216 us of int8 matmul
+    + 6144 x 2 dequant ops / 1e9 = 12.288 us -> 21.504 us.
+    fp8 on a GPU with bf16 1, fp8 2 and fp32 0.5 GFLOP/s: 36864 / 2e9 = 18.432 us + 6144 x 1 / 0.5e9
+    = 12.288 us -> 30.72 us."""
+    trace = tiny_trace([0])
+    cpu = Processor("cpu", "cpu", "dram", {"int8": 4e9, "fp32": 1e9}, 1e12, 0.0)
+    q8 = compute_model(trace, _Profile(cpu), tiny_spec(), expert_formats=("q8_0", "q8_0"))
+    assert expert_request_times(q8, np.array([0]), np.array([6528]), np.array([3]), "cpu").tolist() == \
+        pytest.approx([21.504 * US], rel=1e-12)
+    gpu = Processor("gpu", "gpu", "vram", {"bf16": 1e9, "fp8": 2e9, "fp32": 0.5e9}, 1e12, 0.0)
+    fp8 = compute_model(trace, _Profile(gpu), tiny_spec(), expert_formats=("fp8", "fp8"))
+    assert expert_request_times(fp8, np.array([0]), np.array([6144]), np.array([3])).tolist() == \
+        pytest.approx([30.72 * US], rel=1e-12)
+
+
+def test_cuda_graphs_experts_cost_their_roofline_only() -> None:
+    """Replayed graphs: no per-kernel host time, so 3 bf16 tokens at 1 GFLOP/s are 36.864 us, one
+    call per expert or grouped, however large the processor's kernel overhead."""
+    trace = tiny_trace([0])
+    model = compute_model(trace, _Profile(proc(bw=1e12, flops=1e9, overhead=50 * US), framework="vllm"), tiny_spec())
+    args = (np.array([0]), np.array([EXPERT_BYTES]), np.array([3]))
+    assert expert_request_times(model, *args).tolist() == pytest.approx([36.864 * US], rel=1e-12)
+    assert expert_cell_times(model, np.array([0]), *args, 1).tolist() == pytest.approx([36.864 * US], rel=1e-12)
+
+
+def test_a_measured_table_times_a_cell_with_one_active_expert() -> None:
+    """Cell 1 runs one expert with 2 tokens (the table's 1-active row: 3.5 us, + 1 us launch); cells 0
+    and 2 run none."""
+    _, table = _table()
+    model = compute_model(tiny_trace([0]), _Profile(proc(overhead=1 * US)), tiny_spec(), kernel_table=table)
+    got = expert_cell_times(model, np.array([1]), np.array([0]), np.array([EXPERT_BYTES]), np.array([2]), 3)
+    assert got.tolist() == pytest.approx([0.0, 4.5 * US, 0.0], rel=1e-12)

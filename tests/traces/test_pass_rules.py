@@ -196,3 +196,17 @@ def test_no_rows_and_where_a_row_came_from() -> None:
     assert two.at(0) == "a.jsonl: row 2"
     kept = two.take(np.array([False, True]))
     assert kept.at(0) == "b.jsonl: row 3" and kept.request.tolist() == [1] and kept.expert.tolist() == [1]
+
+
+def test_one_token_prompts_and_the_token_rule_with_a_prompt_length() -> None:
+    """prompt_len 1: each request's prompt is its position 0, a one-token prefill (phase from the prompt
+    length, not inferred); positions 1 are decode passes of their own. Requests 0 and 1 back to back."""
+    r = group_rows(rows([0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 0, 0]), PassRule("prompt"), PhaseRule(prompt_len=1))
+    assert pass_of_rows(r) == [0, 1, 2, 3] and r.phase.tolist() == [P, D, P, D]
+    skipped = group_rows(rows([0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 0, 0]), PassRule("prompt"), PhaseRule(prompt_len=1),
+                         skip_passes=1)
+    assert (skipped.line - 2).tolist() == [1, 2, 3] and skipped.phase.tolist() == [D, P, D]
+    # the token rule keeps one pass per token even for prompt tokens; their phase is still prefill
+    r = group_rows(rows([0, 0, 0], [0, 1, 2], [0, 0, 0]), parse_pass_rule("token"), PhaseRule(prompt_len=2))
+    assert pass_of_rows(r) == [0, 1, 2] and r.phase.tolist() == [P, P, D]
+    assert parse_pass_rule("prompt") == PassRule("prompt") and parse_pass_rule(" PROMPT") == PassRule("prompt")
