@@ -8,6 +8,7 @@ Slow (minutes to an hour per module on 2 cores): it runs outside CI, where the c
 
     python -m bench.mutants.run_mutmut                       # every target
     python -m bench.mutants.run_mutmut --only bounds,grouping  # some of them
+    python -m bench.mutants.run_mutmut --only grouping --recheck  # re-run the saved survivors only
 """
 
 from __future__ import annotations
@@ -211,7 +212,9 @@ def write_report(path: Path = OUT) -> str:
              "bench/mutants/results/<target>.json. Command: `make mutants` (or",
              "`PYTHONPATH=. python -m bench.mutants.run_mutmut --only NAME`). Raw = killed / mutants.",
              "Recorded with mutmut 3.8.1, `--max-children 2`, on the shared 2-core VM under other sessions' load",
-             "(run times are wall clock). Targets marked *not run* were not run in this round.", "",
+             "(run times are wall clock). Targets marked *not run* were not run in this round. A mutant no selected",
+             "test executes counts as a survivor. `--recheck` re-runs only a target's saved survivors against the",
+             "current tests (valid while the mutated modules are unchanged; the run column says when).", "",
              "| target | modules | mutants | killed | survived (equivalent / open) | not checked | score | raw | run |",
              "|---|---|---|---|---|---|---|---|---|"]
     details: list[str] = []
