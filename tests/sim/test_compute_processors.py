@@ -36,8 +36,8 @@ def test_bits_per_weight_are_the_block_layouts() -> None:
     got = [formats.bytes_per_weight(f) for f in ("q4_0", "q8_0", "q6_K", "mxfp4", "bf16", "fp32")]
     assert got == [18 / 32, 34 / 32, 210 / 256, 17 / 32, 2.0, 4.0]
     # a file type is its main tensor type, whatever the case
-    assert [formats.canonical(f) for f in ("Q4_K_M", "q5_k_s", "Q8_0", "q6_K", "gguf-x")] == \
-        ["q4_K", "q5_K", "q8_0", "q6_K", "gguf-x"]
+    assert [formats.canonical(f) for f in ("Q4_K_M", "q5_k_s", "Q8_0", "q6_K", "GGUF-X")] == \
+        ["q4_K", "q5_K", "q8_0", "q6_K", "GGUF-X"]  # unknown names pass unchanged
     assert formats.bytes_per_weight("Q4_K_M") == 144 / 256
     assert formats.known("Q6_K") and not formats.known("gguf-x")
 
