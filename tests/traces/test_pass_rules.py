@@ -210,3 +210,15 @@ def test_one_token_prompts_and_the_token_rule_with_a_prompt_length() -> None:
     r = group_rows(rows([0, 0, 0], [0, 1, 2], [0, 0, 0]), parse_pass_rule("token"), PhaseRule(prompt_len=2))
     assert pass_of_rows(r) == [0, 1, 2] and r.phase.tolist() == [P, P, D]
     assert parse_pass_rule("prompt") == PassRule("prompt") and parse_pass_rule(" PROMPT") == PassRule("prompt")
+
+
+def test_an_error_in_a_multi_file_log_names_the_file_and_line() -> None:
+    """Rows from a.csv and b.csv (lines numbered from 2); b.csv's second row, line 4, names expert 9 of 4."""
+    from moesim.traces.importers.assemble import assemble
+    from moesim.traces.trace import TraceMeta
+
+    r = group_rows(rows([0, 1, 1], [0, 0, 1], [0, 0, 0], experts=[[0], [1], [9]], file=[0, 1, 1],
+                        files=("a.csv", "b.csv")), PassRule("token"), PhaseRule())
+    with pytest.raises(UserError) as info:
+        assemble(r, TraceMeta(n_layers=1, n_experts=4, top_k=1, object_bytes=[8]), "logs/*.csv")
+    assert str(info.value).startswith("b.csv: line 4")
