@@ -240,3 +240,13 @@ def test_ssd_first_use_bound_with_trailing_cells_that_reuse():
                                                                                        capacity_bytes=3 * MB))
     assert result.bounds.ideal_cell_end.tolist() == pytest.approx(
         [e * US for e in (4007, 8007, 10007, 12007, 12021, 12035)], abs=1e-12)
+
+
+def test_time_bound_with_per_expert_overlap_drops_the_expert_tail():
+    """overlap "expert": a cell's experts may run while its bytes land, so its experts end no earlier than
+    its bytes (not bytes + 7 us) nor than the compute before them: E = max(E_prev + 14, A) = A =
+    [2000, 4000, 5000, 6000] us (the link binds; the 14 us a cell computes hides under each fetch)."""
+    result, b = _bounds(overlap="expert")
+    assert b.ideal_cell_end.tolist() == pytest.approx([2000 * US, 4000 * US, 5000 * US, 6000 * US], abs=1e-12)
+    assert b.time_bound_s == pytest.approx(6000 * US, abs=1e-12)
+    assert result.summary["time"]["total_s"] >= b.time_bound_s

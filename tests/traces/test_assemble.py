@@ -125,3 +125,16 @@ def test_first_appearance_ids_and_first_index_by_hand():
     assert first_index_of(ids, n).tolist() == [0, 2, 3]
     empty, n = first_appearance_ids(np.array([], dtype=np.int64))
     assert (empty.size, empty.dtype, n) == (0, np.int64, 0)
+
+
+def test_a_pass_of_more_tokens_than_an_int32_counts_is_refused(monkeypatch):
+    """The guard against 2**31 tokens in one pass, exercised at a limit of 2 (the module's INT32_MAX,
+    read at call time): 2 tokens in a pass are fine, 3 are one error naming the file."""
+    import moesim.traces.importers.assemble as assemble_module
+
+    monkeypatch.setattr(assemble_module, "INT32_MAX", 2)
+    three = [(1, PREFILL, 0, 0, 0, [0, 1]), (0, PREFILL, 0, 1, 0, [2, 3]), (0, PREFILL, 0, 2, 0, [1, 2])]
+    assert assemble(routes(three[:2]), meta(n_layers=1), "log.csv").n_tokens == 2
+    with pytest.raises(UserError) as info:
+        assemble(routes(three), meta(n_layers=1), "log.csv")
+    assert str(info.value) == "log.csv: a pass has more tokens than an int32 can count"
