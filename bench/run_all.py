@@ -4,6 +4,7 @@ Each benchmark module has `main() -> dict` whose "targets" entry maps a target's
 {"value": ..., "goal": ..., "pass": bool, "noise": "..."} (noise: the spread of the rounds the
 value was taken from, printed beside it); an optional "table" (lines of text) is printed as it
 is, and everything else in the dict is printed as context.
+`python -m bench.run_all bench.count_replay bench.scaling` runs only the benchmarks named.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {mem} RAM"
 
 
-def main() -> int:
+def main(names: list[str] | None = None) -> int:
+    """Run `names` (module names from BENCHMARKS; all of them when empty) and return the exit status."""
+    unknown = sorted(set(names or ()) - set(BENCHMARKS))
+    if unknown:
+        print(f"bench.run_all: unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 1
     print(f"moesim benchmarks on {platform.node()}: {machine()}, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d')}")
     failures = 0
-    for name in BENCHMARKS:
+    for name in [b for b in BENCHMARKS if not names or b in names]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -66,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
