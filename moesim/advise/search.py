@@ -16,7 +16,6 @@ A run the time left cannot fit is skipped, and all are once the deadline passes 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -111,30 +110,18 @@ def group_bound(machine: Machine, workload: Workload, candidate: Candidate) -> d
     per-request TTFT/TPOT bounds are the ones every timed result reports beside itself
     (moesim/sim/timed_result.py builds them from the same Bounds), so pruning and the report agree.
     """
-    from moesim.sim.timed_result import _request_table  # the timed results' own bound columns
-
     config = dataclasses.replace(timed_config(machine, workload, candidate), eviction="lru", prefetch="none",
                                  miss="stall")
     profile = resolved_profile(machine, candidate)
     setup = setup_planner(workload.trace, profile, config)
     trace = workload.trace
-    zeros = np.zeros(trace.n_cells)
     if not bounds_hold(candidate) or candidate.config_fields().get("placement", "gpu") != "gpu":
         return non_expert_bound(trace, setup.dense)
-    extra = {}
-    if "pipelined" in inspect.signature(compute_bounds).parameters:  # clocks with per-expert overlap
-        overlap = getattr(config, "overlap", None) or getattr(profile, "overlap", "layer")
-        extra["pipelined"] = overlap == "expert"
+    overlap = getattr(config, "overlap", None) or getattr(profile, "overlap", "layer")
     b = compute_bounds(trace, setup.planner.stream, setup.topology, setup.dense, setup.expert_full,
-                       config.capacity_bytes, config.scope, config.layer_capacity, config.seed, **extra)
-    requests = _request_table(trace, zeros, zeros, b)
-    tokens = float(requests["output_tokens"].sum()) if len(requests) else 0.0
-    return {
-        "tpot": _mean_or_zero(requests["tpot_bound_s"]) if len(requests) else 0.0,
-        "ttft": _mean_or_zero(requests["ttft_bound_s"]) if len(requests) else 0.0,
-        "throughput": b.time_bound_s / tokens if tokens else 0.0,
-        "energy": 0.0,  # no energy bound is derived: energy is never pruned
-    }
+                       config.capacity_bytes, config.scope, config.layer_capacity, config.seed,
+                       pipelined=overlap == "expert")
+    return _objective_bounds(trace, b)
 
 
 def non_expert_bound(trace: Any, dense: np.ndarray) -> dict[str, float]:
@@ -142,12 +129,19 @@ def non_expert_bound(trace: Any, dense: np.ndarray) -> dict[str, float]:
     which runs on the device in cell order wherever the experts run: an interval of passes lasts at
     least the sum of its cells' non-expert times."""
     from moesim.sim.bounds import Bounds
-    from moesim.sim.timed_result import _request_table
 
     prefix = np.concatenate(([0.0], np.cumsum(dense)))
     per_pass = np.diff(prefix[trace.pass_cell_offsets])
     b = Bounds(belady_misses=None, belady_miss_bytes=None, ideal_cell_end=np.cumsum(dense),
                pass_min_duration=per_pass, valid=False)
+    return _objective_bounds(trace, b)
+
+
+def _objective_bounds(trace: Any, b: Any) -> dict[str, float]:
+    """Per objective, the bound the timed results report beside themselves (timed_result's request
+    table built from `b`); no energy bound is derived, so energy is never pruned."""
+    from moesim.sim.timed_result import _request_table
+
     zeros = np.zeros(trace.n_cells)
     requests = _request_table(trace, zeros, zeros, b)
     tokens = float(requests["output_tokens"].sum()) if len(requests) else 0.0
