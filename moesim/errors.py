@@ -12,6 +12,14 @@ EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters written as escapes (a column name read
+    from a broken file can hold a newline; the message must still be one line)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class UserError(Exception):
     """A mistake in the user's input, reported as one line naming the file, row or field.
 
@@ -19,9 +27,9 @@ class UserError(Exception):
     """
 
     def __init__(self, message: str, where: str | None = None) -> None:
-        self.where = where
-        self.message = message
-        super().__init__(f"{where}: {message}" if where else message)
+        self.where = one_line(where) if where else where
+        self.message = one_line(message)
+        super().__init__(f"{self.where}: {self.message}" if self.where else self.message)
 
     def located(self, where: str) -> "UserError":
         """The same error with `where` prefixed (e.g. a file name added by an outer loader)."""

@@ -203,3 +203,13 @@ def test_layer_scope_with_a_profile_runs(command, trace, capsys):
     policy = ["--policy", "lru"] if command == "replay" else ["--policies", "lru"]
     assert main([command, "--trace", str(trace), *policy, "--capacity", "25%", "--scope", "layer",
                  "--profile", "a100-80gb"]) == 0
+
+
+def test_a_user_error_is_one_line_whatever_its_text_holds():
+    """Names read from a broken file can hold newlines, tabs or NULs: the message writes them as
+    escapes, so the CLI's one line stays one line (moesim/errors.py)."""
+    from moesim.errors import UserError
+
+    error = UserError("no column 'a\nb'", "f\x00.csv").located("run\t1")
+    assert str(error) == "run\\t1: f\\x00.csv: no column 'a\\nb'"
+    assert str(UserError("plain é text", "x.csv")) == "x.csv: plain é text"

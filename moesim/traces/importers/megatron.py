@@ -111,7 +111,7 @@ def _explode(f: LogFile) -> LogFile:
         where = f"{f.name}: line {int(f.lines[r])}"
         if not isinstance(top, list) or not all(isinstance(t, list) for t in top):
             raise UserError("field 'top_indices' must be a list of lists (tokens x top-k)", where)
-        if n is not None and n == n and (not isinstance(n, (int, float)) or int(n) != len(top)):
+        if n is not None and n == n and (not isinstance(n, (int, float)) or n != len(top)):  # no int(): inf
             raise UserError(f"num_tokens is {n} but top_indices holds {len(top)} tokens", where)
         steps.extend([step] * len(top))
         layers.extend([layer] * len(top))

@@ -211,3 +211,21 @@ def test_a_prediction_on_a_cells_later_row_is_refused_not_dropped(tmp_path):
     with pytest.raises(UserError) as err:
         load_trace(tmp_path / "m.parquet")
     assert "pred_p" in err.value.message and "not its cell's first" in err.value.message
+
+
+def test_a_header_broken_across_lines_gives_a_one_line_error(tmp_path):
+    """Found by the fuzzer: a quote opened in the header makes one column name hold the newlines of
+    the rows after it; the error that lists the columns must still be one line (moesim/errors.py)."""
+    path = tmp_path / "activations.csv"
+    path.write_text('"Layer ID,Batch Number,Token,Activated Expert IDs\n1,0,a,"[0, 1]"\n')
+    outcome = only_user_errors(path, "activation-csv")
+    assert isinstance(outcome, UserError) and "no column" in str(outcome), outcome
+
+
+def test_an_infinite_token_count_is_a_user_error(tmp_path):
+    """Found by the fuzzer: "num_tokens": 1e3081 parses as inf, which int() cannot convert."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"step": 0, "stage": "pre_dispatch", "block": "decoder", "layer": 1, "rank": 0, '
+                    '"num_tokens": 1e3081, "topk": 2, "top_indices": [[3, 1]]}\n')
+    outcome = only_user_errors(path, "megatron")
+    assert isinstance(outcome, UserError) and "num_tokens" in str(outcome), outcome
