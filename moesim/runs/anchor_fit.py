@@ -17,13 +17,12 @@ it did not see: a different machine (one socket) is a profile change, not a refi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.hw_profiles.loader import set_field
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.traces.format.trace import Trace
 
@@ -45,17 +44,23 @@ class FitResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def apply_figures(profile: HardwareProfile, figures: Figures, source: str, overhead: bool = True) -> HardwareProfile:
-    """`profile` with its CPU at `figures` (the bandwidth as a share of the profile's own figure)."""
+def apply_figures(profile: HardwareProfile, figures: Figures, source: str, overhead: bool = True,
+                  flops_scale: float = 1.0) -> HardwareProfile:
+    """`profile` with its CPU at `figures` (the bandwidth as a share of the profile's own figure); the
+    provenance of each changed value names `source`. `flops_scale` multiplies the CPU's peak FLOP/s."""
     cpu = profile.processors.get("cpu")
     if cpu is None:
         raise UserError("the anchors need a cpu processor", f"profile {profile.name}")
-    out = set_field(profile, "processors.cpu.memory_bandwidth", f"{figures.efficiency * cpu.memory_bandwidth!r} B/s",
-                    f"fitted: {figures.efficiency:.4f} x the datasheet {cpu.memory_bandwidth / 1e9:.1f} GB/s ({source})")
+    provenance = dict(profile.provenance)
+    provenance["processors.cpu.memory_bandwidth"] = (
+        f"fitted: {figures.efficiency:.4f} x the datasheet {cpu.memory_bandwidth / 1e9:.1f} GB/s ({source})")
+    changed = replace(cpu, memory_bandwidth=figures.efficiency * cpu.memory_bandwidth,
+                      peak_flops={k: v * flops_scale for k, v in cpu.peak_flops.items()})
     if overhead:
-        out = set_field(out, "processors.cpu.kernel_overhead", f"{figures.call_overhead!r} s",
-                        f"fitted: per CPU expert call ({source})")
-    return out
+        changed = replace(changed, kernel_overhead=figures.call_overhead)
+        provenance["processors.cpu.kernel_overhead"] = f"fitted: per CPU expert call ({source})"
+    # compute=None: the pre-graph view is derived again from the processors
+    return replace(profile, processors={**profile.processors, "cpu": changed}, compute=None, provenance=provenance)
 
 
 Timer = Callable[[HardwareProfile], float]  # a profile -> seconds per decode token for one row

@@ -56,10 +56,7 @@ def gpu_seconds(row: AnchorRow, decode_tokens: int) -> float:
     from moesim.hw_profiles.loader import load_profile
     from moesim.runs.anchor_fit import Figures, apply_figures
 
-    from moesim.hw_profiles.loader import set_field
-
-    fast = apply_figures(load_profile(row.anchor.profile), Figures(1e6, 0.0), "probe")
-    fast = set_field(fast, "processors.cpu.peak_flops.fp32", f"{fast.processors['cpu'].flops('fp32') * 1e6!r} FLOP/s")
+    fast = apply_figures(load_profile(row.anchor.profile), Figures(1e6, 0.0), "probe", flops_scale=1e6)
     return decode_seconds(row.anchor, anchor_trace(decode_tokens, experts=row.anchor.experts), fast)
 
 
