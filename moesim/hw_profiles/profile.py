@@ -196,6 +196,8 @@ class Processor:
     cores: int | None = None
     active_watts: float | None = None
     idle_watts: float | None = None
+    numa_nodes: int | None = None  # memory nodes (sockets) `memory_bandwidth` is spread over, equally
+    numa_link_bandwidth: float | None = None  # bytes/s per direction between two nodes (UPI, Infinity Fabric)
 
     def flops(self, dtype: str = "bf16") -> float:
         """Peak FLOP/s at `dtype`, else the nearest listed one (bf16 <-> fp16, then fp32)."""

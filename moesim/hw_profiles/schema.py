@@ -53,6 +53,9 @@ PROCESSOR_FIELDS: dict[str, FieldSpec] = {
     "cores": FieldSpec(COUNT, help="cores (CPU threads the engine uses)"),
     "active_watts": FieldSpec("power", help="watts while it computes"),
     "idle_watts": FieldSpec("power", positive=False, help="watts while idle"),
+    "numa_nodes": FieldSpec(COUNT, help="cpu: memory nodes (sockets) memory_bandwidth is split over, one per "
+                                        "socket (see moesim/sim/numa.py for the layouts a run picks)"),
+    "numa_link_bandwidth": FieldSpec("bandwidth", help="cpu: bytes/s per direction between two nodes (UPI, xGMI)"),
 }
 PEAK_FLOPS = FieldSpec("flops", help="peak FLOP/s at this dtype")  # processors.X.peak_flops.<dtype>
 

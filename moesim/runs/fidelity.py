@@ -18,7 +18,7 @@ import numpy as np
 
 from moesim.atomic_io import write_text_atomic
 from moesim.errors import UserError
-from moesim.runs.fidelity_lessons import ANCHOR_LESSON, LESSONS, QWEN_NOTE, REPLICATE_LESSON
+from moesim.runs.fidelity_lessons import LESSONS, QWEN_NOTE, REPLICATE_LESSON
 from moesim.runs.step_model import ALL_FIGURES
 
 BASE_PROFILE = "phone-oneplus-15r"
@@ -235,36 +235,9 @@ def _component_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _anchor_rows() -> list[str]:
-    from moesim.runs.anchors import ANCHORS, SOURCE, cpu_placement_available
+    from moesim.runs.anchor_table import anchor_section
 
-    lines = ["", "## Published anchors (no traces)", "",
-             f"Source: {SOURCE}. DeepSeek-V3 Q4_K_M, 500-token prompt, synthetic trace with the model's shapes "
-             "and Q4_K_M expert sizes (moesim/runs/anchors.py); tolerance 20 % (issue 14).", "",
-             "| anchor | profile | placement | measured decode | predicted | error | pass |", "|---|---|---|---|---|---|---|"]
-    pending = not cpu_placement_available()
-    trace = None
-    for a in ANCHORS:
-        pred_text, err_text, ok = "pending CPU placement", "—", "pending"
-        if not pending:
-            from moesim.runs.anchors import anchor_trace, predict_anchor
-
-            try:
-                trace = trace if trace is not None else anchor_trace(decode_tokens=32)
-                tok_s = predict_anchor(a, trace)
-                err = tok_s / a.decode_tok_s - 1.0
-                pred_text, err_text = f"{tok_s:.2f} tok/s", f"{err * 100:+.1f} %"
-                ok = "yes" if abs(err) <= 0.20 else "no"
-            except (UserError, KeyError, ValueError) as exc:
-                pred_text, ok = f"not run: {exc}", "no"
-        lines.append(f"| {a.name} ({a.engine}) | {a.profile} | {a.placement} | {a.decode_tok_s:g} tok/s "
-                     f"({1e3 / a.decode_tok_s:.0f} ms/token) | {pred_text} | {err_text} | {ok} |")
-    if not pending:
-        lines += ["", ANCHOR_LESSON]
-    if pending:
-        lines += ["", "These rows wait for CPU expert placement in the engine (issue 13, compute-ops): this tree's "
-                  "engine can only run missed experts on the CPU (`--miss cpu`), not place every routed expert "
-                  "there, which is what KTransformers and llama.cpp's -ot/--n-cpu-moe do."]
-    return lines
+    return anchor_section()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,15 +59,3 @@ QWEN_NOTE = (
     "its experts. Some other overlap (a slower per-expert kernel chain, or reads issued before the routing sync "
     "returns) is missing; the qwen stall column could pin it, but fitting it moved the flash rate instead (the "
     "stall and read-time columns then disagree), so it is left as the next mechanism to find.")
-
-ANCHOR_LESSON = (
-    "What these rows teach: the machine profiles carry datasheet ceilings (8 channels of DDR5-4800 per socket = "
-    "307 GB/s, AVX-512 FMA peak) and nothing is fitted to the anchors, so the predictions are upper bounds on speed. "
-    "Per decode token moesim charges the CPU 34 ms for the routed experts (67 ms on one socket) and the GPU 16 ms "
-    "(24 ms with llama.cpp's per-node count); KTransformers' 82 ms means its V0.2 llamafile kernels read the "
-    "~4 GB of Q4_K_M experts a token at ~60 GB/s, a tenth of the two sockets' ceiling, and single socket at ~40. "
-    "No published figure for that achieved rate exists in this repository's references, so it is not put into the "
-    "profiles: a run of one's own through `moesim fit-profile` would fit it. llama.cpp's 4.51 tok/s is not the same "
-    "placement: the tutorial gives no llama.cpp offload settings, and a CPU-only llama.cpp (attention and dense "
-    "layers on the CPU too, one memory pool across two NUMA nodes) is a placement moesim's engine cannot yet express "
-    "(it places routed experts only), so the row's +280 % is the placement, not a kernel figure.")

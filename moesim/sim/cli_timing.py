@@ -49,7 +49,8 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
                             "YAML, a Hugging Face config.json or a GGUF file (default: the trace's own model)")
     group.add_argument("--placement", default="gpu",
                        help="where routed experts run: gpu, cpu-layers:N (llama.cpp --n-cpu-moe N: the first N "
-                            "layers' experts on the CPU), cpu-all (KTransformers); a comma list runs each "
+                            "layers' experts on the CPU), cpu-all (KTransformers), cpu-only (everything on the "
+                            "CPU); :numa=local|interleave|node on a multi-socket host; a comma list runs each "
                             "(default: gpu)")
     group.add_argument("--framework", default=None,
                        help="kernel counts per operator: fused, eager, cuda-graphs, llama.cpp (default: the profile's)")

@@ -13,6 +13,7 @@ engine (moesim.sim.engine: the simpy clock). Bounds (moesim.sim.bounds) are comp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.policies.labels import run_label
-from moesim.policies.placement import parse_placement
+from moesim.policies.placement import non_expert_on_cpu, numa_layout, parse_placement
 from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim.bounds import compute_bounds
 from moesim.sim.compute import (ComputeModel, compute_model, expert_cell_times, expert_request_times,
@@ -28,6 +29,7 @@ from moesim.sim.compute import (ComputeModel, compute_model, expert_cell_times, 
 from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import Pipelined, simulate
 from moesim.sim.expert_compute import wait_compute
+from moesim.sim.numa import with_layout
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.plan_types import parsed_specs
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
@@ -129,6 +131,7 @@ class PlanSetup:
     pre: np.ndarray  # non-expert seconds before the layer's experts (attention, router, embedding)
     post: np.ndarray  # after them (shared experts, dense FFN, LM head)
     ffn: np.ndarray | None = None  # the part of `post` that does not read the routed experts' output (shared, dense FFN)
+    dense_on_cpu: bool = False  # cpu-only placement: `dense` is CPU time and no activation crosses a link
 
     @property
     def shape(self) -> ComputeModel:
@@ -145,9 +148,13 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     """
     spec, formats = resolve_model_spec(trace, config.model)
     model = compute_model(trace, profile, spec, config.framework, config.kernel_table, formats)
+    placement = parse_placement(config.placement)
+    model = cpu_memory_layout(model, numa_layout(placement))
     topology = build_topology(profile, trace.total_object_bytes(), config.io_lanes, config.storage_reads)
     _check_capacity(profile, config)
-    non_expert = non_expert_cell_times(trace, model)
+    # cpu-only: the non-expert operators run on the CPU (read from host DRAM at its rate)
+    on_cpu = non_expert_on_cpu(placement)
+    non_expert = non_expert_cell_times(trace, replace(model, device=model.processor("cpu")) if on_cpu else model)
     pre, post = non_expert.pre, non_expert.post
     if config.routing_sync:  # the host reads the cell's routing before it can issue copies
         pre = pre + routing_sync_seconds(profile)
@@ -161,7 +168,17 @@ def setup_planner(trace: Trace, profile: HardwareProfile, config: TimedConfig) -
     # from this cell's gate to the next one's: its experts, its post part, the next cell's pre part
     planner.compute_window = expert_full + post + np.append(pre[1:], 0.0)
     ffn = non_expert.by_operator.get("shared", 0.0) + non_expert.by_operator.get("dense_ffn", 0.0)
-    return PlanSetup(planner, model, topology, dense, expert_full, pre, post, np.zeros(trace.n_cells) + ffn)
+    return PlanSetup(planner, model, topology, dense, expert_full, pre, post, np.zeros(trace.n_cells) + ffn, on_cpu)
+
+
+def cpu_memory_layout(model: ComputeModel, layout: str) -> ComputeModel:
+    """`model` with its CPU reading host memory at the rate the NUMA layout gives (moesim/sim/numa.py)."""
+    cpus = [name for name, proc in model.processors.items() if proc.kind == "cpu"]
+    if not cpus:
+        return model
+    procs = {name: with_layout(proc, layout) if name in cpus else proc for name, proc in model.processors.items()}
+    device = procs[model.device.name] if model.device.name in cpus else model.device
+    return replace(model, processors=procs, device=device)
 
 
 def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, engine: str | None = None) -> TimedResult:
@@ -196,11 +213,12 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     # back; without per-token detail that is min(expert-token pairs on the CPU, tokens in the cell)
     cpu_token_count = np.minimum(np.bincount(stream.cell[on_cpu], weights=plan.cpu_tokens[on_cpu],
                                              minlength=n_cells), trace.cell_tokens)
-    activation = cpu_token_count * model.activation_bytes_per_token()
+    activation = cpu_token_count * model.activation_bytes_per_token() * (0 if setup.dense_on_cpu else 1)
     cpu_path = np.zeros(n_cells)
     if on_cpu.any():
         has = cpu_token_count > 0
-        cpu_path = np.where(has, cpu_compute + topology.activation_time(activation, profile.pageable), 0.0)
+        moved = 0.0 if setup.dense_on_cpu else topology.activation_time(activation, profile.pageable)
+        cpu_path = np.where(has, cpu_compute + moved, 0.0)
     pipelined = None
     if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
         per_req = expert_request_times(model, req_layer, req_bytes, plan.gpu_tokens, "gpu")  # by operator

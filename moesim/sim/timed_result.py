@@ -257,8 +257,15 @@ def _late_requests(plan: Plan, engine: EngineOutput) -> np.ndarray:
     return np.isin(keys, late_keys) & (plan.outcomes == HIT)
 
 
+def _dense_on_cpu(config: Any) -> bool:
+    """Whether the run's placement put the non-expert work on the CPU (cpu-only)."""
+    from moesim.policies.placement import non_expert_on_cpu, parse_placement
+
+    return non_expert_on_cpu(parse_placement(getattr(config, "placement", None) or "gpu"))
+
+
 def _energy(profile: HardwareProfile, cells: pd.DataFrame, link_energy: dict[str, float],
-            total_s: float) -> dict[str, Any]:
+            total_s: float, dense_on_cpu: bool = False) -> dict[str, Any]:
     """Each processor's active power while it computes, its idle power for the rest, plus J/B per link.
 
     The expert processor falls back to the profile's `power` figures; another processor without a
@@ -269,6 +276,9 @@ def _energy(profile: HardwareProfile, cells: pd.DataFrame, link_energy: dict[str
     cpu = profile.processors.get("cpu")
     if cpu is not None and cpu.name != device.name:
         busy[cpu.name] = float(cells["cpu_s"].sum())
+        if dense_on_cpu:  # cpu-only: the non-expert work ran on the CPU, not the device
+            busy[device.name] -= float(cells["dense_s"].sum())
+            busy[cpu.name] += float(cells["dense_s"].sum())
     processors: dict[str, dict[str, float]] = {}
     unpowered = []
     for name, busy_s in busy.items():
@@ -328,7 +338,7 @@ def _summary(config: Any, profile: HardwareProfile, plan: Plan, cells: pd.DataFr
     for name, tot in sorted(link_totals.items()):  # busy_s: time with at least one transfer on the link
         links[name] = dict(tot, utilization=(tot["busy_s"] / total_s) if total_s > 0 else None)
         link_energy[name] = tot["bytes"] * profile.power.joules_per_byte.get(name, 0.0)
-    energy = _energy(profile, cells, link_energy, total_s)
+    energy = _energy(profile, cells, link_energy, total_s, _dense_on_cpu(config))
     on_time = (plan.outcomes == HIT) & ~late_request
     accesses = plan.req_tokens.astype(np.int64)
     ttft = _stats(requests["ttft_s"]) if len(requests) else _stats(pd.Series([], dtype=float))
