@@ -199,3 +199,20 @@ def test_search_top_is_the_brute_force_minimum_with_ffn_lanes_and_bookkeeping(ob
     assert pruned.best(objective).metrics[objective] == pytest.approx(optimum, rel=1e-12)
     for e in brute.evaluations:  # the group bounds stay below every configuration, FFN overlap included
         assert e.bound[objective] <= e.metrics[objective] * (1 + 1e-9), e.candidate.labels()
+
+
+def test_bigmoeonedge_overlap_maps_to_expert_plus_ffn_where_the_model_has_an_ffn():
+    """The engine's --overlap also runs the dense FFN during reads: for gemma it is expert+ffn, and plain
+    per-expert pipelining maps onto no option of it; for Qwen3 (no FFN beside its experts) it is expert."""
+    from moesim.advise.engines import BIGMOEONEDGE, engine_options
+
+    for model, mapped in (("gemma-4-26b-a4b", {FFN_OVERLAP: True, "expert": False, "layer": True}),
+                          ("qwen3-30b-a3b", {"expert": True, "layer": True})):
+        w = _workload(_two_pass_trace([1]), model)
+        m = _phone(cache=32 * MiB)  # half the experts: an LRU cache, not "all resident"
+        for mode, expected in mapped.items():
+            cand = _pick(enumerate_space(m, w), overlap=mode, eviction="lru", prefetch="none")
+            lines = [o.options for o in engine_options(cand, m, w) if o.engine == BIGMOEONEDGE]
+            assert bool(lines) == expected, (model, mode)
+            if lines:
+                assert lines[0].endswith("--overlap") == (mode != "layer")
