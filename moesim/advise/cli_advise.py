@@ -116,6 +116,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | None, cache_max: int | None) -> Any:
+    from moesim.advise.bookkeeping import fitted_bookkeeping
     from moesim.advise.space import Machine
     from moesim.units import format_bytes
 
@@ -131,7 +132,11 @@ def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | No
     if dram_free is not None and profile.tier("dram") is None:
         notes.append("the profile has no separate host DRAM (unified memory): --dram-free does not apply")
         dram_free = None
-    return Machine(name, profile, vram_free, dram_free, cache_max, tuple(notes))
+    bookkeeping = fitted_bookkeeping(name)
+    if bookkeeping:
+        notes.append(f"cache bookkeeping: the profile's fitted {bookkeeping:.4g} s per byte read is added to every "
+                     "pass, as check-run adds it")
+    return Machine(name, profile, vram_free, dram_free, cache_max, tuple(notes), bookkeeping)
 
 
 def _check_out(out: str) -> None:

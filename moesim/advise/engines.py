@@ -7,7 +7,8 @@ Written against (option names checked in each project's documentation, December 
 - KTransformers kt-kernel 0.5.x in SGLang (kt-kernel README "KT-Kernel Parameters"):
   `--kt-num-gpu-experts N` (experts kept on the GPU), `--kt-cpuinfer`, `--kt-method`.
 - BigMoeOnEdge (github.com/Helldez/BigMoeOnEdge @ 36020f2, the engine of the bundled phone runs):
-  `--cache-mb N` (LRU expert cache), `--io-threads N`, `--overlap`.
+  `--cache-mb N` (LRU expert cache), `--io-threads N`, `--overlap` (per-expert pipelining, and the
+  dense FFN / shared experts run while the layer's reads are in flight: the runs' .log).
 A configuration no engine implements gets no line: moesim does not invent options.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.advise.space import Candidate, Machine
+from moesim.advise.space import FFN_OVERLAP, Candidate, Machine, ffn_seconds
 from moesim.advise.workload import Workload
 
 LLAMA_CPP = "llama.cpp (tools/cli options as of December 2026)"
@@ -57,10 +58,17 @@ def engine_options(candidate: Candidate, machine: Machine, workload: Workload) -
     cache_policy = labels.get("eviction") == "lru" and labels.get("prefetch", "none") == "none"
     if not machine.host_link and capacity is not None and cache_policy and not cpu_layers:
         mib = int(capacity.fact("capacity_bytes") // 2**20)
-        overlap = " --overlap" if labels.get("overlap", "expert") == "expert" else ""
-        slots = _flash_queue(machine)
-        out.append(EngineOptions(BIGMOEONEDGE, f"--cache-mb {mib} --io-threads {slots}{overlap}",
-                                 "LRU expert cache in DRAM over flash"))
+        mode = labels.get("overlap", "expert")
+        lanes = candidate.get("lanes")
+        slots = lanes.fact("io_lanes") if lanes is not None and lanes.fact("io_lanes") else _flash_queue(machine)
+        # its --overlap pipelines each expert behind its read and runs the dense FFN / shared experts while
+        # the reads are in flight: "expert" alone maps onto it only where the model has no such FFN
+        if mode == FFN_OVERLAP or (mode == "expert" and ffn_seconds(machine, workload) == 0):
+            out.append(EngineOptions(BIGMOEONEDGE, f"--cache-mb {mib} --io-threads {slots} --overlap",
+                                     "LRU expert cache in DRAM over flash"))
+        elif mode == "layer":
+            out.append(EngineOptions(BIGMOEONEDGE, f"--cache-mb {mib} --io-threads {slots}",
+                                     "LRU expert cache in DRAM over flash"))
     return out
 
 

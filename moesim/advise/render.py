@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from moesim.advise.answer import OBJECTIVE_LABELS
+from moesim.advise.space import NO_STORAGE_READS
 from moesim.units import format_bytes
 
-DIMENSION_ORDER = ("home", "placement", "capacity", "eviction", "prefetch", "overlap", "miss")
+DIMENSION_ORDER = ("home", "lanes", "placement", "capacity", "eviction", "prefetch", "overlap", "miss")
 
 
 def describe_config(config: dict[str, str]) -> str:
@@ -19,6 +20,9 @@ def describe_config(config: dict[str, str]) -> str:
             continue
         if key == "home":
             parts.append(f"experts in {value}")
+        elif key == "lanes":
+            if value != NO_STORAGE_READS:
+                parts.append(f"{value} read lanes")
         elif key == "capacity":
             parts.append(f"cache {value}")
         elif key == "eviction":

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from moesim.advise.bookkeeping import with_bookkeeping
 from moesim.advise.space import BASELINE, DIMENSIONS, Candidate, Dimension, Machine, enumerate_space
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.loader import apply_overrides
@@ -208,8 +209,9 @@ def _expected_cost(candidate: Candidate, done: list[Evaluation]) -> float:
 def evaluate(machine: Machine, workload: Workload, candidate: Candidate, bound: dict[str, float]) -> Evaluation:
     start = time.perf_counter()
     config = timed_config(machine, workload, candidate)
-    result = timed_replay(workload.trace, resolved_profile(machine, candidate), config)
-    summary = result.summary
+    profile = resolved_profile(machine, candidate)
+    result = timed_replay(workload.trace, profile, config)
+    summary = with_bookkeeping(result, workload.trace, profile, machine.bookkeeping_per_byte)
     metrics = objective_values(summary)
     metrics["decode_bytes_per_token"] = decode_bytes_per_token(result)
     return Evaluation(candidate, metrics, summary, bound, candidate.vram_bytes(workload),

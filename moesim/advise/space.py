@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.units import format_bytes
@@ -31,6 +33,7 @@ class Machine:
     dram_free: int | None  # host DRAM for experts (None: the profile's own usable DRAM)
     cache_max: int | None = None  # an engine's expert-cache limit (--cache-max), else None
     notes: tuple[str, ...] = ()
+    bookkeeping_per_byte: float = 0.0  # a fitted profile's cache bookkeeping, s/B read (moesim/advise/bookkeeping.py)
 
     @property
     def host_link(self) -> bool:
@@ -218,23 +221,75 @@ def _timed_field(name: str) -> bool:
 
 
 OVERLAP_MODES = ("expert", "layer")
+FFN_OVERLAP = "expert+ffn"
 
 
 def _overlap(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
-    """Per-expert pipelining (an expert runs once its bytes land) or a per-layer barrier."""
+    """Per-expert pipelining (an expert runs once its bytes land) or a per-layer barrier; and, for a model
+    with shared experts or a dense FFN beside its routed ones, per-expert pipelining that runs those while
+    the layer's reads are in flight (TimedConfig.ffn_overlap: BigMoeOnEdge's --overlap does)."""
     if not _timed_field("overlap"):
         return [Choice("overlap", "layer")]  # this clock models only the per-layer barrier
-    return [Choice("overlap", mode, config=(("overlap", mode),)) for mode in OVERLAP_MODES]
+    out = [Choice("overlap", mode, config=(("overlap", mode),)) for mode in OVERLAP_MODES]
+    if _timed_field("ffn_overlap") and ffn_seconds(machine, workload) > 0:
+        out.insert(1, Choice("overlap", FFN_OVERLAP, config=(("overlap", "expert"), ("ffn_overlap", True))))
+    return out
+
+
+def ffn_seconds(machine: Machine, workload: Workload) -> float:
+    """Seconds of shared-expert and dense-FFN work in the whole trace on this machine (0: the model has
+    none beside its routed experts, so running it during reads changes nothing), from the clock's own
+    operator times (moesim/sim/compute)."""
+    from moesim.sim.compute import compute_model, non_expert_cell_times
+    from moesim.sim.cost_model import resolve_model_spec
+
+    spec, formats = resolve_model_spec(workload.trace, workload.model if workload.spec is not None else None)
+    times = non_expert_cell_times(workload.trace, compute_model(workload.trace, machine.profile, spec, None, None,
+                                                                formats)).by_operator
+    return float(sum(float(np.sum(times.get(op, 0.0))) for op in ("shared", "dense_ffn")))
+
+
+def _storage_lanes(machine: Machine) -> tuple[int, list[int]]:
+    """(the storage's default read lanes, the queue depths its throughput curve was measured at)."""
+    ssd = machine.profile.tier("ssd")
+    if ssd is None:
+        return 1, []
+    link = machine.profile.link("ssd_d") or machine.profile.link("ssd_h")
+    default = int(ssd.read_lanes or (link.copy_engines if link is not None else 1))
+    depths = sorted({int(p.queue_depth) for p in ssd.throughput.points}) if ssd.throughput is not None else []
+    return default, depths
+
+
+def _lanes(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
+    """Reads in flight from storage (an engine's io threads): the profile's default, and every deeper queue
+    depth its throughput curve was measured at. Beyond the deepest measured point the curve is flat by
+    assumption (moesim/hw_profiles/profile.py StorageCurve), so no such depth is offered; nor a shallower
+    one, which the curve makes no faster."""
+    home = chosen.get("home")
+    if home is None or home.fact("home") != "ssd":
+        return [Choice("lanes", NO_STORAGE_READS)]
+    default, depths = _storage_lanes(machine)
+    out = [Choice("lanes", str(default), facts=(("io_lanes", default),))]
+    if not _timed_field("io_lanes"):
+        return out
+    return out + [Choice("lanes", str(d), config=(("io_lanes", d),), facts=(("io_lanes", d),))
+                  for d in depths if d > default]
+
+
+NO_STORAGE_READS = "no storage reads"
 
 
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension("home", "where experts live off the compute device (host DRAM, or SSD/flash with a DRAM cache)",
               _home, bound_key=True),
+    Dimension("lanes", "reads in flight from storage (io threads): the profile's, and deeper measured queue depths",
+              _lanes, bound_key=True),
     Dimension("placement", "static expert placement: all on the device, the first N layers' experts on the CPU, or all",
               _placement, bound_key=True),
     Dimension("capacity", "GPU expert cache: the largest that fits beside dense weights and KV cache, and smaller",
               _capacity, bound_key=True),
-    Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer)",
+    Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer); "
+              "expert+ffn also runs shared experts / dense FFN while the layer's reads are in flight",
               _overlap, bound_key=True),
     Dimension("eviction", "which cached expert makes room", _eviction),
     Dimension("prefetch", "which experts are copied ahead of their layer", _prefetch),
