@@ -196,6 +196,9 @@ class Processor:
     cores: int | None = None
     active_watts: float | None = None
     idle_watts: float | None = None
+    # FLOP/s its matrix-matrix kernels achieve (more than one token per weight read: a prefill's batched
+    # matmuls), whatever the dtype; None: those run at peak_flops too (see moesim/sim/compute/processors.py)
+    batched_flops: float | None = None
 
     def flops(self, dtype: str = "bf16") -> float:
         """Peak FLOP/s at `dtype`, else the nearest listed one (bf16 <-> fp16, then fp32)."""

@@ -53,6 +53,8 @@ PROCESSOR_FIELDS: dict[str, FieldSpec] = {
     "cores": FieldSpec(COUNT, help="cores (CPU threads the engine uses)"),
     "active_watts": FieldSpec("power", help="watts while it computes"),
     "idle_watts": FieldSpec("power", positive=False, help="watts while idle"),
+    "batched_flops": FieldSpec("flops", help="FLOP/s of matrix-matrix work (more than one token per weight read: "
+                                             "prefill's batched matmuls), any dtype; absent: peak_flops"),
 }
 PEAK_FLOPS = FieldSpec("flops", help="peak FLOP/s at this dtype")  # processors.X.peak_flops.<dtype>
 
