@@ -15,7 +15,7 @@ idle lanes), the engine's clock (moesim/sim/engine.py) decomposes by cell:
     under a per-layer barrier, and in the prefill where config.prefill_overlap says "layer");
   - a cell lasts dense + stall + experts; a pass is the sum of its cells.
 Compute arrays come from the same functions timed_replay calls (moesim/sim/compute). The two halves
-are memoised apart: compute figures (memory_bandwidth, peak_flops, launch_overhead) and storage
+are memoised apart: compute figures (memory_bandwidth, peak_flops, batched_flops, launch_overhead) and storage
 figures (ssd_bandwidth, ssd_bandwidth_qd1, ssd_latency). tests/runs/test_cell_clock.py checks the
 result against timed_replay on fitted figures. Anything else (prefetch, CPU placement, pinned
 loads, multi-hop routes) raises NotClosedForm and the caller runs the simulator.
@@ -41,7 +41,7 @@ from moesim.sim.topology import LinkServer, build_topology
 from moesim.traces.format.trace_meta import DECODE
 from moesim.traces.format.trace import Trace
 
-COMPUTE_KEYS = ("memory_bandwidth", "peak_flops", "launch_overhead")
+COMPUTE_KEYS = ("memory_bandwidth", "peak_flops", "batched_flops", "launch_overhead")
 STORAGE_KEYS = ("ssd_bandwidth", "ssd_bandwidth_qd1", "ssd_latency")
 
 
@@ -164,7 +164,7 @@ class ReplayedRun:
             raise NotClosedForm("a copy depends on a copy of its own cell (multi-hop route)")
 
     def compute(self, figures: dict[str, float]) -> CellCompute:
-        key = tuple(float(figures[k]) for k in COMPUTE_KEYS)
+        key = tuple(float(figures.get(k, -1.0)) for k in COMPUTE_KEYS)  # -1: not given (the profile's own)
         hit = self._compute_memo.get(key)
         if hit is not None:
             return hit

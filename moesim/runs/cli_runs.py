@@ -255,6 +255,8 @@ def render_fit(d: dict[str, Any]) -> str:
     for name, f in d["fitted"].items():
         rel = f"{f['sigma'] / f['value'] * 100:.1f} %" if f["value"] else "-"
         lines.append(f"  {name:17s} {f['value']:.4g} {UNITS[name]:7s} +- {f['sigma']:.2g} ({rel})")
+    for name, f in d.get("derived", {}).items():
+        lines.append(f"  {name:17s} {f['value']:.4g} {f['unit']:7s} set by rule: {f['rule']}")
     for name, why in d["not_identified"].items():
         lines.append(f"  not identified: {name}: {why}")
     for block, b in d["blocks"].items():

@@ -187,6 +187,8 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
 
     for name, (value, sigma) in fit.fitted.items():
         lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
+    for name, why in fit.derived.items():
+        lines.append(f"| {name} | set: {fit.figures[name]:.4g} {UNITS[name]} | — | {why} |")
     for name, why in fit.not_identified.items():
         lines.append(f"| {name} | not identified | — | {why} |")
     for name, why in HELD.items():
