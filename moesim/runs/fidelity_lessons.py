@@ -39,9 +39,19 @@ LESSONS = {
         "mmapped dense weights as free (docs/pressure.md), so it over-asks: MemAvailable fell to 1.6 GB "
         "(gemma_auto_ov.metrics), the OS reclaimed the dense pages during decode and the engine demand-faulted "
         "them back ('4 KiB at a time'): the compute residual tripled (452 ms vs ~140 in the 2000 MiB replicates). "
-        "No profile states memory pressure (the device's free memory at the start, which the .metrics sidecar "
-        "records, against cache + dense weights + buffers, and a fault-rate for what does not fit), so this row "
-        "fails by design"),
+        "Whether this happens can be stated from run facts: free memory at the start (the .metrics sidecar's "
+        "mem_avail_before_kb; MemAvailable in the route-trace runs' .state) less the cache budget less the dense "
+        "weights read every token (the engine's dense warm-up, gemma.log: 1816 MiB, the trace's 1224 MiB of "
+        "per-layer weights plus the tied embedding the LM head reads) is 6385 - 4610 - 1816 = -41 MiB here, "
+        "-481 MiB with the 440 MiB KV cache (gemma.log), against +819 / +379 MiB for the 4000 MiB route-trace "
+        "run (6635 MiB free), +858 MiB for qwen (6007 free, 957 dense, 192 KV) and over +2000 MiB for every "
+        "2000 MiB or cache-less run: only this run is short. How long the re-faults take cannot be stated "
+        "without fitting to this run, so the row stays failing: the OS re-faults per token somewhere between "
+        "the shortfall (41-481 MiB) and the whole 1816 MiB (a scan larger than an LRU page cache), and at "
+        "what read size: 4 KiB pages at the profile's 100 us per read (~40 MB/s) would cost 1.1-12.8 s a "
+        "token, reads of an expert's size at the fitted 0.98 GB/s 44-515 ms, against ~310 ms measured. The "
+        "phone profile has no small-read point on its flash curve and no figure for the share of the shortfall "
+        "re-read per token; the only runs that could pin either are this one and gemma_mmap, both held out"),
     "gemma_k6": ("same model, k and budget as the bundled gemma trace but another prompt, 256 steps and no tracing: "
                  "replayed with the bundled routing, so the per-step comparison is only indicative; its parts miss "
                  "like the route-trace row's, less the tracing barrier"),
