@@ -71,7 +71,18 @@ QWEN_NOTE = (
     "gemma's wait matches only because its dense FFN runs while its reads are in flight, and Qwen3 has no FFN beside "
     "its experts. Some other overlap (a slower per-expert kernel chain, or reads issued before the routing sync "
     "returns) is missing; the qwen stall column could pin it, but fitting it moved the flash rate instead (the "
-    "stall and read-time columns then disagree), so it is left as the next mechanism to find.")
+    "stall and read-time columns then disagree). The likeliest one, measured in the closed-form clock "
+    "(moesim/runs/cell_clock.py) and not adopted yet: the engine reads an expert as its weight slices, each on "
+    "its own lane ('Routed slices are read across N lanes', BigMoeOnEdge docs/moe-streaming.md; qwen's gate, up "
+    "and down, gemma's fused gate_up and down), so one miss fills three lanes instead of one. Refitted on qwen "
+    "with it, the one-read rate becomes 1.12 GB/s (0.98 now), the read-time column still fits (206 vs 208 ms) "
+    "and qwen's wait falls to 38.9 ms (42.3 measured, 85.6 now). TPOT then reads -14.5 % (151 ms): the compute "
+    "column's 22 ms shortfall no longer hides behind the wait. With ggml's expert matmul run in expert-id order "
+    "(it waits on each expert's readiness in turn; moesim runs resident experts first), qwen's wait is 51.5 ms "
+    "and TPOT -7.4 %. On gemma the same change leaves 17.7-29.0 ms of its 52.7 ms wait with its dense FFN "
+    "overlapping the reads, 32.5-43.8 ms without (TPOT -9.5 % to +3.4 %): which holds can only be told from "
+    "gemma itself, and the change reaches the simulator's link server (a read as several lane-holding pieces "
+    "whose lane time the io column sums), so it is left for the next round with these numbers.")
 
 ANCHOR_LESSON = (
     "What these rows teach: the machine profiles carry datasheet ceilings (8 channels of DDR5-4800 per socket = "
