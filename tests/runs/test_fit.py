@@ -45,8 +45,10 @@ def _simulated_run(noise: float, seed: int = 0):
                           "compute_s": jitter(t.compute[dec]), "stall_s": t.stall[dec], "mgmt_s": jitter(t.mgmt[dec]),
                           "read_bytes": np.nan, "hits": np.nan})
     run = MeasuredRun("simulated", "simulated", steps, config.merged(prefill_s=float(t.total[~dec].sum())))
+    # the held per-request latency is the true one: each expert is read as three slice requests
+    # (engine_map.slice_shares), so a wrong held latency is paid three times a read and moves the bandwidth
     base = profile_figures(setup.profile) | {"memory_bandwidth": 13e9, "peak_flops": 15e9, "ssd_bandwidth": 3.5e9,
-                                             "ssd_latency": 1e-4}
+                                             "ssd_latency": TRUE["ssd_latency"]}
     return run, model, base
 
 
@@ -55,8 +57,7 @@ def test_recovers_known_figures_without_noise() -> None:
     fit = fit_run(run, model, base, free=("memory_bandwidth", "ssd_bandwidth", "mgmt_per_byte"))
     for name in ("memory_bandwidth", "mgmt_per_byte"):
         assert fit.figures[name] == pytest.approx(TRUE[name], rel=2e-3), name
-    # the shared-bandwidth clock makes io time step-wise in the bandwidth: close, not exact
-    assert fit.figures["ssd_bandwidth"] == pytest.approx(TRUE["ssd_bandwidth"], rel=0.1)
+    assert fit.figures["ssd_bandwidth"] == pytest.approx(TRUE["ssd_bandwidth"], rel=2e-3)
     # the prefill rate from the prefill time, the decode figures known
     only_peak = fit_run(run, model, TRUE | {"peak_flops": 12e9}, free=("peak_flops",))
     assert only_peak.figures["peak_flops"] == pytest.approx(TRUE["peak_flops"], rel=2e-3)
@@ -70,8 +71,8 @@ def test_with_noise_within_uncertainty_and_collinear_figures_named() -> None:
         value, sigma = fit.fitted[name]
         assert abs(value - TRUE[name]) <= 4 * sigma, (name, value, sigma)
         assert sigma < 0.1 * TRUE[name], name
-    # the shared-bandwidth clock makes io time step-wise in the bandwidth: close, not within its local sigma
-    assert fit.fitted["ssd_bandwidth"][0] == pytest.approx(TRUE["ssd_bandwidth"], rel=0.1)
+    value, sigma = fit.fitted["ssd_bandwidth"]
+    assert abs(value - TRUE["ssd_bandwidth"]) <= 4 * sigma and sigma < 0.1 * TRUE["ssd_bandwidth"]
     # constant per decode step at one k: these move the run exactly as memory_bandwidth does
     assert set(fit.not_identified) == {"launch_overhead", "token_overhead"}
 

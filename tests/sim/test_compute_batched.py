@@ -17,6 +17,7 @@ import yaml
 
 from moesim.errors import UserError
 from moesim.hw_profiles.loader import PROFILES_DIR, profile_from_mapping, profile_to_document, profile_values
+from moesim.hw_profiles.profile import profile_record
 from moesim.sim.compute import compute_model, expert_cell_times, expert_request_times, non_expert_cell_times
 from moesim.sim.compute.processors import Processor, matrix_rate
 from moesim.traces.format.trace_meta import DECODE, PREFILL
@@ -94,6 +95,10 @@ def test_the_profile_field_loads_shows_and_round_trips() -> None:
     shown = profile_values(profile)["processors"]["cpu"]["batched_flops"]
     assert shown == {"value": 47.3e9, "unit": "FLOP/s", "provenance": "measured: a test"}
     assert profile_from_mapping(profile_to_document(profile), "doc") == profile
+    # results record it when stated and leave it out when absent (records and sweep hashes of other profiles stay)
+    assert profile_record(profile)["processors"]["cpu"]["batched_flops"] == 47.3e9
+    assert "batched_flops" not in profile_record(profile_from_mapping(yaml.safe_load(
+        (PROFILES_DIR / "phone-oneplus-15r.yaml").read_text()), "doc"))["processors"]["cpu"]
     doc["processors"]["cpu"]["batched_flops"] = {"value": "47.3 GB/s", "provenance": "wrong unit"}
     with pytest.raises(UserError, match="batched_flops"):
         profile_from_mapping(doc, "doc")
