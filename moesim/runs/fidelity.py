@@ -31,9 +31,10 @@ CURVE_TIE = {"ssd_bandwidth": ("ssd_bandwidth_qd1", FOUR_LANES_OVER_ONE)}
 # The per-token and per-kernel overheads are constant per decode step on one model at one k: they move the
 # qwen run exactly as the weight-read rate does (its compute block cannot split them), so they stay at the
 # profile's figures too (0: folded into the effective rate) and the table says so.
-HELD = {"ssd_latency": "every read of the run is one expert of nearly one size: a per-read latency and the one-read "
-                       "rate move its io time alike (fitted free, the pair runs off to 3.6 ms per read at unbounded "
-                       "bandwidth); held at the profile's 100 us",
+HELD = {"ssd_latency": "every read of the run is a weight slice of one of two sizes: a per-request latency and the "
+                       "one-read rate move its io time alike (fitted together, the pair does not separate: with "
+                       "one request per expert it ran off to 3.6 ms per read at unbounded bandwidth, with slice "
+                       "reads the rate drops out); held at the profile's 100 us",
         "token_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0",
         "launch_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0"}
 FIT_FREE = tuple(f for f in ALL_FIGURES if f not in HELD)
