@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 # Old link names and the memories they join (profiles written before the graph schema).
 LEGACY_LINK_ENDS: dict[str, tuple[str, str]] = {
@@ -198,6 +199,9 @@ class Processor:
     idle_watts: float | None = None
     numa_nodes: int | None = None  # memory nodes (sockets) `memory_bandwidth` is spread over, equally
     numa_link_bandwidth: float | None = None  # bytes/s per direction between two nodes (UPI, Infinity Fabric)
+    # FLOP/s its matrix-matrix kernels achieve (more than one token per weight read: a prefill's batched
+    # matmuls), whatever the dtype; None: those run at peak_flops too (see moesim/sim/compute/processors.py)
+    batched_flops: float | None = None
 
     def flops(self, dtype: str = "bf16") -> float:
         """Peak FLOP/s at `dtype`, else the nearest listed one (bf16 <-> fp16, then fp32)."""
@@ -327,3 +331,18 @@ def _processors_from_compute(compute: Compute, tiers: dict[str, Memory]) -> dict
         out["cpu"] = Processor("cpu", "cpu", "dram" if "dram" in tiers else "vram", {"fp32": compute.cpu_flops},
                                compute.cpu_memory_bandwidth, 0.0)
     return out
+
+
+# optional processor figures added after results were first recorded: left out of a profile's record when
+# absent, so the records (and the hashes sweeps resume by) of profiles without them stay as they were
+OMIT_WHEN_ABSENT = ("batched_flops", "numa_nodes", "numa_link_bandwidth")
+
+
+def profile_record(profile: HardwareProfile) -> dict[str, Any]:
+    """Every value of the profile as plain data (dataclasses.asdict), less OMIT_WHEN_ABSENT figures that are None."""
+    data = asdict(profile)
+    for proc in (data.get("processors") or {}).values():
+        for key in OMIT_WHEN_ABSENT:
+            if proc.get(key) is None:
+                proc.pop(key, None)
+    return data

@@ -56,6 +56,8 @@ PROCESSOR_FIELDS: dict[str, FieldSpec] = {
     "numa_nodes": FieldSpec(COUNT, help="cpu: memory nodes (sockets) memory_bandwidth is split over, one per "
                                         "socket (see moesim/sim/numa.py for the layouts a run picks)"),
     "numa_link_bandwidth": FieldSpec("bandwidth", help="cpu: bytes/s per direction between two nodes (UPI, xGMI)"),
+    "batched_flops": FieldSpec("flops", help="FLOP/s of matrix-matrix work (more than one token per weight read: "
+                                             "prefill's batched matmuls), any dtype; absent: peak_flops"),
 }
 PEAK_FLOPS = FieldSpec("flops", help="peak FLOP/s at this dtype")  # processors.X.peak_flops.<dtype>
 

@@ -99,4 +99,6 @@ def save_runs(path: str | os.PathLike[str], runs: Sequence[tuple[Any, Any]], tra
 
 def _profile_record(result: Any) -> dict[str, Any]:
     """The timed run's hardware profile with every value (and its model source)."""
-    return {"values": dataclasses.asdict(result.profile), "model_source": result.model_source}
+    from moesim.hw_profiles.profile import profile_record
+
+    return {"values": profile_record(result.profile), "model_source": result.model_source}

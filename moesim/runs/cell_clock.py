@@ -15,7 +15,7 @@ idle lanes), the engine's clock (moesim/sim/engine.py) decomposes by cell:
     under a per-layer barrier, and in the prefill where config.prefill_overlap says "layer");
   - a cell lasts dense + stall + experts; a pass is the sum of its cells.
 Compute arrays come from the same functions timed_replay calls (moesim/sim/compute). The two halves
-are memoised apart: compute figures (memory_bandwidth, peak_flops, launch_overhead) and storage
+are memoised apart: compute figures (memory_bandwidth, peak_flops, batched_flops, launch_overhead) and storage
 figures (ssd_bandwidth, ssd_bandwidth_qd1, ssd_latency). tests/runs/test_cell_clock.py checks the
 result against timed_replay on fitted figures. Anything else (prefetch, CPU placement, pinned
 loads, multi-hop routes) raises NotClosedForm and the caller runs the simulator.
@@ -35,13 +35,14 @@ from moesim.sim.cost_model import resolve_model_spec
 from moesim.sim.engine import _pipelined_stall
 from moesim.sim.expert_compute import wait_compute
 from moesim.sim.link_server import TIE_S
+from moesim.sim.read_slices import CellOrder, cell_order, check_fractions, ordered_stall, piece_order
 from moesim.sim.timed_replay import (TimedConfig, ffn_overlappable, prefill_barrier, routing_sync_seconds,
                                      setup_planner)
 from moesim.sim.topology import LinkServer, build_topology
 from moesim.traces.format.trace_meta import DECODE
 from moesim.traces.format.trace import Trace
 
-COMPUTE_KEYS = ("memory_bandwidth", "peak_flops", "launch_overhead")
+COMPUTE_KEYS = ("memory_bandwidth", "peak_flops", "batched_flops", "launch_overhead")
 STORAGE_KEYS = ("ssd_bandwidth", "ssd_bandwidth_qd1", "ssd_latency")
 
 
@@ -57,6 +58,7 @@ class CellCompute:
     wait_compute: np.ndarray  # per entry of plan.waits (pipelined), else empty
     barrier: np.ndarray  # bool per cell: waits for all its reads (per-layer barrier)
     overlappable: np.ndarray  # seconds per cell of post-expert work run while its reads are in flight
+    order: CellOrder | None = None  # expert-id order (config.expert_order "id"): requests per cell in compute order
 
 
 def fluid_cell(nbytes: list[float], server: LinkServer) -> tuple[list[float], list[float]]:
@@ -143,7 +145,7 @@ class ReplayedRun:
         self.copy_cell = plan.copy_cell.astype(np.int64)
         self.event_cells = np.flatnonzero(np.diff(self.copy_off) > 0)
         self._compute_memo: dict[tuple[float, ...], CellCompute] = {}
-        self._copy_memo: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._copy_memo: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _check(self, plan: Any) -> None:
         if str(self.config.prefetch) not in ("none", ""):
@@ -164,7 +166,7 @@ class ReplayedRun:
             raise NotClosedForm("a copy depends on a copy of its own cell (multi-hop route)")
 
     def compute(self, figures: dict[str, float]) -> CellCompute:
-        key = tuple(float(figures[k]) for k in COMPUTE_KEYS)
+        key = tuple(float(figures.get(k, -1.0)) for k in COMPUTE_KEYS)  # -1: not given (the profile's own)
         hit = self._compute_memo.get(key)
         if hit is not None:
             return hit
@@ -173,8 +175,12 @@ class ReplayedRun:
         model = compute_model(trace, prof, self.spec, cfg.framework, cfg.kernel_table, self.formats)
         ne = non_expert_cell_times(trace, model)
         pre = ne.pre + (routing_sync_seconds(prof) if cfg.routing_sync else 0.0)
+        order = None
         if self.overlap == "expert":
             per_req = expert_request_times(model, self.req_layer, self.req_bytes, plan.gpu_tokens, "gpu")
+            if cfg.expert_order == "id":
+                order = cell_order(self.req_cell, self.req_obj, per_req, plan.waits, plan.wait_offsets, plan.copy_obj,
+                                   self.n_cells)
             expert = np.bincount(self.req_cell, weights=per_req, minlength=self.n_cells)
             waited = wait_compute(plan.waits, plan.wait_offsets, plan.copy_obj, self.req_cell, self.req_obj, per_req,
                                   trace.n_objects)
@@ -192,12 +198,21 @@ class ReplayedRun:
             barrier = np.ones(self.n_cells, dtype=bool)
         ffn = ne.by_operator.get("shared", 0.0) + ne.by_operator.get("dense_ffn", 0.0)
         over = ffn_overlappable(np.zeros(self.n_cells) + ffn, trace, cfg) if self.overlap == "expert" else None
-        out = CellCompute(pre, ne.post, expert, waited, barrier, np.zeros(self.n_cells) if over is None else over)
+        out = CellCompute(pre, ne.post, expert, waited, barrier, np.zeros(self.n_cells) if over is None else over, order)
         self._compute_memo[key] = out
         return out
 
     def copies(self, figures: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end of every copy, in seconds after its cell's gate."""
+        """Start and end of every copy, in seconds after its cell's gate (a copy read in slices: end minus
+        its slices' summed lane time, so end - start is what its lanes were busy)."""
+        start, end, _ = self._copies(figures)
+        return start, end
+
+    def piece_ends(self, figures: dict[str, float]) -> np.ndarray:
+        """[copy, slice] -> when that slice landed (every slice at the copy's end where it is read whole)."""
+        return self._copies(figures)[2]
+
+    def _copies(self, figures: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         key = tuple(float(figures.get(k, np.nan)) for k in STORAGE_KEYS)
         hit = self._copy_memo.get(key)
         if hit is not None:
@@ -205,17 +220,33 @@ class ReplayedRun:
         prof = self._profile(figures)
         topo = build_topology(prof, self.trace.total_object_bytes(), self.config.io_lanes, self.config.storage_reads)
         server = np.asarray(topo.route_server, dtype=np.int64)[self.plan.copy_route]
-        start, end = np.zeros(self.copy_bytes.size), np.zeros(self.copy_bytes.size)
+        n = self.copy_bytes.size
+        shares = check_fractions(self.config.read_slices) if self.config.read_slices else (1.0,)
+        slice_major = self.config.slice_order == "slice"
+        start, end, pieces = np.zeros(n), np.zeros(n), np.zeros((n, len(shares)))
         nbytes = self.copy_bytes.tolist()
         off = self.copy_off.tolist()
         for c in self.event_cells.tolist():
             ks = range(off[c], off[c + 1])
             for s in sorted({int(server[k]) for k in ks}):
                 mine = [k for k in ks if server[k] == s]
-                st, en = fluid_cell([nbytes[k] for k in mine], topo.servers[s])
-                start[mine], end[mine] = st, en
-        self._copy_memo[key] = (start, end)
-        return start, end
+                spec = topo.servers[s]
+                if len(shares) == 1 or not prof.tiers[spec.src].is_storage:
+                    st, en = fluid_cell([nbytes[k] for k in mine], spec)
+                    start[mine], end[mine] = st, en
+                    pieces[mine, :] = np.asarray(en)[:, None]
+                    continue
+                order = piece_order(mine, len(shares), slice_major)
+                st, en = fluid_cell([nbytes[k] * shares[p] for k, p in order], spec)
+                busy = dict.fromkeys(mine, 0.0)
+                for (k, p), a, b in zip(order, st, en):
+                    pieces[k, p] = b
+                    busy[k] += b - a
+                for k in mine:
+                    end[k] = pieces[k].max()
+                    start[k] = end[k] - busy[k]
+        self._copy_memo[key] = (start, end, pieces)
+        return start, end, pieces
 
     def _profile(self, figures: dict[str, float]) -> HardwareProfile:
         from moesim.runs.step_model import apply_figures
@@ -232,9 +263,18 @@ class ReplayedRun:
         wc = comp.wait_compute.tolist()
         expert = (comp.expert + comp.overlappable).tolist()
         barrier = comp.barrier.tolist()
+        order = comp.order
+        if order is not None:
+            pieces = self.piece_ends(figures)
+            shares = check_fractions(self.config.read_slices) if self.config.read_slices else (1.0,)
         for c in np.flatnonzero(np.diff(self.wait_off) > 0).tolist():
             pending = list(range(wait_off[c], wait_off[c + 1]))
-            if not barrier[c]:
+            if order is not None and not barrier[c]:
+                lo, hi = int(order.offsets[c]), int(order.offsets[c + 1])
+                mine = set(order.copy[lo:hi].tolist())
+                others = [end_list[waits[w]] for w in pending if waits[w] not in mine]
+                stall[c] = ordered_stall(0.0, lo, hi, order, shares, pieces, others, float(comp.overlappable[c]))
+            elif not barrier[c]:
                 stall[c] = _pipelined_stall(0.0, pending, waits, end_list, wc, expert[c], 0.0)
             else:
                 stall[c] = max(end_list[waits[w]] for w in pending)

@@ -92,9 +92,10 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str, str, int]:  # 
 
 
 def _arch(trace: Any) -> str | None:
-    text = json.dumps(trace.meta.provenance) + " " + str(trace.meta.model)
-    for arch in ("gemma4", "qwen3moe"):
-        if arch in text:
+    text = (json.dumps(trace.meta.provenance) + " " + str(trace.meta.model)).lower()
+    names = {"gemma4": ("gemma4", "gemma-4"), "qwen3moe": ("qwen3moe", "qwen3-30b", "qwen3-235b")}
+    for arch, spellings in names.items():
+        if any(s in text for s in spellings):
             return arch
     return None
 
@@ -132,7 +133,8 @@ def cmd_check_run(args: argparse.Namespace) -> int:
     from moesim.runs.engine_map import engine_setup
 
     run, trace, name, kind, slices = load_inputs(args)
-    setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source)
+    setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source,
+                         arch=run.config.model or _arch(trace))
     from moesim.runs.profile_out import fitted_extras
 
     mgmt = fitted_extras(args.profile).get("mgmt_per_byte", 0.0)  # a fit-profile output carries it in its header
@@ -226,7 +228,8 @@ def cmd_fit_profile(args: argparse.Namespace) -> int:
     if out.exists():
         raise UserError("exists; fit-profile never overwrites a file (choose another --out)", str(out))
     run, trace, name, kind, _ = load_inputs(args)
-    setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source)
+    setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source,
+                         arch=run.config.model or _arch(trace))
     free = tuple(f.strip() for f in args.free.split(",")) if args.free else ALL_FIGURES
     bad = [f for f in free if f not in ALL_FIGURES]
     if bad:
@@ -255,6 +258,8 @@ def render_fit(d: dict[str, Any]) -> str:
     for name, f in d["fitted"].items():
         rel = f"{f['sigma'] / f['value'] * 100:.1f} %" if f["value"] else "-"
         lines.append(f"  {name:17s} {f['value']:.4g} {UNITS[name]:7s} +- {f['sigma']:.2g} ({rel})")
+    for name, f in d.get("derived", {}).items():
+        lines.append(f"  {name:17s} {f['value']:.4g} {f['unit']:7s} set by rule: {f['rule']}")
     for name, why in d["not_identified"].items():
         lines.append(f"  not identified: {name}: {why}")
     for block, b in d["blocks"].items():

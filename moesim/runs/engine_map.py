@@ -13,13 +13,24 @@ What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the
 - prefill        -> TimedConfig.prefill_overlap="layer" whatever `overlap` says: the engine reads a
                     layer's routed experts "just before that layer's expert matmul runs", and the
                     matmul "runs only after our load returns" (BigMoeOnEdge docs/moe-streaming.md,
-                    "Mechanism"); its --overlap overlaps decode reads with FFN compute (the runs'
-                    .log: "flash reads overlapped with FFN compute"), while a prefill's batched
-                    expert matmul needs all of the layer's experts: a per-layer barrier
-- overlap (ffn)  -> TimedConfig.ffn_overlap when overlapped: the engine's --overlap reports "flash reads
-                    overlapped with FFN compute" (the runs' .log, moe-overlap line): a layer's shared
-                    experts / dense FFN, which need only the layer's input, run while its routed
-                    experts are read (models without them, e.g. Qwen3-30B-A3B, are unaffected)
+                    "Mechanism"); its --overlap lets a decode's expert matmul take each expert
+                    as it lands, while a prefill's batched expert matmul needs all of the layer's
+                    experts: a per-layer barrier
+- slices         -> TimedConfig.read_slices: the engine reads a missed expert as its weight tensor slices
+                    (gate, up, down; gemma4's fused gate_up and down), one request per slice, each on
+                    its own lane ("Routed slices are read across N lanes", BigMoeOnEdge
+                    docs/moe-streaming.md); shares by the slices' weights (SLICE_SHARES). Overlapped,
+                    a layer's jobs are queued slice-major (slice_order="slice": "all gate slices,
+                    then all up, then all down", its expert_stream_source.cpp load_layer_async),
+                    serially expert-major
+- overlap order  -> TimedConfig.expert_order="id" when overlapped: the compute threads "block per expert
+                    on the readiness flags" (same file) inside ggml's mul_mat_id, one op per slice
+                    kind visiting the routed experts in ascending id, so a resident expert queued
+                    behind a missing one waits too (moesim/sim/read_slices.py)
+- dense FFN      -> not overlapped (TimedConfig.ffn_overlap off): the log's "flash reads overlapped with
+                    FFN compute" is printed for every model (qwen.log too, which has no dense FFN),
+                    and llama.cpp's gemma4 graph builds the layer's dense MLP before the router, so
+                    it has run before the routing callback issues the reads
 - mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
                     has one; the phone profile has none, so a plain-mmap run is refused with the reason
 Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
@@ -39,6 +50,9 @@ MIB = 2**20
 # what this tree's engine can express; flipped as the issue-13 knobs land
 ENGINE_HAS_MGMT_PER_BYTE = False
 PREFILL_OVERLAP = "layer"  # see the module docstring, "prefill"
+# shares of an expert's bytes and compute per weight slice, by GGUF architecture (llama.cpp tensor layout):
+# gemma4's fused gate_up holds 2 x 704 x 2816 weights, its down 704 x 2816; others: gate, up, down alike
+SLICE_SHARES = {"gemma4": (2 / 3, 1 / 3)}
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,16 @@ def has_page_cache(profile: HardwareProfile) -> bool:
     return any(getattr(m, "is_page_cache", False) for m in profile.tiers.values())
 
 
+def slice_shares(arch: str | None) -> tuple[float, ...]:
+    """Each weight slice's share of an expert read (see SLICE_SHARES; equal shares of padding.slices_for)."""
+    from moesim.runs.padding import slices_for
+
+    n = slices_for(arch)
+    return SLICE_SHARES.get((arch or "").lower(), (1.0 / n,) * n)
+
+
 def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[str, ...] = (),
-                 where: str = "run") -> Setup:
+                 where: str = "run", arch: str | None = None) -> Setup:
     from moesim.sim.cli_timing import resolve_profile
 
     profile = resolve_profile(profile_name, tuple(extra_overrides))
@@ -74,7 +96,9 @@ def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[st
                         profile_overrides=tuple(extra_overrides), bounds=False,
                         overlap=None if config.overlap is None else ("expert" if config.overlap else "layer"),
                         io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None,
-                        prefill_overlap=PREFILL_OVERLAP, ffn_overlap=bool(config.overlap))
+                        prefill_overlap=PREFILL_OVERLAP, read_slices=slice_shares(arch or config.model),
+                        slice_order="slice" if config.overlap else "expert",
+                        expert_order="id" if config.overlap else "arrival")
     return Setup(profile, timed, tuple(extra_overrides), tuple(approximations))
 
 

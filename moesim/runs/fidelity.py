@@ -31,9 +31,10 @@ CURVE_TIE = {"ssd_bandwidth": ("ssd_bandwidth_qd1", FOUR_LANES_OVER_ONE)}
 # The per-token and per-kernel overheads are constant per decode step on one model at one k: they move the
 # qwen run exactly as the weight-read rate does (its compute block cannot split them), so they stay at the
 # profile's figures too (0: folded into the effective rate) and the table says so.
-HELD = {"ssd_latency": "every read of the run is one expert of nearly one size: a per-read latency and the one-read "
-                       "rate move its io time alike (fitted free, the pair runs off to 3.6 ms per read at unbounded "
-                       "bandwidth); held at the profile's 100 us",
+HELD = {"ssd_latency": "every read of the run is a weight slice of one of two sizes: a per-request latency and the "
+                       "one-read rate move its io time alike (fitted together, the pair does not separate: with "
+                       "one request per expert it ran off to 3.6 ms per read at unbounded bandwidth, with slice "
+                       "reads the rate drops out); held at the profile's 100 us",
         "token_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0",
         "launch_overhead": "constant per decode step at one k: moves the qwen run as memory_bandwidth does; held at 0"}
 FIT_FREE = tuple(f for f in ALL_FIGURES if f not in HELD)
@@ -83,7 +84,7 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
     from moesim.traces.format.io import load_trace
 
     qwen = read_run(data / "qwen.metrics")
-    setup = engine_setup(qwen.config, BASE_PROFILE)
+    setup = engine_setup(qwen.config, BASE_PROFILE, arch=qwen.config.model or "qwen3moe")
     model = SimulatorModel(load_trace("bundled:qwen"), setup.profile, setup.timed)
     fit = fit_run(qwen, model, profile_figures(setup.profile), FIT_FREE, ties=CURVE_TIE)
     command = "make fidelity (python -m moesim.runs.fidelity)"
@@ -97,7 +98,7 @@ def run_fidelity(data: Path, out_md: Path, out_profile: Path) -> dict[str, Any]:
         row: dict[str, Any] = {"case": case, "run": run, "measured_tpot": float(run.steps["wall_s"].mean()),
                                "measured_prefill": run.config.prefill_s}
         try:
-            setup_r = engine_setup(run.config, str(out_profile), where=case.name)
+            setup_r = engine_setup(run.config, str(out_profile), where=case.name, arch="gemma4")
             if case.trace == "from-run":
                 trace = timing_trace_for(run, gemma_like, slices_for("gemma4"))
                 name, kind = "from-run", "timing-only from the run"
@@ -187,6 +188,8 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
 
     for name, (value, sigma) in fit.fitted.items():
         lines.append(f"| {name} | {value:.4g} {UNITS[name]} | {sigma:.2g} | {FITTED_TO[name]} |")
+    for name, why in fit.derived.items():
+        lines.append(f"| {name} | set: {fit.figures[name]:.4g} {UNITS[name]} | — | {why} |")
     for name, why in fit.not_identified.items():
         lines.append(f"| {name} | not identified | — | {why} |")
     for name, why in HELD.items():
@@ -202,8 +205,10 @@ def _markdown(rows: list[dict[str, Any]], noise: dict[str, float], fit: Any, qwe
               "misses and bytes (moesim/runs/timing_trace.py): their bytes and hits are inputs, not predictions.",
               "- Overlapped runs are replayed with per-expert pipelining, serial ones with a per-layer barrier, "
               "each with its own read lanes on the flash's throughput curve; the prefill is a per-layer barrier "
-              "in both, and overlapped runs run each layer's dense FFN and shared experts while its reads are in "
-              "flight (moesim/runs/engine_map.py says why). Compute is by operator (attention and its KV reads, "
+              "in both. As the engine does, a missed expert is read as its weight slices, one request per lane, "
+              "queued slice-major when overlapped, and the overlapped matmul visits experts in id order, each "
+              "(slice, expert) waiting for its bytes (moesim/runs/engine_map.py says why, "
+              "moesim/sim/read_slices.py how). Compute is by operator (attention and its KV reads, "
               "router, shared experts, LM head, routed experts at their Q4_K/Q6_K bytes) at the fitted rates. "
               "Cache bookkeeping is the fitted seconds per byte read (the engine's mgmt_ms) added to each step, as "
               "the fit's step model adds it; there is no per-token term (qwen cannot identify one).",

@@ -4,7 +4,7 @@ Each figure is fitted to the measured column that isolates its mechanism, not to
   compute_s (the engine's residual) <- dense + expert compute + per-token overhead
   io_s (summed lane busy time under overlap; read wall time serial) <- storage figures
   mgmt_s <- cache bookkeeping per byte copied
-  prefill_s <- the prefill pass (compute-bound: peak_flops)
+  prefill_s <- the prefill pass (compute-bound: batched_flops, else peak_flops)
 so wall time, and with it the overlap mechanism, stays a prediction. Residual blocks are weighted by
 their own robust scatter, each residual by its Huber weight (iteratively re-weighted: interference
 spikes of a phone's steps count linearly, not squared; Gauss-Newton with Levenberg damping on the
@@ -27,12 +27,12 @@ from moesim.runs.measured import MeasuredRun
 from moesim.runs.step_model import ALL_FIGURES, SimulatorModel
 
 # which figure keeps its freedom when two cannot be told apart (first = kept longest)
-PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "mgmt_per_byte", "ssd_bandwidth_qd1", "ssd_latency",
-            "token_overhead", "launch_overhead")
+PRIORITY = ("memory_bandwidth", "ssd_bandwidth", "peak_flops", "batched_flops", "mgmt_per_byte", "ssd_bandwidth_qd1",
+            "ssd_latency", "token_overhead", "launch_overhead")
 # typical magnitudes (the fit's units) for figures whose base value may be 0
 SCALE_FLOOR = {"launch_overhead": 1e-4, "token_overhead": 1e-3, "mgmt_per_byte": 1e-10, "ssd_latency": 1e-5}
-UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "launch_overhead": "s", "ssd_bandwidth": "B/s",
-         "ssd_bandwidth_qd1": "B/s", "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
+UNITS = {"memory_bandwidth": "B/s", "peak_flops": "FLOP/s", "batched_flops": "FLOP/s", "launch_overhead": "s",
+         "ssd_bandwidth": "B/s", "ssd_bandwidth_qd1": "B/s", "ssd_latency": "s", "token_overhead": "s", "mgmt_per_byte": "s/B"}
 IDENTIFY_RATIO = 1e-3
 IRLS_ROUNDS = 12
 
@@ -46,12 +46,14 @@ class FitResult:
     n_obs: int
     iterations: int
     notes: list[str] = field(default_factory=list)
+    derived: dict[str, str] = field(default_factory=dict)  # name -> the rule that set it (no fit, no sigma)
 
     def to_dict(self) -> dict[str, Any]:
         return {"figures": self.figures,
                 "fitted": {k: {"value": v, "sigma": s, "unit": UNITS[k]} for k, (v, s) in self.fitted.items()},
                 "not_identified": self.not_identified, "blocks": self.blocks, "n_obs": self.n_obs,
-                "iterations": self.iterations, "notes": self.notes}
+                "iterations": self.iterations, "notes": self.notes,
+                "derived": {k: {"value": self.figures[k], "unit": UNITS[k], "rule": why} for k, why in self.derived.items()}}
 
 
 class _Problem:
@@ -127,32 +129,58 @@ def huber_weights(residuals: np.ndarray) -> tuple[float, np.ndarray]:
 def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], free: tuple[str, ...] = ALL_FIGURES,
             max_iter: int = 12, ties: dict[str, tuple[str, float]] | None = None) -> FitResult:
     """Decode figures first (on the decode blocks, decode taken as bandwidth-bound), then the prefill's
-    peak_flops alone on the prefill; uncertainties from the joint Jacobian at the result.
+    rate alone on the prefill; uncertainties from the joint Jacobian at the result.
+
+    The prefill's rate is batched_flops (matrix-matrix work) when free: peak_flops, the matrix-vector rate
+    a batch-1 decode would use, then moves no measured column while decode is bandwidth-bound, and is set
+    to the lowest rate that keeps it so (or its base value, if higher). Without batched_flops free the
+    prefill fits peak_flops itself, raised to that floor if the prefill asks for less.
 
     `ties` {name: (other, factor)}: `name` is not fitted but kept at factor x `other` (a ratio known
     from elsewhere, e.g. the storage's deepest-queue throughput as a multiple of one read's)."""
     problem = _Problem(run, model, ties)
     free = tuple(f for f in free if f in base and f not in problem.ties)
-    scale = {f: max(abs(base[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
     not_identified: dict[str, str] = {}
+    derived: dict[str, str] = {}
     figures = dict(base)
+    if "batched_flops" in free:
+        if "prefill" not in problem.targets:
+            not_identified["batched_flops"] = ("the run has no prefill measurement, the only work over more than one "
+                                               "token per weight read; kept at base value")
+            free = tuple(f for f in free if f != "batched_flops")
+        elif not figures["batched_flops"]:
+            figures["batched_flops"] = figures["peak_flops"]  # start where the profile's one rate is
+    scale = {f: max(abs(figures[f]), SCALE_FLOOR.get(f, 0.0)) or 1.0 for f in free}
     decode_blocks = tuple(b for b in problem.targets if b != "prefill")
-    staged = "peak_flops" in free and "prefill" in problem.targets and decode_blocks
+    prefill_rate = next((f for f in ("batched_flops", "peak_flops") if f in free), None)
+    staged = prefill_rate is not None and "prefill" in problem.targets and decode_blocks
     staged_note = ""
     iterations = 0
+    unbound = {f: 1e30 for f in ("peak_flops", "batched_flops") if f in free}  # decode at batch 1 reads weights
+    start = {f: figures[f] for f in unbound}
     if staged:
-        figures["peak_flops"] = 1e30  # stage A: decode at batch 1 reads weights; its FLOPs do not bind
         problem.only = decode_blocks
-        figures, n_it = _solve(problem, figures, [f for f in free if f != "peak_flops"], scale, not_identified,
-                               max_iter)
+        figures, n_it = _solve(problem, figures | unbound, [f for f in free if f not in unbound], scale,
+                               not_identified, max_iter)
         iterations += n_it
         decode_compute = problem.predict(figures)["compute"] if "compute" in problem.targets else None
-        figures["peak_flops"] = base["peak_flops"]
+        figures.update(start)
+        if prefill_rate == "batched_flops" and "peak_flops" in free:
+            if decode_compute is None:
+                not_identified["peak_flops"] = "no decode compute column to bound it; kept at base value"
+            else:
+                figures["peak_flops"] = _bandwidth_bound_floor(problem, figures, decode_compute)
+                derived["peak_flops"] = ("the matrix-vector rate: decode at batch 1 reads weights (bandwidth-bound), "
+                                         "so no measured column pins it; set to the lowest rate that keeps decode "
+                                         f"bandwidth-bound, or the base {base['peak_flops']:.3g} if higher")
         problem.only = ("prefill",)
-        figures, n_it = _gauss_newton(problem, figures, ["peak_flops"], scale, max_iter)
+        if prefill_rate == "batched_flops":  # may start where the prefill reads weights: flat, no gradient
+            figures, n_it = _monotone_rate(problem, figures, prefill_rate)
+        else:
+            figures, n_it = _gauss_newton(problem, figures, [prefill_rate], scale, max_iter)
         iterations += n_it
         problem.only = None
-        if decode_compute is not None:
+        if prefill_rate == "peak_flops" and decode_compute is not None:
             floor = _bandwidth_bound_floor(problem, figures, decode_compute)
             if floor > figures["peak_flops"]:
                 staged_note = (f"the prefill alone asks for peak_flops {figures['peak_flops']:.3g} FLOP/s, which would "
@@ -163,14 +191,14 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
     else:
         figures, n_it = _solve(problem, figures, list(free), scale, not_identified, max_iter)
         iterations += n_it
-    active = [f for f in free if f not in not_identified]
+    active = [f for f in free if f not in not_identified and f not in derived]
     if staged:  # each stage's figures get their uncertainty from the blocks and the regime they were fitted in
         fitted = {}
         problem.only = decode_blocks
-        decode_active = [f for f in active if f != "peak_flops"]
-        fitted.update(_sigmas(problem, figures | {"peak_flops": 1e30}, decode_active, scale, figures))
+        decode_active = [f for f in active if f not in unbound]
+        fitted.update(_sigmas(problem, figures | unbound, decode_active, scale, figures))
         problem.only = ("prefill",)
-        fitted.update(_sigmas(problem, figures, ["peak_flops"], scale, figures))
+        fitted.update(_sigmas(problem, figures, [prefill_rate], scale, figures))
         problem.only = None
     else:
         fitted = _sigmas(problem, figures, active, scale, figures)
@@ -192,7 +220,7 @@ def fit_run(run: MeasuredRun, model: SimulatorModel, base: dict[str, float], fre
                      "uses the decode blocks' weighting and understates the run-to-run noise")
     for name, (other, factor) in problem.ties.items():
         notes.append(f"{name} tied to {factor:g} x {other} (not fitted)")
-    return FitResult(problem.tied(figures), fitted, not_identified, blocks, int(res.size), iterations, notes)
+    return FitResult(problem.tied(figures), fitted, not_identified, blocks, int(res.size), iterations, notes, derived)
 
 
 def _sigmas(problem: _Problem, at: dict[str, float], active: list[str], scale: dict[str, float],
@@ -217,6 +245,32 @@ def _bandwidth_bound_floor(problem: _Problem, figures: dict[str, float], decode_
         mid = (lo * hi) ** 0.5
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return hi
+
+
+def _monotone_rate(problem: _Problem, figures: dict[str, float], name: str) -> tuple[dict[str, float], int]:
+    """The rate at which the predicted prefill equals the measured one, by bisection in log space.
+
+    The prefill's time never rises with a FLOP rate, but it is flat wherever its work reads weights
+    (bandwidth-bound): a gradient step from such a start does not move, so the rate is bracketed first
+    (doubling or halving), then bisected to 1e-6 of itself. A prefill faster than the weights can be
+    read at any rate leaves the rate at the bracket's top."""
+    target = float(problem.targets["prefill"][0])
+
+    def slower(rate: float) -> bool:  # predicted prefill still above the measured one
+        return float(problem.predict(figures | {name: rate})["prefill"][0]) > target
+
+    rate = figures[name]
+    evals = 1
+    lo, hi = (rate, rate * 2) if slower(rate) else (rate / 2, rate)
+    while slower(hi) and evals < 60:
+        lo, hi, evals = hi, hi * 2, evals + 1
+    while not slower(lo) and evals < 120:
+        lo, hi, evals = lo / 2, lo, evals + 1
+    while hi / lo > 1 + 1e-6:
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if slower(mid) else (lo, mid)
+        evals += 1
+    return figures | {name: hi}, evals
 
 
 def _solve(problem: _Problem, figures: dict[str, float], free: list[str], scale: dict[str, float],

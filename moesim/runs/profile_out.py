@@ -17,11 +17,12 @@ from moesim.hw_profiles.profile import HardwareProfile
 from moesim.runs.fit import UNITS, FitResult
 
 TEXT_UNIT = {"B/s": "B/s", "FLOP/s": "FLOP/s", "s": "s"}
-FITTED_TO = {"memory_bandwidth": "per-step compute_ms", "peak_flops": "prefill_s", "launch_overhead": "compute_ms",
+FITTED_TO = {"memory_bandwidth": "per-step compute_ms", "peak_flops": "prefill_s", "batched_flops": "prefill_s",
+             "launch_overhead": "compute_ms",
              "ssd_bandwidth": "per-step io_ms", "ssd_bandwidth_qd1": "per-step io_ms", "ssd_latency": "per-step io_ms",
              "token_overhead": "compute_ms", "mgmt_per_byte": "per-step mgmt_ms"}
-ENGINE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_bandwidth_qd1",
-                  "ssd_latency")
+ENGINE_FIGURES = ("memory_bandwidth", "peak_flops", "batched_flops", "launch_overhead", "ssd_bandwidth",
+                  "ssd_bandwidth_qd1", "ssd_latency")
 
 
 def fitted_profile_text(base: HardwareProfile, fit: FitResult, run: Any, trace_name: str, command: str) -> str:
@@ -41,10 +42,14 @@ def fitted_profile_text(base: HardwareProfile, fit: FitResult, run: Any, trace_n
     for name, key in (("memory_bandwidth", "memory_bandwidth"), ("launch_overhead", "kernel_overhead")):
         if name in fit.fitted:
             dev[key] = {"value": f"{fit.figures[name]:.6g} {UNITS[name]}", "provenance": prov(name)}
-    if "peak_flops" in fit.fitted:
-        for dtype, entry in dev["peak_flops"].items():
+    if "peak_flops" in fit.fitted or "peak_flops" in fit.derived:
+        why = prov("peak_flops") if "peak_flops" in fit.fitted else \
+            f"set by `{command}` on run {run.name} ({run.source}): {fit.derived['peak_flops']}"
+        for dtype in dev["peak_flops"]:
             value = profile.device.peak_flops[dtype]
-            dev["peak_flops"][dtype] = {"value": f"{value:.6g} FLOP/s", "provenance": prov("peak_flops")}
+            dev["peak_flops"][dtype] = {"value": f"{value:.6g} FLOP/s", "provenance": why}
+    if "batched_flops" in fit.fitted:
+        dev["batched_flops"] = {"value": f"{fit.figures['batched_flops']:.6g} FLOP/s", "provenance": prov("batched_flops")}
     storage = _storage(base)
     if storage is not None:
         mem = doc["memories"][storage]

@@ -7,6 +7,7 @@ replayed once, every evaluation equal to the simulator's to rounding), else by r
 it reads, per pass, the compute time, the time copies were in flight (the engine's `copy_s_*` columns: what the BigMoeOnEdge engine's io_ms sums over lanes under
 overlap), the stall, and the bytes copied. Figures are a dict:
   memory_bandwidth, peak_flops, launch_overhead  the expert processor's (processors.<device>.*)
+  batched_flops                                  its matrix-matrix rate (0: none, peak_flops serves)
   ssd_bandwidth, ssd_bandwidth_qd1               the storage curve at its deepest queue and at one read
   ssd_latency                                    memories.ssd.latency
   token_overhead, mgmt_per_byte                  no engine field yet: added per pass here (0 unless fitted)
@@ -24,8 +25,8 @@ from moesim.sim.timed_replay import TimedConfig
 from moesim.traces.format.trace_meta import DECODE
 from moesim.traces.format.trace import Trace
 
-PROFILE_FIGURES = ("memory_bandwidth", "peak_flops", "launch_overhead", "ssd_bandwidth", "ssd_bandwidth_qd1",
-                   "ssd_latency")
+PROFILE_FIGURES = ("memory_bandwidth", "peak_flops", "batched_flops", "launch_overhead", "ssd_bandwidth",
+                   "ssd_bandwidth_qd1", "ssd_latency")
 EXTRA_FIGURES = ("token_overhead", "mgmt_per_byte")
 ALL_FIGURES = PROFILE_FIGURES + EXTRA_FIGURES
 
@@ -37,7 +38,8 @@ def _storage(profile: HardwareProfile) -> str | None:
 def profile_figures(profile: HardwareProfile) -> dict[str, float]:
     dev = profile.device
     out = {"memory_bandwidth": dev.memory_bandwidth, "peak_flops": next(iter(dev.peak_flops.values())),
-           "launch_overhead": dev.kernel_overhead, "token_overhead": 0.0, "mgmt_per_byte": 0.0}
+           "batched_flops": float(dev.batched_flops or 0.0), "launch_overhead": dev.kernel_overhead,
+           "token_overhead": 0.0, "mgmt_per_byte": 0.0}
     name = _storage(profile)
     if name is not None:
         mem = profile.tiers[name]
@@ -55,9 +57,10 @@ def apply_figures(profile: HardwareProfile, figures: dict[str, float]) -> Hardwa
     """The profile with the figures replaced: the expert processor's rates, the storage curve, its latency."""
     dev = profile.device
     ratio = figures["peak_flops"] / next(iter(dev.peak_flops.values()))
+    batched = figures.get("batched_flops", dev.batched_flops or 0.0) or None  # 0: none (peak_flops serves)
     new_dev = dataclasses.replace(dev, memory_bandwidth=figures["memory_bandwidth"],
                                   peak_flops={k: v * ratio for k, v in dev.peak_flops.items()},
-                                  kernel_overhead=figures["launch_overhead"])
+                                  kernel_overhead=figures["launch_overhead"], batched_flops=batched)
     processors = dict(profile.processors)
     processors[dev.name] = new_dev
     tiers, links = dict(profile.tiers), dict(profile.links)

@@ -11,6 +11,10 @@ Processes and resources (docs/metrics.md, "Engine"):
   class); a transfer waits its latency, then flows at aggregate(n) / n;
 - overlap: per-layer barrier (the stall lasts until the last waited copy lands), or per-expert
   pipelining (`Pipelined`: each expert runs as soon as its own bytes land, in arrival order);
+- slice reads (`Slicing`, moesim/sim/read_slices.py): a storage read becomes one request per weight
+  slice, each on its own lane, queued expert- or slice-major at the gate; a copy lands with its last
+  slice, its lane time is the sum of its slices'; with an expert-id order the pipelined stall waits
+  for each (slice, expert) unit in turn;
 - a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
   reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy is still queued
   or running waits for it (write-after-write), or, with the plan's `cancel_unstarted`, cancels it
@@ -29,8 +33,10 @@ from typing import Any
 import numpy as np
 import simpy
 
+from moesim.errors import UserError
 from moesim.sim.link_server import FluidServer
 from moesim.sim.plan import Plan
+from moesim.sim.read_slices import Slicing, ordered_stall, piece_order
 from moesim.sim.topology import LinkServer
 
 
@@ -46,6 +52,7 @@ class EngineOutput:
     copy_cancelled: np.ndarray  # bool
     events: int  # simpy events scheduled
     event_cells: int  # cells that needed the clock (issued or waited for a copy)
+    copy_busy: np.ndarray | None = None  # lane seconds per copy where reads were split into slices
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ def simulate(
     pre_gate: np.ndarray,
     servers: tuple[LinkServer, ...],
     pipelined: Pipelined | None = None,
+    slicing: Slicing | None = None,
 ) -> EngineOutput:
     """Run the plan's copies and the compute stream on a simpy clock.
 
@@ -111,7 +119,7 @@ def simulate(
             for j in followers:
                 n_deps[j] -= 1
                 if n_deps[j] == 0 and not cancelled[j]:
-                    fluid[server_of[j]].submit(j, is_prefetch[j])
+                    submit(j)
         if waited[k]:
             compute_state[0] -= 1
             if compute_state[0] == 0:
@@ -122,6 +130,17 @@ def simulate(
         server = FluidServer(env, spec, nbytes, land)
         server.cancelled, server.started, server.start_t = cancelled, started, start_t
         fluid.append(server)
+    pieces = _Pieces(env, plan, servers, slicing, nbytes, land, started, fluid, server_of, is_prefetch) \
+        if slicing else None
+
+    def submit(k: int) -> None:
+        if pieces is not None and pieces.sliced[server_of[k]]:
+            if pieces.batch is not None and not is_prefetch[k]:
+                pieces.batch.append(k)  # queued at the gate, in the slicing's order
+            else:
+                pieces.submit([k], False)
+        else:
+            fluid[server_of[k]].submit(k, is_prefetch[k])
 
     def issue(k: int) -> None:
         blocking = 0
@@ -145,7 +164,7 @@ def simulate(
         if blocking:
             n_deps[k] = blocking
         else:
-            fluid[server_of[k]].submit(k, is_prefetch[k])
+            submit(k)
 
     # cells that need the clock, and the compute time between their gates
     issues = np.diff(plan.cell_copy_offsets) > 0
@@ -173,8 +192,13 @@ def simulate(
             if next_gate > env.now:
                 yield timeout(next_gate - env.now)
             gate = env.now
+            if pieces is not None:
+                pieces.batch = []
             for k in range(cell_copy_off[e], cell_copy_off[e + 1]):
                 issue(k)
+            if pieces is not None:
+                batch, pieces.batch = pieces.batch, None
+                pieces.submit(batch, slicing.slice_major)
             pending = []
             n_late = 0
             for w in range(wait_off[e], wait_off[e + 1]):
@@ -191,6 +215,9 @@ def simulate(
                 yield wake
                 if pipelined is None or cell_barrier[e]:
                     stall[e] = env.now - gate
+                elif pieces is not None and slicing.order is not None:
+                    stall[e] = pieces.ordered(e, gate, wait_off, waits, end_t, cell_cpu[e],
+                                              0.0 if pipelined.overlappable is None else pipelined.overlappable[e])
                 else:
                     stall[e] = _pipelined_stall(gate, pending, waits, end_t, wait_compute, cell_expert[e], cell_cpu[e])
                 if stall[e] > 0:  # a copy landing at the gate's very instant is not late
@@ -206,12 +233,81 @@ def simulate(
         stall=stall,
         late=late,
         late_wait=late_wait,
+        copy_busy=None if pieces is None else pieces.busy_seconds(end_t, start_t),
         copy_start=np.asarray(start_t, dtype=np.float64),
         copy_end=np.asarray(end_t, dtype=np.float64),
         copy_cancelled=np.frombuffer(bytes(cancelled), dtype=np.uint8).astype(bool),
         events=_events_scheduled(env),
         event_cells=int(event_cells.size),
     )
+
+
+class _Pieces:
+    """The slice requests of storage reads (Slicing): one FluidServer per storage server over piece ids
+    k x n + p, a copy landing when its last piece has."""
+
+    def __init__(self, env: simpy.Environment, plan: Plan, servers: tuple[LinkServer, ...], slicing: Slicing,
+                 nbytes: list[float], land: Any, started: bytearray, fluid: list[FluidServer],
+                 server_of: list[int], is_prefetch: list[bool]) -> None:
+        if plan.cancels.size:
+            raise UserError("slice reads with cancelled copies are not modelled (cancel_unstarted off)", "read_slices")
+        self.env, self.slicing, self.n = env, slicing, slicing.n
+        self.land, self.started = land, started
+        self.server_of, self.is_prefetch = server_of, is_prefetch
+        n_copies = plan.n_copies
+        self.sliced = [bool(x) for x in slicing.servers] or [spec.curve is not None for spec in servers]
+        piece_bytes = [b * f for b in nbytes for f in slicing.fractions]
+        self.piece_end = np.full((n_copies, self.n), np.nan)
+        self.piece_busy = np.zeros(n_copies)
+        self.left = [self.n] * n_copies
+        self.read_sliced = np.zeros(n_copies, dtype=bool)
+        self.piece_start = [float("nan")] * (n_copies * self.n)
+        self.servers: dict[int, FluidServer] = {}
+        for i, spec in enumerate(servers):
+            if self.sliced[i]:
+                server = FluidServer(env, spec, piece_bytes, self._piece_done)
+                server.cancelled = bytearray(n_copies * self.n)
+                server.started = bytearray(n_copies * self.n)
+                server.start_t = self.piece_start
+                self.servers[i] = server
+                fluid[i] = server
+        self.batch: list[int] | None = None
+
+    def submit(self, copies: list[int], slice_major: bool) -> None:
+        for k, p in piece_order(copies, self.n, slice_major):
+            self.started[k] = 1
+            self.read_sliced[k] = True
+            self.servers[self.server_of[k]].submit(k * self.n + p, self.is_prefetch[k])
+
+    def _piece_done(self, j: int) -> None:
+        k, p = divmod(j, self.n)
+        self.piece_end[k, p] = self.env.now
+        self.piece_busy[k] += self.env.now - self.piece_start[j]
+        self.left[k] -= 1
+        if self.left[k] == 0:
+            self.land(k)
+
+    def ordered(self, cell: int, gate: float, wait_off: list[int], waits: list[int], end_t: list[float],
+                cpu_path: float, overlappable: float) -> float:
+        order = self.slicing.order
+        ends = self.piece_end
+        lo, hi = int(order.offsets[cell]), int(order.offsets[cell + 1])
+        mine = set(order.copy[lo:hi].tolist())
+        others = [end_t[waits[w]] for w in range(wait_off[cell], wait_off[cell + 1]) if waits[w] not in mine]
+        for k in mine:  # a copy not read in slices lands whole: every slice at its end
+            if k >= 0 and np.isnan(ends[k, 0]):
+                ends[k, :] = end_t[k]
+        return ordered_stall(gate, lo, hi, order, self.slicing.fractions, ends, others, overlappable, cpu_path)
+
+    def busy_seconds(self, end_t: list[float], start_t: list[float]) -> np.ndarray:
+        """Lane seconds per copy: its slices' summed time for a sliced read, end - start otherwise. A sliced
+        copy's start (written into start_t) is its first slice's."""
+        sliced = self.read_sliced
+        first = np.asarray(self.piece_start, dtype=np.float64).reshape(-1, self.n).min(axis=1)
+        for k in np.flatnonzero(sliced).tolist():
+            start_t[k] = float(first[k])
+        whole = np.asarray(end_t, dtype=np.float64) - np.asarray(start_t, dtype=np.float64)
+        return np.where(sliced, self.piece_busy, whole)
 
 
 def _pipelined_stall(gate: float, pending: list[int], waits: list[int], end_t: list[float],

@@ -32,6 +32,7 @@ from moesim.sim.expert_compute import wait_compute
 from moesim.sim.numa import with_layout
 from moesim.sim.plan import PlanConfig, Planner
 from moesim.sim.plan_types import parsed_specs
+from moesim.sim.read_slices import slicing_for
 from moesim.sim.timed_result import CellTimes, TimedResult, build_result
 from moesim.sim.topology import Topology, build_topology
 from moesim.traces.format.trace_meta import DECODE
@@ -71,6 +72,9 @@ class TimedConfig:
     storage_reads: str | None = None  # "direct" | "buffered" (through the page cache); None: the profile's
     prefill_overlap: str | None = None  # "layer": prefill cells wait for all their reads whatever `overlap` says
     ffn_overlap: bool = False  # per-expert overlap: shared experts / dense FFN run while the layer's reads are in flight
+    read_slices: tuple[float, ...] = ()  # shares of a storage read issued as one request per weight slice (read_slices.py)
+    slice_order: str = "expert"  # "slice": a gate queues every miss's first slice, then every second, ...
+    expert_order: str = "arrival"  # "id": per-expert overlap runs (slice, expert) units in expert-id order
     parsed: tuple[PolicySpec, PolicySpec, PolicySpec] | None = field(default=None, compare=False, repr=False)
     """The eviction, prefetch and miss specs already parsed (a RunSpec's, moesim/sim/run.py); see specs()."""
 
@@ -112,6 +116,8 @@ class TimedConfig:
             "storage_reads": self.storage_reads,
             **({"prefill_overlap": self.prefill_overlap} if self.prefill_overlap else {}),  # only when set
             **({"ffn_overlap": True} if self.ffn_overlap else {}),
+            **({"read_slices": list(self.read_slices), "slice_order": self.slice_order} if self.read_slices else {}),
+            **({"expert_order": self.expert_order} if self.expert_order != "arrival" else {}),
         }
 
     def label(self) -> str:
@@ -220,6 +226,7 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
         moved = 0.0 if setup.dense_on_cpu else topology.activation_time(activation, profile.pageable)
         cpu_path = np.where(has, cpu_compute + moved, 0.0)
     pipelined = None
+    per_req = None
     if overlap == "expert":  # one kernel per expert, each as soon as its bytes are in
         per_req = expert_request_times(model, req_layer, req_bytes, plan.gpu_tokens, "gpu")  # by operator
         expert = np.bincount(stream.cell, weights=per_req, minlength=n_cells) if n_cells else np.zeros(0)
@@ -240,8 +247,11 @@ def timed_replay(trace: Trace, profile: HardwareProfile, config: TimedConfig, en
     server = np.asarray(topology.route_server, dtype=np.int64)[plan.copy_route]
     if (server < 0).any():  # the planner used a route role the topology did not resolve: a bug, not input
         raise RuntimeError(f"copies on unresolved route roles {sorted(set(plan.copy_route[server < 0].tolist()))}")
-    engine = simulate(plan, server, pre_gate, topology.servers, pipelined)
+    slicing = slicing_for(config, profile, topology.servers, plan, stream.cell, stream.obj, per_req)
+    engine = simulate(plan, server, pre_gate, topology.servers, pipelined, slicing)
     duration = engine.copy_end - engine.copy_start  # seconds each copy held its slot (NaN: cancelled)
+    if engine.copy_busy is not None:  # reads split into slices: the lanes' summed time
+        duration = engine.copy_busy
 
     bounds = None
     if config.bounds:

@@ -7,7 +7,6 @@ store), never once per run.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -49,7 +48,9 @@ def profile_key(config: RunConfig) -> ProfileKey:
 
 def profile_hash(profile: Any) -> str:
     """SHA-256 of a profile's values (not the file it was read from): edits to a profile re-run its runs."""
-    data = dataclasses.asdict(profile)
+    from moesim.hw_profiles.profile import profile_record
+
+    data = profile_record(profile)
     data.pop("source_file", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -73,20 +73,23 @@ def test_prefetch_is_not_closed_form() -> None:
 
 
 def test_prefill_barrier_waits_for_the_last_read_by_hand() -> None:
-    # one layer, a 2-token prefill routing experts 0 and 1, then a decode step; 4 MB experts, an empty 100 MB
-    # cache, ONE read lane on the phone's flash (0.788 GB/s) with 100 us per read: the reads land at a and 2a,
-    # a = 1e-4 + 4e6 / 0.788e9. Under the prefill barrier the stall is 2a. With per-expert overlap expert 0
-    # runs (wc seconds) while expert 1 is read: the stream ends at 2a + wc after 2 wc of compute, a stall of 2a - wc.
+    # one layer, a prefill routing experts 0 and 1, then a decode step; 4 MB experts, an empty 100 MB cache,
+    # ONE read lane on the phone's flash (0.788 GB/s) with 100 us per request. Each expert is read as three
+    # slice requests (engine_map.slice_shares), queued slice-major: (0,g) (1,g) (0,u) (1,u) (0,d) (1,d), each
+    # p = 1e-4 + (4e6 / 3) / 0.788e9, the last landing at 6p. Under the prefill barrier the stall is 6p.
+    # Pipelined in expert-id order (wc per expert, wc/3 per slice op; wc/3 < p): each (slice, expert) unit
+    # starts as its slice lands, the last at 6p, ending at 6p + wc/3 after 2 wc of work: a stall of 6p - 5wc/3.
     trace = simple_trace([[[0, 1]], [[2, 3]]], 1, 8, 4_000_000, top_k=2, phases=[PREFILL, DECODE])
     setup = engine_setup(RunConfig(cache_mib=100, lanes=1, overlap=True, top_k=2), "phone-oneplus-15r")
     assert setup.timed.prefill_overlap == "layer"
+    assert (setup.timed.read_slices, setup.timed.slice_order, setup.timed.expert_order) == ((1 / 3,) * 3, "slice", "id")
     cells = timed_replay(trace, setup.profile, setup.timed).cells
-    a = 1e-4 + 4e6 / 0.788e9
-    assert cells["stall_s"].iloc[0] == pytest.approx(2 * a, rel=1e-12)
+    p = 1e-4 + 4e6 / 3 / 0.788e9
+    assert cells["stall_s"].iloc[0] == pytest.approx(6 * p, rel=1e-12)
     pipelined = timed_replay(trace, setup.profile, TimedConfig(**{**setup.timed.__dict__, "prefill_overlap": None}))
     wc = pipelined.cells["expert_s"].iloc[0] / 2
-    assert 0 < wc < a
-    assert pipelined.cells["stall_s"].iloc[0] == pytest.approx(2 * a - wc, rel=1e-12)
+    assert 0 < wc / 3 < p
+    assert pipelined.cells["stall_s"].iloc[0] == pytest.approx(6 * p - 5 * wc / 3, rel=1e-12)
     # decode keeps per-expert overlap either way
     assert cells["stall_s"].iloc[1] == pytest.approx(pipelined.cells["stall_s"].iloc[1], rel=1e-12)
     # the closed form agrees
@@ -108,15 +111,17 @@ def test_ffn_overlap_hides_the_dense_ffn_behind_reads_by_hand() -> None:
 
 def test_ffn_overlap_only_lowers_stalls_and_only_where_a_model_has_an_ffn_beside_its_experts() -> None:
     gemma, qwen = load_trace("bundled:gemma"), load_trace("bundled:qwen")
-    setup = engine_setup(RunConfig(cache_mib=4000, lanes=4, overlap=True, top_k=6), "phone-oneplus-15r")
-    assert setup.timed.ffn_overlap
-    off = TimedConfig(**{**setup.timed.__dict__, "ffn_overlap": False})
-    with_ffn = timed_replay(gemma, setup.profile, setup.timed).cells
+    setup = engine_setup(RunConfig(cache_mib=4000, lanes=4, overlap=True, top_k=6), "phone-oneplus-15r",
+                         arch="gemma4")
+    assert not setup.timed.ffn_overlap  # llama.cpp's gemma4 graph runs the dense MLP before the router
+    off = setup.timed
+    on = TimedConfig(**{**setup.timed.__dict__, "ffn_overlap": True})
+    with_ffn = timed_replay(gemma, setup.profile, on).cells
     without = timed_replay(gemma, setup.profile, off).cells
     assert (with_ffn["stall_s"] <= without["stall_s"] + 1e-12).all()
     assert with_ffn["stall_s"].sum() < 0.9 * without["stall_s"].sum()  # gemma's dense MLP beside every MoE layer
     np.testing.assert_allclose(with_ffn["compute_s"], without["compute_s"])  # the work is the same, only its order
     # Qwen3-30B-A3B has no shared expert and no dense FFN: nothing changes
-    q_with = timed_replay(qwen, setup.profile, setup.timed).cells["stall_s"].to_numpy()
+    q_with = timed_replay(qwen, setup.profile, on).cells["stall_s"].to_numpy()
     q_without = timed_replay(qwen, setup.profile, off).cells["stall_s"].to_numpy()
     np.testing.assert_array_equal(q_with, q_without)

@@ -35,7 +35,8 @@ def test_simulator_model_parts_add_up_and_extras_are_added() -> None:
     plain = model.times(figures)
     cells = timed_replay(trace, setup.profile, setup.timed).cells
     wall = (cells["end_s"] - cells["start_s"]).groupby(cells["pass"]).sum().to_numpy()
-    np.testing.assert_allclose(plain.total, wall, rtol=1e-12)
+    # equal to rounding: the closed form and the event clock add a read's slices in different orders
+    np.testing.assert_allclose(plain.total, wall, rtol=1e-11)
     # a per-layer barrier: a pass is its compute plus its stalls
     np.testing.assert_allclose(plain.total, plain.compute + plain.stall, rtol=1e-9)
     extra = model.times(figures | {"mgmt_per_byte": 1e-10, "token_overhead": 2e-3})

@@ -128,7 +128,7 @@ def non_expert_cell_times(trace: Trace, model: ComputeModel) -> NonExpertTimes:
     tokens = trace.cell_tokens.astype(np.float64)
     dbytes = np.asarray(model.dense_bytes, dtype=np.float64)[layer] if model.dense_bytes else np.zeros(trace.n_cells)
     flops = dbytes * model.dense_flops_per_byte * tokens  # 2 FLOPs per dense parameter
-    pre = roofline(dbytes, flops, model.device, "bf16") + overhead(model.device, model.framework, "attention")
+    pre = roofline(dbytes, flops, model.device, "bf16", tokens) + overhead(model.device, model.framework, "attention")
     return NonExpertTimes(pre=pre, post=np.zeros(trace.n_cells), by_operator={"dense": pre})
 
 

@@ -3,10 +3,12 @@
 On processor P, an expert of a layer whose one expert has N weights stored in format f (bytes B,
 the trace's object bytes), run for t tokens:
     per request:  t_r = max(B / P.memory_bandwidth,
-                            t x F_tok / peak(P, compute_dtype(f)) + N x dequant_ops(f) / dequant_rate(P, f))
+                            t x F_tok / rate(P, f, t) + N x dequant_ops(f) / dequant_rate(P, f))
                         + kernels("expert") x P.kernel_overhead
-    grouped cell: T_c = max(sum B / bw, sum flops / peak + sum dequant / dequant_rate)
+    grouped cell: T_c = max(sum B / bw, sum flops / rate + sum dequant / dequant_rate)
                         + kernels("experts_grouped") x P.kernel_overhead      (barrier mode: one call)
+rate(P, f, t) = peak(P, compute_dtype(f)) for t = 1 (matrix-vector), P.batched_flops for t > 1 where
+the profile states it (matrix-matrix: processors.matrix_rate).
 F_tok = 2 x matrix weights (+ biases) per token (ModelSpec.expert_flops_per_token). Weights are read
 once per kernel call whatever the token count, and dequantised once as they are read, at the
 processor's elementwise ("fp32") rate where its matmul runs at another (tensor-core, AMX) rate;
@@ -41,6 +43,13 @@ class ExpertCosts:
     def layer_peak(self, proc: Processor) -> np.ndarray:
         return np.asarray([peak(proc, formats.compute_dtype(f)) for f in self.formats])
 
+    def request_rate(self, proc: Processor, layer: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """FLOP/s of each request's matmul: its layer's peak for one token, the processor's batched_flops for
+        more where it states one (moesim/sim/compute/processors.py, matrix_rate)."""
+        vector = self.layer_peak(proc)[layer]
+        batched = getattr(proc, "batched_flops", None)
+        return np.where(tokens > 1, float(batched), vector) if batched else vector
+
     def layer_dequant(self, proc: Processor) -> np.ndarray:
         """Seconds per weight of dequantisation on `proc`, per layer (0 where it is folded in; see dequant_rate)."""
         out = []
@@ -67,7 +76,7 @@ def expert_request_times(
     """Seconds each request's expert takes on `proc` when run on its own (0 where it has no tokens)."""
     layer = req_layer.astype(np.int64)
     tokens = req_tokens.astype(np.float64)
-    compute = tokens * costs.flops_per_token[layer] / costs.layer_peak(proc)[layer] \
+    compute = tokens * costs.flops_per_token[layer] / costs.request_rate(proc, layer, tokens) \
         + costs.params[layer] * costs.layer_dequant(proc)[layer]
     roof = np.maximum(req_bytes.astype(np.float64) / proc.memory_bandwidth, compute)
     if table is not None:
@@ -96,7 +105,7 @@ def grouped_cell_times(
     layer = req_layer[run].astype(np.int64)
     tokens = req_tokens[run].astype(np.float64)
     nbytes = np.bincount(cells, weights=req_bytes[run].astype(np.float64), minlength=n_cells)
-    mm = np.bincount(cells, weights=tokens * costs.flops_per_token[layer] / costs.layer_peak(proc)[layer],
+    mm = np.bincount(cells, weights=tokens * costs.flops_per_token[layer] / costs.request_rate(proc, layer, tokens),
                      minlength=n_cells)
     deq = np.bincount(cells, weights=costs.params[layer] * costs.layer_dequant(proc)[layer], minlength=n_cells)
     active = np.bincount(cells, minlength=n_cells).astype(np.float64)

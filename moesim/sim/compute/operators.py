@@ -1,7 +1,10 @@
 """Non-expert compute of every cell, operator by operator (docs/metrics.md, "Compute").
 
 Each operator is a roofline on the processor that runs it plus its framework kernels:
-    t(op) = max(bytes / processor.memory_bandwidth, flops / peak(processor, dtype)) + kernels(op) x kernel_overhead
+    t(op) = max(bytes / processor.memory_bandwidth, flops / rate) + kernels(op) x kernel_overhead
+rate = peak(processor, dtype) for one token per weight read (matrix-vector), the processor's
+batched_flops for more where it states one (matrix-matrix; processors.matrix_rate); the token count
+is the cell's T, the LM head's S.
 and a cell's operators run one after another on that processor's stream. With T query tokens in a
 cell, P (query, context position) pairs, R cached positions read over its sequences (see
 moesim/sim/compute/context.py) and the layer's shapes (moesim/sim/compute/shapes.py):
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.sim.compute.context import cell_attention_counts, pass_sequences
-from moesim.sim.compute.processors import LAUNCH_FACTOR, Processor, kernels, peak
+from moesim.sim.compute.processors import LAUNCH_FACTOR, Processor, kernels, matrix_rate
 from moesim.sim.compute.shapes import OperatorShapes
 from moesim.traces.format.trace import Trace
 
@@ -42,9 +45,11 @@ class NonExpertTimes:
         return self.pre + self.post
 
 
-def roofline(nbytes: np.ndarray | float, flops: np.ndarray | float, proc: Processor, dtype: str) -> np.ndarray:
+def roofline(nbytes: np.ndarray | float, flops: np.ndarray | float, proc: Processor, dtype: str,
+             tokens: np.ndarray | float = 1.0) -> np.ndarray:
+    """max(bytes / bandwidth, FLOPs / rate), the rate by `tokens` per weight read (processors.matrix_rate)."""
     return np.maximum(np.asarray(nbytes, dtype=np.float64) / proc.memory_bandwidth,
-                      np.asarray(flops, dtype=np.float64) / peak(proc, dtype))
+                      np.asarray(flops, dtype=np.float64) / matrix_rate(proc, dtype, tokens))
 
 
 def overhead(proc: Processor, framework: str, operator: str) -> float:
@@ -78,7 +83,7 @@ def non_expert_times(trace: Trace, shapes: OperatorShapes, proc: Processor, fram
     head = np.zeros(n_cells)
     if shapes.lm_head_params:
         seqs = pass_sequences(trace)[cell_pass[last]]
-        head[last] = roofline(shapes.lm_head_bytes, 2.0 * shapes.lm_head_params * seqs, proc, dtype) \
+        head[last] = roofline(shapes.lm_head_bytes, 2.0 * shapes.lm_head_params * seqs, proc, dtype, seqs) \
             + overhead(proc, framework, "lm_head")
     ops["embedding"], ops["lm_head"] = embed, head
     ops["untraced_layers"] = skipped_pre + skipped_post
@@ -99,12 +104,12 @@ def _layer_ops(m: np.ndarray, c: np.ndarray, trace: Trace, s: OperatorShapes,
     kv = (reads + t) * s.kv_bytes_per_position[m]
     attn_bytes = s.attn_bytes[m] + s.other_bytes[m] + kv
     attn_flops = 2.0 * s.attn_params[m] * t + pairs * s.attn_flops_per_pair[m]
-    out = {"attention": roofline(attn_bytes, attn_flops, proc, dtype) + overhead(proc, framework, "attention")}
+    out = {"attention": roofline(attn_bytes, attn_flops, proc, dtype, t) + overhead(proc, framework, "attention")}
     for name, params, nbytes in (("router", s.router_params, s.router_bytes),
                                  ("shared", s.shared_params, s.shared_bytes),
                                  ("dense_ffn", s.ffn_params, s.ffn_bytes)):
         has = params[m] > 0
-        out[name] = np.where(has, roofline(nbytes[m], 2.0 * params[m] * t, proc, dtype)
+        out[name] = np.where(has, roofline(nbytes[m], 2.0 * params[m] * t, proc, dtype, t)
                              + overhead(proc, framework, name), 0.0)
     return out
 

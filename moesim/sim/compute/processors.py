@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from moesim.errors import UserError
 
 
@@ -38,6 +40,7 @@ except ImportError:  # until then a local stand-in with the same fields
         cores: int | None = None
         active_watts: float | None = None
         idle_watts: float | None = None
+        batched_flops: float | None = None  # matrix-matrix FLOP/s (tokens > 1); None: peak_flops
 
 
 # Kernels (launches, graph nodes, thread barriers) per operator and framework. "experts_grouped" is
@@ -140,6 +143,21 @@ def matrix_key(proc: Processor, dtype: str) -> str:
 def peak(proc: Processor, dtype: str) -> float:
     """FLOP/s of `proc` for matrix work in `dtype` (see matrix_key)."""
     return float(proc.peak_flops[matrix_key(proc, dtype)])
+
+
+def matrix_rate(proc: Processor, dtype: str, tokens: np.ndarray | float) -> np.ndarray:
+    """FLOP/s of a matmul over `tokens` tokens per weight read: the processor's `batched_flops` where
+    tokens > 1 and it states one, else peak(proc, dtype).
+
+    One token per weight read is matrix-vector work (decode at batch 1: a GEMV, bandwidth-bound); more is
+    matrix-matrix work that real kernels run at another rate (llama.cpp's batched mul_mat and
+    mul_mat_id on a CPU, tensor-core GEMMs on a GPU), so a profile may state that rate on its own."""
+    t = np.asarray(tokens, dtype=np.float64)
+    vector = peak(proc, dtype)
+    batched = getattr(proc, "batched_flops", None)
+    if not batched:
+        return np.full(t.shape, vector)
+    return np.where(t > 1, float(batched), vector)
 
 
 def dequant_rate(proc: Processor, dtype: str) -> float | None:
