@@ -1,8 +1,13 @@
-"""One cell's miss and prefetch decisions, and the copies they issue (moesim/sim/plan.py's Planner).
+"""One protection unit's decisions, and the copies they issue (moesim/sim/plan.py's Planner).
 
 Functions over the planner's parts: its policies (moesim/sim/plan_policies.py), its tier caches
 (moesim/sim/tier_caches.py) and its copy ledger (moesim/sim/copy_ledger.py).
 
+- `serve_cell`: the one Python loop that decides outcomes, for the timing engine's plans, the
+  real-GPU executor and the count replay alike; per protection unit: classify and protect its
+  objects, decide its misses, ask the prefetcher, fill, release. A unit is the cell (event mode)
+  or one request (sequential mode, count replay only). A planner with no topology (the count
+  replay) has no copy ledger: the same decisions are made and no copies are written.
 - `handle_misses`: the miss handler decides each miss (fetch, run on the CPU, skip); fetched ones
   are admitted into VRAM (evicting) or streamed when the core refuses them; demand copies are
   issued and the cell waits for them.
@@ -20,13 +25,90 @@ import numpy as np
 
 from moesim.policies.base import PrefetchView
 from moesim.policies.miss_handling import CPU, FETCH, SKIP, MissView
-from moesim.sim.cache_core import ABSENT
+from moesim.sim.cache_core import ABSENT, HIT
+from moesim.sim.plan_types import PLACED
 from moesim.sim.topology import ROUTE_DIRECT, ROUTE_LAST, ROUTE_STAGE
 
 if TYPE_CHECKING:
     from moesim.sim.plan import Planner
 
 _PRIORITY = operator.attrgetter("priority")
+
+
+def serve_cell(planner: Planner, c: int, p: int) -> int:
+    """Decide cell c (pass p), one protection unit at a time (the event-atomic protocol,
+    moesim/sim/cache_core.py): the whole cell in event mode, each request in sequential mode.
+    Returns the expert applications lossy miss handling altered."""
+    core = planner.tiers.vram
+    begin_cell, end_cell, fill = core.begin_cell, core.end_cell, core.fill
+    policies = planner.policies
+    future, placed, prefetch_on, keeps_lowbit = policies.future, policies.placed, policies.prefetch_on, policies.keeps_lowbit
+    ledger = planner.ledger
+    req_obj = planner.req_obj
+    record_outcomes = planner.outs.extend
+    lo, hi = planner.req_offsets[c], planner.req_offsets[c + 1]
+    units = ((r, r + 1) for r in range(lo, hi)) if planner.per_request else ((lo, hi),)
+    altered = 0
+    for lo, hi in units:
+        objs = req_obj[lo:hi]
+        if future is not None:
+            future.position = hi - 1
+        req_ids: range | list[int] = range(lo, hi)
+        if placed is not None:
+            objs, req_ids = place(planner, c, lo, hi)
+        outs = begin_cell(objs)
+        if placed is None:
+            record_outcomes(outs)
+        else:
+            cell_outs = [PLACED] * (hi - lo)
+            for r, out in zip(req_ids, outs):
+                cell_outs[r - lo] = out
+            record_outcomes(cell_outs)
+        missing: list[int] = []
+        missing_req: list[int] = []
+        for i, obj, out in zip(req_ids, objs, outs):
+            if out != HIT:
+                missing.append(obj)
+                missing_req.append(i)
+        if ledger is not None and len(missing) < len(objs):
+            waits, unwaited, inbound = ledger.waits, ledger.unwaited, ledger.inbound
+            for obj, out in zip(objs, outs):  # a hit waits for the copy that brought it, the first time
+                if out == HIT and unwaited[obj]:
+                    waits.append(inbound[obj])
+                    unwaited[obj] = 0
+        if keeps_lowbit:
+            lowbit, tokens = ledger.lowbit, planner.req_tokens  # type: ignore[union-attr]
+            for i, obj, out in zip(req_ids, objs, outs):
+                if out == HIT and lowbit[obj]:
+                    altered += tokens[i]
+        admitted: list[int] = []
+        if missing:
+            altered += handle_misses(planner, c, missing, missing_req, admitted)
+        if prefetch_on:
+            prefetch(planner, c, p, objs, admitted)
+        for obj in admitted:  # the copies are logically complete when the unit's decisions end
+            fill(obj)
+        end_cell(objs)
+    return altered
+
+
+def place(planner: Planner, c: int, lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """Send the cell's CPU-placed objects to the CPU; return the others and their request ids."""
+    placed = planner.policies.placed
+    assert placed is not None
+    kept, kept_req, cpu_objs = [], [], []
+    for r in range(lo, hi):
+        obj = planner.req_obj[r]
+        if placed[obj]:
+            planner.cpu_rows.append((r, planner.req_tokens[r]))
+            planner.gpu_token_changes.append((r, 0))
+            cpu_objs.append(obj)
+        else:
+            kept.append(obj)
+            kept_req.append(r)
+    if cpu_objs:  # the CPU reads them from host memory (from SSD first where that is their home)
+        planner.ledger.waits.extend(host_stage(planner, cpu_objs, c))  # type: ignore[union-attr]
+    return kept, kept_req
 
 
 def handle_misses(planner: Planner, c: int, missing: list[int], missing_req: list[int], admitted: list[int]) -> int:
@@ -64,20 +146,25 @@ def handle_misses(planner: Planner, c: int, missing: list[int], missing_req: lis
     victim_lists: list[list[int]] = []
     resident: list[bool] = []
     admit = planner.tiers.vram.admit
+    record = planner.victims
     for obj, r in zip(fetch, missing_req):
         log.clear()
         got = admit(obj)
-        victims = ledger.take_orphans(log) if ledger.orphans else log[:]
+        if record is not None:  # every eviction, those of an admission that then failed included
+            record.extend((r, v) for v in log)
         if got is None:
             planner.bypassed.append(r)
-            ledger.orphans.extend(victims)
-            victim_lists.append([])
-            resident.append(False)
         else:
             admitted.append(obj)
-            victim_lists.append(victims)
-            resident.append(True)
-    if fetch:
+        if ledger is None:
+            continue  # no copies to write
+        victims = ledger.take_orphans(log) if ledger.orphans else log[:]
+        if got is None:  # streamed through a buffer: the room its victims left waits for the next copy
+            ledger.orphans.extend(victims)
+            victims = []
+        victim_lists.append(victims)
+        resident.append(got is not None)
+    if fetch and ledger is not None:
         issue(planner, fetch, victim_lists, prefetch=False, cell=c, scale=scale, resident=resident)
         # the cell waits for its own demand copies (the last len(fetch) copies issued)
         n = len(ledger.copies)
