@@ -167,6 +167,8 @@ class Planner:
     def step(self, c: int) -> CellPlan:
         """Decide cell c and return its decisions (the executor's API)."""
         ledger = self.ledger
+        if ledger is None:
+            raise ValueError("a planner with no topology plans no copies: decide_rest() and finish_counts() run it")
         copy_lo = len(ledger.copies)
         wait_lo = len(ledger.waits)
         req_lo, req_hi = self.req_offsets[c], self.req_offsets[c + 1]
@@ -274,7 +276,7 @@ class Planner:
     def finish_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Close a run with no topology (the count replay): outcomes (int8) and bypassed (bool) per request."""
         if self.counts_only and self.next_cell == self.trace.n_cells and self.current_pass < self.trace.n_passes - 1:
-            self._begin_passes(self.trace.n_passes - 1)  # passes with no cells after the last cell
+            self._begin_passes(self.trace.n_passes - 1)  # the passes with no cells after the last cell
         return self._close()
 
     def _close(self) -> tuple[np.ndarray, np.ndarray]:

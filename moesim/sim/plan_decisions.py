@@ -8,9 +8,9 @@ Functions over the planner's parts: its policies (moesim/sim/plan_policies.py), 
   objects, decide its misses, ask the prefetcher, fill, release. A unit is the cell (event mode)
   or one request (sequential mode, count replay only). A planner with no topology (the count
   replay) has no copy ledger: the same decisions are made and no copies are written.
-- `handle_misses`: the miss handler decides each miss (fetch, run on the CPU, skip); fetched ones
-  are admitted into VRAM (evicting) or streamed when the core refuses them; demand copies are
-  issued and the cell waits for them.
+- `decide_misses`: the miss handler decides each miss (fetch, run on the CPU, skip); `serve_cell`
+  admits the fetched ones into VRAM (evicting), or streams them when the core refuses them;
+  `demand_copies` issues their copies and the cell waits for them.
 - `prefetch`: proposals in priority order; present ones are protected for the rest of the cell,
   absent ones admitted without evicting the cell's objects or another proposal of the batch.
 - `issue`: the copies into VRAM, staged through DRAM first where DRAM caches SSD.
@@ -42,12 +42,15 @@ def serve_cell(planner: Planner, c: int, p: int) -> int:
     core = planner.tiers.vram
     begin_cell, end_cell, fill = core.begin_cell, core.end_cell, core.fill
     policies = planner.policies
-    future, placed, prefetch_on, keeps_lowbit = policies.future, policies.placed, policies.prefetch_on, policies.keeps_lowbit
+    future, placed = policies.future, policies.placed
+    prefetch_on, keeps_lowbit = policies.prefetch_on, policies.keeps_lowbit
+    fetch_all = policies.handler_fetch_all
+    admit, log, record, bypassed = core.admit, planner.tiers.vram_log, planner.victims, planner.bypassed
     ledger = planner.ledger
     req_obj = planner.req_obj
     record_outcomes = planner.outs.extend
-    lo, hi = planner.req_offsets[c], planner.req_offsets[c + 1]
-    units = ((r, r + 1) for r in range(lo, hi)) if planner.per_request else ((lo, hi),)
+    first, end = planner.req_offsets[c], planner.req_offsets[c + 1]
+    units = ((r, r + 1) for r in range(first, end)) if planner.per_request else ((first, end),)
     altered = 0
     for lo, hi in units:
         objs = req_obj[lo:hi]
@@ -67,7 +70,7 @@ def serve_cell(planner: Planner, c: int, p: int) -> int:
         missing: list[int] = []
         missing_req: list[int] = []
         for i, obj, out in zip(req_ids, objs, outs):
-            if out != HIT:
+            if out != HIT:  # a miss (no object is in flight when a unit begins: LATE cannot occur)
                 missing.append(obj)
                 missing_req.append(i)
         if ledger is not None and len(missing) < len(objs):
@@ -83,7 +86,31 @@ def serve_cell(planner: Planner, c: int, p: int) -> int:
                     altered += tokens[i]
         admitted: list[int] = []
         if missing:
-            altered += handle_misses(planner, c, missing, missing_req, admitted)
+            scale = 1.0
+            if not fetch_all:  # the miss handler keeps some off the device: what is left to fetch
+                missing, missing_req, scale, lossy = decide_misses(planner, c, missing, missing_req)
+                altered += lossy
+            victim_lists: list[list[int]] = []
+            resident: list[bool] = []
+            for obj, r in zip(missing, missing_req):  # admit the fetched misses in order, evicting
+                log.clear()
+                got = admit(obj)
+                if record is not None:  # every eviction, those of an admission that then failed included
+                    record.extend((r, v) for v in log)
+                if got is None:
+                    bypassed.append(r)
+                else:
+                    admitted.append(obj)
+                if ledger is None:
+                    continue  # no copies to write
+                victims = ledger.take_orphans(log) if ledger.orphans else log[:]
+                if got is None:  # streamed through a buffer: the room its victims left waits for the next copy
+                    ledger.orphans.extend(victims)
+                    victims = []
+                victim_lists.append(victims)
+                resident.append(got is not None)
+            if ledger is not None and missing:
+                demand_copies(planner, c, missing, victim_lists, resident, scale)
         if prefetch_on:
             prefetch(planner, c, p, objs, admitted)
         for obj in admitted:  # the copies are logically complete when the unit's decisions end
@@ -111,69 +138,45 @@ def place(planner: Planner, c: int, lo: int, hi: int) -> tuple[list[int], list[i
     return kept, kept_req
 
 
-def handle_misses(planner: Planner, c: int, missing: list[int], missing_req: list[int], admitted: list[int]) -> int:
-    """Decide the cell's misses; issue demand copies; return the altered applications."""
+def decide_misses(planner: Planner, c: int, missing: list[int],
+                  missing_req: list[int]) -> tuple[list[int], list[int], float, int]:
+    """The miss handler's decision over a unit's misses: the objects to fetch and their requests,
+    the fetch's byte scale and the altered applications; the others run on the CPU or are dropped."""
     policies, ledger = planner.policies, planner.ledger
-    fetch = missing
-    scale = 1.0
-    altered = 0
-    if not policies.handler_fetch_all:
-        decision = policies.handler.decide(miss_view(planner, c, missing, missing_req))
-        scale = decision.fetch_scale
-        altered = decision.altered
-        fetch = []
-        fetch_req = []
-        cpu_objs = []
-        for i, action in enumerate(decision.actions):
-            obj, r = missing[i], missing_req[i]
-            if action == FETCH:
-                fetch.append(obj)
-                fetch_req.append(r)
-                if decision.kept_tokens is not None and decision.kept_tokens[i] != planner.req_tokens[r]:
-                    planner.gpu_token_changes.append((r, decision.kept_tokens[i]))
-            elif action == CPU:
-                planner.cpu_rows.append((r, planner.req_tokens[r]))
-                planner.gpu_token_changes.append((r, 0))
-                cpu_objs.append(obj)
-            elif action == SKIP:
-                planner.gpu_token_changes.append((r, 0))
-            else:
-                raise ValueError(f"miss handler {policies.miss_spec.name} returned unknown action {action}")
-        missing_req = fetch_req
-        if cpu_objs:
-            ledger.waits.extend(host_stage(planner, cpu_objs, c))
-    log = planner.tiers.vram_log
-    victim_lists: list[list[int]] = []
-    resident: list[bool] = []
-    admit = planner.tiers.vram.admit
-    record = planner.victims
-    for obj, r in zip(fetch, missing_req):
-        log.clear()
-        got = admit(obj)
-        if record is not None:  # every eviction, those of an admission that then failed included
-            record.extend((r, v) for v in log)
-        if got is None:
-            planner.bypassed.append(r)
+    decision = policies.handler.decide(miss_view(planner, c, missing, missing_req))
+    fetch, fetch_req, cpu_objs = [], [], []
+    for i, action in enumerate(decision.actions):
+        obj, r = missing[i], missing_req[i]
+        if action == FETCH:
+            fetch.append(obj)
+            fetch_req.append(r)
+            if decision.kept_tokens is not None and decision.kept_tokens[i] != planner.req_tokens[r]:
+                planner.gpu_token_changes.append((r, decision.kept_tokens[i]))
+        elif action == CPU:
+            planner.cpu_rows.append((r, planner.req_tokens[r]))
+            planner.gpu_token_changes.append((r, 0))
+            cpu_objs.append(obj)
+        elif action == SKIP:
+            planner.gpu_token_changes.append((r, 0))
         else:
-            admitted.append(obj)
-        if ledger is None:
-            continue  # no copies to write
-        victims = ledger.take_orphans(log) if ledger.orphans else log[:]
-        if got is None:  # streamed through a buffer: the room its victims left waits for the next copy
-            ledger.orphans.extend(victims)
-            victims = []
-        victim_lists.append(victims)
-        resident.append(got is not None)
-    if fetch and ledger is not None:
-        issue(planner, fetch, victim_lists, prefetch=False, cell=c, scale=scale, resident=resident)
-        # the cell waits for its own demand copies (the last len(fetch) copies issued)
-        n = len(ledger.copies)
-        ledger.waits.extend(range(n - len(fetch), n))
-        if policies.keeps_lowbit:
-            for obj, res in zip(fetch, resident):
-                if res:
-                    ledger.lowbit[obj] = 1 if scale < 1.0 else 0
-    return altered
+            raise ValueError(f"miss handler {policies.miss_spec.name} returned unknown action {action}")
+    if cpu_objs:
+        ledger.waits.extend(host_stage(planner, cpu_objs, c))  # type: ignore[union-attr]
+    return fetch, fetch_req, decision.fetch_scale, decision.altered
+
+
+def demand_copies(planner: Planner, c: int, fetch: list[int], victim_lists: list[list[int]], resident: list[bool],
+                  scale: float) -> None:
+    """Issue the demand copies of the fetched misses; the cell waits for them."""
+    ledger = planner.ledger
+    assert ledger is not None
+    issue(planner, fetch, victim_lists, prefetch=False, cell=c, scale=scale, resident=resident)
+    n = len(ledger.copies)  # the last len(fetch) copies issued
+    ledger.waits.extend(range(n - len(fetch), n))
+    if planner.policies.keeps_lowbit:
+        for obj, res in zip(fetch, resident):
+            if res:
+                ledger.lowbit[obj] = 1 if scale < 1.0 else 0
 
 
 def host_stage(planner: Planner, objs: list[int], c: int) -> list[int]:

@@ -21,8 +21,8 @@ from moesim.sim.topology import ROUTE_STAGE, Topology
 class TierCaches:
     """The VRAM core and, where DRAM caches SSD, the DRAM core, with their eviction logs."""
 
-    def __init__(self, topology: Topology | None, capacity: CoreConfig, eviction: PolicySpec, eviction_ctx: PolicyContext,
-                 dram_eviction: str) -> None:
+    def __init__(self, topology: Topology | None, capacity: CoreConfig, eviction: PolicySpec,
+                 eviction_ctx: PolicyContext, dram_eviction: str) -> None:
         self.vram = CacheCore(capacity, eviction.build, eviction_ctx)
         self.dram: CacheCore | None = None
         self.dram_spec: PolicySpec | None = None

@@ -121,7 +121,7 @@ def test_the_toy_policy_counts_the_same_through_count_replay_and_the_timing_plan
         assert bytes(planner.core.state) == bytes(counted.core.state)
         assert planner.core.used == counted.core.used
         assert planner.core.evicted_in_pass == counted.core.evicted_in_pass
-        assert [dict(p._inserted_in) for p in planner.core.policies] == [dict(p._inserted_in) for p in counted.core.policies]
+        assert [p._inserted_in for p in planner.core.policies] == [p._inserted_in for p in counted.core.policies]
         exercised["bypass"] += counted.counters.bypasses
         exercised["eviction"] += counted.counters.evictions
     assert all(exercised.values()), exercised  # the cases reach refusals, evictions and half-made room
