@@ -1,7 +1,9 @@
 """The cache core: residency, capacity, pins, in-flight and in-use state, and the miss taxonomy.
 
 One core is shared by the count replay, the simpy engine and the real-GPU executor; each of them
-supplies only a clock. Eviction policies order candidates; the core decides eligibility:
+supplies only a clock. One Python driver runs the protocol below over a trace for all of them: the
+planner's cell step (moesim/sim/plan_decisions.py `serve_cell`; the count replay is the planner with
+no topology). Eviction policies order candidates; the core decides eligibility:
 an object that is pinned, in flight, or in use by the cell being served is never a victim.
 
 Cell protocol (event-atomic replay: a layer's experts are needed together, docs/metrics.md):
@@ -9,7 +11,7 @@ Cell protocol (event-atomic replay: a layer's experts are needed together, docs/
     for each missed obj: core.admit(obj, now)  -> reserves its bytes (evicting), state IN_FLIGHT
                          core.fill(obj, now)   -> the copy finished, state RESIDENT
     core.end_cell(objs, now)                # the last compute reading them ended: release
-`serve_cell(objs)` does all four for a replay with no clock (the count replay's inner loop).
+`serve_cell(objs)` does all four in one call, for code that drives a core by hand (tests).
 
 Sequential replay (naive replayers) is the same protocol with one object per "cell": an object is
 protected only while its own access is served, so the experts of one layer may evict each other,
@@ -279,8 +281,8 @@ class CacheCore:
         """begin_cell, then admit and fill every miss, then end_cell: one cell with no clock.
 
         Returns the outcomes and the positions (in `objs`) of misses that could not be admitted.
-        With `victims_out`, appends (position, victim) for every eviction. This is the reference
-        engine's step; the common policies run the compiled kernel (moesim/sim/fast) instead.
+        With `victims_out`, appends (position, victim) for every eviction. The replays do not call
+        it: they drive the protocol through the planner (moesim/sim/plan_decisions.py).
         """
         outcomes = self.begin_cell(objs, now)
         bypassed: list[int] = []

@@ -4,8 +4,11 @@ It drives the same CacheCore the timing engine and the GPU executor drive; with 
 the same replay mode, the engine must agree with it request for request.
 
 Two engines give identical results (moesim.sim.fast): the compiled kernel (replay.c) for the
-classic policies, chosen automatically, and the reference loop over CacheCore.serve_cell for
-every policy (`engine="reference"`, `--engine reference` or MOESIM_ENGINE=reference).
+classic policies, chosen automatically, and the reference path for every policy
+(`engine="reference"`, `--engine reference` or MOESIM_ENGINE=reference). The reference path is not
+a loop of its own: it is the planner (moesim/sim/plan.py) with prefetch and timing off, so the
+count replay and the timing engine decide outcomes in one Python driver, as replay.c and plan.c
+share one cell driver in C. The reference stays the oracle the compiled paths are tested against.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.policies.base import PolicyContext
 from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim import fast
 from moesim.sim.cache_core import CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import DeferredFuture, StreamFuture
-from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream, build_request_stream
+from moesim.sim.plan import PlanConfig, Planner
+from moesim.sim.plan_policies import make_context, profile_counts
+from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream
 from moesim.traces.format.trace import Trace
 
 
@@ -65,21 +69,6 @@ class CountResult:
     engine_note: str | None = None  # why the reference engine ran where "auto" would have run the fast one
 
 
-def make_context(trace: Trace, seed: int, future: StreamFuture | None,
-                 profile_counts: np.ndarray | None = None, offline: bool = False) -> PolicyContext:
-    return PolicyContext(
-        n_objects=trace.n_objects,
-        n_layers=trace.meta.n_layers,
-        n_experts=trace.meta.n_experts,
-        object_layer=trace.object_layer_array(),
-        object_bytes=trace.object_bytes_array(),
-        seed=seed,
-        future=future,
-        profile_counts=profile_counts,
-        trace=trace if offline else None,
-    )
-
-
 def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream, spec: PolicySpec | None = None,
               defer_future: bool = False) -> tuple[CacheCore, PolicySpec, StreamFuture | DeferredFuture | None]:
     """The cache core for a replay of `stream`, with the policy's future view when it is offline
@@ -97,17 +86,6 @@ def make_core(trace: Trace, config: ReplayConfig, stream: RequestStream, spec: P
         ctx,
     )
     return core, spec, future
-
-
-def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
-    """Routed accesses per object over the first `profile_passes` passes (0 = all), for policies
-    that have that parameter (static pinning); None for the others."""
-    passes = getattr(spec.params, "profile_passes", None)
-    if passes is None:
-        return None
-    end_cell = int(trace.pass_cell_offsets[min(int(passes), trace.n_passes)]) if passes > 0 else trace.n_cells
-    end = int(trace.cell_offsets[end_cell])
-    return np.bincount(trace.object_ids()[:end], minlength=trace.n_objects)
 
 
 def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = False,
@@ -152,45 +130,19 @@ def _count_replay_fast(trace: Trace, config: ReplayConfig, spec: PolicySpec, rec
 
 
 def _count_replay_reference(trace: Trace, config: ReplayConfig, spec: PolicySpec, record_victims: bool) -> CountResult:
-    """One CacheCore.serve_cell per protection unit: O(requests) Python steps and no per-request
-    objects beyond the outcome list; the stream and the split into passes are built with numpy."""
-    stream = build_request_stream(trace, config.mode)
-    core, spec, future = make_core(trace, config, stream, spec)
-    n_req = stream.n_requests
-    bypassed = np.zeros(n_req, dtype=bool)
-    victims_log: list[tuple[int, int]] | None = [] if record_victims else None
-    cell_victims: list[tuple[int, int]] | None = [] if record_victims else None
-    obj_list = stream.obj.tolist()
-    req_offsets = stream.cell_offsets.tolist()
-    pass_cells = trace.pass_cell_offsets.tolist()
-    sequential = stream.mode == "sequential"
-    serve = core.serve_cell
-    begin_pass = core.begin_pass
-    outcomes: list[int] = []
-    extend = outcomes.extend
-    for p in range(trace.n_passes):
-        begin_pass(p)
-        for c in range(pass_cells[p], pass_cells[p + 1]):
-            lo, hi = req_offsets[c], req_offsets[c + 1]
-            if sequential:
-                units = [(i, i + 1) for i in range(lo, hi)]
-            elif lo == hi:
-                continue
-            else:
-                units = ((lo, hi),)  # event mode: one protection unit per cell
-            for a, b in units:
-                if future is not None:
-                    future.position = b - 1
-                outs, missed = serve(obj_list[a:b], 0.0, cell_victims)
-                extend(outs)
-                if missed:
-                    bypassed[[a + k for k in missed]] = True
-                if cell_victims:
-                    victims_log.extend((a + k, v) for k, v in cell_victims)  # type: ignore[union-attr]
-                    cell_victims.clear()
-    core.finish()
-    return CountResult(trace=trace, config=config, spec=spec, stream=stream,
-                       outcomes=np.asarray(outcomes, dtype=np.int8), bypassed=bypassed,
-                       counters=core.counters, victims=victims_log, capacities=list(core.capacity), core=core)
-
-
+    """The planner (moesim/sim/plan.py) with prefetch "none", miss handling "stall" and no topology:
+    no clock and no copies, so it only decides outcomes, bypasses and victims, in either replay
+    mode. Its cell step (moesim/sim/plan_decisions.py `serve_cell`) is the one Python loop that
+    decides them, for this replay and for the timing engine alike."""
+    none, stall = parse_spec("none", "prefetch"), parse_spec("stall", "miss")
+    plan_config = PlanConfig(eviction=spec.label(), prefetch=none.label(), miss=stall.label(),
+                             capacity_bytes=int(config.capacity_bytes), scope=config.scope,
+                             layer_capacity=config.layer_capacity, seed=config.seed, mode=config.mode,
+                             parsed=(spec, none, stall))
+    planner = Planner(trace, None, plan_config, record_victims=record_victims)
+    planner.decide_rest()
+    outcomes, bypassed = planner.finish_counts()
+    core = planner.core
+    return CountResult(trace=trace, config=config, spec=planner.eviction_spec, stream=planner.stream,
+                       outcomes=outcomes, bypassed=bypassed, counters=core.counters, victims=planner.victims,
+                       capacities=list(core.capacity), core=core)

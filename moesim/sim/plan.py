@@ -34,8 +34,13 @@ Copies carry three kinds of ordering constraints, enforced by whoever executes t
   so its last reader is an earlier cell. With one in-order compute stream and copies issued at the
   cell's gate that reader has ended; an executor whose host runs ahead of the device must make the
   copy wait for it (the write-after-read hazard).
-With prefetch "none" and miss handler "stall" the planner's outcomes equal count_replay's in event
-mode, request for request.
+One driver: the count replay's reference path (moesim/sim/count_replay.py) is this planner with no
+topology, prefetch "none" and miss handling "stall": no clock, no copies (no ledger), the same
+step. With no topology the planner also takes the sequential replay mode (every request its own
+protection unit), records victims per request when asked, and begins every pass, those with no
+cells included (the count replay's rule; with a topology a pass begins at its first cell, as in
+the compiled planner, sim/fast/plan.c). `serve_cell` (moesim/sim/plan_decisions.py) decides a cell,
+one protection unit (the cell, or each request) at a time, for both.
 """
 
 from __future__ import annotations
@@ -45,9 +50,9 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import UserError
-from moesim.sim.cache_core import HIT, CoreConfig
+from moesim.sim.cache_core import CoreConfig
 from moesim.sim.copy_ledger import SETUP_CELL, CopyLedger, PlannedCopy
-from moesim.sim.plan_decisions import handle_misses, host_stage, issue, prefetch
+from moesim.sim.plan_decisions import issue, serve_cell
 from moesim.sim.plan_policies import PlanPolicies
 from moesim.sim.plan_types import PLACED, CellPlan, Plan, PlanConfig
 from moesim.sim.requests import build_request_stream
@@ -65,7 +70,11 @@ def _forward(part: str, name: str) -> Any:
 
 
 class Planner:
-    """Decisions cell by cell. `step(c)` must be called for c = 0, 1, ... in order."""
+    """Decisions cell by cell. `step(c)` must be called for c = 0, 1, ... in order.
+
+    `topology` None: no clock and no copies, the count replay (see the module docstring); it takes
+    no prefetcher, placement or miss handler that does anything but fetch.
+    """
 
     core = _forward("tiers", "vram")
     dram = _forward("tiers", "dram")
@@ -87,23 +96,31 @@ class Planner:
     def __init__(
         self,
         trace: Trace,
-        topology: Topology,
+        topology: Topology | None,
         config: PlanConfig,
         compute_window: np.ndarray | None = None,
+        record_victims: bool = False,
     ) -> None:
         self.trace = trace
         self.topology = topology
         self.config = config
-        self.stream = build_request_stream(trace, "event")
+        self.stream = build_request_stream(trace, config.mode)
         self.policies = PlanPolicies.build(trace, self.stream, config.specs(), config.placement, config.seed)
+        self.counts_only = topology is None
+        _check_mode(self.policies, config, self.counts_only)
+        self.per_request = config.mode == "sequential"  # every request its own protection unit
         self.tiers = TierCaches(topology, CoreConfig(capacity_bytes=int(config.capacity_bytes), scope=config.scope,
                                                      layer_capacity=config.layer_capacity),
                                 self.policies.eviction_spec, self.policies.eviction_ctx, config.dram_eviction)
-        self.ledger = CopyLedger(trace.n_objects)
+        self.ledger: CopyLedger | None = None if self.counts_only else CopyLedger(trace.n_objects)
+        self.victims: list[tuple[int, int]] | None = [] if record_victims else None
+        """(request, victim) for every eviction, in order, when asked for"""
+        if self.ledger is None and self.victims is None:
+            self.tiers.vram.eviction_log = None  # no copy and no caller reads the evictions
         self.object_bytes = trace.object_bytes_array().tolist()
         self._window: list[float] | None = None
         self.compute_window = compute_window
-        self.link_bytes_per_s = topology.last_hop_bandwidth()
+        self.link_bytes_per_s = 0.0 if topology is None else topology.last_hop_bandwidth()
 
         # request-level inputs
         self.req_obj = self.stream.obj.tolist()
@@ -138,6 +155,8 @@ class Planner:
     # ---- set-up -------------------------------------------------------------------------------
     def _setup(self) -> None:
         """Pinned objects are loaded by copies before the first cell (they are not free)."""
+        if self.ledger is None:
+            return
         pins = [obj for obj in range(self.trace.n_objects) if self.core.pinned[obj]]
         if pins:
             issue(self, pins, [[] for _ in pins], prefetch=False, cell=SETUP_CELL, scale=1.0,
@@ -148,6 +167,8 @@ class Planner:
     def step(self, c: int) -> CellPlan:
         """Decide cell c and return its decisions (the executor's API)."""
         ledger = self.ledger
+        if ledger is None:
+            raise ValueError("a planner with no topology plans no copies: decide_rest() and finish_counts() run it")
         copy_lo = len(ledger.copies)
         wait_lo = len(ledger.waits)
         req_lo, req_hi = self.req_offsets[c], self.req_offsets[c + 1]
@@ -181,76 +202,18 @@ class Planner:
         if c != self.next_cell:
             raise ValueError(f"cells must be planned in order: expected {self.next_cell}, got {c}")
         self.next_cell = c + 1
-        core = self.tiers.vram
-        policies = self.policies
         p = self.cell_pass[c]
         if p != self.current_pass:
-            self.tiers.begin_pass(p)
-            self.current_pass = p
-        req_offsets = self.req_offsets
-        lo, hi = req_offsets[c], req_offsets[c + 1]
-        objs = self.req_obj[lo:hi]
-        if policies.future is not None:
-            policies.future.position = hi - 1
-        req_ids: range | list[int] = range(lo, hi)
-        if policies.placed is not None:
-            objs, req_ids = self._place(c, lo, hi)
-        outs = core.begin_cell(objs)
-        if policies.placed is None:
-            self.outs.extend(outs)
-        else:
-            cell_outs = [PLACED] * (hi - lo)
-            for r, out in zip(req_ids, outs):
-                cell_outs[r - lo] = out
-            self.outs.extend(cell_outs)
-        ledger = self.ledger
-        waits, unwaited, inbound = ledger.waits, ledger.unwaited, ledger.inbound
-        altered = 0
-        missing: list[int] = []
-        missing_req: list[int] = []
-        for i, obj, out in zip(req_ids, objs, outs):
-            if out == HIT:
-                if unwaited[obj]:
-                    waits.append(inbound[obj])
-                    unwaited[obj] = 0
-            else:
-                missing.append(obj)
-                missing_req.append(i)
-        if policies.keeps_lowbit:
-            lowbit, tokens = ledger.lowbit, self.req_tokens
-            for i, obj, out in zip(req_ids, objs, outs):
-                if out == HIT and lowbit[obj]:
-                    altered += tokens[i]
-        admitted: list[int] = []
-        if missing:
-            altered += handle_misses(self, c, missing, missing_req, admitted)
-        if policies.prefetch_on:
-            prefetch(self, c, p, objs, admitted)
-        if admitted:
-            fill = core.fill
-            for obj in admitted:  # the copies are logically complete when the cell's decisions end
-                fill(obj)
-        core.end_cell(objs)
-        self.altered.append(altered)
-        ledger.close_cell()
+            self._begin_passes(p)
+        self.altered.append(serve_cell(self, c, p))
+        if self.ledger is not None:
+            self.ledger.close_cell()
 
-    def _place(self, c: int, lo: int, hi: int) -> tuple[list[int], list[int]]:
-        """Send the cell's CPU-placed objects to the CPU; return the others and their request ids."""
-        placed = self.policies.placed
-        assert placed is not None
-        kept, kept_req, cpu_objs = [], [], []
-        for r in range(lo, hi):
-            obj = self.req_obj[r]
-            if placed[obj]:
-                self.cpu_rows.append((r, self.req_tokens[r]))
-                self.gpu_token_changes.append((r, 0))
-                cpu_objs.append(obj)
-            else:
-                kept.append(obj)
-                kept_req.append(r)
-        if cpu_objs:  # the CPU reads them from host memory (from SSD first where that is their home)
-            self.ledger.waits.extend(host_stage(self, cpu_objs, c))
-        return kept, kept_req
+    def _begin_passes(self, p: int) -> None:
+        """Begin pass p; with no topology also the passes with no cells before it (see the module docstring)."""
+        for q in range(self.current_pass + 1 if self.counts_only else p, p + 1):
+            self.tiers.begin_pass(q)
+        self.current_pass = p
 
     # ---- the end ------------------------------------------------------------------------------
     def plan_rest(self, engine: str | None = None) -> Plan:
@@ -263,10 +226,14 @@ class Planner:
             from moesim.sim.fast.planner import plan_rest_fast
 
             return plan_rest_fast(self)
+        self.decide_rest()
+        return self.finish()
+
+    def decide_rest(self) -> None:
+        """Decide every remaining cell here, in Python (the reference for the compiled paths)."""
         step = self._step
         for c in range(self.next_cell, self.trace.n_cells):
             step(c)
-        return self.finish()
 
     def plan_engine(self, engine: str | None = None) -> str:
         """"fast" or "reference": which planner plan_rest would run (UserError if "fast" cannot)."""
@@ -285,14 +252,10 @@ class Planner:
 
     def finish(self) -> Plan:
         """Close the run (unused prefetches count as wasted) and return the flat plan."""
-        if self.next_cell != self.trace.n_cells:
-            raise ValueError(f"planned {self.next_cell} of {self.trace.n_cells} cells")
-        self.core.finish()
+        if self.ledger is None:
+            raise ValueError("a planner with no topology issues no copies: finish_counts() closes it")
+        outcomes, bypassed = self._close()
         n_req = self.stream.n_requests
-        outcomes = np.asarray(self.outs, dtype=np.int8) if n_req else np.zeros(0, np.int8)
-        bypassed = np.zeros(n_req, dtype=bool)
-        if self.bypassed:
-            bypassed[np.asarray(self.bypassed, dtype=np.int64)] = True
         gpu = self.req_tokens_arr.copy()
         for r, t in self.gpu_token_changes:
             gpu[r] = t
@@ -301,7 +264,7 @@ class Planner:
             cpu[r] = t
         policies = self.policies
         return Plan(
-            trace=self.trace, config=self.config, topology=self.topology, stream=self.stream,
+            trace=self.trace, config=self.config, topology=self.topology, stream=self.stream,  # type: ignore[arg-type]
             eviction=policies.eviction_spec, prefetch=policies.prefetch_spec, miss=policies.miss_spec,
             lossy=policies.lossy, outcomes=outcomes, bypassed=bypassed, gpu_tokens=gpu, cpu_tokens=cpu,
             req_tokens=self.req_tokens_arr, altered=np.asarray(self.altered, dtype=np.int64),
@@ -309,6 +272,33 @@ class Planner:
             counters=self.core.counters,
             dram_counters=self.tiers.dram_counters(),
         )
+
+    def finish_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Close a run with no topology (the count replay): outcomes (int8) and bypassed (bool) per request."""
+        if self.counts_only and self.next_cell == self.trace.n_cells and self.current_pass < self.trace.n_passes - 1:
+            self._begin_passes(self.trace.n_passes - 1)  # the passes with no cells after the last cell
+        return self._close()
+
+    def _close(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.next_cell != self.trace.n_cells:
+            raise ValueError(f"planned {self.next_cell} of {self.trace.n_cells} cells")
+        self.core.finish()
+        n_req = self.stream.n_requests
+        outcomes = np.asarray(self.outs, dtype=np.int8) if n_req else np.zeros(0, np.int8)
+        bypassed = np.zeros(n_req, dtype=bool)
+        if self.bypassed:
+            bypassed[np.asarray(self.bypassed, dtype=np.int64)] = True
+        return outcomes, bypassed
+
+
+def _check_mode(policies: PlanPolicies, config: PlanConfig, counts_only: bool) -> None:
+    """What a planner with no topology (no copies) cannot do, and the mode only it takes."""
+    if counts_only:
+        if policies.prefetch_on or not policies.handler_fetch_all or policies.placed is not None:
+            raise ValueError("a planner with no topology takes no prefetch, placement or miss handler "
+                             "that does not fetch every miss (it issues no copies)")
+    elif config.mode != "event":
+        raise ValueError(f"replay mode {config.mode!r} counts only: a planner with a topology plans event-atomic cells")
 
 
 def plan_trace(trace: Trace, topology: Topology, config: PlanConfig,

@@ -12,13 +12,41 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from moesim.policies.base import PolicyContext
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec
-from moesim.sim.count_replay import make_context, profile_counts
-from moesim.sim.future import StreamFuture
+from moesim.sim.future import DeferredFuture, StreamFuture
 from moesim.sim.requests import RequestStream
 from moesim.traces.format.trace import Trace
+
+
+def make_context(trace: Trace, seed: int, future: StreamFuture | DeferredFuture | None,
+                 profile_counts: np.ndarray | None = None, offline: bool = False) -> PolicyContext:
+    """The policies' view of a run: its objects, seed, future (offline policies) and the trace."""
+    return PolicyContext(
+        n_objects=trace.n_objects,
+        n_layers=trace.meta.n_layers,
+        n_experts=trace.meta.n_experts,
+        object_layer=trace.object_layer_array(),
+        object_bytes=trace.object_bytes_array(),
+        seed=seed,
+        future=future,
+        profile_counts=profile_counts,
+        trace=trace if offline else None,
+    )
+
+
+def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
+    """Routed accesses per object over the first `profile_passes` passes (0 = all), for policies
+    that have that parameter (static pinning); None for the others."""
+    passes = getattr(spec.params, "profile_passes", None)
+    if passes is None:
+        return None
+    end_cell = int(trace.pass_cell_offsets[min(int(passes), trace.n_passes)]) if passes > 0 else trace.n_cells
+    end = int(trace.cell_offsets[end_cell])
+    return np.bincount(trace.object_ids()[:end], minlength=trace.n_objects)
 
 
 @dataclass

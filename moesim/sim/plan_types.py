@@ -45,6 +45,7 @@ class PlanConfig:
     dram_eviction: str = "lru"
     cancel_unstarted: bool = False  # see the module docstring (`cancels`)
     placement: str = "gpu"  # moesim/policies/placement.py: objects kept on the CPU never enter the cache
+    mode: str = "event"  # moesim/sim/requests.py; "sequential" only for a planner with no topology (counts)
     parsed: tuple[PolicySpec, PolicySpec, PolicySpec] | None = field(default=None, compare=False, repr=False)
     """eviction, prefetch and miss already parsed (see `parsed_specs`)"""
 

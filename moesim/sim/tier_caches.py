@@ -1,7 +1,8 @@
 """The planner's cache tiers: one CacheCore per tier that caches objects.
 
 VRAM is always a cache tier; host DRAM is a second one when the profile's topology makes DRAM a
-cache over SSD (`Topology.dram_cache_bytes`). Each core records its evictions in its own log,
+cache over SSD (`Topology.dram_cache_bytes`; a planner with no topology, the count replay, has
+VRAM only). Each core records its evictions in its own log,
 which the planner reads after each admission to name the copy's victims. `dram_stage` makes
 objects present in DRAM and records the SSD -> DRAM copies in the copy ledger
 (moesim/sim/copy_ledger.py).
@@ -20,12 +21,12 @@ from moesim.sim.topology import ROUTE_STAGE, Topology
 class TierCaches:
     """The VRAM core and, where DRAM caches SSD, the DRAM core, with their eviction logs."""
 
-    def __init__(self, topology: Topology, capacity: CoreConfig, eviction: PolicySpec, eviction_ctx: PolicyContext,
-                 dram_eviction: str) -> None:
+    def __init__(self, topology: Topology | None, capacity: CoreConfig, eviction: PolicySpec,
+                 eviction_ctx: PolicyContext, dram_eviction: str) -> None:
         self.vram = CacheCore(capacity, eviction.build, eviction_ctx)
         self.dram: CacheCore | None = None
         self.dram_spec: PolicySpec | None = None
-        if topology.dram_cache_bytes is not None:
+        if topology is not None and topology.dram_cache_bytes is not None:
             dram_spec = parse_spec(dram_eviction, "eviction")
             if getattr(dram_spec.entry.cls, "offline", False):
                 raise UserError("the DRAM tier's policy must be online (it has no future view)", "dram eviction")

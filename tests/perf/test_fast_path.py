@@ -1,6 +1,6 @@
 """The compiled count replay against the reference one, request for request.
 
-The reference is CacheCore.serve_cell with the Python policy objects (itself checked against the
+The reference is the Python planner (no topology) with the Python policy objects (itself checked against the
 protocol driven by hand and against libCacheSim in tests/sim and tests/policies). Every covered
 policy is compared over hypothesis traces with unequal object sizes, multi-token cells (repeated
 experts), empty cells, both scopes and both replay modes: outcomes (so miss kinds), bypasses,

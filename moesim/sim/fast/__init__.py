@@ -4,7 +4,8 @@ count_replay picks an engine per run:
 - "fast": replay.c, compiled on first use (build.py), for every eviction policy whose module
   declares a compiled form (moesim.policies.compiled.CompiledForm) that takes all its parameters;
   it makes the same decisions as the reference path, request for request (tests/perf/test_fast_path.py).
-- "reference": CacheCore.serve_cell and the policy objects, in Python; every policy.
+- "reference": the Python planner with no topology (moesim/sim/plan.py, the one Python driver of
+  the cache core) and the policy objects; every policy.
 - "auto" (default): fast where the policy is covered and a C compiler is available, else reference.
 The choice comes from the `engine` argument (the CLI's `--engine`), else `$MOESIM_ENGINE`.
 Asking for "fast" where it cannot run is a UserError naming the reason.
