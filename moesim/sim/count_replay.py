@@ -21,7 +21,7 @@ from moesim.policies.registry import PolicySpec, parse_spec
 from moesim.sim import fast
 from moesim.sim.cache_core import CacheCore, CoreConfig, CoreCounters
 from moesim.sim.future import DeferredFuture, StreamFuture
-from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream, build_request_stream
+from moesim.sim.requests import MODES, DeferredRequestStream, RequestStream, build_request_stream, object_counts
 from moesim.traces.format.trace import Trace
 
 
@@ -106,8 +106,7 @@ def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
     if passes is None:
         return None
     end_cell = int(trace.pass_cell_offsets[min(int(passes), trace.n_passes)]) if passes > 0 else trace.n_cells
-    end = int(trace.cell_offsets[end_cell])
-    return np.bincount(trace.object_ids()[:end], minlength=trace.n_objects)
+    return object_counts(trace, int(trace.cell_offsets[end_cell]))
 
 
 def count_replay(trace: Trace, config: ReplayConfig, record_victims: bool = False,

@@ -63,7 +63,7 @@ def _grouped(result: Any, group_of: Callable[[RequestChunk], np.ndarray], n_grou
     integers in float64 per chunk, so the totals equal a one-shot count."""
     object_bytes = result.trace.object_bytes_array()
     total: dict[str, np.ndarray] | None = None
-    chunks = result.stream.chunks(chunk_requests) if chunk_requests else result.stream.chunks()
+    chunks = result.stream.chunks(chunk_requests)
     for chunk in chunks:
         outcomes, groups = result.outcomes[chunk.lo:chunk.hi], group_of(chunk)
         got = _counts(outcomes, object_bytes[chunk.obj], groups, n_groups)

@@ -65,11 +65,17 @@ class RequestStream:
         assert self.trace is not None, "a stream without its trace has no per-access map"
         return access_requests(self.trace, self.mode)
 
-    def chunks(self, max_requests: int = CHUNK_REQUESTS) -> Iterator[RequestChunk]:
-        """The requests in order, at most `max_requests` at a time (views of the stream's arrays)."""
-        for lo in range(0, self.n_requests, max(int(max_requests), 1)):
-            hi = min(lo + max(int(max_requests), 1), self.n_requests)
+    def chunks(self, max_requests: int | None = None) -> Iterator[RequestChunk]:
+        """The requests in order, at most `max_requests` (default CHUNK_REQUESTS) at a time (views of
+        the stream's arrays)."""
+        step = _step(max_requests)
+        for lo in range(0, self.n_requests, step):
+            hi = min(lo + step, self.n_requests)
             yield RequestChunk(lo, hi, self.obj[lo:hi], self.cell[lo:hi], self.accesses[lo:hi])
+
+
+def _step(max_items: int | None) -> int:
+    return max(int(CHUNK_REQUESTS if max_items is None else max_items), 1)
 
 
 def _check_mode(mode: str) -> None:
@@ -183,6 +189,16 @@ def _sequential_chunk(trace: Trace, lo: int, hi: int) -> RequestChunk:
     return RequestChunk(lo, hi, obj, cell, np.ones(hi - lo, dtype=np.int32))
 
 
+def object_counts(trace: Trace, end: int, chunk_accesses: int | None = None) -> np.ndarray:
+    """Routed accesses per object (int64, n_objects) among the trace's first `end` accesses, read a
+    chunk at a time (no object-id array as long as the trace)."""
+    counts = np.zeros(trace.n_objects, dtype=np.int64)
+    step = _step(chunk_accesses)
+    for lo in range(0, end, step):
+        counts += np.bincount(_sequential_chunk(trace, lo, min(lo + step, end)).obj, minlength=trace.n_objects)
+    return counts
+
+
 class DeferredRequestStream(RequestStream):
     """The request stream of `trace` in `mode`, its per-request arrays built on first use.
 
@@ -220,7 +236,7 @@ class DeferredRequestStream(RequestStream):
     def accesses(self) -> np.ndarray:
         return self._built.accesses
 
-    def chunks(self, max_requests: int = CHUNK_REQUESTS) -> Iterator[RequestChunk]:
+    def chunks(self, max_requests: int | None = None) -> Iterator[RequestChunk]:
         """The requests in order, about `max_requests` at a time, built from the trace: event-mode
         chunks end at cell boundaries (a cell has at most n_experts requests, so one that alone
         passes `max_requests` is still bounded), sequential ones anywhere."""
@@ -228,7 +244,7 @@ class DeferredRequestStream(RequestStream):
             yield from super().chunks(max_requests)
             return
         assert self.trace is not None
-        step = max(int(max_requests), 1)
+        step = _step(max_requests)
         if self.mode == "sequential":
             for lo in range(0, self._n_requests, step):
                 yield _sequential_chunk(self.trace, lo, min(lo + step, self._n_requests))
