@@ -65,7 +65,7 @@ def _grouped(result: Any, group_of: Callable[[RequestChunk], np.ndarray], n_grou
     total: dict[str, np.ndarray] | None = None
     chunks = result.stream.chunks(chunk_requests)
     for chunk in chunks:
-        outcomes, groups = result.outcomes[chunk.lo:chunk.hi], group_of(chunk)
+        outcomes, groups = result.outcomes[chunk.lo:chunk.hi], group_of(chunk).astype(np.int64)
         got = _counts(outcomes, object_bytes[chunk.obj], groups, n_groups)
         accesses = chunk.accesses.astype(np.int64)
         got["accesses"] = np.bincount(groups, weights=accesses, minlength=n_groups).astype(np.int64)
@@ -86,7 +86,8 @@ def summary(result: Any, chunk_requests: int | None = None) -> dict[str, Any]:
     """Totals and the decode/prefill split, as plain Python numbers (JSON-ready); one walk over the
     request stream a chunk at a time (`chunk_requests`: its size, for tests)."""
     trace = result.trace
-    cell_phase = trace.pass_phase[trace.cell_pass()].astype(np.int64)
+    # per cell in the trace's narrow types (a decode trace has a cell per 8 accesses): int8 here
+    cell_phase = np.repeat(trace.pass_phase, np.diff(trace.pass_cell_offsets))
     by_phase = _grouped(result, lambda chunk: cell_phase[chunk.cell], 2, chunk_requests)
     accesses, access_hits = int(by_phase.pop("accesses").sum()), int(by_phase.pop("access_hits").sum())
     total = {k: _scalar(v.sum()) for k, v in by_phase.items() if k != "hit_rate"}
@@ -115,7 +116,7 @@ def summary(result: Any, chunk_requests: int | None = None) -> dict[str, Any]:
 
 def by_layer(result: Any, chunk_requests: int | None = None) -> pd.DataFrame:
     trace = result.trace
-    cell_layer = trace.cell_layer.astype(np.int64)
+    cell_layer = trace.cell_layer
     df = _count_frame(_grouped(result, lambda chunk: cell_layer[chunk.cell], trace.meta.n_layers, chunk_requests))
     df.insert(0, "layer", np.arange(trace.meta.n_layers))
     return df
@@ -123,7 +124,7 @@ def by_layer(result: Any, chunk_requests: int | None = None) -> pd.DataFrame:
 
 def by_pass(result: Any, chunk_requests: int | None = None) -> pd.DataFrame:
     trace = result.trace
-    cell_pass = trace.cell_pass().astype(np.int64)
+    cell_pass = trace.cell_pass()
     df = _count_frame(_grouped(result, lambda chunk: cell_pass[chunk.cell], trace.n_passes, chunk_requests))
     df.insert(0, "phase", [PHASE_NAMES[int(x)] for x in trace.pass_phase])
     df.insert(0, "pass", np.arange(trace.n_passes))
