@@ -14,12 +14,13 @@ Definitions:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from moesim.sim.cache_core import HIT, LATE, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
+from moesim.sim.requests import RequestChunk
 from moesim.traces.format.trace_meta import PHASE_NAMES
 
 COUNT_COLUMNS = ["requests", "hits", "late_prefetch", "misses", "compulsory", "capacity", "collision",
@@ -35,8 +36,6 @@ def _counts(outcomes: np.ndarray, sizes: np.ndarray, groups: np.ndarray, n_group
     miss_mask = outcomes >= MISS_COMPULSORY
     fetched = np.bincount(groups[miss_mask], weights=sizes[miss_mask], minlength=n_groups)
     requests = np.bincount(groups, minlength=n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(requests > 0, hits / np.maximum(requests, 1), np.nan)
     return {
         "requests": requests,
         "hits": hits,
@@ -46,28 +45,59 @@ def _counts(outcomes: np.ndarray, sizes: np.ndarray, groups: np.ndarray, n_group
         "capacity": cap,
         "collision": coll,
         "bytes_fetched": fetched.astype(np.int64),
-        "hit_rate": rate,
     }
 
 
-def _request_sizes(result: Any) -> np.ndarray:
-    return result.trace.object_bytes_array()[result.stream.obj]
+def _with_rate(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    requests, hits = counts["requests"], counts["hits"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        counts["hit_rate"] = np.where(requests > 0, hits / np.maximum(requests, 1), np.nan)
+    return counts
 
 
-def summary(result: Any) -> dict[str, Any]:
-    """Totals and the decode/prefill split, as plain Python numbers (JSON-ready)."""
+def _grouped(result: Any, group_of: Callable[[RequestChunk], np.ndarray], n_groups: int,
+             chunk_requests: int | None = None) -> dict[str, np.ndarray]:
+    """COUNT_COLUMNS per group, plus "accesses" and "access_hits" (routed accesses, and those whose
+    request was an on-time hit), summed over the stream's chunks (no array as long as the stream:
+    moesim/sim/requests.py); `group_of(chunk)` gives each request's group. Byte sums are exact
+    integers in float64 per chunk, so the totals equal a one-shot count."""
+    object_bytes = result.trace.object_bytes_array()
+    total: dict[str, np.ndarray] | None = None
+    chunks = result.stream.chunks(chunk_requests)
+    for chunk in chunks:
+        outcomes, groups = result.outcomes[chunk.lo:chunk.hi], group_of(chunk).astype(np.int64)
+        got = _counts(outcomes, object_bytes[chunk.obj], groups, n_groups)
+        accesses = chunk.accesses.astype(np.int64)
+        got["accesses"] = np.bincount(groups, weights=accesses, minlength=n_groups).astype(np.int64)
+        hit = outcomes == HIT
+        got["access_hits"] = np.bincount(groups[hit], weights=accesses[hit], minlength=n_groups).astype(np.int64)
+        total = got if total is None else {k: total[k] + v for k, v in got.items()}
+    if total is None:
+        zeros = np.zeros(n_groups, dtype=np.int64)
+        total = {k: zeros.copy() for k in [*COUNT_COLUMNS[:-1], "accesses", "access_hits"]}
+    return _with_rate(total)
+
+
+def _count_frame(counts: dict[str, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({k: counts[k] for k in COUNT_COLUMNS})
+
+
+def summary(result: Any, chunk_requests: int | None = None) -> dict[str, Any]:
+    """Totals and the decode/prefill split, as plain Python numbers (JSON-ready); one walk over the
+    request stream a chunk at a time (`chunk_requests`: its size, for tests)."""
     trace = result.trace
-    sizes = _request_sizes(result)
-    zeros = np.zeros(result.stream.n_requests, dtype=np.int64)
-    total = {k: _scalar(v[0]) for k, v in _counts(result.outcomes, sizes, zeros, 1).items()}
-    phase = trace.pass_phase[trace.cell_pass()[result.stream.cell]].astype(np.int64)
-    by_phase = _counts(result.outcomes, sizes, phase, 2)
+    # per cell in the trace's narrow types (a decode trace has a cell per 8 accesses): int8 here
+    cell_phase = np.repeat(trace.pass_phase, np.diff(trace.pass_cell_offsets))
+    by_phase = _grouped(result, lambda chunk: cell_phase[chunk.cell], 2, chunk_requests)
+    accesses, access_hits = int(by_phase.pop("accesses").sum()), int(by_phase.pop("access_hits").sum())
+    total = {k: _scalar(v.sum()) for k, v in by_phase.items() if k != "hit_rate"}
+    total["hit_rate"] = _scalar(_with_rate({k: np.asarray([v]) for k, v in total.items()})["hit_rate"][0])
     phases = {PHASE_NAMES[p]: {k: _scalar(v[p]) for k, v in by_phase.items()} for p in (0, 1)}
     c = result.counters
     return {
         "routed_accesses": trace.n_accesses,
         **total,
-        "hit_rate_per_access": _per_access_hit_rate(result),
+        "hit_rate_per_access": access_hits / accesses if accesses else None,  # each token counts once
         "miss_rate": _ratio(total["misses"], total["requests"]),
         "collision_rate": _ratio(total["collision"], total["requests"]),
         "collision_share": _ratio(total["collision"], total["misses"]),
@@ -84,26 +114,18 @@ def summary(result: Any) -> dict[str, Any]:
     }
 
 
-def _per_access_hit_rate(result: Any) -> float | None:
-    """Share of routed accesses whose request was an on-time hit (each token counts once)."""
-    served = result.outcomes[result.stream.access_request]
-    return float(np.mean(served == HIT)) if served.size else None
-
-
-def by_layer(result: Any) -> pd.DataFrame:
+def by_layer(result: Any, chunk_requests: int | None = None) -> pd.DataFrame:
     trace = result.trace
-    layer = trace.cell_layer[result.stream.cell].astype(np.int64)
-    counts = _counts(result.outcomes, _request_sizes(result), layer, trace.meta.n_layers)
-    df = pd.DataFrame(counts)
+    cell_layer = trace.cell_layer
+    df = _count_frame(_grouped(result, lambda chunk: cell_layer[chunk.cell], trace.meta.n_layers, chunk_requests))
     df.insert(0, "layer", np.arange(trace.meta.n_layers))
     return df
 
 
-def by_pass(result: Any) -> pd.DataFrame:
+def by_pass(result: Any, chunk_requests: int | None = None) -> pd.DataFrame:
     trace = result.trace
-    p = trace.cell_pass()[result.stream.cell].astype(np.int64)
-    counts = _counts(result.outcomes, _request_sizes(result), p, trace.n_passes)
-    df = pd.DataFrame(counts)
+    cell_pass = trace.cell_pass()
+    df = _count_frame(_grouped(result, lambda chunk: cell_pass[chunk.cell], trace.n_passes, chunk_requests))
     df.insert(0, "phase", [PHASE_NAMES[int(x)] for x in trace.pass_phase])
     df.insert(0, "pass", np.arange(trace.n_passes))
     return df
@@ -113,7 +135,8 @@ def by_request(result: Any) -> pd.DataFrame:
     """Per user request (sequence): outcomes of the routed accesses its tokens made.
 
     A cell-level outcome is attributed to every access it served, so in a batched pass an expert
-    shared by two sequences counts once for each.
+    shared by two sequences counts once for each. Per access by nature: it builds the stream's
+    access-to-request map (8 bytes per access), which the replay itself never does.
     """
     trace = result.trace
     access_token = _access_token(trace)
@@ -121,7 +144,7 @@ def by_request(result: Any) -> pd.DataFrame:
     outcomes = result.outcomes[result.stream.access_request]
     sizes = trace.object_bytes_array()[result.stream.obj][result.stream.access_request]
     ids, inverse = np.unique(req, return_inverse=True)
-    counts = _counts(outcomes, sizes, inverse, ids.size)
+    counts = _with_rate(_counts(outcomes, sizes, inverse, ids.size))
     df = pd.DataFrame(counts).drop(columns=["bytes_fetched"])
     df.insert(0, "request", ids)
     return df

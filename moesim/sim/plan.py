@@ -125,7 +125,7 @@ class Planner:
         # request-level inputs
         self.req_obj = self.stream.obj.tolist()
         self.req_offsets = self.stream.cell_offsets.tolist()
-        self.req_tokens_arr = np.bincount(self.stream.access_request, minlength=self.stream.n_requests).astype(np.int32)
+        self.req_tokens_arr = self.stream.accesses.astype(np.int32)  # routed accesses per request
         self.req_tokens = self.req_tokens_arr.tolist()
         self.cell_pass = trace.cell_pass().tolist()
         self.cell_layer = trace.cell_layer.tolist()

@@ -18,7 +18,7 @@ from moesim.policies.base import PolicyContext
 from moesim.policies.placement import parse_placement
 from moesim.policies.registry import PolicySpec
 from moesim.sim.future import DeferredFuture, StreamFuture
-from moesim.sim.requests import RequestStream
+from moesim.sim.requests import RequestStream, object_counts
 from moesim.traces.format.trace import Trace
 
 
@@ -45,8 +45,7 @@ def profile_counts(trace: Trace, spec: PolicySpec) -> np.ndarray | None:
     if passes is None:
         return None
     end_cell = int(trace.pass_cell_offsets[min(int(passes), trace.n_passes)]) if passes > 0 else trace.n_cells
-    end = int(trace.cell_offsets[end_cell])
-    return np.bincount(trace.object_ids()[:end], minlength=trace.n_objects)
+    return object_counts(trace, int(trace.cell_offsets[end_cell]))  # read in chunks: no per-access copy
 
 
 @dataclass

@@ -196,9 +196,7 @@ def _request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray, bou
         filled = np.maximum.accumulate(np.where(has_cells, np.arange(n_p), -1))
         pass_end = np.where(filled >= 0, pass_end[np.maximum(filled, 0)], 0.0)
         pass_start = np.where(has_cells, pass_start, pass_end)
-    token_pass = np.repeat(np.arange(n_p, dtype=np.int64), np.diff(trace.pass_token_offsets))
-    req = trace.token_request.astype(np.int64)
-    pairs = np.unique(np.stack([req, token_pass], axis=1), axis=0) if req.size else np.zeros((0, 2), np.int64)
+    pairs = request_passes(trace)
     ideal_pass_end = None
     if bounds is not None and trace.n_cells:
         last = np.maximum(offsets[1:] - 1, 0)
@@ -241,6 +239,28 @@ def _request_table(trace: Any, cell_start: np.ndarray, cell_end: np.ndarray, bou
     columns = ["request", "first_pass", "first_token_pass", "decode_passes", "output_tokens", "ttft_s", "tpot_s",
                "e2e_s", "tokens_per_s"] + (["ttft_bound_s", "tpot_bound_s"] if bounds is not None else [])
     return pd.DataFrame(rows, columns=columns)
+
+
+TOKEN_CHUNK = 1 << 19
+"""Pass-tokens read at a time by request_passes (about 20 MB of temporaries)."""
+
+
+def request_passes(trace: Any, chunk_tokens: int = TOKEN_CHUNK) -> np.ndarray:
+    """Every distinct (request, pass) pair of the trace's pass-tokens, sorted, as an int64 [n, 2]
+    array; built a chunk of tokens at a time (a long prompt's pass holds millions of tokens, and a
+    pair table per token would cost 16 bytes each before its sort)."""
+    n_p, offsets = trace.n_passes, np.asarray(trace.pass_token_offsets, dtype=np.int64)
+    keys = []
+    for lo in range(0, trace.n_tokens, max(int(chunk_tokens), 1)):
+        hi = min(lo + max(int(chunk_tokens), 1), trace.n_tokens)
+        token_pass = np.searchsorted(offsets, np.arange(lo, hi, dtype=np.int64), side="right") - 1
+        # request-major key: ordered as (request, pass) since 0 <= pass < n_p
+        keys.append(np.unique(trace.token_request[lo:hi].astype(np.int64) * n_p + token_pass))
+    if not keys:
+        return np.zeros((0, 2), np.int64)
+    key = np.unique(np.concatenate(keys))
+    request = np.floor_divide(key, n_p)
+    return np.stack([request, key - request * n_p], axis=1)
 
 
 def _late_requests(plan: Plan, engine: EngineOutput) -> np.ndarray:

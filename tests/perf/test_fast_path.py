@@ -48,7 +48,7 @@ def assert_same(fast_result, ref):
     assert metrics.summary(fast_result) == metrics.summary(ref)  # bytes fetched, miss kinds, phases
     fs, rs = fast_result.stream, ref.stream
     assert fs.n_requests == rs.n_requests
-    for name in ("cell_offsets", "obj", "cell", "access_request"):
+    for name in ("cell_offsets", "obj", "cell", "accesses", "access_request"):
         assert getattr(fs, name).tolist() == getattr(rs, name).tolist(), name
     assert_same_core(fast_result.core, ref.core)
 
@@ -134,6 +134,8 @@ def test_fast_replay_builds_no_per_request_arrays():
         assert isinstance(result.stream, DeferredRequestStream)
         assert "_built" not in vars(result.stream)
         assert result.stream.cell_offsets is trace.cell_offsets  # no repeated experts: shared, not copied
+        metrics.summary(result), metrics.by_layer(result), metrics.by_pass(result)
+        assert "_built" not in vars(result.stream)  # the metrics walk chunks built from the trace
         assert result.stream.obj.tolist() == build_request_stream(trace, "event").obj.tolist()
 
 
@@ -196,7 +198,7 @@ def test_compiled_request_stream_equals_the_numpy_one(trace):
     from moesim.sim.requests import event_stream_numpy
 
     got, want = build_request_stream(trace, "event"), event_stream_numpy(trace)
-    for name in ("obj", "cell", "cell_offsets", "access_request"):
+    for name in ("obj", "cell", "cell_offsets", "accesses", "access_request"):
         a, b = getattr(got, name), getattr(want, name)
         assert a.dtype == b.dtype, name
         assert a.tolist() == b.tolist(), name

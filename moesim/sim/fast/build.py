@@ -36,7 +36,7 @@ SOURCE = Path(__file__).with_name("plan.c")
 INCLUDED = tuple(sorted(p for p in Path(__file__).parent.glob("*.[ch]") if p.name != SOURCE.name))
 INSTALLED_NAME = "_kernels"
 """moesim/sim/fast/_kernels<extension suffix>: the library setup.py builds into the package."""
-ABI_VERSION = 2  # replay.c's moesim_abi_version()
+ABI_VERSION = 3  # replay.c's moesim_abi_version()
 CFLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 120
 

@@ -136,24 +136,34 @@ def event_requests(trace: Trace) -> tuple[int, np.ndarray]:
     return n, offsets
 
 
-def event_stream(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """build_request_stream's event-mode arrays in one O(accesses) pass: per request its object
-    (int32) and cell (int32), per access its request (int64), and the requests' cell offsets."""
+def event_stream(trace: Trace, c_lo: int = 0, c_hi: int | None = None, access_request: bool = False,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The event-mode requests of cells [c_lo, c_hi) (all by default), numbered from 0 at c_lo: per
+    request its object (int32), cell (int32) and routed accesses (int32), the requests' cell offsets
+    (c_hi - c_lo + 1, from 0), and with `access_request` every access's request (int64, 8 bytes per
+    access: only for callers that need the per-access map). Two O(accesses) scans, one to count
+    and one to fill; memory: the outputs plus O(objects)."""
     lib = _lib()
+    c_hi = trace.n_cells if c_hi is None else c_hi
     args, keep = _trace_args(trace, sequential=False)
-    n_acc = trace.n_accesses
-    obj = np.empty(n_acc, dtype=np.int32)
-    cell = np.empty(n_acc, dtype=np.int32)
-    access_request = np.empty(n_acc, dtype=np.int64)
-    offsets = np.empty(trace.n_cells + 1, dtype=np.int64)
-    n = lib.moesim_event_stream(ctypes.byref(args), ctypes.c_void_p(obj.ctypes.data),
-                                ctypes.c_void_p(cell.ctypes.data), ctypes.c_void_p(access_request.ctypes.data),
-                                ctypes.c_void_p(offsets.ctypes.data))
+    offsets = np.empty(c_hi - c_lo + 1, dtype=np.int64)
+    null = ctypes.c_void_p(None)
+
+    def ptr(array: np.ndarray | None) -> ctypes.c_void_p:
+        return null if array is None else ctypes.c_void_p(array.ctypes.data)
+
+    n = lib.moesim_event_stream(ctypes.byref(args), ctypes.c_int64(c_lo), ctypes.c_int64(c_hi), null, null, null,
+                                null, ptr(offsets))
     _check(n if n < 0 else 0, args, trace)
+    obj, cell, accesses = (np.empty(n, dtype=np.int32) for _ in range(3))
+    per_access = None
+    if access_request:
+        per_access = np.empty(int(trace.cell_offsets[c_hi] - trace.cell_offsets[c_lo]), dtype=np.int64)
+    filled = lib.moesim_event_stream(ctypes.byref(args), ctypes.c_int64(c_lo), ctypes.c_int64(c_hi), ptr(obj),
+                                     ptr(cell), ptr(accesses), ptr(per_access), null)
+    _check(filled if filled < 0 else 0, args, trace)
     del keep
-    if n == n_acc:
-        return obj, cell, access_request, offsets
-    return obj[:n].copy(), cell[:n].copy(), access_request, offsets
+    return obj, cell, accesses, offsets, per_access
 
 
 def policy_code(name: str) -> int:

@@ -265,9 +265,8 @@ static int fill_next_requests(kern_t *k) {
     return req == 0 ? OK : ERR_REQUESTS;
 }
 
-/* Check the offsets (ERR_LAYOUT, error_index = the pass or cell) and every access's object id
-   (ERR_OBJECT, error_index = the access) before anything is indexed with them. */
-static int check_objects(replay_t *r) {
+/* Check the offsets (ERR_LAYOUT, error_index = the pass or cell) before anything is indexed with them. */
+static int check_layout(replay_t *r) {
     if (r->pass_cell_offsets[0] != 0 || r->pass_cell_offsets[r->n_passes] != r->n_cells) {
         r->error_index = -1;
         return ERR_LAYOUT;
@@ -286,7 +285,13 @@ static int check_objects(replay_t *r) {
             r->error_index = c;
             return ERR_LAYOUT;
         }
-    for (int64_t c = 0; c < r->n_cells; c++) {
+    return OK;
+}
+
+/* Check every access's object id in cells [c_lo, c_hi) (ERR_OBJECT, error_index = the access);
+   the offsets must have passed check_layout. */
+static int check_cell_objects(replay_t *r, int64_t c_lo, int64_t c_hi) {
+    for (int64_t c = c_lo; c < c_hi; c++) {
         int64_t layer = load_index(r->cell_layer, r->layer_is_int32, c);
         for (int64_t a = r->cell_offsets[c]; a < r->cell_offsets[c + 1]; a++) {
             int64_t e = load_index(r->expert, r->expert_is_int32, a);
@@ -299,26 +304,39 @@ static int check_objects(replay_t *r) {
     return OK;
 }
 
-/* The event-mode request stream (moesim.sim.requests.build_request_stream): every cell's distinct
-   objects in order of first appearance. Fills, where not NULL, each request's object and cell,
-   every access's request (those arrays must hold n_accesses entries) and the requests' cell
-   offsets (n_cells + 1). Returns the number of requests, or a negative error. */
-int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, int64_t *access_request,
-                            int64_t *req_cell_offsets) {
-    int rc = check_objects(r);
+static int check_objects(replay_t *r) {
+    int rc = check_layout(r);
+    return rc != OK ? rc : check_cell_objects(r, 0, r->n_cells);
+}
+
+/* The event-mode request stream (moesim.sim.requests) of cells [c_lo, c_hi): every cell's distinct
+   objects in order of first appearance, requests numbered from 0 at c_lo. Fills, where not NULL,
+   each request's object, cell and routed accesses (those arrays hold one entry per request: size
+   them with a first call that fills only req_cell_offsets), every access's request (one entry per
+   access of those cells) and the requests' cell offsets (c_hi - c_lo + 1 entries). Memory beside
+   the outputs: two arrays of n_objects. Returns the number of requests, or a negative error. */
+int64_t moesim_event_stream(replay_t *r, int64_t c_lo, int64_t c_hi, int32_t *req_obj, int32_t *req_cell,
+                            int32_t *req_accesses, int64_t *access_request, int64_t *req_cell_offsets) {
+    int rc = check_layout(r);
+    if (rc == OK && (c_lo < 0 || c_hi > r->n_cells || c_lo > c_hi)) {
+        r->error_index = -1;
+        rc = ERR_LAYOUT;
+    }
+    if (rc == OK) rc = check_cell_objects(r, c_lo, c_hi);
     if (rc != OK) return rc;
     size_t n_obj = (size_t)(r->n_objects > 0 ? r->n_objects : 1);
+    int need_slot = access_request || req_accesses;
     int64_t *mark = malloc(sizeof(int64_t) * n_obj);
-    int64_t *slot = access_request ? malloc(sizeof(int64_t) * n_obj) : NULL;
-    if (!mark || (access_request && !slot)) {
+    int64_t *slot = need_slot ? malloc(sizeof(int64_t) * n_obj) : NULL;
+    if (!mark || (need_slot && !slot)) {
         free(mark);
         free(slot);
         return ERR_NOMEM;
     }
     for (int64_t o = 0; o < r->n_objects; o++) mark[o] = -1;
-    int64_t n = 0;
+    int64_t n = 0, first_access = r->cell_offsets[c_lo];
     if (req_cell_offsets) req_cell_offsets[0] = 0;
-    for (int64_t c = 0; c < r->n_cells; c++) {
+    for (int64_t c = c_lo; c < c_hi; c++) {
         int64_t base = load_index(r->cell_layer, r->layer_is_int32, c) * r->n_experts;
         for (int64_t a = r->cell_offsets[c]; a < r->cell_offsets[c + 1]; a++) {
             int64_t obj = base + load_index(r->expert, r->expert_is_int32, a);
@@ -327,11 +345,13 @@ int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, in
                 if (slot) slot[obj] = n;
                 if (req_obj) req_obj[n] = (int32_t)obj;
                 if (req_cell) req_cell[n] = (int32_t)c;
+                if (req_accesses) req_accesses[n] = 0;
                 n++;
             }
-            if (access_request) access_request[a] = slot[obj];
+            if (req_accesses) req_accesses[slot[obj]]++;
+            if (access_request) access_request[a - first_access] = slot[obj];
         }
-        if (req_cell_offsets) req_cell_offsets[c + 1] = n;
+        if (req_cell_offsets) req_cell_offsets[c - c_lo + 1] = n;
     }
     free(mark);
     free(slot);
@@ -340,7 +360,7 @@ int64_t moesim_event_stream(replay_t *r, int32_t *req_obj, int32_t *req_cell, in
 
 /* The number of event-mode requests, and their cell offsets when req_cell_offsets is not NULL. */
 int64_t moesim_event_requests(replay_t *r, int64_t *req_cell_offsets) {
-    return moesim_event_stream(r, NULL, NULL, NULL, req_cell_offsets);
+    return moesim_event_stream(r, 0, r->n_cells, NULL, NULL, NULL, NULL, req_cell_offsets);
 }
 
 #define ALLOC(ptr, n)                                                    \
@@ -558,5 +578,5 @@ done:
 }
 
 /* The layout version the Python side checks before calling (bump it with replay_t). */
-int64_t moesim_abi_version(void) { return 2; }
+int64_t moesim_abi_version(void) { return 3; }
 int64_t moesim_replay_struct_size(void) { return (int64_t)sizeof(replay_t); }

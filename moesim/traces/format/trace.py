@@ -181,18 +181,22 @@ class Trace:
             "cell_tokens",
             "expert",
         ):
-            arr = np.ascontiguousarray(getattr(self, name))
+            arr = getattr(self, name)
             h.update(name.encode())
             h.update(str(arr.dtype).encode())
-            h.update(arr.tobytes())
+            h.update(_raw(arr))
         if self.weight is not None:
-            h.update(b"weight" + np.ascontiguousarray(self.weight).tobytes())
+            h.update(b"weight")
+            h.update(_raw(self.weight))
         for name in sorted(self.annotations):
-            h.update(name.encode() + np.ascontiguousarray(self.annotations[name]).tobytes())
+            h.update(name.encode())
+            h.update(_raw(self.annotations[name]))
         for name in sorted(self.predictions):
-            h.update(name.encode() + np.ascontiguousarray(self.predictions[name]).tobytes())
+            h.update(name.encode())
+            h.update(_raw(self.predictions[name]))
         if self.access_token is not None:
-            h.update(b"access_token" + np.ascontiguousarray(self.access_token, dtype=np.int32).tobytes())
+            h.update(b"access_token")
+            h.update(_raw(np.asarray(self.access_token, dtype=np.int32)))
         return h.hexdigest()
 
     def nbytes(self) -> int:
@@ -208,6 +212,12 @@ class Trace:
     def validate(self, where: str = "trace") -> None:
         """Check every structural invariant; raise UserError naming the first violation (trace_checks.py)."""
         validate_trace(self, where)
+
+
+def _raw(arr: np.ndarray) -> np.ndarray:
+    """The array's bytes as a uint8 view (what `tobytes()` gives, without the copy a hash of a large
+    trace would otherwise make)."""
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
 def _token_dtype(trace: Trace) -> np.dtype:
