@@ -34,12 +34,12 @@ class ScriptedPrefetch(PrefetchPolicy):
         return [PrefetchRequest(obj, -float(i)) for i, obj in enumerate(self.script.get(view.cell, []))]
 
 
-if ("prefetch", "scripted-test") not in registry._REGISTRY:
-    registry.register("scripted-test", kind="prefetch")(ScriptedPrefetch)
-
-
 @pytest.fixture
-def script():
+def script(monkeypatch):
+    """The scripted policy, registered only while a test runs: registered at import, it would join the
+    registry-generated contract tests of whatever module is collected after this one."""
+    monkeypatch.setitem(registry._REGISTRY, ("prefetch", "scripted-test"),
+                        registry.Registered(name="scripted-test", kind="prefetch", cls=ScriptedPrefetch))
     yield ScriptedPrefetch.script
     ScriptedPrefetch.script = {}
 
