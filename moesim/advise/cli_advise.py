@@ -134,8 +134,8 @@ def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | No
         notes.append("the profile has no separate host DRAM (unified memory): --dram-free does not apply")
         dram_free = None
     if streams_from_flash_profile(profile) and timed_field("read_slices"):
-        notes.append("the engine's own read and compute order (BigMoeOnEdge, moesim/runs/engine_map.py) times every "
-                     "configuration; " + PREFETCH_NOT_TIMED)
+        notes.append("every configuration is timed in the engine's own read and compute order (BigMoeOnEdge: "
+                     "moesim/runs/engine_map.py); " + PREFETCH_NOT_TIMED)
     bookkeeping = fitted_bookkeeping(name)
     if bookkeeping:
         notes.append(f"cache bookkeeping: the profile's fitted {bookkeeping:.4g} s per byte read is added to every "

@@ -110,9 +110,8 @@ def overlap_choices(machine: Any, workload: Any, chosen: dict[str, Any]) -> list
     return out
 
 
-PREFETCH_NOT_TIMED = ("prefetch is not searched where experts stream from flash: the engine has none, and the clock "
-                      "cannot time its slice reads once a prefetched expert's slot is reused unread "
-                      "(moesim/sim/engine.py refuses slice reads with cancelled copies)")
+PREFETCH_NOT_TIMED = ("prefetch is not searched: the engine has none, and the clock cannot time slice reads once a "
+                      "prefetched expert's slot is reused unread (moesim/sim/engine.py)")
 
 
 def sliced_reads(chosen: dict[str, Any]) -> bool:

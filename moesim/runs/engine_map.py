@@ -34,7 +34,9 @@ What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the
 - mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
                     has one; the phone profile has none, so a plain-mmap run is refused with the reason
 Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
-(moesim/runs/fit.py) and reports them, and `Setup.approximations` lists them.
+(moesim/runs/fit.py) and reports them, and `Setup.approximations` lists them; `bookkeeping_per_byte` is
+what check-run and `moesim advise` add beside the clock. `engine_order` is the read and compute order
+above as TimedConfig fields: advise (moesim/advise/overlap.py) times the engine's modes with it.
 """
 
 from __future__ import annotations
