@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from moesim.advise.overlap import FFN_OVERLAP, ffn_seconds, overlap_choices, sliced_reads, timed_field  # noqa: F401
+from moesim.advise.overlap import FFN_OVERLAP, overlap_choices, sliced_reads, timed_field  # noqa: F401
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.units import format_bytes
