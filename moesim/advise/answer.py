@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from moesim.advise.engines import engine_options
+from moesim.advise.engines import engine_changes, engine_options
 from moesim.advise.search import OBJECTIVES, Evaluation, MachineOutcome
 from moesim.advise.workload import Workload
 
@@ -67,6 +67,7 @@ def machine_answer(outcome: MachineOutcome, workload: Workload) -> dict[str, Any
             continue
         row = run_row(ev)
         row["engine_options"] = [o.__dict__ for o in engine_options(ev.candidate, m, workload)]
+        row["engine_changes"] = engine_changes(ev.candidate)  # what no engine does yet, said beside the answer
         if outcome.baseline is not None:
             b = outcome.baseline.metrics[objective]
             row["gain_over_baseline"] = (b / ev.metrics[objective]) if ev.metrics[objective] > 0 else None

@@ -111,6 +111,8 @@ def _machine_lines(m: dict[str, Any], objective: str) -> list[str]:
     for opt in best.get("engine_options", []):
         note = f"  ({opt['note']})" if opt.get("note") else ""
         out.append(f"    {opt['engine']}: {opt['options']}{note}")
+    for change in best.get("engine_changes", []):
+        out.append(f"    needs an engine change: {change}")
     for other, row in m["best"].items():
         if other == objective or row["config"] == best["config"]:
             continue

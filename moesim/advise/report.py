@@ -54,6 +54,8 @@ def summary_lines(answer: dict[str, Any]) -> tuple[list[str], list[str]]:
         text += f"; VRAM {format_bytes(best['vram_bytes'])}, DRAM {format_bytes(best['dram_bytes'])}"
         for opt in best.get("engine_options", []):
             text += f"; {opt['engine']}: {opt['options']}"
+        for change in best.get("engine_changes", []):
+            text += f"; needs an engine change: {change}"
         lines.append(text)
         warnings += [f"{m['profile']}: {w}" for w in m["warnings"]]
     ranked = machine_ranking(answer)

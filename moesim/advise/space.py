@@ -12,12 +12,10 @@ combination of them and prunes every configuration of a combination at once.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
+from moesim.advise.overlap import FFN_OVERLAP, overlap_choices, sliced_reads, timed_field  # noqa: F401
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.units import format_bytes
@@ -107,10 +105,12 @@ def _model_layers(workload: Workload) -> list[int]:
 
 def _placement(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
     """Static placements: every expert on the device (through the cache), the first N layers' experts on
-    the CPU (llama.cpp --n-cpu-moe N, N the fewest layers that make the rest fit, and 2N), or all on the
-    CPU (KTransformers). Needs a clock with CPU expert execution and a host CPU in the profile."""
-    gpu = Choice("placement", "gpu", config=(("placement", "gpu"),) if _timed_field("placement") else ())
-    if not (_timed_field("placement") and machine.host_link and machine.has_cpu):
+    the CPU (llama.cpp --n-cpu-moe N, N the fewest layers that make the rest fit, and 2N), all on the
+    CPU (KTransformers), or everything on the CPU (cpu-only: llama.cpp -ngl 0) where host DRAM holds the
+    experts, dense weights and KV cache. Needs a clock with CPU expert execution, a host link and a CPU in
+    the profile (a phone's compute device is its CPU already: nothing to place)."""
+    gpu = Choice("placement", "gpu", config=(("placement", "gpu"),) if timed_field("placement") else ())
+    if not (timed_field("placement") and machine.host_link and machine.has_cpu):
         return [gpu]
     out = [gpu]
     per_layer = _layer_expert_bytes(workload)
@@ -127,7 +127,22 @@ def _placement(machine: Machine, workload: Workload, chosen: dict[str, Choice]) 
                               dram_bytes=0, facts=(("placed_bytes", placed), ("cpu_layers", first_n))))
     out.append(Choice("placement", "cpu-all", config=(("placement", "cpu-all"),),
                       facts=(("placed_bytes", workload.expert_bytes), ("cpu_all", True))))
+    home = chosen.get("home")
+    free = _dram_free(machine)
+    host_side = workload.expert_bytes + workload.dense_bytes + workload.kv_bytes
+    if home is not None and home.fact("home") == "dram" and (free is None or free >= host_side):
+        # everything on the CPU (moesim/policies/placement.py cpu-only): the dense weights and KV cache
+        # join the experts in host DRAM, and the GPU holds nothing
+        out.append(Choice("placement", "cpu-only", config=(("placement", "cpu-only"),),
+                          dram_bytes=workload.dense_bytes + workload.kv_bytes,
+                          facts=(("placed_bytes", workload.expert_bytes), ("cpu_only", True))))
     return out
+
+
+def _dram_free(machine: Machine) -> int | None:
+    """Host DRAM free for the model: the user's figure, else the profile's usable DRAM (None: no DRAM tier)."""
+    dram = machine.profile.tier("dram")
+    return machine.dram_free if machine.dram_free is not None else (int(dram.usable) if dram is not None else None)
 
 
 def _home(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
@@ -135,7 +150,7 @@ def _home(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> li
     if not machine.host_link:
         return [Choice("home", "flash", facts=(("home", "ssd"),))]  # unified memory: read from flash
     dram = machine.profile.tier("dram")
-    free = machine.dram_free if machine.dram_free is not None else (int(dram.usable) if dram is not None else None)
+    free = _dram_free(machine)
     overrides: tuple[str, ...] = ()
     if machine.dram_free is not None and dram is not None:
         overrides = (f"tiers.dram.capacity={machine.dram_free} B", "tiers.dram.reserved=0 B")
@@ -153,6 +168,10 @@ CAPACITY_SHARES = (1.0, 0.5, 0.25)
 
 def _capacity(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
     """The largest expert cache that fits, and smaller ones (a smaller cache can save energy)."""
+    placement = chosen.get("placement")
+    if placement is not None and placement.fact("cpu_only"):  # the GPU holds nothing
+        return [Choice("capacity", "none (everything on the CPU)", config=(("capacity_bytes", 0),),
+                       facts=(("capacity_bytes", 0), ("all_resident", True)))]
     vram = machine.profile.tier("vram")
     free = min(machine.vram_free, int(vram.usable) if vram is not None else machine.vram_free)
     if free < workload.dense_bytes + workload.kv_bytes:
@@ -191,6 +210,9 @@ PRELOAD_ALL = "static-hot:share=1.0"  # pins every expert the run uses before it
 
 
 def _eviction(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
+    cap = chosen.get("capacity")
+    if cap is not None and cap.fact("capacity_bytes") == 0 and _all_resident(chosen):
+        return [Choice("eviction", "lru", config=(("eviction", "lru"),))]  # no cache: every expert on the CPU
     if _all_resident(chosen):  # nothing is ever evicted: load on first use (LRU), or load everything first
         return [Choice("eviction", "lru", config=(("eviction", "lru"),)),
                 Choice("eviction", "preload all", config=(("eviction", PRELOAD_ALL),))]
@@ -198,7 +220,7 @@ def _eviction(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -
 
 
 def _prefetch(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
-    if _all_resident(chosen):
+    if _all_resident(chosen) or sliced_reads(chosen):  # sliced reads: see overlap.PREFETCH_NOT_TIMED
         return [Choice("prefetch", "none", config=(("prefetch", "none"),))]
     names = list(PREFETCHES)
     if any(k.startswith("lookahead") for k in workload.trace.predictions):
@@ -211,42 +233,6 @@ def _miss(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> li
     if machine.has_cpu and machine.host_link and not _all_resident(chosen):
         out.append(Choice("miss", "cpu", config=(("miss", "cpu"),)))
     return out
-
-
-def _timed_field(name: str) -> bool:
-    """Whether the timing engine has this run option (the clock of issue #13 adds overlap and placement)."""
-    from moesim.sim.timed_replay import TimedConfig
-
-    return name in {f.name for f in dataclasses.fields(TimedConfig)}
-
-
-OVERLAP_MODES = ("expert", "layer")
-FFN_OVERLAP = "expert+ffn"
-
-
-def _overlap(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
-    """Per-expert pipelining (an expert runs once its bytes land) or a per-layer barrier; and, for a model
-    with shared experts or a dense FFN beside its routed ones, per-expert pipelining that runs those while
-    the layer's reads are in flight (TimedConfig.ffn_overlap: BigMoeOnEdge's --overlap does)."""
-    if not _timed_field("overlap"):
-        return [Choice("overlap", "layer")]  # this clock models only the per-layer barrier
-    out = [Choice("overlap", mode, config=(("overlap", mode),)) for mode in OVERLAP_MODES]
-    if _timed_field("ffn_overlap") and ffn_seconds(machine, workload) > 0:
-        out.insert(1, Choice("overlap", FFN_OVERLAP, config=(("overlap", "expert"), ("ffn_overlap", True))))
-    return out
-
-
-def ffn_seconds(machine: Machine, workload: Workload) -> float:
-    """Seconds of shared-expert and dense-FFN work in the whole trace on this machine (0: the model has
-    none beside its routed experts, so running it during reads changes nothing), from the clock's own
-    operator times (moesim/sim/compute)."""
-    from moesim.sim.compute import compute_model, non_expert_cell_times
-    from moesim.sim.cost_model import resolve_model_spec
-
-    spec, formats = resolve_model_spec(workload.trace, workload.model if workload.spec is not None else None)
-    times = non_expert_cell_times(workload.trace, compute_model(workload.trace, machine.profile, spec, None, None,
-                                                                formats)).by_operator
-    return float(sum(float(np.sum(times.get(op, 0.0))) for op in ("shared", "dense_ffn")))
 
 
 def _storage_lanes(machine: Machine) -> tuple[int, list[int]]:
@@ -270,7 +256,7 @@ def _lanes(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> l
         return [Choice("lanes", NO_STORAGE_READS)]
     default, depths = _storage_lanes(machine)
     out = [Choice("lanes", str(default), facts=(("io_lanes", default),))]
-    if not _timed_field("io_lanes"):
+    if not timed_field("io_lanes"):
         return out
     return out + [Choice("lanes", str(d), config=(("io_lanes", d),), facts=(("io_lanes", d),))
                   for d in depths if d > default]
@@ -284,13 +270,15 @@ DIMENSIONS: tuple[Dimension, ...] = (
               _home, bound_key=True),
     Dimension("lanes", "reads in flight from storage (io threads): the profile's, and deeper measured queue depths",
               _lanes, bound_key=True),
-    Dimension("placement", "static expert placement: all on the device, the first N layers' experts on the CPU, or all",
+    Dimension("placement", "static expert placement: all on the device, the first N layers' experts on the CPU, all, "
+              "or everything on the CPU (cpu-only)",
               _placement, bound_key=True),
     Dimension("capacity", "GPU expert cache: the largest that fits beside dense weights and KV cache, and smaller",
               _capacity, bound_key=True),
-    Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer); "
-              "expert+ffn also runs shared experts / dense FFN while the layer's reads are in flight",
-              _overlap, bound_key=True),
+    Dimension("overlap", "an expert starts when its bytes land (expert) or when its whole layer's have (layer), "
+              "in the engine's own read and compute order where it streams from flash; engine changes, "
+              "labelled: expert+ffn (dense FFN while reads stream), expert+arrival (experts as they land)",
+              overlap_choices, bound_key=True),
     Dimension("eviction", "which cached expert makes room", _eviction),
     Dimension("prefetch", "which experts are copied ahead of their layer", _prefetch),
     Dimension("miss", "a miss stalls for the copy, or runs the expert on the CPU", _miss),
@@ -334,7 +322,9 @@ class Candidate:
         return all(labels.get(k, v) == v for k, v in BASELINE.items())
 
     def vram_bytes(self, workload: Workload) -> int:
-        return workload.dense_bytes + workload.kv_bytes + sum(c.vram_bytes for c in self.choices)
+        placement = self.get("placement")
+        on_gpu = 0 if placement is not None and placement.fact("cpu_only") else workload.dense_bytes + workload.kv_bytes
+        return on_gpu + sum(c.vram_bytes for c in self.choices)
 
     def dram_bytes(self) -> int:
         return sum(c.dram_bytes for c in self.choices)

@@ -130,14 +130,12 @@ def timing_trace_for(run: Any, like: Any, slices: int) -> Any:
 def cmd_check_run(args: argparse.Namespace) -> int:
     from moesim.cli import emit
     from moesim.runs.check import check_run
-    from moesim.runs.engine_map import engine_setup
+    from moesim.runs.engine_map import bookkeeping_per_byte, engine_setup
 
     run, trace, name, kind, slices = load_inputs(args)
     setup = engine_setup(run.config, args.profile, tuple(args.profile_set), where=run.source,
                          arch=run.config.model or _arch(trace))
-    from moesim.runs.profile_out import fitted_extras
-
-    mgmt = fitted_extras(args.profile).get("mgmt_per_byte", 0.0)  # a fit-profile output carries it in its header
+    mgmt = bookkeeping_per_byte(args.profile)  # a fit-profile output carries it in its header; 0 once the clock adds it
     result = check_run(run, trace, name, kind, setup, slices, arch=run.config.model or _arch(trace), mgmt_per_byte=mgmt)
     if args.out:
         write_report(result, Path(args.out))

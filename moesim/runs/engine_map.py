@@ -34,12 +34,15 @@ What each setting maps to in this tree's engine (moesim/sim/timed_replay.py, the
 - mmap           -> TimedConfig.storage_reads="buffered" through a page-cache memory, where the profile
                     has one; the phone profile has none, so a plain-mmap run is refused with the reason
 Per-token overhead and cache bookkeeping per miss have no engine field yet: fit-profile fits them
-(moesim/runs/fit.py) and reports them, and `Setup.approximations` lists them.
+(moesim/runs/fit.py) and reports them, and `Setup.approximations` lists them; `bookkeeping_per_byte` is
+what check-run and `moesim advise` add beside the clock. `engine_order` is the read and compute order
+above as TimedConfig fields: advise (moesim/advise/overlap.py) times the engine's modes with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
@@ -94,12 +97,32 @@ def engine_setup(config: RunConfig, profile_name: str, extra_overrides: tuple[st
     timed = TimedConfig(eviction="lru", prefetch=_prefetch(config.prefetch),
                         capacity_bytes=int((config.cache_mib or 0) * MIB), profile=profile_name,
                         profile_overrides=tuple(extra_overrides), bounds=False,
-                        overlap=None if config.overlap is None else ("expert" if config.overlap else "layer"),
                         io_lanes=config.lanes, storage_reads="buffered" if config.mmap else None,
-                        prefill_overlap=PREFILL_OVERLAP, read_slices=slice_shares(arch or config.model),
-                        slice_order="slice" if config.overlap else "expert",
-                        expert_order="id" if config.overlap else "arrival")
+                        **engine_order(config.overlap, arch or config.model))
     return Setup(profile, timed, tuple(extra_overrides), tuple(approximations))
+
+
+def engine_order(overlap: bool | None, arch: str | None) -> dict[str, Any]:
+    """The TimedConfig fields of the engine's read and compute order in its --overlap mode (True), its serial
+    mode (False) or unsaid (None: the profile's overlap): overlap, prefill barrier, slice reads, slice and
+    expert order, and the dense FFN not overlapped (the module docstring says why). engine_setup and
+    `moesim advise` (moesim/advise/space.py) both take them from here, so advise prices the engine's own
+    configuration as check-run does."""
+    return {"overlap": None if overlap is None else ("expert" if overlap else "layer"),
+            "prefill_overlap": PREFILL_OVERLAP, "read_slices": slice_shares(arch),
+            "slice_order": "slice" if overlap else "expert", "expert_order": "id" if overlap else "arrival",
+            "ffn_overlap": False}
+
+
+def bookkeeping_per_byte(profile_arg: str) -> float:
+    """Seconds of cache bookkeeping per byte read to add beside the clock: a fitted profile's mgmt_per_byte
+    (its header, moesim/runs/profile_out.py), 0 for any other profile, and 0 once the clock adds it itself
+    (ENGINE_HAS_MGMT_PER_BYTE), so it is never counted twice. check-run and advise both ask here."""
+    from moesim.runs.profile_out import fitted_extras
+
+    if ENGINE_HAS_MGMT_PER_BYTE:
+        return 0.0
+    return float(fitted_extras(profile_arg).get("mgmt_per_byte", 0.0))
 
 
 def _prefetch(name: str) -> str:

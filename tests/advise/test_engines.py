@@ -28,6 +28,8 @@ def _candidate(**labels):
         facts = ()
         if dim == "capacity":
             facts = (("capacity_bytes", 4000 * 2**20), ("all_resident", label == "all"))
+        if dim == "overlap":  # the engine's own mode (moesim/advise/overlap.py)
+            facts = (("engine_mode", "overlap" if label == "expert" else "serial"),)
         choices.append(Choice(dim, label, facts=facts))
     return Candidate(tuple(choices))
 
@@ -37,9 +39,17 @@ def test_all_resident_on_a_gpu_maps_to_ngl_and_phone_cache_to_cache_mb():
     w = workload(trace)
     gpu = engine_options(_candidate(capacity="all", eviction="lru", prefetch="none"), machine("rtx4090", 2, trace), w)
     assert [o.engine for o in gpu][0] == LLAMA_CPP and gpu[0].options == "-ngl 999"
-    phone = engine_options(_candidate(capacity="x", eviction="lru", prefetch="none"),
+    phone = engine_options(_candidate(capacity="x", eviction="lru", prefetch="none", overlap="expert"),
                            machine("phone-oneplus-15r", 0.5, trace), w)
-    assert phone[0].engine == BIGMOEONEDGE and phone[0].options.startswith("--cache-mb 4000 --io-threads 4")
+    assert phone[0].engine == BIGMOEONEDGE and phone[0].options == "--cache-mb 4000 --io-threads 4 --overlap"
     # a policy no engine implements gets no line
     assert engine_options(_candidate(capacity="x", eviction="lfu", prefetch="markov"),
                           machine("phone-oneplus-15r", 0.5, trace), w) == []
+
+
+def test_cpu_only_maps_to_ngl_0_without_op_offload():
+    trace = zipf_trace()
+    cand = Candidate((Choice("placement", "cpu-only", facts=(("placed_bytes", 1), ("cpu_only", True))),
+                      Choice("capacity", "none", facts=(("capacity_bytes", 0), ("all_resident", True)))))
+    opts = engine_options(cand, machine("rtx4090", 0.5, trace), workload(trace))
+    assert [(o.engine, o.options) for o in opts] == [(LLAMA_CPP, "-ngl 0 --no-op-offload")]

@@ -1,18 +1,17 @@
-"""The levers advise searches beyond policies, against hand computations: running the dense FFN /
-shared experts while a layer's reads are in flight, read lanes at the storage curve's measured depths,
-and the fitted cache bookkeeping per byte read that check-run adds; and the search's top is still the
-brute-force minimum once these levers are in the space."""
+"""The levers advise searches beyond policies, against hand computations: the engine changes on a flash
+machine (the dense FFN / shared experts while a layer's reads stream; experts taken as they land rather than
+in id order), read lanes at the storage curve's measured depths, and the fitted cache bookkeeping per byte
+read that check-run adds; and the search's top is still the brute-force minimum once these levers are in
+the space. The engine's own configuration against check-run: tests/advise/test_engine_order.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import re
 import sys
-from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -20,11 +19,12 @@ from advise_helpers import MiB  # noqa: E402
 
 from moesim.advise.bookkeeping import fitted_bookkeeping  # noqa: E402
 from moesim.advise.search import evaluate, search_machine  # noqa: E402
+from moesim.advise.overlap import ARRIVAL_OVERLAP, FFN_ARRIVAL_OVERLAP  # noqa: E402
 from moesim.advise.space import DIMENSIONS, FFN_OVERLAP, Dimension, Machine, enumerate_space  # noqa: E402
 from moesim.advise.workload import Workload, load_spec  # noqa: E402
 from moesim.hw_profiles.loader import load_profile  # noqa: E402
 from moesim.hw_profiles.profile import StorageCurve, StoragePoint  # noqa: E402
-from moesim.sim.timed_replay import setup_planner  # noqa: E402
+from moesim.sim.timed_replay import setup_planner, timed_replay  # noqa: E402
 from moesim.traces.format.build import simple_trace  # noqa: E402
 from moesim.traces.format.trace_meta import DECODE, PREFILL  # noqa: E402
 
@@ -54,32 +54,80 @@ def _phone(profile=None, cache: int = 64 * MiB, bookkeeping: float = 0.0) -> Mac
     return Machine("phone", profile, vram_free=cache, dram_free=None, bookkeeping_per_byte=bookkeeping)
 
 
-# ---- running the FFN while the reads are in flight ------------------------------------------------------
+# ---- engine changes: the FFN while the reads stream, experts as they land ---------------------------------
 
 @pytest.mark.parametrize("model, offered", [("gemma-4-26b-a4b", True), ("qwen3-30b-a3b", False)])
 def test_ffn_overlap_is_offered_only_where_the_model_has_an_ffn_beside_its_experts(model, offered):
     w = _workload(_two_pass_trace([1]), model)
-    modes = {c.labels()["overlap"] for c in enumerate_space(_phone(), w)}
-    assert (FFN_OVERLAP in modes) == offered and {"expert", "layer"} <= modes
+    choices = {c.labels()["overlap"]: c.get("overlap") for c in enumerate_space(_phone(), w)}
+    assert (FFN_OVERLAP in choices) == offered == (FFN_ARRIVAL_OVERLAP in choices)
+    assert {"expert", "layer", ARRIVAL_OVERLAP} <= set(choices)
+    # the engine's own modes need no change; every lever names the one it needs
+    assert not choices["expert"].fact("engine_change") and not choices["layer"].fact("engine_change")
+    for label, choice in choices.items():
+        if label not in ("expert", "layer"):
+            assert choice.fact("engine_change") and all(isinstance(t, str) for t in choice.fact("engine_change"))
 
 
-@pytest.mark.parametrize("expert_bytes", [EXPERT, 200_000])
-def test_ffn_overlap_saves_the_shorter_of_the_read_and_the_ffn_by_hand(expert_bytes):
-    """The decode pass misses one expert: its read takes r = latency + B / (one read's rate on the phone's
-    curve, 0.788 GB/s). Per-expert pipelining stalls r at the gate and runs the FFN after the experts; with
-    the FFN during the read the stall is max(0, r - F): TPOT falls by min(r, F)."""
+def _decode_stall(m, w, ev) -> float:
+    cells = timed_replay(w.trace, m.profile, ev.config).cells
+    return float(cells.loc[cells["phase"] == "decode", "stall_s"].sum())
+
+
+@pytest.mark.parametrize("expert_bytes", [16_000_000, 200_000])
+def test_ffn_during_reads_saves_the_ffn_or_the_whole_wait_by_hand(expert_bytes):
+    """The decode pass misses one gemma expert, read as its two slices (the engine's order). Run first, the
+    FFN (F seconds) leaves the expert units' waits unchanged when the first slice lands more than F after the
+    gate (a 16 MB expert: its 2/3 slice takes at least the latency + 10.7 MB at the link's 3.15 GB/s), so TPOT
+    falls by F exactly; when every slice has landed within F (200 kB), nothing waits any more and TPOT falls
+    by the plain run's whole stall. The prefill is a per-layer barrier (the engine's), so TTFT is unchanged."""
     trace = simple_trace([[[0]], [[1]]], 1, 16, expert_bytes, phases=[PREFILL, DECODE])
     w = _workload(trace, "gemma-4-26b-a4b")
     m = _phone()
     space = enumerate_space(m, w)
-    plain = evaluate(m, w, _pick(space, overlap="expert", eviction="lru", prefetch="none"), {})
-    ffn = evaluate(m, w, _pick(space, overlap=FFN_OVERLAP, eviction="lru", prefetch="none"), {})
+    plain = evaluate(m, w, _pick(space, overlap="expert", eviction="lru"), {})
+    ffn = evaluate(m, w, _pick(space, overlap=FFN_OVERLAP, eviction="lru"), {})
     assert ffn.config.ffn_overlap and not plain.config.ffn_overlap
-    r = 100e-6 + expert_bytes / 0.788e9
-    f = float(setup_planner(trace, m.profile, ffn.config).ffn[1])  # the decode cell's shared-expert seconds
-    assert f > 0
-    assert plain.metrics["tpot"] - ffn.metrics["tpot"] == pytest.approx(min(r, f), rel=1e-9)
-    assert ffn.metrics["ttft"] == pytest.approx(plain.metrics["ttft"] - min(r, f), rel=1e-9)
+    assert ffn.config.read_slices == plain.config.read_slices == (2 / 3, 1 / 3)
+    f = float(setup_planner(trace, m.profile, ffn.config).ffn[1])  # the decode cell's dense-MLP seconds
+    stall = _decode_stall(m, w, plain)
+    assert 0 < f
+    if expert_bytes > EXPERT:
+        assert f < 1e-4 + (2 / 3) * expert_bytes / 3.15e9 < stall  # the first slice lands after the FFN
+        assert plain.metrics["tpot"] - ffn.metrics["tpot"] == pytest.approx(f, rel=1e-9)
+    else:
+        assert 0 < stall < f
+        assert plain.metrics["tpot"] - ffn.metrics["tpot"] == pytest.approx(stall, rel=1e-9)
+    assert ffn.metrics["ttft"] == pytest.approx(plain.metrics["ttft"], rel=1e-12)
+
+
+def test_experts_as_they_land_save_the_resident_experts_compute_by_hand():
+    """The decode pass routes expert 1 (missed, 4 MB) and expert 2 (resident since the prefill). In the
+    engine's id order every (slice, expert) unit queues behind expert 1's first slice, landing at a0: the
+    layer's experts end at a0 + 2c (c: one expert's compute for one token). Taking experts as they land,
+    expert 2 runs during the read (c < a0 - gate) and expert 1 at its landing: a0 + c. TPOT falls by c."""
+    from moesim.sim.compute import expert_request_times
+
+    trace = simple_trace([[[2, 3]], [[1, 2]]], 1, 16, EXPERT, top_k=2, phases=[PREFILL, DECODE])
+    w = _workload(trace, "gemma-4-26b-a4b")
+    m = _phone()
+    space = enumerate_space(m, w)
+    own = evaluate(m, w, _pick(space, overlap="expert", eviction="lru"), {})
+    landed = evaluate(m, w, _pick(space, overlap=ARRIVAL_OVERLAP, eviction="lru"), {})
+    assert own.config.expert_order == "id" and landed.config.expert_order == "arrival"
+    model = setup_planner(trace, m.profile, own.config).compute
+    c = float(expert_request_times(model, np.array([0]), np.array([EXPERT]), np.array([1]), "gpu")[0])
+    assert 0 < c < 1e-4 + (2 / 3) * EXPERT / 3.15e9  # expert 2 finishes before expert 1's first slice lands
+    assert own.metrics["tpot"] - landed.metrics["tpot"] == pytest.approx(c, rel=1e-9)
+
+
+def test_prefetch_is_not_searched_where_reads_follow_the_engine():
+    """The clock refuses slice reads once a prefetch is cancelled unread: on a flash machine every configuration
+    reads as the engine does, so prefetchers are left out (and said so); over a host link they stay."""
+    w = _workload(_two_pass_trace([1]), "gemma-4-26b-a4b")
+    assert {c.labels()["prefetch"] for c in enumerate_space(_phone(cache=32 * MiB), w)} == {"none"}
+    gpu = Machine("rtx4090", load_profile("rtx4090"), 2**30, None)
+    assert "markov" in {c.labels()["prefetch"] for c in enumerate_space(gpu, w)}
 
 
 # ---- read lanes ----------------------------------------------------------------------------------------
@@ -103,19 +151,21 @@ def test_lanes_are_the_default_and_deeper_measured_depths_only():
 
 
 def test_more_lanes_shorten_a_layer_of_reads_by_hand():
-    """Eight 4 MB reads behind a per-layer barrier. Four lanes: two waves, each read waits its latency l then
-    shares 3 GB/s with three others: 2 l + 8 B / 3e9. Eight lanes: one wave on the curve's 4 GB/s, capped by
-    the flash link's own 3.15 GB/s: l + 8 B / 3.15e9."""
+    """Eight 4 MB misses behind a per-layer barrier, each read as the engine reads it: three equal slices (a
+    model without its own slice shares), one lane each, 24 requests. Four lanes: six waves, each waiting its
+    latency l then sharing 3 GB/s among four: 6 l + 8 B / 3e9. Eight lanes: three waves on the curve's 4 GB/s,
+    capped by the flash link's own 3.15 GB/s: 3 l + 8 B / 3.15e9."""
     w = _workload(_two_pass_trace(list(range(1, 9)), top_k=8), None)
     m = _phone(_deeper_phone())
     space = enumerate_space(m, w)
     four = evaluate(m, w, _pick(space, lanes="4", overlap="layer", eviction="lru", prefetch="none"), {})
     eight = evaluate(m, w, _pick(space, lanes="8", overlap="layer", eviction="lru", prefetch="none"), {})
     assert eight.config.io_lanes == 8 and four.config.io_lanes is None  # None: the profile's 4
+    assert four.config.read_slices == pytest.approx((1 / 3,) * 3) and four.config.slice_order == "expert"
     lat = 1e-4
     link = m.profile.link("ssd_d").bandwidth
     assert link == pytest.approx(3.15e9)
-    expected = (2 * lat + 8 * EXPERT / 3e9) - (lat + 8 * EXPERT / min(4e9, link))
+    expected = (6 * lat + 8 * EXPERT / 3e9) - (3 * lat + 8 * EXPERT / min(4e9, link))
     assert four.metrics["tpot"] - eight.metrics["tpot"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -145,27 +195,6 @@ def test_bookkeeping_adds_per_byte_times_each_pass_bytes_by_hand():
     assert kept.metrics["bytes_per_token"] == pytest.approx(plain.metrics["bytes_per_token"], rel=1e-12)  # same bytes
 
 
-def test_advise_prices_the_engine_configuration_as_check_run_does():
-    """The gemma run's own configuration (LRU 4000 MiB, per-expert overlap with the FFN during reads) on the
-    profile fitted on qwen: advise's TPOT is check-run's predicted mean, bookkeeping included, so advise's
-    answer can be compared with the measured 201.2 ms as check-run's is."""
-    from moesim.advise.cli_advise import _machine
-    from moesim.advise.workload import resolve_workload
-    from moesim.cli import main
-    from moesim.sim.cli_timing import resolve_profile
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert main(["check-run", "bundled:gemma", "--trace", "bundled:gemma", "--profile", FITTED, "--json"]) == 0
-    predicted = json.loads(buf.getvalue())["summary"]["tpot_s"]["predicted"]["mean"]
-    w = resolve_workload("gemma-4-26b-a4b")
-    m = _machine(FITTED, resolve_profile(FITTED), None, None, 4000 * MiB)
-    assert m.bookkeeping_per_byte > 0
-    cand = _pick(enumerate_space(m, w), overlap=FFN_OVERLAP, eviction="lru", prefetch="none")
-    assert cand.config_fields()["capacity_bytes"] == 4000 * MiB
-    assert evaluate(m, w, cand, {}).metrics["tpot"] == pytest.approx(predicted, rel=1e-9)
-
-
 # ---- the search with the new levers in the space ------------------------------------------------------
 
 def _narrow():
@@ -182,7 +211,7 @@ def _narrow():
 
 
 @pytest.mark.parametrize("objective", ["tpot", "ttft"])
-def test_search_top_is_the_brute_force_minimum_with_ffn_lanes_and_bookkeeping(objective):
+def test_search_top_is_the_brute_force_minimum_with_engine_changes_lanes_and_bookkeeping(objective):
     from advise_helpers import zipf_trace
 
     trace = zipf_trace(seed=11, n_layers=2, n_experts=8, passes=6, object_bytes=EXPERT)
@@ -191,7 +220,7 @@ def test_search_top_is_the_brute_force_minimum_with_ffn_lanes_and_bookkeeping(ob
     dims = _narrow()
     space = enumerate_space(m, w, dims)
     labels = {(c.labels()["overlap"], c.labels()["lanes"]) for c in space}
-    assert {(FFN_OVERLAP, "8"), ("expert", "4"), ("layer", "8")} <= labels
+    assert {(FFN_OVERLAP, "8"), (FFN_ARRIVAL_OVERLAP, "4"), ("expert", "4"), ("layer", "8")} <= labels
     pruned = search_machine(m, w, objective, dimensions=dims)
     brute = search_machine(m, w, objective, prune=False, dimensions=dims)
     assert len(brute.evaluations) == len(space)
@@ -199,20 +228,3 @@ def test_search_top_is_the_brute_force_minimum_with_ffn_lanes_and_bookkeeping(ob
     assert pruned.best(objective).metrics[objective] == pytest.approx(optimum, rel=1e-12)
     for e in brute.evaluations:  # the group bounds stay below every configuration, FFN overlap included
         assert e.bound[objective] <= e.metrics[objective] * (1 + 1e-9), e.candidate.labels()
-
-
-def test_bigmoeonedge_overlap_maps_to_expert_plus_ffn_where_the_model_has_an_ffn():
-    """The engine's --overlap also runs the dense FFN during reads: for gemma it is expert+ffn, and plain
-    per-expert pipelining maps onto no option of it; for Qwen3 (no FFN beside its experts) it is expert."""
-    from moesim.advise.engines import BIGMOEONEDGE, engine_options
-
-    for model, mapped in (("gemma-4-26b-a4b", {FFN_OVERLAP: True, "expert": False, "layer": True}),
-                          ("qwen3-30b-a3b", {"expert": True, "layer": True})):
-        w = _workload(_two_pass_trace([1]), model)
-        m = _phone(cache=32 * MiB)  # half the experts: an LRU cache, not "all resident"
-        for mode, expected in mapped.items():
-            cand = _pick(enumerate_space(m, w), overlap=mode, eviction="lru", prefetch="none")
-            lines = [o.options for o in engine_options(cand, m, w) if o.engine == BIGMOEONEDGE]
-            assert bool(lines) == expected, (model, mode)
-            if lines:
-                assert lines[0].endswith("--overlap") == (mode != "layer")
