@@ -75,6 +75,8 @@ TARGETS = [
     Target("engine", ("moesim/sim/engine.py", "moesim/sim/read_slices.py"),
            ("tests/sim/test_timing_hand.py", "tests/sim/test_timing_order.py", "tests/sim/test_timing_requests_hand.py",
             "tests/sim/test_read_slices.py")),
+    # where a multi-socket CPU's reads come from (a time: bytes over node and link bandwidths)
+    Target("numa", ("moesim/sim/numa.py",), ("tests/sim/test_numa.py", "tests/sim/test_cpu_only.py")),
     Target("metrics", ("moesim/sim/metrics.py", "moesim/sim/timed_result.py"),
            ("tests/sim/test_timing_hand.py", "tests/sim/test_timing_requests_hand.py",
             "tests/sim/test_timing_compute_bound.py", "tests/sim/test_cli_replay.py")),
