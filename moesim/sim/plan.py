@@ -37,9 +37,10 @@ Copies carry three kinds of ordering constraints, enforced by whoever executes t
 One driver: the count replay's reference path (moesim/sim/count_replay.py) is this planner with no
 topology, prefetch "none" and miss handling "stall": no clock, no copies (no ledger), the same
 step. With no topology the planner also takes the sequential replay mode (every request its own
-protection unit), records victims per request when asked, and begins every pass, those with no
-cells included (the count replay's rule; with a topology a pass begins at its first cell, as in
-the compiled planner, sim/fast/plan.c). `serve_cell` (moesim/sim/plan_decisions.py) decides a cell,
+protection unit) and records victims per request when asked. Every pass begins, those with no
+cells included, with a topology or without (and in the compiled planner, sim/fast/plan.c), so a
+pass-decaying policy decays alike in both replays; the count replay also begins the passes with no
+cells after the last cell, which change no outcome. `serve_cell` (moesim/sim/plan_decisions.py) decides a cell,
 one protection unit (the cell, or each request) at a time, for both.
 """
 
@@ -210,8 +211,8 @@ class Planner:
             self.ledger.close_cell()
 
     def _begin_passes(self, p: int) -> None:
-        """Begin pass p; with no topology also the passes with no cells before it (see the module docstring)."""
-        for q in range(self.current_pass + 1 if self.counts_only else p, p + 1):
+        """Begin pass p and the passes with no cells before it (a pass-decaying policy decays once per pass)."""
+        for q in range(self.current_pass + 1, p + 1):
             self.tiers.begin_pass(q)
         self.current_pass = p
 

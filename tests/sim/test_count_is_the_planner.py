@@ -183,3 +183,22 @@ def test_a_planner_with_no_topology_refuses_what_needs_copies():
     with pytest.raises(ValueError, match="counts only"):
         Planner(trace, build_topology(make_profile(), trace.total_object_bytes()),
                 PlanConfig(capacity_bytes=1, mode="sequential"))
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_passes_with_no_cells_decay_alike_in_count_and_timed_replays(engine):
+    """LFU with decay 0.8, capacity two objects. A (expert 0) is read in passes 0-2: 1 + 0.8 + 0.64 = 2.44.
+    Passes 3-5 have no cells. B is read in pass 6: A has decayed four times to 2.44 x 0.8^4 = 0.9994
+    (one decay, 1.952, if the empty passes were skipped) against B's 1. C in pass 7 evicts the lower,
+    A (after pass 7's decay 0.7995 vs 0.8), so pass 8's A misses and its B hits. The timing planner
+    must begin the empty passes as the count replay does, or it evicts B instead."""
+    trace = simple_trace([[[0]], [[0]], [[0]], [None], [None], [None], [[1]], [[2]], [[0, 1]]],
+                         n_layers=1, n_experts=3, object_bytes=[1])
+    counted = count_replay(trace, ReplayConfig(policy="lfu:decay=0.8", capacity_bytes=2), engine=engine)
+    planner = Planner(trace, build_topology(make_profile(), trace.total_object_bytes()),
+                      PlanConfig(eviction="lfu:decay=0.8", capacity_bytes=2))
+    plan = planner.plan_rest(engine)
+    obj = counted.stream.obj.tolist()
+    assert obj[-2:] == [0, 1]
+    assert counted.outcomes[-2] >= MISS_COMPULSORY and counted.outcomes[-1] < MISS_COMPULSORY  # A missed, B hit
+    assert plan.outcomes.tolist() == counted.outcomes.tolist()
