@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from collections import OrderedDict
 
 import numpy as np
@@ -11,6 +13,23 @@ from moesim.policies.compiled import compiled_form
 from moesim.policies.eviction._counts import DecayingUnit, LazyMinHeap
 from moesim.traces.format.trace_meta import DECODE, PREFILL
 from moesim.traces.format.build import simple_trace
+
+
+def random_pass_cells(rng: np.random.Generator, n_layers: int, n_experts: int, top_k: int, tokens: int,
+                      skip: float = 0.05, empty: float = 0.08) -> list[list[int] | None]:
+    """One pass's cells, `tokens` tokens each routed to top_k distinct experts per layer; a layer is
+    left out (None) with probability `skip`, an empty cell with probability `empty` - `skip`."""
+    cells: list[list[int] | None] = []
+    for _layer in range(n_layers):
+        roll = rng.random()
+        if roll < skip:
+            cells.append(None)  # the pass skips this layer
+        elif roll < empty:
+            cells.append([])  # a cell with no accesses
+        else:
+            cells.append(np.concatenate([rng.choice(n_experts, top_k, replace=False)
+                                         for _ in range(tokens)]).tolist())
+    return cells
 
 
 @st.composite
@@ -26,17 +45,7 @@ def sized_traces(draw):
     passes, phases = [], []
     for _ in range(n_passes):
         tokens = int(rng.integers(1, 4))
-        cells = []
-        for _layer in range(n_layers):
-            roll = rng.random()
-            if roll < 0.05:
-                cells.append(None)  # the pass skips this layer
-            elif roll < 0.08:
-                cells.append([])  # a cell with no accesses
-            else:
-                cells.append(np.concatenate([rng.choice(n_experts, top_k, replace=False)
-                                             for _ in range(tokens)]).tolist())
-        passes.append(cells)
+        passes.append(random_pass_cells(rng, n_layers, n_experts, top_k, tokens, empty=0.08))
         phases.append(PREFILL if tokens > 1 else DECODE)
     return simple_trace(passes, n_layers=n_layers, n_experts=n_experts, object_bytes=sizes, top_k=top_k,
                         phases=phases)
@@ -79,3 +88,13 @@ def assert_same_core(fast_core, ref_core):
     assert fast_core.pass_index == ref_core.pass_index
     assert [policy_state(p) for p in fast_core.policies] == [policy_state(p) for p in ref_core.policies]
     fast_core.check()
+
+
+def traced_peak(action) -> int:
+    """Peak bytes numpy and Python allocate during `action` (tracemalloc; Arrow buffers are not traced)."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from moesim.errors import UserError
 from moesim.policies.base import PolicyContext, PrefetchView
 from moesim.policies.registry import available, parse_spec
+from moesim.sim.plan_policies import make_context
 from moesim.traces.format.trace_meta import TraceMeta
 from moesim.traces.format.build import build_trace, simple_trace
 
@@ -25,15 +26,8 @@ from moesim.traces.format.build import build_trace, simple_trace
 
 
 def make_ctx(trace, with_trace: bool = True, trace_name: str | None = None) -> PolicyContext:
-    return PolicyContext(
-        n_objects=trace.n_objects,
-        n_layers=trace.meta.n_layers,
-        n_experts=trace.meta.n_experts,
-        object_layer=trace.object_layer_array(),
-        object_bytes=trace.object_bytes_array(),
-        trace=trace if with_trace else None,
-        trace_name=trace_name,
-    )
+    """The run's context as the planner builds it (seed 0, no future), with the trace when asked."""
+    return dataclasses.replace(make_context(trace, 0, None, offline=with_trace), trace_name=trace_name)
 
 
 def build(spec: str, trace, **ctx_kw):

@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tracemalloc
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fast_helpers import random_pass_cells, traced_peak
 
 from moesim.sim import metrics, requests
 from moesim.sim.cache_core import HIT, LATE, MISS_CAPACITY, MISS_COLLISION, MISS_COMPULSORY
@@ -53,17 +54,7 @@ def long_pass_traces(draw):
     passes, phases = [], []
     for _ in range(draw(st.integers(1, 16))):
         tokens = int(rng.integers(20, 61)) if rng.random() < 0.25 else int(rng.integers(1, 4))
-        cells = []
-        for _layer in range(n_layers):
-            roll = rng.random()
-            if roll < 0.05:
-                cells.append(None)
-            elif roll < 0.1:
-                cells.append([])
-            else:
-                cells.append(np.concatenate([rng.choice(n_experts, top_k, replace=False)
-                                             for _ in range(tokens)]).tolist())
-        passes.append(cells)
+        passes.append(random_pass_cells(rng, n_layers, n_experts, top_k, tokens, empty=0.1))
         phases.append(PREFILL if tokens > 1 else DECODE)
     return simple_trace(passes, n_layers=n_layers, n_experts=n_experts, object_bytes=sizes, top_k=top_k,
                         phases=phases)
@@ -246,15 +237,6 @@ def decode_trace(accesses: int, n_layers: int = 16, top_k: int = 8, n_experts: i
     return trace
 
 
-def _traced_peak(job) -> int:
-    tracemalloc.start()
-    try:
-        job()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def _count_job(trace, mode):
     def job():
         result = count_replay(trace, ReplayConfig(policy="lru", capacity_bytes=trace.total_object_bytes() // 4,
@@ -288,7 +270,7 @@ def test_a_replay_allocates_about_a_byte_per_request_more_when_the_trace_doubles
             job = _timed_job(trace)
         else:
             job = _count_job(trace, kind.split()[1])
-        peaks.append(_traced_peak(job))
+        peaks.append(traced_peak(job))
     per_access = (peaks[2] - peaks[1]) / (big.n_accesses - small.n_accesses)
     # a count replay holds an outcome code and a bypass flag per request (the flags are calloc'd,
     # so they cost no RSS until a bypass, but tracemalloc counts them): 2 bytes per access where

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tracemalloc
 from pathlib import Path
 from unittest import mock
 
@@ -17,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
+from fast_helpers import traced_peak
 
 from moesim.errors import UserError
 from moesim.traces.format import parquet_codec
@@ -331,16 +332,6 @@ def test_pieces_write_the_bytes_of_one_table(tmp_path_factory, trace, piece_rows
 
 
 # ---- memory: decoding and encoding work a chunk at a time -------------------------------------
-
-
-def traced_peak(action) -> int:
-    """Peak bytes numpy and Python allocate during `action` (Arrow buffers are not traced)."""
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_working_memory_follows_the_chunk_not_the_file(tmp_path):
