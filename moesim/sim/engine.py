@@ -14,7 +14,9 @@ Processes and resources (docs/metrics.md, "Engine"):
 - slice reads (`Slicing`, moesim/sim/read_slices.py): a storage read becomes one request per weight
   slice, each on its own lane, queued expert- or slice-major at the gate; a copy lands with its last
   slice, its lane time is the sum of its slices'; with an expert-id order the pipelined stall waits
-  for each (slice, expert) unit in turn;
+  for each (slice, expert) unit in turn; the write-after-write waits below hold per copy (its slices
+  are queued once the copies it waits for have landed), and cancel_unstarted drops a sliced copy none
+  of whose slices has started;
 - a copy is queued once its dependencies have landed (the SSD -> DRAM copy it reads from, the
   reader of a DRAM slot it overwrites); a copy into a VRAM slot whose previous copy is still queued
   or running waits for it (write-after-write), or, with the plan's `cancel_unstarted`, cancels it
@@ -33,7 +35,6 @@ from typing import Any
 import numpy as np
 import simpy
 
-from moesim.errors import UserError
 from moesim.sim.link_server import FluidServer
 from moesim.sim.plan import Plan
 from moesim.sim.read_slices import Slicing, ordered_stall, piece_order
@@ -130,12 +131,12 @@ def simulate(
         server = FluidServer(env, spec, nbytes, land)
         server.cancelled, server.started, server.start_t = cancelled, started, start_t
         fluid.append(server)
-    pieces = _Pieces(env, plan, servers, slicing, nbytes, land, started, fluid, server_of, is_prefetch) \
+    pieces = _Pieces(env, plan, servers, slicing, nbytes, land, fluid, server_of, is_prefetch) \
         if slicing else None
 
     def submit(k: int) -> None:
         if pieces is not None and pieces.sliced[server_of[k]]:
-            if pieces.batch is not None and not is_prefetch[k]:
+            if pieces.batch is not None:
                 pieces.batch.append(k)  # queued at the gate, in the slicing's order
             else:
                 pieces.submit([k], False)
@@ -149,7 +150,8 @@ def simulate(
             for j in old:
                 if done[j]:
                     continue
-                if cancel_unstarted and not started[j]:  # its object was evicted before the copy began
+                if cancel_unstarted and not started[j] and (pieces is None or pieces.cancel(j)):
+                    # its object was evicted before the copy began
                     cancelled[j] = 1
                     land(j)
                 else:  # queued or still writing the slot this copy reuses
@@ -197,8 +199,7 @@ def simulate(
             for k in range(cell_copy_off[e], cell_copy_off[e + 1]):
                 issue(k)
             if pieces is not None:
-                batch, pieces.batch = pieces.batch, None
-                pieces.submit(batch, slicing.slice_major)
+                pieces.submit_gate(slicing.slice_major)
             pending = []
             n_late = 0
             for w in range(wait_off[e], wait_off[e + 1]):
@@ -247,12 +248,10 @@ class _Pieces:
     k x n + p, a copy landing when its last piece has."""
 
     def __init__(self, env: simpy.Environment, plan: Plan, servers: tuple[LinkServer, ...], slicing: Slicing,
-                 nbytes: list[float], land: Any, started: bytearray, fluid: list[FluidServer],
+                 nbytes: list[float], land: Any, fluid: list[FluidServer],
                  server_of: list[int], is_prefetch: list[bool]) -> None:
-        if plan.cancels.size:
-            raise UserError("slice reads with cancelled copies are not modelled (cancel_unstarted off)", "read_slices")
         self.env, self.slicing, self.n = env, slicing, slicing.n
-        self.land, self.started = land, started
+        self.land = land
         self.server_of, self.is_prefetch = server_of, is_prefetch
         n_copies = plan.n_copies
         self.sliced = [bool(x) for x in slicing.servers] or [spec.curve is not None for spec in servers]
@@ -275,9 +274,27 @@ class _Pieces:
 
     def submit(self, copies: list[int], slice_major: bool) -> None:
         for k, p in piece_order(copies, self.n, slice_major):
-            self.started[k] = 1
             self.read_sliced[k] = True
             self.servers[self.server_of[k]].submit(k * self.n + p, self.is_prefetch[k])
+
+    def submit_gate(self, slice_major: bool) -> None:
+        """The gate's sliced copies that could start: demand ones first, as the servers serve demand before
+        prefetch, each class in the slicing's order; the rest are queued as the copies they wait for land."""
+        batch, self.batch = self.batch or [], None
+        self.submit([k for k in batch if not self.is_prefetch[k]], slice_major)
+        self.submit([k for k in batch if self.is_prefetch[k]], slice_major)
+
+    def cancel(self, k: int) -> bool:
+        """cancel_unstarted on copy k: drop its queued slices if none has started (True), else False.
+        A copy not yet queued as slices (waiting for a copy, or not a storage read) has nothing queued here."""
+        if not self.read_sliced[k]:
+            return True
+        server, ids = self.servers[self.server_of[k]], range(k * self.n, (k + 1) * self.n)
+        if any(server.started[j] for j in ids):
+            return False
+        for j in ids:
+            server.cancelled[j] = 1
+        return True
 
     def _piece_done(self, j: int) -> None:
         k, p = divmod(j, self.n)
