@@ -25,9 +25,8 @@ The effective bandwidth is B over that time, so it does not depend on B. With N 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 from moesim.errors import UserError
+from moesim.hw_profiles.profile import Processor
 
 LAYOUTS = ("local", "interleave", "node")
 
@@ -44,10 +43,9 @@ def effective_bandwidth(bandwidth: float, nodes: int | None, link: float | None,
     return 1.0 / max(seconds_per_byte)
 
 
-def with_layout(proc: Any, layout: str) -> Any:
+def with_layout(proc: Processor, layout: str) -> Processor:
     """`proc` with memory_bandwidth at its effective rate under `layout` (itself where nothing changes)."""
-    nodes = getattr(proc, "numa_nodes", None)
-    bandwidth = effective_bandwidth(proc.memory_bandwidth, nodes, getattr(proc, "numa_link_bandwidth", None), layout)
+    bandwidth = effective_bandwidth(proc.memory_bandwidth, proc.numa_nodes, proc.numa_link_bandwidth, layout)
     if bandwidth == proc.memory_bandwidth:
         return proc
     return dataclasses.replace(proc, memory_bandwidth=bandwidth)

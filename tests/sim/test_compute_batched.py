@@ -19,6 +19,7 @@ from moesim.errors import UserError
 from moesim.hw_profiles.loader import PROFILES_DIR, profile_from_mapping, profile_to_document, profile_values
 from moesim.hw_profiles.profile import profile_record
 from moesim.sim.compute import compute_model, expert_cell_times, expert_request_times, non_expert_cell_times
+from moesim.sim.compute.operators import roofline
 from moesim.sim.compute.processors import Processor, matrix_rate
 from moesim.traces.format.trace_meta import DECODE, PREFILL
 from tests.sim.test_compute_operators import EXPERT_BYTES, US, _Profile, tiny_spec, tiny_trace
@@ -75,6 +76,16 @@ def test_one_token_requests_keep_the_vector_rate_beside_batched_ones() -> None:
                                                                                          rel=1e-12)
     assert expert_cell_times(model, np.array([0, 0]), layer, nbytes, tokens, 1).tolist() == \
         pytest.approx([43.008 * US], rel=1e-12)
+    # two tokens are already matrix-matrix work: 24576 FLOPs at 2 GFLOP/s = 12.288 us (49.152 at 0.5)
+    assert expert_request_times(model, np.array([0]), np.array([EXPERT_BYTES]), np.array([2])).tolist() == \
+        pytest.approx([12.288 * US], rel=1e-12)
+
+
+def test_a_roofline_without_a_token_count_is_matrix_vector_work() -> None:
+    """roofline's default is one token per weight read: 1 MFLOP at the 0.5 GFLOP/s vector rate = 2 ms,
+    although the processor states a batched rate."""
+    assert roofline(0.0, 1e6, _proc(BATCHED), "bf16").tolist() == pytest.approx(2e-3, rel=1e-12)
+    assert roofline(0.0, 1e6, _proc(BATCHED), "bf16", 2.0).tolist() == pytest.approx(0.5e-3, rel=1e-12)
 
 
 def test_decode_at_batch_one_ignores_the_batched_figure() -> None:

@@ -35,8 +35,10 @@ def test_four_nodes_and_the_degenerate_cases() -> None:
         assert effective_bandwidth(10 * GB, 1, 1 * GB, layout) == 10 * GB
         assert effective_bandwidth(10 * GB, None, None, layout) == 10 * GB
     assert effective_bandwidth(10 * GB, 2, None, "node") == pytest.approx(5 * GB)  # no link figure: DRAM only
-    with pytest.raises(UserError, match="numa layout"):
+    assert effective_bandwidth(10 * GB, 2, None, "interleave") == pytest.approx(10 * GB)
+    with pytest.raises(UserError) as refused:
         effective_bandwidth(10 * GB, 2, 1 * GB, "spread")
+    assert str(refused.value) == "placement numa: numa layout must be one of local, interleave, node, got 'spread'"
 
 
 def numa_profile(link: float) -> object:

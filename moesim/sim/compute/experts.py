@@ -47,7 +47,7 @@ class ExpertCosts:
         """FLOP/s of each request's matmul: its layer's peak for one token, the processor's batched_flops for
         more where it states one (moesim/sim/compute/processors.py, matrix_rate)."""
         vector = self.layer_peak(proc)[layer]
-        batched = getattr(proc, "batched_flops", None)
+        batched = proc.batched_flops
         return np.where(tokens > 1, float(batched), vector) if batched else vector
 
     def layer_dequant(self, proc: Processor) -> np.ndarray:

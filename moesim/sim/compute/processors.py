@@ -154,7 +154,7 @@ def matrix_rate(proc: Processor, dtype: str, tokens: np.ndarray | float) -> np.n
     mul_mat_id on a CPU, tensor-core GEMMs on a GPU), so a profile may state that rate on its own."""
     t = np.asarray(tokens, dtype=np.float64)
     vector = peak(proc, dtype)
-    batched = getattr(proc, "batched_flops", None)
+    batched = proc.batched_flops
     if not batched:
         return np.full(t.shape, vector)
     return np.where(t > 1, float(batched), vector)
