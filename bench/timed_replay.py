@@ -15,8 +15,9 @@ clock and by process CPU time, and simpy events per access, per copy and per hit
 none). Target: >= 1 M accesses per CPU second (wall time on a shared machine also measures others),
 for the default profile (one copy engine). Then every registered eviction policy (aliases left
 out), stall on miss and no prefetch, on a 2 M-access trace of the same shape, interleaved over
-three rounds, each keeping its best CPU time: >= 2 M accesses per CPU second each, with the spread
-of its rounds printed. With --copy-engines 2 the engines share the link (a processor-sharing
+five rounds, each keeping its best CPU time: >= 2 M accesses per CPU second each, with the spread
+of its rounds printed (five, not three: on a loaded 2-core machine one policy in twelve could lose
+all of three rounds to neighbours, a spread up to 1.9x, while its best of five holds). With --copy-engines 2 the engines share the link (a processor-sharing
 server): every start or end of a copy reschedules the server's next completion, so it costs more
 events per copy.
 """
@@ -167,7 +168,7 @@ def run(accesses: int, capacity_share: float, prefetch: str | None = None, bound
     }
 
 
-def every_policy(accesses: int = POLICY_ACCESSES, rounds: int = 3) -> tuple[dict[str, Any], list[str]]:
+def every_policy(accesses: int = POLICY_ACCESSES, rounds: int = 5) -> tuple[dict[str, Any], list[str]]:
     """Timed replay per registered eviction policy (stall on miss, demand fetch only, the bench's
     capacity), each the best CPU time of `rounds` interleaved rounds; (targets, table lines)."""
     from moesim.policies.registry import available as registered
