@@ -117,7 +117,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | None, cache_max: int | None) -> Any:
     from moesim.advise.bookkeeping import fitted_bookkeeping
-    from moesim.advise.overlap import PREFETCH_NOT_TIMED, streams_from_flash_profile, timed_field
+    from moesim.advise.overlap import streams_from_flash_profile, timed_field
     from moesim.advise.space import Machine
     from moesim.units import format_bytes
 
@@ -135,7 +135,7 @@ def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | No
         dram_free = None
     if streams_from_flash_profile(profile) and timed_field("read_slices"):
         notes.append("every configuration is timed in the engine's own read and compute order (BigMoeOnEdge: "
-                     "moesim/runs/engine_map.py); " + PREFETCH_NOT_TIMED)
+                     "moesim/runs/engine_map.py); the engine has no prefetcher, so a prefetch policy is a change to it")
     bookkeeping = fitted_bookkeeping(name)
     if bookkeeping:
         notes.append(f"cache bookkeeping: the profile's fitted {bookkeeping:.4g} s per byte read is added to every "

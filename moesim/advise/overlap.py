@@ -44,6 +44,8 @@ ENGINE_CHANGE = {
                "(ggml's mul_mat_id visits them in ascending id, so a resident expert queued behind a missing "
                "one waits for it)",
 }
+PREFETCH_CHANGE = ("add a prefetcher: issue reads for the experts it predicts before they are routed (the engine "
+                   "reads an expert only once the router has chosen it)")
 
 
 def timed_field(name: str) -> bool:
@@ -108,18 +110,6 @@ def overlap_choices(machine: Any, workload: Any, chosen: dict[str, Any]) -> list
     out.append(Choice("overlap", "layer", config=tuple(engine_fields(False, workload).items()),
                       facts=(("engine_mode", "serial"),)))
     return out
-
-
-PREFETCH_NOT_TIMED = ("prefetch is not searched: the engine has none, and the clock cannot time slice reads once a "
-                      "prefetched expert's slot is reused unread (moesim/sim/engine.py)")
-
-
-def sliced_reads(chosen: dict[str, Any]) -> bool:
-    """Whether the chosen overlap times reads in the engine's order (slices or expert-id order), which the
-    clock cannot combine with a prefetcher's unused copies (PREFETCH_NOT_TIMED)."""
-    overlap = chosen.get("overlap")
-    fields = dict(overlap.config) if overlap is not None else {}
-    return bool(fields.get("read_slices")) or fields.get("expert_order") == "id"
 
 
 def ffn_seconds(machine: Any, workload: Any) -> float:

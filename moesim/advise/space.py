@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from moesim.advise.overlap import FFN_OVERLAP, overlap_choices, sliced_reads, timed_field  # noqa: F401
+from moesim.advise.overlap import (FFN_OVERLAP, PREFETCH_CHANGE, overlap_choices,  # noqa: F401
+                                   streams_from_flash, timed_field)
 from moesim.advise.workload import Workload
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.units import format_bytes
@@ -220,12 +221,15 @@ def _eviction(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -
 
 
 def _prefetch(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:
-    if _all_resident(chosen) or sliced_reads(chosen):  # sliced reads: see overlap.PREFETCH_NOT_TIMED
+    if _all_resident(chosen):
         return [Choice("prefetch", "none", config=(("prefetch", "none"),))]
     names = list(PREFETCHES)
     if any(k.startswith("lookahead") for k in workload.trace.predictions):
         names.append("gate-lookahead")
-    return [Choice("prefetch", n, config=(("prefetch", n),)) for n in names]
+    # the flash-streaming engine (moesim/runs/engine_map.py) reads an expert only once it is routed
+    change = (("engine_change", (PREFETCH_CHANGE,)),) if streams_from_flash(machine) else ()
+    return [Choice("prefetch", n, config=(("prefetch", n),), facts=change if n != "none" else ())
+            for n in names]
 
 
 def _miss(machine: Machine, workload: Workload, chosen: dict[str, Choice]) -> list[Choice]:

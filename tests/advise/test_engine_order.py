@@ -42,7 +42,7 @@ def _engine_candidate(model: str, overlap: str = "expert"):
     m = _machine(FITTED, resolve_profile(FITTED), None, None, 4000 * MiB)
     found = [c for c in enumerate_space(m, w)
              if c.labels()["overlap"] == overlap and c.labels()["eviction"] == "lru"
-             and c.config_fields()["capacity_bytes"] == 4000 * MiB]
+             and c.labels()["prefetch"] == "none" and c.config_fields()["capacity_bytes"] == 4000 * MiB]
     assert len(found) == 1
     return m, w, found[0]
 
@@ -91,6 +91,9 @@ def test_only_the_engines_own_modes_map_onto_its_options(model, mapped):
     for cand in enumerate_space(m, w):
         labels = cand.labels()
         if labels["eviction"] != "lru" or cand.config_fields()["capacity_bytes"] != 4000 * MiB:
+            continue
+        if labels["prefetch"] != "none":  # the engine has no prefetcher: never its options, always a change
+            assert [o for o in engine_options(cand, m, w) if o.engine == BIGMOEONEDGE] == [] and engine_changes(cand)
             continue
         seen.add(labels["overlap"])
         lines = [o.options for o in engine_options(cand, m, w) if o.engine == BIGMOEONEDGE]
