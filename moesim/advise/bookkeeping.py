@@ -1,6 +1,6 @@
 """Cache bookkeeping per byte read, added to advise's timed results the way `moesim check-run` adds it.
 
-    per_byte = fitted_bookkeeping("results/fidelity/phone-oneplus-15r-fitted-qwen.yaml")  # 1.25e-10 s/B
+    per_byte = bookkeeping_per_byte("results/fidelity/phone-oneplus-15r-fitted-qwen.yaml")  # 1.25e-10 s/B
     summary = with_bookkeeping(result, trace, profile, per_byte)
 
 A profile fitted by `moesim fit-profile` / `make fidelity` carries, in its header, the seconds of cache
@@ -24,23 +24,8 @@ from typing import Any
 import numpy as np
 
 from moesim.hw_profiles.profile import HardwareProfile
+from moesim.runs.engine_map import pass_bookkeeping
 from moesim.traces.format.trace import Trace
-
-
-def fitted_bookkeeping(profile_arg: str) -> float:
-    """Seconds per byte read from a fitted profile file's header; 0 for a profile without one, or once the
-    clock adds bookkeeping itself (it would then be counted twice)."""
-    from moesim.runs.engine_map import bookkeeping_per_byte
-
-    return bookkeeping_per_byte(profile_arg)  # the one check-run asks for
-
-
-def pass_bookkeeping(trace: Trace, cells: Any, per_byte: float) -> np.ndarray:
-    """Seconds of bookkeeping per pass: per_byte x the bytes every link copied in the pass's cells."""
-    columns = [c for c in cells.columns if c.startswith("bytes_")]
-    copied = cells[columns].to_numpy(dtype=np.float64).sum(axis=1) if columns else np.zeros(len(cells))
-    return per_byte * np.bincount(cells["pass"].to_numpy(dtype=np.int64), weights=copied,
-                                  minlength=trace.n_passes)
 
 
 def with_bookkeeping(result: Any, trace: Trace, profile: HardwareProfile, per_byte: float) -> dict[str, Any]:
@@ -51,7 +36,7 @@ def with_bookkeeping(result: Any, trace: Trace, profile: HardwareProfile, per_by
     if per_byte <= 0:
         return summary
     cells = result.cells
-    extra = pass_bookkeeping(trace, cells, per_byte)
+    extra = pass_bookkeeping(cells, trace.n_passes, per_byte)
     after = np.cumsum(extra)  # through each pass
     before = after - extra
     cell_pass = cells["pass"].to_numpy(dtype=np.int64)

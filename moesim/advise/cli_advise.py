@@ -116,7 +116,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | None, cache_max: int | None) -> Any:
-    from moesim.advise.bookkeeping import fitted_bookkeeping
+    from moesim.runs.engine_map import bookkeeping_per_byte
     from moesim.advise.overlap import streams_from_flash_profile, timed_field
     from moesim.advise.space import Machine
     from moesim.units import format_bytes
@@ -136,7 +136,7 @@ def _machine(name: str, profile: Any, vram_free: int | None, dram_free: int | No
     if streams_from_flash_profile(profile) and timed_field("read_slices"):
         notes.append("every configuration is timed in the engine's own read and compute order (BigMoeOnEdge: "
                      "moesim/runs/engine_map.py); the engine has no prefetcher, so a prefetch policy is a change to it")
-    bookkeeping = fitted_bookkeeping(name)
+    bookkeeping = bookkeeping_per_byte(name)
     if bookkeeping:
         notes.append(f"cache bookkeeping: the profile's fitted {bookkeeping:.4g} s per byte read is added to every "
                      "pass, as check-run adds it")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.errors import UserError
-from moesim.runs.engine_map import Setup
+from moesim.runs.engine_map import Setup, pass_bookkeeping
 from moesim.runs.hits import estimate_prefill_lookups, hit_tolerance, per_step_hits
 from moesim.runs.measured import MeasuredRun
 from moesim.runs.padding import SLICE_SIZES, expected_read_bytes, fit_slice_padding
@@ -92,9 +92,7 @@ def check_run(run: MeasuredRun, trace: Trace, trace_name: str, trace_kind: str, 
     cells = result.cells
     per_pass = cells.groupby("pass")
     duration = (cells["end_s"] - cells["start_s"]).groupby(cells["pass"]).sum().to_numpy()
-    copied = sum((cells[c].groupby(cells["pass"]).sum().to_numpy(dtype=float) for c in cells.columns
-                  if c.startswith("bytes_")), np.zeros(trace.n_passes))
-    mgmt = mgmt_per_byte * copied
+    mgmt = pass_bookkeeping(cells, trace.n_passes, mgmt_per_byte)
     duration = duration + mgmt
     decode = np.flatnonzero(trace.pass_phase == DECODE)
     n = min(decode.size, run.n_steps)

@@ -42,12 +42,17 @@ above as TimedConfig fields: advise (moesim/advise/overlap.py) times the engine'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from moesim.errors import UserError
 from moesim.hw_profiles.profile import HardwareProfile
 from moesim.runs.measured import RunConfig
 from moesim.sim.timed_replay import TimedConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIB = 2**20
 # what this tree's engine can express; flipped as the issue-13 knobs land
@@ -123,6 +128,14 @@ def bookkeeping_per_byte(profile_arg: str) -> float:
     if ENGINE_HAS_MGMT_PER_BYTE:
         return 0.0
     return float(fitted_extras(profile_arg).get("mgmt_per_byte", 0.0))
+
+
+def pass_bookkeeping(cells: "pd.DataFrame", n_passes: int, per_byte: float) -> np.ndarray:
+    """Seconds of bookkeeping per pass: per_byte x the bytes every link copied in the pass's cells (a timed
+    result's cell table). check-run adds it to each pass's wall time; advise shifts its pass ends by it."""
+    columns = [c for c in cells.columns if c.startswith("bytes_")]
+    copied = cells[columns].to_numpy(dtype=np.float64).sum(axis=1) if columns else np.zeros(len(cells))
+    return per_byte * np.bincount(cells["pass"].to_numpy(dtype=np.int64), weights=copied, minlength=n_passes)
 
 
 def _prefetch(name: str) -> str:

@@ -108,13 +108,13 @@ def test_only_the_engines_own_modes_map_onto_its_options(model, mapped):
 def test_bookkeeping_is_counted_once_when_the_clock_takes_it_over(monkeypatch):
     """With ENGINE_HAS_MGMT_PER_BYTE the clock would add the bookkeeping itself: advise and check-run then add
     none beside it (both ask engine_map.bookkeeping_per_byte); without it both add the fitted figure."""
-    from moesim.advise.bookkeeping import fitted_bookkeeping
+    from moesim.runs.engine_map import bookkeeping_per_byte
     from moesim.runs import engine_map
 
     def bookkeeping_ms() -> float:
         return _check_run("qwen")["summary"]["components_s"]["cache bookkeeping"]["predicted"]
 
-    assert fitted_bookkeeping(FITTED) > 0 and bookkeeping_ms() > 0
+    assert bookkeeping_per_byte(FITTED) > 0 and bookkeeping_ms() > 0
     monkeypatch.setattr(engine_map, "ENGINE_HAS_MGMT_PER_BYTE", True)
-    assert fitted_bookkeeping(FITTED) == 0.0
+    assert bookkeeping_per_byte(FITTED) == 0.0
     assert bookkeeping_ms() == 0.0

@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from advise_helpers import MiB  # noqa: E402
 
-from moesim.advise.bookkeeping import fitted_bookkeeping  # noqa: E402
+from moesim.runs.engine_map import bookkeeping_per_byte  # noqa: E402
 from moesim.advise.search import evaluate, search_machine  # noqa: E402
 from moesim.advise.overlap import ARRIVAL_OVERLAP, FFN_ARRIVAL_OVERLAP  # noqa: E402
 from moesim.advise.space import DIMENSIONS, FFN_OVERLAP, Dimension, Machine, enumerate_space  # noqa: E402
@@ -174,8 +174,8 @@ def test_more_lanes_shorten_a_layer_of_reads_by_hand():
 def test_fitted_bookkeeping_comes_from_the_fitted_profile_header_only():
     header = Path(FITTED).read_text(encoding="utf-8").split("\nname:")[0]
     value = float(re.search(r"mgmt_per_byte = ([0-9.eE+-]+)", header).group(1))
-    assert fitted_bookkeeping(FITTED) == value > 0
-    assert fitted_bookkeeping("phone-oneplus-15r") == 0.0
+    assert bookkeeping_per_byte(FITTED) == value > 0
+    assert bookkeeping_per_byte("phone-oneplus-15r") == 0.0
 
 
 def test_bookkeeping_adds_per_byte_times_each_pass_bytes_by_hand():
